@@ -1,0 +1,174 @@
+//! The command line as clap sees it (`RawArgs`): every value optional, so a TOML config
+//! can fill what the flags leave out. The same structs deserialize the config file, so
+//! every flag has a key of the same name.
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// recur: train recurrent networks on very long sequences in a memory footprint planned
+/// before the first step.
+#[derive(Parser, Debug)]
+#[command(name = "recur", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a language model on a token file (.npy integers, or any file as bytes).
+    Train(TrainCmd),
+    /// Compile a model and print its memory plan, without data or training.
+    Plan(PlanCmd),
+    /// Loss and gradients of one batch, for comparison with other frameworks.
+    Grads(GradsCmd),
+    /// The built-in job: learn a stream with long-range dependencies for about a minute.
+    Demo(DemoCmd),
+}
+
+/// Model and window settings shared by `train` and `plan`; also the config file's keys.
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ModelFlags {
+    /// Vocabulary size [train: largest token + 1, or 256 for raw bytes; plan: 256].
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Embedding width E [64].
+    #[arg(long)]
+    pub embed: Option<usize>,
+    /// Hidden width H [256].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Stacked layers L [1].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Initial forget-gate bias (PyTorch: 0; Gers et al.: 1.0) [0].
+    #[arg(long)]
+    pub forget_bias: Option<f32>,
+    /// Batch rows B [32].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Window length T, steps of truncated BPTT [64].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// GEMM grain G: steps per segment [min(16, T)].
+    #[arg(long)]
+    pub grain: Option<usize>,
+    /// Checkpoint policy: none [none].
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// Optimiser: adam or sgd [adam].
+    #[arg(long)]
+    pub optimizer: Option<String>,
+}
+
+/// Settings of a training run; also the config file's keys.
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RunFlags {
+    /// Training steps (windows) [200].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Learning rate [2e-3].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// SGD momentum [0.9].
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Clip the global gradient norm to this value; 0 disables [1.0].
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// Seed of the initialisation [0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `recur train`.
+#[derive(Args, Debug)]
+pub struct TrainCmd {
+    /// Token file: a 1-D integer .npy, or a .txt (or any file) read as bytes.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory for model.safetensors and config.toml.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TOML file with the same keys as the flags (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the summary as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// Model and window.
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Run settings.
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// `recur plan`.
+#[derive(Args, Debug)]
+pub struct PlanCmd {
+    /// TOML file with the same keys as `recur train`'s flags (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Give every buffer its own bytes (to see what reuse saves).
+    #[arg(long)]
+    pub no_reuse: bool,
+    /// Model and window.
+    #[command(flatten)]
+    pub model: ModelFlags,
+}
+
+/// `recur grads`.
+#[derive(Args, Debug)]
+pub struct GradsCmd {
+    /// Weights (safetensors, PyTorch names); the model's sizes come from their shapes.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Batch (safetensors with integer tensors `input` and `target`, shape [T, B]).
+    #[arg(long)]
+    pub batch: PathBuf,
+    /// Output: `loss` and `grad.<name>` for every parameter.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// GEMM grain G [min(16, T)].
+    #[arg(long)]
+    pub grain: Option<usize>,
+    /// Checkpoint policy [none].
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+}
+
+/// `recur demo`.
+#[derive(Args, Debug)]
+pub struct DemoCmd {
+    /// Seconds of training [60].
+    #[arg(long, default_value_t = 60.0)]
+    pub seconds: f64,
+    /// Print the summary as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A config file: the keys of `ModelFlags` and `RunFlags`, plus `data` and `out`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConfigFile {
+    /// `--data`.
+    pub data: Option<PathBuf>,
+    /// `--out`.
+    pub out: Option<PathBuf>,
+    /// Model and window keys.
+    #[serde(flatten)]
+    pub model: ModelFlags,
+    /// Run keys.
+    #[serde(flatten)]
+    pub run: RunFlags,
+}

@@ -1,0 +1,311 @@
+//! The front door: parse flags (`args`), resolve them into specs (`resolve`), dispatch
+//! to the library like any embedder would. Terminal output happens here and in
+//! `report` only.
+
+pub mod args;
+pub mod resolve;
+
+use crate::io::safetensors as st;
+use crate::plan::{compile, compile_with, CompileOptions};
+use crate::report::{fmt_bytes, PlanReport};
+use crate::train::data::TokenFile;
+use crate::train::windows::Windows;
+use crate::train::{synth, Trainer};
+use crate::{Error, Result};
+use args::{Cli, Command, DemoCmd, GradsCmd, PlanCmd, TrainCmd};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Parses the command line and runs the subcommand.
+pub fn run() -> Result<()> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid arguments");
+            let line = line.trim_start_matches("error: ");
+            return Err(Error::spec("arguments", line.to_string()));
+        }
+    };
+    match cli.command {
+        Command::Train(c) => train(c),
+        Command::Plan(c) => plan(c),
+        Command::Grads(c) => grads(c),
+        Command::Demo(c) => demo(c),
+    }
+}
+
+fn plan(c: PlanCmd) -> Result<()> {
+    let config = c.config.as_deref().map(resolve::read_config).transpose()?;
+    let cm = config.as_ref().map(|f| &f.model);
+    let cr = config.as_ref().map(|f| &f.run);
+    let (model, train) = resolve::model_and_window(&c.model, cm, &Default::default(), cr, 256)?;
+    let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
+    let report = PlanReport::new(&program);
+    if c.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// The summary of a training run (`--json` prints it as one line).
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    /// Loss of the last step (nats).
+    pub final_loss: f32,
+    /// Mean loss of the last 10 steps.
+    pub final_loss_avg10: f32,
+    /// Loss of the first step.
+    pub first_loss: f32,
+    /// Tokens per second over the training steps only.
+    pub tokens_per_s: f64,
+    /// Steps taken.
+    pub steps: usize,
+    /// Seconds spent in training steps.
+    pub seconds: f64,
+    /// Planned activation arena bytes.
+    pub arena_bytes: u64,
+    /// Planned total bytes (persistent + arena).
+    pub total_bytes: u64,
+}
+
+/// Runs `steps` windows of `data` (or until `deadline` seconds), with a progress bar
+/// unless `quiet`.
+fn run_steps(
+    trainer: &mut Trainer,
+    data: &TokenFile,
+    steps: usize,
+    deadline: Option<f64>,
+    quiet: bool,
+) -> Result<TrainSummary> {
+    let t = &trainer.program().train;
+    let tokens_per_step = (t.batch * t.window) as f64;
+    let mut win = Windows::new(data.len(), t.batch, t.window, data.path())?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
+    let style = match deadline {
+        Some(_) => "{spinner} step {pos} {msg} [{elapsed_precise}]",
+        None => "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+    };
+    bar.set_style(
+        ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut losses, mut seconds) = (Vec::with_capacity(steps.min(1 << 20)), 0.0f64);
+    for i in 0..steps {
+        trainer.load_window(data, &mut win);
+        let t0 = Instant::now();
+        let s = trainer.step_loaded();
+        seconds += t0.elapsed().as_secs_f64();
+        losses.push(s.loss);
+        if !s.loss.is_finite() {
+            bar.abandon();
+            return Err(Error::spec(
+                "--lr",
+                format!(
+                    "training diverged at step {i} (loss {}); lower the learning rate",
+                    s.loss
+                ),
+            ));
+        }
+        bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s",
+            s.loss,
+            tokens_per_step * (i + 1) as f64 / seconds
+        ));
+        bar.inc(1);
+        if deadline.is_some_and(|d| seconds >= d) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let n = losses.len();
+    let tail = &losses[n.saturating_sub(10)..];
+    let p = trainer.program();
+    Ok(TrainSummary {
+        final_loss: losses[n - 1],
+        final_loss_avg10: tail.iter().sum::<f32>() / tail.len() as f32,
+        first_loss: losses[0],
+        tokens_per_s: tokens_per_step * n as f64 / seconds.max(1e-9),
+        steps: n,
+        seconds,
+        arena_bytes: p.arena_bytes,
+        total_bytes: p.total_bytes(),
+    })
+}
+
+fn train(c: TrainCmd) -> Result<()> {
+    let config = c.config.as_deref().map(resolve::read_config).transpose()?;
+    let data_path = (c.data.clone())
+        .or_else(|| config.as_ref().and_then(|f| f.data.clone()))
+        .ok_or_else(|| Error::spec("--data", "is required (a .npy token file or a text file)"))?;
+    let out = c
+        .out
+        .clone()
+        .or_else(|| config.as_ref().and_then(|f| f.out.clone()));
+    let data = TokenFile::open(&data_path)?;
+    let is_npy = data_path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let default_vocab = if is_npy {
+        data.max_token() as usize + 1
+    } else {
+        256
+    };
+    let cm = config.as_ref().map(|f| &f.model);
+    let cr = config.as_ref().map(|f| &f.run);
+    let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, default_vocab.max(2))?;
+    data.check_vocab(model.vocab)?;
+    Windows::new(data.len(), train.batch, train.window, &data_path)?;
+    let program = compile(&model, &train)?;
+    if !c.json {
+        eprintln!(
+            "recur: plan: arena {} (lower bound {}), persistent {}, total {}",
+            fmt_bytes(program.arena_bytes),
+            fmt_bytes(program.arena_lower_bound),
+            fmt_bytes(program.persistent_bytes()),
+            fmt_bytes(program.total_bytes())
+        );
+    }
+    let mut trainer = Trainer::new(program)?;
+    let summary = run_steps(&mut trainer, &data, train.steps, None, c.json)?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let ex = trainer.executor();
+        st::save_params(&dir.join("model.safetensors"), ex.layout(), ex.params())?;
+        let cfg = resolve::to_config(&model, &train, Some(&data_path));
+        let text = toml::to_string(&cfg).unwrap_or_default();
+        st::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+    }
+    print_summary(&summary, c.json);
+    Ok(())
+}
+
+fn print_summary(s: &TrainSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+    } else {
+        println!(
+            "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} tokens/s  {:.1} s in steps  memory {} planned",
+            s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
+        );
+    }
+}
+
+fn grads(c: GradsCmd) -> Result<()> {
+    let wbytes = st::read(&c.weights)?;
+    let model = st::infer_model(&c.weights, &wbytes)?;
+    let bbytes = st::read(&c.batch)?;
+    let batch = safetensors::SafeTensors::deserialize(&bbytes).map_err(|e| Error::Batch {
+        path: c.batch.clone(),
+        msg: format!("not a safetensors file: {e}"),
+    })?;
+    let (input, shape) = st::read_tokens(&c.batch, &batch, "input")?;
+    let (target, tshape) = st::read_tokens(&c.batch, &batch, "target")?;
+    let bad = |msg: String| Error::Batch {
+        path: c.batch.clone(),
+        msg,
+    };
+    if shape != tshape {
+        return Err(bad(format!(
+            "`input` has shape {shape:?} but `target` has {tshape:?}"
+        )));
+    }
+    let [t, b] = shape;
+    let mut flags = args::ModelFlags {
+        grain: c.grain,
+        checkpoint: c.checkpoint.clone(),
+        batch: Some(b),
+        window: Some(t),
+        ..Default::default()
+    };
+    flags.vocab = Some(model.vocab);
+    flags.embed = Some(model.embed);
+    flags.hidden = Some(model.hidden);
+    flags.layers = Some(model.layers);
+    let (model, train) =
+        resolve::model_and_window(&flags, None, &Default::default(), None, model.vocab)
+            .map_err(|e| bad(format!("{e}")))?;
+    let mut trainer = Trainer::new(compile(&model, &train)?)?;
+    let layout = trainer.executor().layout().clone();
+    st::load_params(
+        &c.weights,
+        &wbytes,
+        &layout,
+        trainer.executor_mut().params_mut(),
+    )?;
+    trainer
+        .load_batch(crate::train::Batch {
+            input: &input,
+            target: &target,
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    let loss = trainer.forward_backward();
+    st::save_grads(&c.out, &layout, loss, trainer.executor().grads())?;
+    println!("loss {loss:.6}  wrote {}", c.out.display());
+    Ok(())
+}
+
+fn demo(c: DemoCmd) -> Result<()> {
+    if !(c.seconds.is_finite() && c.seconds > 0.0) {
+        return Err(Error::spec("--seconds", "must be a positive number"));
+    }
+    let tokens = synth::brackets(2_000_000, 7);
+    let baseline = synth::unigram_entropy(&tokens);
+    let data = TokenFile::from_bytes("<built-in bracket stream>", tokens)?;
+    let flags = args::ModelFlags {
+        vocab: Some(synth::BRACKET_VOCAB),
+        embed: Some(16),
+        hidden: Some(128),
+        batch: Some(32),
+        window: Some(64),
+        ..Default::default()
+    };
+    let run = args::RunFlags {
+        lr: Some(3e-3),
+        steps: Some(1_000_000),
+        ..Default::default()
+    };
+    let (model, train) = resolve::model_and_window(&flags, None, &run, None, synth::BRACKET_VOCAB)?;
+    let program = compile(&model, &train)?;
+    if !c.json {
+        println!(
+            "recur demo: an LSTM learns a bracket-matching stream (openers, 3-20 fillers, the"
+        );
+        println!("matching closer); the closer depends on a token up to 21 steps back.\n");
+        print!("{}", PlanReport::new(&program).table());
+        println!("\nunigram baseline (best context-free model): {baseline:.4} nats/token");
+        println!("training for {:.0} s…", c.seconds);
+    }
+    let mut trainer = Trainer::new(program)?;
+    let s = run_steps(&mut trainer, &data, usize::MAX, Some(c.seconds), c.json)?;
+    if c.json {
+        let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
+        println!("{v}");
+    } else {
+        print_summary(&s, false);
+        let below = 100.0 * (1.0 - s.final_loss_avg10 as f64 / baseline);
+        println!(
+            "final loss {:.4} nats/token: {below:.1}% below the unigram baseline {baseline:.4}",
+            s.final_loss_avg10
+        );
+    }
+    Ok(())
+}
+
+/// Loads a token file the way `recur train` does (for tests and embedders).
+pub fn open_data(path: &Path) -> Result<TokenFile> {
+    TokenFile::open(path)
+}

@@ -1,0 +1,86 @@
+//! The library's one error type. Every variant names the user's thing (a flag, a config
+//! key, a file, a tensor) and what was expected; `main` prints it as one line.
+
+use std::path::PathBuf;
+
+/// Everything a user can get wrong, grouped by where the bad input came from.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model or training setting (flag or config key) is out of range.
+    #[error("{what}: {msg}")]
+    Spec {
+        /// The flag or key, e.g. `--hidden`.
+        what: String,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
+    /// A data file is missing, empty, of the wrong type or holds bad tokens.
+    #[error("data file {}: {msg}", path.display())]
+    Data {
+        /// The data file.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
+    /// A weights file lacks a tensor or holds one of the wrong shape or type.
+    #[error("weights file {}: {msg}", path.display())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
+    /// A batch file for `recur grads` is malformed.
+    #[error("batch file {}: {msg}", path.display())]
+    Batch {
+        /// The batch file.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
+    /// A configuration file is unreadable or has an unknown or ill-typed key.
+    #[error("config file {}: {msg}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
+    /// The plan needs more memory than the machine can give.
+    #[error("the plan needs {} but only {} is available; use a smaller batch, window or model", crate::report::fmt_bytes(*.needed), crate::report::fmt_bytes(*.available))]
+    Memory {
+        /// Bytes the plan needs (persistent + arena).
+        needed: u64,
+        /// Bytes available on this machine.
+        available: u64,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A spec error for the flag or key `what`.
+    pub fn spec(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Spec {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The only BLAS gateway. Every matrix product of the executor goes through `gemm`,
+//! which hands ndarray views that qualify for its BLAS path (f32, row- or column-major,
+//! unit inner stride, some dimension above ndarray's cutoff of 7), so ndarray's silent
+//! fallback to its own matrixmultiply cannot happen; the rare product with every
+//! dimension ≤ 7 calls `cblas_sgemm` directly. Either way the work is OpenBLAS's.
+//! `scripts/check_blas.sh` and the `blas` test prove the link.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// ndarray sends a product to BLAS only when some dimension exceeds this.
+const NDARRAY_BLAS_CUTOFF: usize = 7;
+
+/// Whether an operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tr {
+    /// As stored.
+    N,
+    /// Transposed.
+    T,
+}
+
+/// Number of `gemm` calls made by this process so far.
+pub fn gemm_calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
+
+fn view(s: &[f32], rows: usize, cols: usize, t: Tr) -> ArrayView2<'_, f32> {
+    match t {
+        Tr::N => ArrayView2::from_shape((rows, cols), s).expect("gemm operand shape"),
+        Tr::T => ArrayView2::from_shape((cols, rows), s)
+            .expect("gemm operand shape")
+            .reversed_axes(),
+    }
+}
+
+/// `C[m×n] = op(A)[m×k] · op(B)[k×n] + β·C`, every matrix row-major and contiguous.
+/// `A` is stored [m, k] (`Tr::N`) or [k, m] (`Tr::T`); `B` is [k, n] or [n, k].
+///
+/// # Panics
+/// If a slice's length is not the product of its dimensions (a programmer error: the
+/// compiler sized every buffer).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Tr,
+    b: &[f32],
+    tb: Tr,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "gemm shapes"
+    );
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m.max(n).max(k) > NDARRAY_BLAS_CUTOFF {
+        let av = view(a, m, k, ta);
+        let bv = view(b, k, n, tb);
+        let mut cv = ArrayViewMut2::from_shape((m, n), c).expect("gemm output shape");
+        general_mat_mul(1.0, &av, &bv, beta, &mut cv);
+    } else {
+        sgemm_direct(m, n, k, a, ta, b, tb, beta, c);
+    }
+}
+
+/// `cblas_sgemm` called directly, for tiny products and as the reference in tests.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_direct(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Tr,
+    b: &[f32],
+    tb: Tr,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "gemm shapes"
+    );
+    let tr = |t| match t {
+        Tr::N => cblas_sys::CBLAS_TRANSPOSE::CblasNoTrans,
+        Tr::T => cblas_sys::CBLAS_TRANSPOSE::CblasTrans,
+    };
+    let lda = if ta == Tr::N { k } else { m }.max(1);
+    let ldb = if tb == Tr::N { n } else { k }.max(1);
+    // SAFETY: the slices hold exactly the row-major matrices described by (m, n, k) and
+    // the leading dimensions, as asserted above; BLAS reads a, b and writes c only.
+    unsafe {
+        cblas_sys::cblas_sgemm(
+            cblas_sys::CBLAS_LAYOUT::CblasRowMajor,
+            tr(ta),
+            tr(tb),
+            m as i32,
+            n as i32,
+            k as i32,
+            1.0,
+            a.as_ptr(),
+            lda as i32,
+            b.as_ptr(),
+            ldb as i32,
+            beta,
+            c.as_mut_ptr(),
+            n.max(1) as i32,
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The executor's allocations: 64-byte-aligned f32 blocks for the arena and the
+//! persistent region, and the check that a plan fits in the machine's available memory
+//! before anything is allocated.
+
+use crate::{Error, Result};
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; 16]);
+
+/// A zeroed, 64-byte-aligned block of f32.
+pub struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        AlignedBuf {
+            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[f32] {
+        // SAFETY: `Line` is 16 f32 with no padding (repr(C), size 64); `len` ≤ 16·lines.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    }
+
+    /// The elements, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as in `as_slice`, with unique access through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Bytes the system can give without swapping (`MemAvailable`), if known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a plan of `needed` bytes that the machine cannot hold.
+pub fn check_fits(needed: u64) -> Result<()> {
+    if let Some(available) = available_memory() {
+        if needed > available {
+            return Err(Error::Memory { needed, available });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! Costs per node: floating-point operations of its GEMMs, and the cost class of a
+//! buffer (compute-bound results are worth keeping, memory-bound ones cheap to redo).
+
+use super::Op;
+use crate::spec::{ModelSpec, TrainSpec};
+use serde::Serialize;
+
+/// Whether a buffer is costly (a GEMM's output) or cheap (elementwise) to recompute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostClass {
+    /// Produced by a GEMM or a recurrence: keep or checkpoint.
+    ComputeBound,
+    /// Produced by a gather or elementwise pass: recompute.
+    MemoryBound,
+}
+
+/// GEMM floating-point operations (2·M·N·K per GEMM) of one node. Elementwise work is
+/// not counted, so GFLOP/s figures compare directly with a raw sgemm.
+pub fn flops(op: &Op, model: &ModelSpec, train: &TrainSpec) -> u64 {
+    let b = train.batch as u64;
+    let (h, v, gw) = (
+        model.hidden as u64,
+        model.vocab as u64,
+        model.gate_width() as u64,
+    );
+    let input = |l: u32| model.input_width(l as usize) as u64;
+    let rows = |s: u32| train.seg_len(s as usize) as u64 * b;
+    match *op {
+        Op::InputProj { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
+        Op::CellForward { seg, .. } | Op::CellBackward { seg, .. } => 2 * rows(seg) * gw * h,
+        // logits, dW_fc, dh
+        Op::Head { seg, .. } => 3 * 2 * rows(seg) * v * h,
+        Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + h),
+        Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
+        Op::Embed { .. } | Op::LoadState { .. } | Op::StoreState { .. } | Op::ZeroCarry { .. } => 0,
+    }
+}

@@ -1,0 +1,47 @@
+//! recur trains recurrent networks on very long sequences, on CPU, in a memory footprint
+//! known before the first step.
+//!
+//! ```text
+//! ModelSpec + TrainSpec            spec      what the user asked for
+//!         │ graph::build
+//!         ▼
+//!      Graph                       graph     the unrolled window: nodes over buffers
+//!         │ plan::compile: schedule → liveness → assign_offsets (→ verify)
+//!         ▼
+//!      Program                     program   instructions, buffer table, arena size
+//!         │ exec::Executor::new (the only allocations), run (none)
+//!         ▼
+//!      Executor                    exec      GEMMs through OpenBLAS, fused cell kernels
+//!         ▲
+//!      Trainer                     train     data → windows → executor → optimiser
+//! ```
+//!
+//! Start with [`spec::ModelSpec`] and [`spec::TrainSpec`], compile them with
+//! [`plan::compile`], read the plan from [`Program`] or [`report::PlanReport`], and
+//! train with [`train::Trainer`]. `examples/embed.rs` does all of it.
+//!
+//! What recur is not: a general autodiff framework. The graph is at the level of cell
+//! steps and segments, each cell with a hand-derived fused backward.
+
+#![warn(missing_docs)]
+
+extern crate blas_src;
+
+pub mod cell;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod ids;
+pub mod io;
+pub mod plan;
+pub mod program;
+pub mod report;
+pub mod spec;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use plan::compile;
+pub use program::Program;
+pub use spec::{ModelSpec, TrainSpec};
+pub use train::{Batch, StepStats, Trainer};

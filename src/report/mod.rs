@@ -1,0 +1,169 @@
+//! What the user reads: the plan report as data (serde, for `--json`) and as a terminal
+//! table. Built from a `Program` only; nothing here runs or changes a plan.
+
+use crate::graph::Category;
+use crate::program::Program;
+use serde::Serialize;
+
+/// Formats bytes with binary units: `512 B`, `12.3 KiB`, `4.0 MiB`, `1.50 GiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else if v >= 100.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The plan of one window, as `recur plan` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    /// Cell type.
+    pub cell: String,
+    /// Vocabulary, embedding, hidden width, layers.
+    pub vocab: usize,
+    /// Embedding width.
+    pub embed: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Batch rows.
+    pub batch: usize,
+    /// Window length T.
+    pub window: usize,
+    /// GEMM grain G.
+    pub grain: usize,
+    /// Checkpoint policy.
+    pub policy: String,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Activation arena bytes.
+    pub arena_bytes: u64,
+    /// Lower bound of the arena.
+    pub arena_lower_bound_bytes: u64,
+    /// Arena bytes without reuse.
+    pub arena_no_reuse_bytes: u64,
+    /// Persistent bytes.
+    pub persistent_bytes: u64,
+    /// Persistent + arena.
+    pub total_bytes: u64,
+    /// Forward steps executed ÷ T.
+    pub recompute_factor: f64,
+    /// GEMM FLOPs of one step.
+    pub flops_per_step: u64,
+    /// Instructions and buffers of the window.
+    pub instructions: usize,
+    /// Logical buffers in the arena.
+    pub buffers: usize,
+    /// Bytes per category (persistent: held; arena: live at the peak).
+    pub categories: Vec<CategoryBytes>,
+}
+
+/// Bytes of one category.
+#[derive(Clone, Debug, Serialize)]
+pub struct CategoryBytes {
+    /// Category name.
+    pub category: &'static str,
+    /// Where it lives: `persistent` or `arena`.
+    pub region: &'static str,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl PlanReport {
+    /// The report of `p`.
+    pub fn new(p: &Program) -> Self {
+        let categories = Category::ALL
+            .iter()
+            .map(|&c| CategoryBytes {
+                category: c.name(),
+                region: if c.is_persistent() {
+                    "persistent"
+                } else {
+                    "arena"
+                },
+                bytes: p.category_bytes(c),
+            })
+            .collect();
+        PlanReport {
+            cell: format!("{:?}", p.model.cell).to_lowercase(),
+            vocab: p.model.vocab,
+            embed: p.model.embed,
+            hidden: p.model.hidden,
+            layers: p.model.layers,
+            batch: p.train.batch,
+            window: p.train.window,
+            grain: p.train.grain,
+            policy: p.train.policy.to_string(),
+            parameters: p.params().count(),
+            arena_bytes: p.arena_bytes,
+            arena_lower_bound_bytes: p.arena_lower_bound,
+            arena_no_reuse_bytes: p.arena_no_reuse,
+            persistent_bytes: p.persistent_bytes(),
+            total_bytes: p.total_bytes(),
+            recompute_factor: p.recompute_factor,
+            flops_per_step: p.flops,
+            instructions: p.ops.len(),
+            buffers: p.buffers.len(),
+            categories,
+        }
+    }
+
+    /// The report as a terminal table.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "model   {} V{} E{} H{} L{} ({} parameters)",
+            self.cell, self.vocab, self.embed, self.hidden, self.layers, self.parameters
+        );
+        let _ = writeln!(
+            s,
+            "window  B{} T{} G{}  policy {}  recompute ×{:.2}  {:.2} GFLOP/step",
+            self.batch,
+            self.window,
+            self.grain,
+            self.policy,
+            self.recompute_factor,
+            self.flops_per_step as f64 / 1e9
+        );
+        let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");
+        for c in &self.categories {
+            let _ = writeln!(
+                s,
+                "{:<20} {:<11} {:>12}",
+                c.category,
+                c.region,
+                fmt_bytes(c.bytes)
+            );
+        }
+        let pct = |x: u64| 100.0 * x as f64 / self.arena_lower_bound_bytes.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "\n{:<32} {:>12}",
+            "persistent",
+            fmt_bytes(self.persistent_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "{:<32} {:>12}  ({:.1}% of lower bound {}, no reuse {})",
+            "activation arena",
+            fmt_bytes(self.arena_bytes),
+            pct(self.arena_bytes),
+            fmt_bytes(self.arena_lower_bound_bytes),
+            fmt_bytes(self.arena_no_reuse_bytes)
+        );
+        let _ = writeln!(s, "{:<32} {:>12}", "total", fmt_bytes(self.total_bytes));
+        s
+    }
+}

@@ -1,0 +1,141 @@
+//! `TrainSpec`: the shape of one window (batch, window T, GEMM grain G), the policy, and
+//! the optimisation settings of a run.
+
+use super::{check_range, Policy};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    /// Adam (Kingma & Ba), PyTorch's formulation.
+    #[default]
+    Adam,
+    /// SGD with (PyTorch-style) momentum.
+    Sgd,
+}
+
+/// Optimiser settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimSpec {
+    /// Which optimiser. Default Adam.
+    pub kind: OptimKind,
+    /// Learning rate. Default 2e-3 (Adam on character models).
+    pub lr: f32,
+    /// SGD momentum (PyTorch: `buf = m·buf + g; p -= lr·buf`). Default 0.9.
+    pub momentum: f32,
+    /// Adam β1, β2, ε. Defaults 0.9, 0.999, 1e-8 (PyTorch).
+    pub beta1: f32,
+    /// Adam β2.
+    pub beta2: f32,
+    /// Adam ε.
+    pub eps: f32,
+}
+
+impl Default for OptimSpec {
+    fn default() -> Self {
+        OptimSpec {
+            kind: OptimKind::Adam,
+            lr: 2e-3,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// The shape of one window and the run's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSpec {
+    /// Batch rows B: independent cursors through the stream. Default 32.
+    pub batch: usize,
+    /// Window length T: steps of truncated BPTT. Default 64.
+    pub window: usize,
+    /// GEMM grain G: steps per segment, aligned to positions in the window. Default 16:
+    /// input projections then have M = 16·B rows, large enough for BLAS to run well.
+    pub grain: usize,
+    /// Checkpoint policy. Default `none`.
+    pub policy: Policy,
+    /// Optimiser settings.
+    pub optim: OptimSpec,
+    /// Clip the global gradient norm to this value (PyTorch's `clip_grad_norm_`). Default
+    /// 1.0; `None` disables clipping.
+    pub clip: Option<f32>,
+    /// Training steps (windows). Default 200.
+    pub steps: usize,
+    /// Seed for initialisation. Default 0.
+    pub seed: u64,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            batch: 32,
+            window: 64,
+            grain: 16,
+            policy: Policy::None,
+            optim: OptimSpec::default(),
+            clip: Some(1.0),
+            steps: 200,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainSpec {
+    /// A default spec with the given batch and window; the grain is min(16, window).
+    pub fn new(batch: usize, window: usize) -> Result<Self> {
+        let spec = TrainSpec {
+            batch,
+            window,
+            grain: 16.min(window.max(1)),
+            ..TrainSpec::default()
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        check_range("--batch", self.batch, 1, 1 << 16)?;
+        check_range("--window", self.window, 1, 1 << 30)?;
+        check_range("--grain", self.grain, 1, 4096)?;
+        let o = &self.optim;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(Error::spec(
+                "--lr",
+                format!("must be a positive number, got {}", o.lr),
+            ));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(Error::spec("--momentum", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return Err(Error::spec("--beta1/--beta2", "must be in [0, 1)"));
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(Error::spec("--eps", "must be a positive number"));
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::spec(
+                    "--clip",
+                    format!("must be a positive number, got {c}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of segments in a window: ⌈T / G⌉.
+    pub fn segments(&self) -> usize {
+        self.window.div_ceil(self.grain)
+    }
+
+    /// Steps in segment `s` (the last may be shorter than G).
+    pub fn seg_len(&self, s: usize) -> usize {
+        self.grain.min(self.window - s * self.grain)
+    }
+}

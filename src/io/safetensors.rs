@@ -167,29 +167,30 @@ pub fn read_tokens(
         ))
     })?;
     let d = v.data();
-    let vals: Vec<i64> =
-        match v.dtype() {
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-            Dtype::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            Dtype::U32 => d
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            Dtype::U16 => d
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            Dtype::U8 => d.iter().map(|&x| x as i64).collect(),
-            other => return Err(err(format!(
+    let vals: Vec<i64> = match v.dtype() {
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
+        Dtype::U32 => d
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
+        Dtype::U16 => d
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+            .collect(),
+        Dtype::U8 => d.iter().map(|&x| x as i64).collect(),
+        other => {
+            return Err(err(format!(
                 "`{name}` has dtype {other:?}; expected an integer type (I64, I32, U32, U16, U8)"
-            ))),
-        };
+            )))
+        }
+    };
     let toks = (vals.iter().enumerate())
         .map(|(i, &x)| {
             u32::try_from(x).map_err(|_| {

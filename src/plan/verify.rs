@@ -10,7 +10,7 @@
 
 use super::arena::ALIGN;
 use super::liveness::peak;
-use crate::graph::Access;
+use crate::graph::{Access, Buffer};
 use crate::ids::Pos;
 use crate::program::Program;
 use std::collections::BTreeMap;
@@ -39,33 +39,48 @@ pub fn verify(program: &Program) -> Result<(), String> {
             }
             Some((p, _)) => spans.push((Pos::new(p), Pos::new(last[i]))),
         }
-        if pl.offset % ALIGN != 0 {
-            return Err(format!(
-                "{name} at offset {} is not 64-byte aligned",
-                pl.offset
-            ));
-        }
-        if pl.offset + pl.buffer.bytes() > program.arena_bytes {
-            return Err(format!("{name} ends past the arena"));
-        }
         if pl.buffer.category.is_persistent() {
             return Err(format!("{name} is persistent but placed in the arena"));
         }
     }
-    let bufs: Vec<_> = program.buffers.iter().map(|p| p.buffer.clone()).collect();
-    let (lb, _) = peak(&bufs, &spans, program.ops.len());
-    if program.arena_bytes < lb {
-        return Err(format!(
-            "arena {} below the lower bound {lb}",
-            program.arena_bytes
-        ));
+    let bufs: Vec<Buffer> = program.buffers.iter().map(|p| p.buffer.clone()).collect();
+    let offsets: Vec<u64> = program.buffers.iter().map(|p| p.offset).collect();
+    check_layout(
+        &bufs,
+        &spans,
+        &offsets,
+        program.ops.len(),
+        program.arena_bytes,
+    )
+}
+
+/// Checks a placement: alignment, bounds, arena ≥ lower bound, and no overlap of
+/// buffers live together. Shared by `verify` and the planner's property tests.
+pub fn check_layout(
+    buffers: &[Buffer],
+    spans: &[(Pos, Pos)],
+    offsets: &[u64],
+    positions: usize,
+    arena: u64,
+) -> Result<(), String> {
+    for ((b, &off), _) in buffers.iter().zip(offsets).zip(spans) {
+        if off % ALIGN != 0 {
+            return Err(format!("{} at offset {off} is not 64-byte aligned", b.kind));
+        }
+        if off + b.bytes() > arena {
+            return Err(format!("{} ends past the arena", b.kind));
+        }
     }
-    check_overlaps(program, &spans)
+    let (lb, _) = peak(buffers, spans, positions);
+    if arena < lb {
+        return Err(format!("arena {arena} below the lower bound {lb}"));
+    }
+    check_overlaps(buffers, spans, offsets)
 }
 
 /// Sweeps buffers in order of first use, keeping the live ones keyed by offset; a new
 /// buffer only needs checking against its neighbours in that map.
-fn check_overlaps(program: &Program, spans: &[(Pos, Pos)]) -> Result<(), String> {
+fn check_overlaps(buffers: &[Buffer], spans: &[(Pos, Pos)], offsets: &[u64]) -> Result<(), String> {
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by_key(|&i| spans[i].0);
     let mut by_end: BTreeMap<(Pos, usize), ()> = BTreeMap::new();
@@ -77,17 +92,14 @@ fn check_overlaps(program: &Program, spans: &[(Pos, Pos)]) -> Result<(), String>
                 break;
             }
             by_end.pop_first();
-            live.remove(&(program.buffers[j].offset, j));
+            live.remove(&(offsets[j], j));
         }
-        let pl = &program.buffers[i];
-        let (lo, hi) = (pl.offset, pl.offset + pl.buffer.bytes());
+        let b = &buffers[i];
+        let (lo, hi) = (offsets[i], offsets[i] + b.bytes());
         let clash = |(&(o, j), &len): (&(u64, usize), &u64)| {
             (o < hi && lo < o + len).then(|| {
-                let other = program.buffers[j].buffer.kind;
-                format!(
-                    "{} and {other} are live together and overlap",
-                    pl.buffer.kind
-                )
+                let other = buffers[j].kind;
+                format!("{} and {other} are live together and overlap", b.kind)
             })
         };
         let below = live.range(..(lo, i)).next_back();
@@ -95,8 +107,8 @@ fn check_overlaps(program: &Program, spans: &[(Pos, Pos)]) -> Result<(), String>
         if let Some(e) = below.and_then(clash).or_else(|| above.and_then(clash)) {
             return Err(e);
         }
-        if pl.buffer.bytes() > 0 {
-            live.insert((lo, i), pl.buffer.bytes());
+        if b.bytes() > 0 {
+            live.insert((lo, i), b.bytes());
         }
         by_end.insert((l, i), ());
     }

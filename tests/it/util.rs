@@ -1,0 +1,51 @@
+//! Small helpers shared by the integration tests: tiny models, token streams, running
+//! the binary.
+
+use recur::spec::{ModelSpec, TrainSpec};
+use std::path::Path;
+use std::process::Command;
+
+/// A deterministic token stream (splitmix-style hash), tokens below `vocab`.
+pub fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    (0..n as u64)
+        .map(|i| {
+            let mut z = seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            z ^= z >> 31;
+            z = z.wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 29;
+            (z % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// A tiny LSTM and window.
+pub fn tiny(
+    v: usize,
+    e: usize,
+    h: usize,
+    l: usize,
+    b: usize,
+    t: usize,
+    g: usize,
+) -> (ModelSpec, TrainSpec) {
+    let m = ModelSpec::lstm(v, e, h, l).expect("valid model");
+    let mut tr = TrainSpec::new(b, t).expect("valid window");
+    tr.grain = g;
+    (m, tr)
+}
+
+/// Runs the `recur` binary; returns (exit code, stdout, stderr).
+pub fn recur(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the recur binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

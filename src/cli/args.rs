@@ -46,7 +46,7 @@ pub struct ModelFlags {
     #[arg(long)]
     pub layers: Option<usize>,
     /// Initial forget-gate bias (PyTorch: 0; Gers et al.: 1.0) [0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub forget_bias: Option<f32>,
     /// Batch rows B [32].
     #[arg(long)]
@@ -73,13 +73,13 @@ pub struct RunFlags {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Learning rate [2e-3].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// SGD momentum [0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// Clip the global gradient norm to this value; 0 disables [1.0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Seed of the initialisation [0].
     #[arg(long)]

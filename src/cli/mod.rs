@@ -170,16 +170,16 @@ fn train(c: TrainCmd) -> Result<()> {
     data.check_vocab(model.vocab)?;
     Windows::new(data.len(), train.batch, train.window, &data_path)?;
     let program = compile(&model, &train)?;
+    let mut trainer = Trainer::new(program)?;
     if !c.json {
         eprintln!(
             "recur: plan: arena {} (lower bound {}), persistent {}, total {}",
-            fmt_bytes(program.arena_bytes),
-            fmt_bytes(program.arena_lower_bound),
-            fmt_bytes(program.persistent_bytes()),
-            fmt_bytes(program.total_bytes())
+            fmt_bytes(trainer.program().arena_bytes),
+            fmt_bytes(trainer.program().arena_lower_bound),
+            fmt_bytes(trainer.program().persistent_bytes()),
+            fmt_bytes(trainer.program().total_bytes())
         );
     }
-    let mut trainer = Trainer::new(program)?;
     let summary = run_steps(&mut trainer, &data, train.steps, None, c.json)?;
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -1,5 +1,11 @@
 //! The integration tests: one binary, one module per concern.
 
+mod blas;
+mod cli;
+mod formats;
 mod gradcheck;
+mod grads;
+mod learn;
+mod plan_props;
 mod reference;
 mod util;

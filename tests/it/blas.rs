@@ -1,0 +1,79 @@
+//! The GEMMs are OpenBLAS's: the gateway's results equal a direct `cblas_sgemm` call bit
+//! for bit on every shape and transposition the executor uses (ndarray's own fallback
+//! sums in another order and would differ), and the `cblas_sgemm` the process calls
+//! lives in libopenblas.
+
+use recur::exec::gemm::{gemm, gemm_calls, sgemm_direct, Tr};
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn gateway_equals_direct_cblas_bitwise() {
+    let shapes = [
+        (32, 1024, 256),
+        (32, 256, 1024),
+        (1024, 256, 512),
+        (7, 9, 300),
+        (3, 5, 7),
+        (64, 16, 2),
+    ];
+    let before = gemm_calls();
+    for &(m, n, k) in &shapes {
+        for (ta, tb) in [(Tr::N, Tr::N), (Tr::N, Tr::T), (Tr::T, Tr::N)] {
+            let (a, b) = (data(m * k, 1), data(k * n, 2));
+            let c0 = data(m * n, 3);
+            let (mut c1, mut c2) = (c0.clone(), c0.clone());
+            gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut c1);
+            sgemm_direct(m, n, k, &a, ta, &b, tb, 1.0, &mut c2);
+            assert!(
+                c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{n}x{k} {ta:?}{tb:?}"
+            );
+        }
+    }
+    assert!(gemm_calls() >= before + 3 * shapes.len() as u64);
+}
+
+/// The bitwise comparison above can tell implementations apart: a plain loop in
+/// another summation order differs from BLAS in some bits on a long product.
+#[test]
+fn bitwise_comparison_discriminates() {
+    let (m, n, k) = (16, 16, 4096);
+    let (a, b) = (data(m * k, 5), data(k * n, 6));
+    let mut c = vec![0.0f32; m * n];
+    sgemm_direct(m, n, k, &a, Tr::N, &b, Tr::N, 0.0, &mut c);
+    let naive: Vec<f32> = (0..m * n)
+        .map(|ij| (0..k).map(|p| a[ij / n * k + p] * b[p * n + ij % n]).sum())
+        .collect();
+    assert!(c
+        .iter()
+        .zip(&naive)
+        .any(|(x, y)| x.to_bits() != y.to_bits()));
+    assert!(c.iter().zip(&naive).all(|(x, y)| (x - y).abs() < 1e-2));
+}
+
+#[test]
+fn cblas_sgemm_resolves_into_libopenblas() {
+    let addr = cblas_sys::cblas_sgemm as *const () as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let owner = maps.lines().find(|l| {
+        let range = l.split_whitespace().next().unwrap_or("");
+        let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).unwrap_or(0),
+            usize::from_str_radix(hi, 16).unwrap_or(0),
+        );
+        lo <= addr && addr < hi
+    });
+    let owner = owner.unwrap_or("<not mapped>");
+    assert!(
+        owner.contains("openblas"),
+        "cblas_sgemm at {addr:#x} is in: {owner}"
+    );
+}

@@ -1,0 +1,262 @@
+//! Bad input through the binary: each case must end in exactly one line on stderr that
+//! starts with `recur:`, a non-zero exit, and no panic.
+
+use crate::util::recur;
+use ndarray::Array1;
+use ndarray_npy::WriteNpyExt;
+use std::path::Path;
+
+fn write_npy<T: ndarray_npy::WritableElement>(path: &Path, v: Vec<T>) {
+    let f = std::fs::File::create(path).unwrap();
+    Array1::from(v).write_npy(f).unwrap();
+}
+
+/// Runs `args` and checks the one-line error; returns the line.
+fn fails(args: &[&str], dir: &Path) -> String {
+    let (code, _out, err) = recur(args, dir);
+    assert_ne!(code, 0, "{args:?} should fail; stderr: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} should print one line, got: {err}");
+    assert!(lines[0].starts_with("recur: "), "{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_data_files() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let e = fails(&["train", "--data", "missing.txt", "--steps", "1"], p);
+    assert!(
+        e.contains("missing.txt") && e.contains("cannot open"),
+        "{e}"
+    );
+    std::fs::write(p.join("empty.txt"), b"").unwrap();
+    let e = fails(&["train", "--data", "empty.txt", "--steps", "1"], p);
+    assert!(e.contains("empty.txt") && e.contains("0 tokens"), "{e}");
+    write_npy(
+        &p.join("t.npy"),
+        vec![1u16, 2, 3, 9, 4, 5, 6, 7, 8, 1, 2, 3],
+    );
+    let e = fails(
+        &[
+            "train", "--data", "t.npy", "--vocab", "9", "--batch", "1", "--window", "2", "--steps",
+            "1",
+        ],
+        p,
+    );
+    assert!(
+        e.contains("token 9") && e.contains("vocabulary size 9"),
+        "{e}"
+    );
+    write_npy(&p.join("neg.npy"), vec![1i32, -4, 3]);
+    let e = fails(&["train", "--data", "neg.npy", "--steps", "1"], p);
+    assert!(e.contains("negative"), "{e}");
+    write_npy(&p.join("f.npy"), vec![1.0f32, 2.0]);
+    let e = fails(&["train", "--data", "f.npy", "--steps", "1"], p);
+    assert!(e.contains("element type"), "{e}");
+    std::fs::write(p.join("junk.npy"), b"not an npy file at all").unwrap();
+    let e = fails(&["train", "--data", "junk.npy", "--steps", "1"], p);
+    assert!(e.contains("junk.npy"), "{e}");
+    std::fs::write(p.join("short.txt"), b"abcdefgh").unwrap();
+    let e = fails(
+        &[
+            "train",
+            "--data",
+            "short.txt",
+            "--batch",
+            "4",
+            "--window",
+            "4",
+            "--steps",
+            "1",
+        ],
+        p,
+    );
+    assert!(e.contains("needs at least 17"), "{e}");
+}
+
+#[test]
+fn bad_sizes_and_values() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let e = fails(&["plan", "--hidden", "0"], p);
+    assert!(e.contains("--hidden") && e.contains("got 0"), "{e}");
+    let e = fails(&["plan", "--batch", "0"], p);
+    assert!(e.contains("--batch"), "{e}");
+    let e = fails(&["plan", "--window", "99999999999"], p);
+    assert!(e.contains("--window"), "{e}");
+    let e = fails(&["plan", "--optimizer", "rmsprop"], p);
+    assert!(e.contains("--optimizer") && e.contains("rmsprop"), "{e}");
+    let e = fails(&["plan", "--checkpoint", "everything"], p);
+    assert!(e.contains("--checkpoint"), "{e}");
+    let e = fails(&["plan", "--hidden", "ten"], p);
+    assert!(e.contains("ten"), "{e}");
+    let e = fails(&["plan", "--frobnicate"], p);
+    assert!(e.contains("--frobnicate"), "{e}");
+    let e = fails(&["train", "--data", "x.txt", "--lr", "-1"], p);
+    assert!(e.contains("x.txt") || e.contains("--lr"), "{e}");
+    std::fs::write(p.join("d.txt"), vec![b'a'; 5000]).unwrap();
+    let e = fails(&["train", "--data", "d.txt", "--lr", "-1"], p);
+    assert!(e.contains("--lr"), "{e}");
+    let e = fails(&["demo", "--seconds", "0"], p);
+    assert!(e.contains("--seconds"), "{e}");
+}
+
+#[test]
+fn plan_larger_than_memory_is_refused_naming_both_sizes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("d.txt"), vec![b'a'; 1 << 16]).unwrap();
+    let args = [
+        "train", "--data", "d.txt", "--hidden", "60000", "--batch", "16", "--window", "256",
+        "--steps", "1",
+    ];
+    let e = fails(&args, p);
+    assert!(e.contains("needs") && e.contains("available"), "{e}");
+    assert!(e.contains("GiB") || e.contains("TiB"), "{e}");
+}
+
+#[test]
+fn bad_config_files() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("a.toml"), "hiden = 3\n").unwrap();
+    let e = fails(&["plan", "--config", "a.toml"], p);
+    assert!(e.contains("a.toml") && e.contains("`hiden`"), "{e}");
+    std::fs::write(p.join("b.toml"), "hidden = \"big\"\n").unwrap();
+    let e = fails(&["plan", "--config", "b.toml"], p);
+    assert!(e.contains("b.toml"), "{e}");
+    let e = fails(&["plan", "--config", "nope.toml"], p);
+    assert!(e.contains("nope.toml"), "{e}");
+}
+
+#[test]
+fn bad_weights_and_batches() {
+    use recur::io::safetensors as st;
+    use safetensors::tensor::{Dtype, TensorView};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (m, _) = crate::util::tiny(6, 3, 4, 1, 2, 3, 2);
+    let lay = m.params();
+    let params = vec![0.01f32; lay.total];
+    st::save_params(&p.join("w.safetensors"), &lay, &params).unwrap();
+    let write = |name: &str, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>| {
+        let views = tensors
+            .iter()
+            .map(|(n, dt, s, b)| (*n, TensorView::new(*dt, s.clone(), b).unwrap()));
+        std::fs::write(p.join(name), safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    let ints =
+        |n: usize| -> Vec<u8> { (0..n as i64).flat_map(|x| (x % 6).to_le_bytes()).collect() };
+    write(
+        "ok.safetensors",
+        vec![
+            ("input", Dtype::I64, vec![3, 2], ints(6)),
+            ("target", Dtype::I64, vec![3, 2], ints(6)),
+        ],
+    );
+    let floats: Vec<u8> = (0..6).flat_map(|x| (x as f32).to_le_bytes()).collect();
+    write(
+        "f.safetensors",
+        vec![
+            ("input", Dtype::F32, vec![3, 2], floats.clone()),
+            ("target", Dtype::I64, vec![3, 2], ints(6)),
+        ],
+    );
+    write(
+        "s.safetensors",
+        vec![
+            ("input", Dtype::I64, vec![6], ints(6)),
+            ("target", Dtype::I64, vec![6], ints(6)),
+        ],
+    );
+    write(
+        "m.safetensors",
+        vec![("input", Dtype::I64, vec![3, 2], ints(6))],
+    );
+    let big: Vec<u8> = (0..6i64).flat_map(|x| (x + 100).to_le_bytes()).collect();
+    write(
+        "v.safetensors",
+        vec![
+            ("input", Dtype::I64, vec![3, 2], big),
+            ("target", Dtype::I64, vec![3, 2], ints(6)),
+        ],
+    );
+    let grads = |w: &str, b: &str| {
+        fails(
+            &[
+                "grads",
+                "--weights",
+                w,
+                "--batch",
+                b,
+                "--out",
+                "g.safetensors",
+            ],
+            p,
+        )
+    };
+    let e = grads("w.safetensors", "f.safetensors");
+    assert!(e.contains("f.safetensors") && e.contains("dtype"), "{e}");
+    let e = grads("w.safetensors", "s.safetensors");
+    assert!(e.contains("shape"), "{e}");
+    let e = grads("w.safetensors", "m.safetensors");
+    assert!(e.contains("`target`"), "{e}");
+    let e = grads("w.safetensors", "v.safetensors");
+    assert!(e.contains("vocabulary"), "{e}");
+    // Weights: a missing tensor, a wrong shape, not a safetensors file.
+    let mut bad = lay.clone();
+    bad.tensors.retain(|t| t.name != "lstm.bias_hh_l0");
+    st::save_params(&p.join("missing.safetensors"), &bad, &params).unwrap();
+    let e = grads("missing.safetensors", "ok.safetensors");
+    assert!(e.contains("lstm.bias_hh_l0"), "{e}");
+    let mut wrong = lay.clone();
+    let fc = wrong
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "fc.bias")
+        .unwrap();
+    fc.shape = vec![3];
+    st::save_params(&p.join("shape.safetensors"), &wrong, &params).unwrap();
+    let e = grads("shape.safetensors", "ok.safetensors");
+    assert!(e.contains("fc.bias") && e.contains("shape"), "{e}");
+    std::fs::write(p.join("junk.safetensors"), b"\x01\x02junk").unwrap();
+    let e = grads("junk.safetensors", "ok.safetensors");
+    assert!(e.contains("junk.safetensors"), "{e}");
+    // And the good pair works.
+    let (code, out, err) = recur(
+        &[
+            "grads",
+            "--weights",
+            "w.safetensors",
+            "--batch",
+            "ok.safetensors",
+            "--out",
+            "g.safetensors",
+        ],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("loss"));
+}
+
+/// Every flag of `recur train` (but --config and --json) is a config key, and back.
+#[test]
+fn config_keys_match_train_flags() {
+    use clap::CommandFactory;
+    let cmd = recur::cli::args::Cli::command();
+    let train = cmd.find_subcommand("train").unwrap();
+    let mut flags: Vec<String> = train
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|l| !["config", "json", "help", "version"].contains(&l.as_str()))
+        .collect();
+    flags.sort();
+    let mut keys: Vec<String> = recur::cli::resolve::CONFIG_KEYS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(flags, keys);
+}

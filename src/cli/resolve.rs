@@ -118,7 +118,7 @@ pub fn model_and_window(
         ..d
     };
     let clip = match run!(clip) {
-        Some(c) if c == 0.0 => None,
+        Some(0.0) => None,
         Some(c) => Some(c),
         None => Some(1.0),
     };

@@ -7,9 +7,43 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
+static TRACING: AtomicBool = AtomicBool::new(false);
+static TRACE: Mutex<Vec<GemmRecord>> = Mutex::new(Vec::new());
+
+/// One traced GEMM: its shape and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmRecord {
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// A transposed?
+    pub ta: Tr,
+    /// B transposed?
+    pub tb: Tr,
+    /// β.
+    pub beta: f32,
+    /// Wall time of the call in nanoseconds.
+    pub nanos: u64,
+}
+
+/// Starts or stops recording every `gemm` call (for benchmarks: recording allocates and
+/// reads the clock, so it is off in training).
+pub fn set_tracing(on: bool) {
+    TRACING.store(on, Ordering::SeqCst);
+}
+
+/// Takes the records made since the last call.
+pub fn take_trace() -> Vec<GemmRecord> {
+    std::mem::take(&mut *TRACE.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 /// ndarray sends a product to BLAS only when some dimension exceeds this.
 const NDARRAY_BLAS_CUTOFF: usize = 7;
@@ -63,6 +97,38 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    if TRACING.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        dispatch(m, n, k, a, ta, b, tb, beta, c);
+        let nanos = t0.elapsed().as_nanos() as u64;
+        let rec = GemmRecord {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            beta,
+            nanos,
+        };
+        TRACE.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+    } else {
+        dispatch(m, n, k, a, ta, b, tb, beta, c);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn dispatch(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Tr,
+    b: &[f32],
+    tb: Tr,
+    beta: f32,
+    c: &mut [f32],
+) {
     if m.max(n).max(k) > NDARRAY_BLAS_CUTOFF {
         let av = view(a, m, k, ta);
         let bv = view(b, k, n, tb);

@@ -28,7 +28,9 @@ pub fn flops(op: &Op, model: &ModelSpec, train: &TrainSpec) -> u64 {
     let rows = |s: u32| train.seg_len(s as usize) as u64 * b;
     match *op {
         Op::InputProj { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
-        Op::CellForward { seg, .. } | Op::CellBackward { seg, .. } => 2 * rows(seg) * gw * h,
+        Op::CellForward { seg, .. } => 2 * rows(seg) * gw * h,
+        // dL/dh_{t-1} is not computed for the window's first step.
+        Op::CellBackward { seg, .. } => 2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * h,
         // logits, dW_fc, dh
         Op::Head { seg, .. } => 3 * 2 * rows(seg) * v * h,
         Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + h),

@@ -12,10 +12,15 @@ cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
-cargo test --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets 2>&1 | tee "$log"
+cargo test --doc 2>&1 | tee -a "$log"
 echo "== example"
 cargo run --quiet --release --example embed >/dev/null
 echo "== OpenBLAS link"
 cargo build --release --quiet
 scripts/check_blas.sh target/release/recur
+
+passed=$(grep -o '^test result: ok\. [0-9]* passed' "$log" | awk '{s+=$4} END {print s+0}')
+echo "total: ${passed} passed, 0 failed"

@@ -20,6 +20,18 @@
 //! [`plan::compile`], read the plan from [`Program`] or [`report::PlanReport`], and
 //! train with [`train::Trainer`]. `examples/embed.rs` does all of it.
 //!
+//! ```
+//! use recur::{compile, ModelSpec, TrainSpec};
+//!
+//! let model = ModelSpec::lstm(256, 64, 256, 2)?;   // vocab, embed, hidden, layers
+//! let train = TrainSpec::new(32, 128)?;             // batch, window
+//! let program = compile(&model, &train)?;
+//! // The footprint is known before anything is allocated.
+//! assert!(program.arena_bytes >= program.arena_lower_bound);
+//! assert!(program.total_bytes() > program.arena_bytes);
+//! # Ok::<(), recur::Error>(())
+//! ```
+//!
 //! What recur is not: a general autodiff framework. The graph is at the level of cell
 //! steps and segments, each cell with a hand-derived fused backward.
 

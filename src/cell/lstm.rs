@@ -11,7 +11,7 @@
 //! activated gates into dL/da in place, so the gate buffer doubles as the delta buffer.
 //! tanh(c') is recomputed in backward rather than stored.
 
-use super::act::{sigmoid, tanh};
+use super::act::{sigmoid_inplace, tanh_inplace};
 
 /// One fused forward step for `rows` batch rows.
 ///
@@ -33,18 +33,23 @@ pub fn forward_step(hidden: usize, a: &mut [f32], c_prev: &[f32], c: &mut [f32],
         let (ai, rest) = a.split_at_mut(hd);
         let (af, rest) = rest.split_at_mut(hd);
         let (ag, ao) = rest.split_at_mut(hd);
+        // Every slice re-cut to exactly `hd` so the loop has no bounds checks and
+        // vectorises.
+        // One vectorised pass per gate, then the state update; every slice is exactly
+        // `hd` long so the loops carry no bounds checks.
+        sigmoid_inplace(ai);
+        sigmoid_inplace(af);
+        tanh_inplace(ag);
+        sigmoid_inplace(ao);
+        let (ai, af, ag, ao) = (&ai[..hd], &af[..hd], &ag[..hd], &ao[..hd]);
+        let (cp, c, h) = (&cp[..hd], &mut c[..hd], &mut h[..hd]);
         for j in 0..hd {
-            let i = sigmoid(ai[j]);
-            let f = sigmoid(af[j]);
-            let g = tanh(ag[j]);
-            let o = sigmoid(ao[j]);
-            let cn = f * cp[j] + i * g;
-            c[j] = cn;
-            h[j] = o * tanh(cn);
-            ai[j] = i;
-            af[j] = f;
-            ag[j] = g;
-            ao[j] = o;
+            c[j] = af[j] * cp[j] + ai[j] * ag[j];
+        }
+        h.copy_from_slice(c);
+        tanh_inplace(h);
+        for j in 0..hd {
+            h[j] *= ao[j];
         }
     }
 }
@@ -53,7 +58,8 @@ pub fn forward_step(hidden: usize, a: &mut [f32], c_prev: &[f32], c: &mut [f32],
 ///
 /// `a`: [rows, 4H] activated gates in, dL/d(pre-activation) out; `dh`: [rows, H] the
 /// total gradient reaching h_t; `dc`: [rows, H] dL/dc_t from step t+1 in, dL/dc_{t-1}
-/// out; `c_prev`, `c`: [rows, H] the cell state before and after the step.
+/// out; `c_prev`, `c`: [rows, H] the cell state before and after the step; `scratch`:
+/// [H] workspace (it receives tanh(c_t) row by row).
 ///
 /// # Panics
 /// If the slice lengths disagree with `hidden`.
@@ -64,10 +70,12 @@ pub fn backward_step(
     dc: &mut [f32],
     c_prev: &[f32],
     c: &[f32],
+    scratch: &mut [f32],
 ) {
     let hd = hidden;
     assert!(a.len() == 4 * dh.len() && dh.len() == dc.len());
-    assert!(dc.len() == c_prev.len() && dc.len() == c.len());
+    assert!(dc.len() == c_prev.len() && dc.len() == c.len() && scratch.len() >= hd);
+    let tc = &mut scratch[..hd];
     for ((((a, dh), dc), cp), c) in a
         .chunks_exact_mut(4 * hd)
         .zip(dh.chunks_exact(hd))
@@ -75,14 +83,17 @@ pub fn backward_step(
         .zip(c_prev.chunks_exact(hd))
         .zip(c.chunks_exact(hd))
     {
+        tc.copy_from_slice(c);
+        tanh_inplace(tc);
         let (ai, rest) = a.split_at_mut(hd);
         let (af, rest) = rest.split_at_mut(hd);
         let (ag, ao) = rest.split_at_mut(hd);
+        let (ai, af, ag, ao) = (&mut ai[..hd], &mut af[..hd], &mut ag[..hd], &mut ao[..hd]);
+        let (dh, dc, cp, tc) = (&dh[..hd], &mut dc[..hd], &cp[..hd], &tc[..hd]);
         for j in 0..hd {
             let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
-            let tc = tanh(c[j]);
-            let d_o = dh[j] * tc;
-            let dcj = dc[j] + dh[j] * o * (1.0 - tc * tc);
+            let d_o = dh[j] * tc[j];
+            let dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j]);
             ai[j] = dcj * g * i * (1.0 - i);
             af[j] = dcj * cp[j] * f * (1.0 - f);
             ag[j] = dcj * i * (1.0 - g * g);
@@ -129,7 +140,7 @@ mod tests {
         let (mut c, mut h) = (vec![0.0; hd], vec![0.0; hd]);
         forward_step(hd, &mut a, &cp, &mut c, &mut h);
         let mut dc = wc.to_vec();
-        backward_step(hd, &mut a, &wh, &mut dc, &cp, &c);
+        backward_step(hd, &mut a, &wh, &mut dc, &cp, &c, &mut [0.0; 3]);
         let eps = 1e-2f32;
         for k in 0..4 * hd {
             let (mut p, mut m) = (pre.clone(), pre.clone());

@@ -263,14 +263,15 @@ impl Ctx<'_> {
             } => {
                 let w_hh = &p[self.lay.w_hh(layer as usize).range()];
                 let (a, c, dh) = (ar.buf(gates), ar.buf(c), ar.buf(dh));
-                let (dh_carry, dc_carry) = ar.buf(carry).split_at_mut(bh);
+                let (dh_carry, rest) = ar.buf(carry).split_at_mut(bh);
+                let (dc_carry, scratch) = rest.split_at_mut(bh);
                 let steps = a.len() / (bsz * gw);
                 for s in (0..steps).rev() {
                     let a_t = &mut a[s * bsz * gw..(s + 1) * bsz * gw];
                     let dh_t = &mut dh[s * bh..(s + 1) * bh];
                     ops::add_assign(dh_t, dh_carry);
                     let (c_prev, c_t) = c[s * bh..(s + 2) * bh].split_at(bh);
-                    lstm::backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t);
+                    lstm::backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t, scratch);
                     if seg > 0 || s > 0 {
                         gemm(bsz, hd, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
                     }

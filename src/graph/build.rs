@@ -186,11 +186,9 @@ impl Builder<'_> {
         )
     }
 
-    /// [2, B, H]: dL/dh then dL/dc.
+    /// [2, B, H] + [H]: dL/dh, dL/dc, and a row of scratch for the cell's backward.
     fn carry_buf(&mut self, layer: u32) -> BufId {
-        self.push(
-            BufKind::Carry { layer },
-            2 * self.train.batch * self.model.hidden,
-        )
+        let (b, h) = (self.train.batch, self.model.hidden);
+        self.push(BufKind::Carry { layer }, 2 * b * h + h)
     }
 }

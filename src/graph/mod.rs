@@ -93,7 +93,8 @@ pub enum BufKind {
     Cell { layer: u32, seg: u32 },
     /// dL/dh arriving at a layer's outputs from above (head or next layer), [g·B, H].
     DeltaIn { layer: u32, seg: u32 },
-    /// dL/dh and dL/dc carried backward through time, [B, H] each, per layer.
+    /// dL/dh and dL/dc carried backward through time, [B, H] each, per layer, and [H]
+    /// of scratch for the cell's backward kernel.
     Carry { layer: u32 },
     /// Logits of a segment, [g·B, V] (scratch of the head).
     Logits { seg: u32 },

@@ -103,6 +103,10 @@ impl Executor {
     pub fn state(&self) -> &[f32] {
         self.state.as_slice()
     }
+    /// The carried state, mutably (to start a window from a given state).
+    pub fn state_mut(&mut self) -> &mut [f32] {
+        self.state.as_mut_slice()
+    }
     /// Zeroes the carried state of every layer.
     pub fn reset_state(&mut self) {
         self.state.as_mut_slice().fill(0.0);

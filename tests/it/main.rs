@@ -7,5 +7,6 @@ mod gradcheck;
 mod grads;
 mod learn;
 mod plan_props;
+mod pytorch;
 mod reference;
 mod util;

@@ -20,6 +20,9 @@ struct Case {
     data: TokenFile,
     win: Windows,
     shapes: Vec<GemmRecord>,
+    /// For each traced call, the index of its operands in `mats`: one set per distinct
+    /// shape, reused by every call of that shape (as the step reuses its weights).
+    slot: Vec<usize>,
     mats: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
 }
 
@@ -38,28 +41,30 @@ fn case(hidden: usize) -> Case {
     trainer.step_loaded();
     gemm::set_tracing(false);
     let shapes = gemm::take_trace();
-    let mats = shapes
-        .iter()
-        .map(|r| {
-            (
-                vec![0.01; r.m * r.k],
-                vec![0.02; r.k * r.n],
-                vec![0.0; r.m * r.n],
-            )
-        })
-        .collect();
-    Case {
-        name: format!("B32_T64_H{hidden}"),
-        trainer,
-        data,
-        win,
-        shapes,
-        mats,
+    let mut keys: Vec<(usize, usize, usize, bool, bool)> = Vec::new();
+    let mut slot = Vec::new();
+    for r in &shapes {
+        let key = (r.m, r.n, r.k, r.ta == gemm::Tr::T, r.tb == gemm::Tr::T);
+        let i = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key);
+            keys.len() - 1
+        });
+        slot.push(i);
     }
+    let mats = keys
+        .iter()
+        .map(|&(m, n, k, _, _)| (fill(m * k, 1), fill(k * n, 2), vec![0.0; m * n]))
+        .collect();
+    Case { name: format!("B32_T64_H{hidden}"), trainer, data, win, shapes, slot, mats }
+}
+
+fn fill(n: usize, seed: u32) -> Vec<f32> {
+    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5).collect()
 }
 
 fn raw_sgemm(c: &mut Case) {
-    for (r, (a, b, out)) in c.shapes.iter().zip(c.mats.iter_mut()) {
+    for (r, &i) in c.shapes.iter().zip(&c.slot) {
+        let (a, b, out) = &mut c.mats[i];
         sgemm_direct(r.m, r.n, r.k, a, r.ta, b, r.tb, r.beta, out);
     }
 }

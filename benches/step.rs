@@ -55,11 +55,23 @@ fn case(hidden: usize) -> Case {
         .iter()
         .map(|&(m, n, k, _, _)| (fill(m * k, 1), fill(k * n, 2), vec![0.0; m * n]))
         .collect();
-    Case { name: format!("B32_T64_H{hidden}"), trainer, data, win, shapes, slot, mats }
+    Case {
+        name: format!("B32_T64_H{hidden}"),
+        trainer,
+        data,
+        win,
+        shapes,
+        slot,
+        mats,
+    }
 }
 
 fn fill(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5).collect()
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5
+        })
+        .collect()
 }
 
 fn raw_sgemm(c: &mut Case) {

@@ -121,6 +121,9 @@ pub struct PlanCmd {
     /// Give every buffer its own bytes (to see what reuse saves).
     #[arg(long)]
     pub no_reuse: bool,
+    /// Also list every instruction and buffer (offset, size, lifetime).
+    #[arg(long)]
+    pub listing: bool,
     /// Model and window.
     #[command(flatten)]
     pub model: ModelFlags,

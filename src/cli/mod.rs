@@ -55,6 +55,9 @@ fn plan(c: PlanCmd) -> Result<()> {
     } else {
         print!("{}", report.table());
     }
+    if c.listing {
+        print!("\n{}", crate::report::listing(&program));
+    }
     Ok(())
 }
 

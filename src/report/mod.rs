@@ -167,3 +167,78 @@ impl PlanReport {
         s
     }
 }
+
+/// The program as text: every instruction with its position, then every buffer with its
+/// category, size, offset and lifetime. `recur plan --listing` prints it; the golden
+/// tests diff it.
+pub fn listing(p: &Program) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "# instructions");
+    for (i, op) in p.ops.iter().enumerate() {
+        let _ = writeln!(s, "{i:5}  {}", op_text(op, p));
+    }
+    let _ = writeln!(s, "# buffers (offset, bytes, live [first, last])");
+    for pl in &p.buffers {
+        let b = &pl.buffer;
+        let _ = writeln!(
+            s,
+            "{:<18} {:<18} {:>10} {:>10}  [{}, {}]",
+            b.kind.to_string(),
+            b.category.name(),
+            pl.offset,
+            b.bytes(),
+            pl.span.0 .0,
+            pl.span.1 .0
+        );
+    }
+    s
+}
+
+fn op_text(op: &crate::graph::Op, p: &Program) -> String {
+    use crate::graph::Op;
+    let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.to_string();
+    match *op {
+        Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
+        Op::LoadState { h, c, prev, .. } => match prev {
+            Some((ph, pc)) => format!(
+                "load_state       {}, {} -> {}, {}",
+                n(ph),
+                n(pc),
+                n(h),
+                n(c)
+            ),
+            None => format!("load_state       carried -> {}, {}", n(h), n(c)),
+        },
+        Op::InputProj { x, gates, .. } => {
+            format!("input_proj       {} -> {}", n(x.buf()), n(gates))
+        }
+        Op::CellForward { gates, h, c, .. } => {
+            format!("cell_forward     {}, {}, {}", n(gates), n(h), n(c))
+        }
+        Op::Head { h, logits, dh, .. } => {
+            format!("head             {} -> {}, {}", n(h), n(logits), n(dh))
+        }
+        Op::StoreState { h, c, .. } => format!("store_state      {}, {} -> carried", n(h), n(c)),
+        Op::ZeroCarry { carry, .. } => format!("zero_carry       -> {}", n(carry)),
+        Op::CellBackward {
+            gates,
+            c,
+            dh,
+            carry,
+            ..
+        } => {
+            format!(
+                "cell_backward    {}, {}, {}, {}",
+                n(gates),
+                n(c),
+                n(dh),
+                n(carry)
+            )
+        }
+        Op::WeightGrad { gates, x, h, .. } => {
+            format!("weight_grad      {}, {}, {}", n(gates), n(x.buf()), n(h))
+        }
+        Op::InputGrad { gates, dx, .. } => format!("input_grad       {} -> {}", n(gates), n(dx)),
+    }
+}

@@ -3,6 +3,7 @@
 mod blas;
 mod cli;
 mod formats;
+mod golden;
 mod gradcheck;
 mod grads;
 mod learn;

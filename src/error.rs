@@ -54,6 +54,16 @@ pub enum Error {
         /// Bytes available on this machine.
         available: u64,
     },
+    /// A memory budget below what any schedule of this window needs.
+    #[error("--memory-budget {}: below the minimum {} that this window needs (one segment's working set, {suggestion}); raise the budget, or lower --grain or --batch", crate::report::fmt_bytes(*.budget), crate::report::fmt_bytes(*.minimum))]
+    Budget {
+        /// The budget asked for.
+        budget: u64,
+        /// The smallest arena any policy reaches.
+        minimum: u64,
+        /// The policy that reaches it.
+        suggestion: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

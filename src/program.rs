@@ -27,6 +27,8 @@ pub struct Program {
     pub train: TrainSpec,
     /// Instructions in execution order.
     pub ops: Vec<Op>,
+    /// The checkpoint policy as resolved (a budget names what it chose).
+    pub policy: String,
     /// Every arena buffer, indexed by `BufId`.
     pub buffers: Vec<Placed>,
     /// Bytes of the activation arena.

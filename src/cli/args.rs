@@ -57,9 +57,12 @@ pub struct ModelFlags {
     /// GEMM grain G: steps per segment [min(16, T)].
     #[arg(long)]
     pub grain: Option<usize>,
-    /// Checkpoint policy: none [none].
+    /// Checkpoint policy: none, sqrt, every:K or revolve:S [none].
     #[arg(long)]
     pub checkpoint: Option<String>,
+    /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits.
+    #[arg(long)]
+    pub memory_budget: Option<String>,
     /// Optimiser: adam or sgd [adam].
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -147,6 +150,9 @@ pub struct GradsCmd {
     /// Checkpoint policy [none].
     #[arg(long)]
     pub checkpoint: Option<String>,
+    /// Bound the activation arena (e.g. 256MiB).
+    #[arg(long)]
+    pub memory_budget: Option<String>,
 }
 
 /// `recur demo`.

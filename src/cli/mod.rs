@@ -230,6 +230,7 @@ fn grads(c: GradsCmd) -> Result<()> {
     let mut flags = args::ModelFlags {
         grain: c.grain,
         checkpoint: c.checkpoint.clone(),
+        memory_budget: c.memory_budget.clone(),
         batch: Some(b),
         window: Some(t),
         ..Default::default()

@@ -21,6 +21,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "window",
     "grain",
     "checkpoint",
+    "memory-budget",
     "optimizer",
     "steps",
     "lr",
@@ -153,7 +154,14 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             batch: Some(train.batch),
             window: Some(train.window),
             grain: Some(train.grain),
-            checkpoint: Some(train.policy.to_string()),
+            checkpoint: match train.policy {
+                Policy::Budget(_) => None,
+                p => Some(p.to_string()),
+            },
+            memory_budget: match train.policy {
+                Policy::Budget(b) => Some(b.to_string()),
+                _ => None,
+            },
             optimizer: Some(match train.optim.kind {
                 OptimKind::Adam => "adam".into(),
                 OptimKind::Sgd => "sgd".into(),

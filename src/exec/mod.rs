@@ -7,7 +7,7 @@ pub mod memory;
 pub mod ops;
 
 use crate::cell::lstm;
-use crate::graph::{Input, Op};
+use crate::graph::{Input, Op, StateSrc};
 use crate::ids::BufId;
 use crate::program::Program;
 use crate::spec::ParamLayout;
@@ -46,6 +46,8 @@ pub struct Executor {
     grads: AlignedBuf,
     /// Carried state: per layer, h then c, each [B, H].
     state: AlignedBuf,
+    /// The state leaving the window being run; swapped with `state` at its end.
+    state_next: AlignedBuf,
     input: Vec<u32>,
     target: Vec<u32>,
 }
@@ -68,6 +70,7 @@ impl Executor {
             params: AlignedBuf::zeros(layout.total),
             grads: AlignedBuf::zeros(layout.total),
             state: AlignedBuf::zeros(2 * m.layers * bh),
+            state_next: AlignedBuf::zeros(2 * m.layers * bh),
             input: vec![0; t.window * t.batch],
             target: vec![0; t.window * t.batch],
             layout,
@@ -139,7 +142,8 @@ impl Executor {
             lay: &self.layout,
             p: self.params.as_slice(),
             g: self.grads.as_mut_slice(),
-            state: self.state.as_mut_slice(),
+            state: self.state.as_slice(),
+            state_next: self.state_next.as_mut_slice(),
             input: &self.input,
             target: &self.target,
             loss: 0.0,
@@ -147,7 +151,9 @@ impl Executor {
         for op in &self.prog.ops {
             cx.exec(op, &arena);
         }
-        (cx.loss / (t * b) as f64) as f32
+        let loss = (cx.loss / (t * b) as f64) as f32;
+        std::mem::swap(&mut self.state, &mut self.state_next);
+        loss
     }
 }
 
@@ -156,7 +162,8 @@ struct Ctx<'a> {
     lay: &'a ParamLayout,
     p: &'a [f32],
     g: &'a mut [f32],
-    state: &'a mut [f32],
+    state: &'a [f32],
+    state_next: &'a mut [f32],
     input: &'a [u32],
     target: &'a [u32],
     loss: f64,
@@ -175,21 +182,33 @@ impl Ctx<'_> {
                 ops::gather_rows(&p[e.range()], m.embed, toks, ar.buf(x));
             }
             Op::LoadState {
-                layer, h, c, prev, ..
+                layer, h, c, src, ..
             } => {
                 let (h, c) = (ar.buf(h), ar.buf(c));
-                match prev {
-                    Some((ph, pc)) => {
+                let l = layer as usize;
+                let (sh, sc): (&[f32], &[f32]) = match src {
+                    StateSrc::Prev { h: ph, c: pc } => {
                         let (ph, pc) = (ar.buf(ph), ar.buf(pc));
-                        h[..bh].copy_from_slice(&ph[ph.len() - bh..]);
-                        c[..bh].copy_from_slice(&pc[pc.len() - bh..]);
+                        (&ph[ph.len() - bh..], &pc[pc.len() - bh..])
                     }
-                    None => {
-                        let s = &self.state[2 * layer as usize * bh..][..2 * bh];
-                        h[..bh].copy_from_slice(&s[..bh]);
-                        c[..bh].copy_from_slice(&s[bh..]);
+                    StateSrc::Checkpoint(b) => {
+                        let s = &ar.buf(b)[2 * l * bh..2 * (l + 1) * bh];
+                        (&s[..bh], &s[bh..])
                     }
-                }
+                    StateSrc::Carried => {
+                        let s = &self.state[2 * l * bh..2 * (l + 1) * bh];
+                        (&s[..bh], &s[bh..])
+                    }
+                };
+                h[..bh].copy_from_slice(sh);
+                c[..bh].copy_from_slice(sc);
+            }
+            Op::SaveCheckpoint { layer, ckpt, h, c } => {
+                let (h, c) = (ar.buf(h), ar.buf(c));
+                let l = layer as usize;
+                let s = &mut ar.buf(ckpt)[2 * l * bh..2 * (l + 1) * bh];
+                s[..bh].copy_from_slice(&h[h.len() - bh..]);
+                s[bh..].copy_from_slice(&c[c.len() - bh..]);
             }
             Op::InputProj {
                 layer, x, gates, ..
@@ -252,7 +271,7 @@ impl Ctx<'_> {
             }
             Op::StoreState { layer, h, c } => {
                 let (h, c) = (ar.buf(h), ar.buf(c));
-                let s = &mut self.state[2 * layer as usize * bh..][..2 * bh];
+                let s = &mut self.state_next[2 * layer as usize * bh..][..2 * bh];
                 s[..bh].copy_from_slice(&h[h.len() - bh..]);
                 s[bh..].copy_from_slice(&c[c.len() - bh..]);
             }

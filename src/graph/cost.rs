@@ -35,6 +35,10 @@ pub fn flops(op: &Op, model: &ModelSpec, train: &TrainSpec) -> u64 {
         Op::Head { seg, .. } => 3 * 2 * rows(seg) * v * h,
         Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + h),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
-        Op::Embed { .. } | Op::LoadState { .. } | Op::StoreState { .. } | Op::ZeroCarry { .. } => 0,
+        Op::Embed { .. }
+        | Op::LoadState { .. }
+        | Op::SaveCheckpoint { .. }
+        | Op::StoreState { .. }
+        | Op::ZeroCarry { .. } => 0,
     }
 }

@@ -2,11 +2,11 @@
 //! buffers they read and write, with sizes, memory categories and cost classes. No byte
 //! offsets and no policy here; `plan` decides order and placement.
 
-mod build;
 mod cost;
+mod unroll;
 
-pub use build::build;
 pub use cost::{flops, CostClass};
+pub use unroll::unroll;
 
 use crate::ids::BufId;
 use crate::spec::{ModelSpec, TrainSpec};
@@ -91,6 +91,8 @@ pub enum BufKind {
     Hidden { layer: u32, seg: u32 },
     /// Cell states, [(g+1)·B, H], laid out as `Hidden`.
     Cell { layer: u32, seg: u32 },
+    /// The state (h, c) of every layer entering segment `boundary`, [L, 2, B, H].
+    Checkpoint { boundary: u32 },
     /// dL/dh arriving at a layer's outputs from above (head or next layer), [g·B, H].
     DeltaIn { layer: u32, seg: u32 },
     /// dL/dh and dL/dc carried backward through time, [B, H] each, per layer, and [H]
@@ -109,6 +111,7 @@ impl std::fmt::Display for BufKind {
             BufKind::Gates { layer, seg } => write!(f, "gates[l{layer},s{seg}]"),
             BufKind::Hidden { layer, seg } => write!(f, "h[l{layer},s{seg}]"),
             BufKind::Cell { layer, seg } => write!(f, "c[l{layer},s{seg}]"),
+            BufKind::Checkpoint { boundary } => write!(f, "ckpt[b{boundary}]"),
             BufKind::DeltaIn { layer, seg } => write!(f, "dh_in[l{layer},s{seg}]"),
             BufKind::Carry { layer } => write!(f, "carry[l{layer}]"),
             BufKind::Logits { seg } => write!(f, "logits[s{seg}]"),
@@ -155,6 +158,22 @@ impl Input {
     }
 }
 
+/// Where a segment's entry state comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StateSrc {
+    /// The state carried in from the previous window (segment 0).
+    Carried,
+    /// The last block of the previous segment's buffers.
+    Prev {
+        /// Hidden states of the previous segment, this layer.
+        h: BufId,
+        /// Cell states of the previous segment, this layer.
+        c: BufId,
+    },
+    /// A checkpoint of the boundary (this layer's part of it).
+    Checkpoint(BufId),
+}
+
 /// One node of the window: an instruction with the buffers it touches. Layer and
 /// segment numbers are kept so the executor can find parameters and token rows; the
 /// other fields are the buffers the node touches (see `Op::accesses`).
@@ -163,14 +182,13 @@ impl Input {
 pub enum Op {
     /// Gather embedding rows of the segment's tokens into `x`.
     Embed { seg: u32, x: BufId },
-    /// Fill block 0 of `h`, `c` with the state entering the segment: the carried state
-    /// for segment 0, else the last block of the previous segment's `prev` buffers.
+    /// Fill block 0 of `h`, `c` with the state entering the segment.
     LoadState {
         layer: u32,
         seg: u32,
         h: BufId,
         c: BufId,
-        prev: Option<(BufId, BufId)>,
+        src: StateSrc,
     },
     /// `gates = x W_ihᵀ + b_ih + b_hh` for all steps of the segment: one GEMM.
     InputProj {
@@ -188,18 +206,27 @@ pub enum Op {
         h: BufId,
         c: BufId,
     },
-    /// Head and loss of the segment, with the head's backward done at once: logits,
-    /// softmax cross-entropy, dL/dfc, and dL/dh of the top layer into `dh`.
+    /// Copy the last (h, c) of a segment into this layer's part of a checkpoint.
+    SaveCheckpoint {
+        layer: u32,
+        ckpt: BufId,
+        h: BufId,
+        c: BufId,
+    },
+    /// Copy the last (h, c) of the window into the next window's carried state.
+    StoreState { layer: u32, h: BufId, c: BufId },
+    /// Zero dL/dh and dL/dc carried through time before the backward pass.
+    ZeroCarry { layer: u32, carry: BufId },
+    /// Head and loss of the segment, with the head's backward at once: logits,
+    /// softmax cross-entropy, dL/dfc, and dL/dh of the top layer into `dh`. It runs once
+    /// per segment, in the backward sweep, whatever the policy: recomputation repeats
+    /// the cells only, and the loss and dL/dfc sum in the same order under every policy.
     Head {
         seg: u32,
         h: BufId,
         logits: BufId,
         dh: BufId,
     },
-    /// Copy the last (h, c) of the window into the carried state.
-    StoreState { layer: u32, h: BufId, c: BufId },
-    /// Zero dL/dh and dL/dc carried through time before the backward pass.
-    ZeroCarry { layer: u32, carry: BufId },
     /// The recurrence backward over the segment (steps in reverse): fused elementwise
     /// pass, then one GEMM per step for dL/dh_{t−1}. Turns `gates` into dL/d(gates).
     CellBackward {
@@ -246,13 +273,22 @@ impl Op {
         use Access::*;
         match *self {
             Op::Embed { x, .. } => f(x, Write),
-            Op::LoadState { h, c, prev, .. } => {
-                if let Some((ph, pc)) = prev {
-                    f(ph, Read);
-                    f(pc, Read);
+            Op::LoadState { h, c, src, .. } => {
+                match src {
+                    StateSrc::Carried => {}
+                    StateSrc::Prev { h, c } => {
+                        f(h, Read);
+                        f(c, Read);
+                    }
+                    StateSrc::Checkpoint(b) => f(b, Read),
                 }
                 f(h, Write);
                 f(c, Write);
+            }
+            Op::SaveCheckpoint { ckpt, h, c, .. } => {
+                f(h, Read);
+                f(c, Read);
+                f(ckpt, Write);
             }
             Op::InputProj { x, gates, .. } => {
                 f(x.buf(), Read);
@@ -298,7 +334,23 @@ impl Op {
     }
 }
 
-/// The unrolled computation of one window.
+/// One step of a segment-level schedule, as a checkpoint policy emits it.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Run segment `seg` forward from the state at its entry (carried, the previous
+    /// segment's buffers, or a checkpoint). `keep`: its activations stay for its
+    /// backward; `checkpoint`: the state leaving it is saved.
+    Forward {
+        seg: u32,
+        keep: bool,
+        checkpoint: bool,
+    },
+    /// Run segment `seg` backward; its latest forward must have been kept.
+    Backward { seg: u32 },
+}
+
+/// The unrolled computation of one window under one schedule.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Graph {
     /// The model.
@@ -307,10 +359,8 @@ pub struct Graph {
     pub train: TrainSpec,
     /// Logical buffers, indexed by `BufId`.
     pub buffers: Vec<Buffer>,
-    /// The forward nodes in order (embedding, cells, head per segment, then state).
-    pub forward: Vec<Op>,
-    /// The backward nodes in order (segments in reverse, layers top-down).
-    pub backward: Vec<Op>,
+    /// The nodes in execution order.
+    pub ops: Vec<Op>,
 }
 
 impl Graph {

@@ -1,8 +1,7 @@
 //! `liveness`: the first and last position at which every buffer is used, and the lower
 //! bound of the arena — the largest total size of buffers live at one position.
 
-use super::Schedule;
-use crate::graph::Buffer;
+use crate::graph::{Buffer, Op};
 use crate::ids::Pos;
 use serde::Serialize;
 
@@ -17,14 +16,14 @@ pub struct Lifetimes {
     pub peak_pos: Pos,
 }
 
-/// Lifetimes of `buffers` under `schedule`.
+/// Lifetimes of `buffers` over the instructions `ops`.
 ///
 /// # Panics
 /// If a buffer is never used (the graph builder creates none such).
-pub fn liveness(buffers: &[Buffer], schedule: &Schedule) -> Lifetimes {
+pub fn liveness(buffers: &[Buffer], ops: &[Op]) -> Lifetimes {
     let mut first = vec![u32::MAX; buffers.len()];
     let mut last = vec![0u32; buffers.len()];
-    for (p, op) in schedule.ops.iter().enumerate() {
+    for (p, op) in ops.iter().enumerate() {
         op.accesses(|b, _| {
             let i = b.index();
             first[i] = first[i].min(p as u32);
@@ -39,7 +38,7 @@ pub fn liveness(buffers: &[Buffer], schedule: &Schedule) -> Lifetimes {
             (Pos(f), Pos(l))
         })
         .collect();
-    let (lower_bound, peak_pos) = peak(buffers, &spans, schedule.ops.len());
+    let (lower_bound, peak_pos) = peak(buffers, &spans, ops.len());
     Lifetimes {
         spans,
         lower_bound,

@@ -3,7 +3,9 @@
 //! strings them together.
 
 pub mod arena;
+pub mod budget;
 pub mod liveness;
+pub mod revolve;
 pub mod schedule;
 pub mod verify;
 
@@ -12,9 +14,9 @@ pub use liveness::{liveness, Lifetimes};
 pub use schedule::{schedule, Schedule};
 pub use verify::verify;
 
-use crate::graph::{self, Category, Graph};
+use crate::graph::{self, Action, Category, Graph};
 use crate::program::{Placed, Program};
-use crate::spec::{ModelSpec, OptimKind, TrainSpec};
+use crate::spec::{ModelSpec, OptimKind, Policy, TrainSpec};
 use crate::{Error, Result};
 use bumpalo::Bump;
 
@@ -45,24 +47,117 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
     model.validate()?;
     train.validate()?;
     check_unroll(model, train)?;
-    let scratch = Bump::new();
-    let graph = graph::build(model, train);
-    let schedule = schedule(&graph, train.policy);
-    let lifetimes = liveness(&graph.buffers, &schedule);
-    let layout = assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch);
-    let no_reuse = assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size;
-    let program = link(graph, schedule, &lifetimes, layout, no_reuse);
+    let (actions, policy) = match train.policy {
+        Policy::Budget(bytes) => choose_for_budget(model, train, bytes)?,
+        p => (schedule(p, train.segments() as u32), p.to_string()),
+    };
+    let program = lower(model, train, actions, policy, opts);
     tracing::info!(
-        "arena {} (lower bound {}, no reuse {})",
+        "policy {}: arena {} (lower bound {}, no reuse {}), recompute ×{:.2}",
+        program.policy,
         crate::report::fmt_bytes(program.arena_bytes),
         crate::report::fmt_bytes(program.arena_lower_bound),
         crate::report::fmt_bytes(program.arena_no_reuse),
+        program.recompute_factor,
     );
     #[cfg(debug_assertions)]
     if let Err(e) = verify(&program) {
         panic!("compiler produced an invalid plan: {e}");
     }
     Ok(program)
+}
+
+/// The passes after the policy: unroll → liveness → arena → program.
+fn lower(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    actions: Vec<Action>,
+    policy: String,
+    opts: CompileOptions,
+) -> Program {
+    let scratch = Bump::new();
+    let sched = Schedule::new(actions, |s| train.seg_len(s), train.window);
+    let graph = graph::unroll(model, train, &sched.actions);
+    let lifetimes = liveness(&graph.buffers, &graph.ops);
+    let layout = assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch);
+    let no_reuse = assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size;
+    link(
+        graph,
+        policy,
+        sched.recompute_factor,
+        &lifetimes,
+        layout,
+        no_reuse,
+    )
+}
+
+/// The arena of a schedule, without building the program.
+fn arena_of(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> u64 {
+    let graph = graph::unroll(model, train, actions);
+    let lifetimes = liveness(&graph.buffers, &graph.ops);
+    assign_offsets(&graph.buffers, &lifetimes.spans, true, &Bump::new()).size
+}
+
+/// The budget pass: the least recomputation whose arena fits `budget`. Refuses a
+/// budget below the smallest arena any schedule reaches (revolve with no slot).
+pub fn choose_for_budget(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    budget: u64,
+) -> Result<(Vec<Action>, String)> {
+    let n = train.segments() as u32;
+    let all = schedule(Policy::None, n);
+    if arena_of(model, train, &all) <= budget {
+        return Ok((
+            all,
+            format!("budget → none ({})", crate::report::fmt_bytes(budget)),
+        ));
+    }
+    let least = schedule(Policy::Revolve(0), n);
+    let minimum = arena_of(model, train, &least);
+    if minimum > budget {
+        return Err(Error::Budget {
+            budget,
+            minimum,
+            suggestion: "policy revolve:0".into(),
+        });
+    }
+    // Units: one state checkpoint; a kept segment costs `full` units.
+    let (b, h, l) = (train.batch as u64, model.hidden as u64, model.layers as u64);
+    let unit = 2 * l * b * h * 4;
+    let g = train.seg_len(0) as u64;
+    let kept = l * b * (g * model.gate_width() as u64 + 2 * (g + 1) * h) * 4
+        + g * b * model.embed as u64 * 4;
+    let full = kept.div_ceil(unit).max(1) as usize;
+    let hi = ((budget / unit) as usize).min(n as usize * full);
+    let dp = budget::affordable(n as usize, hi);
+    let table = dp.then(|| budget::Table::new(n as usize, hi, full));
+    let actions_for = |m: usize| -> Vec<Action> {
+        let mut out = Vec::new();
+        match &table {
+            Some(t) => t.emit(0, n as usize, m, &mut out),
+            None => revolve::schedule(0, n, m as u64, &mut out),
+        }
+        out
+    };
+    // The largest allowance whose real arena fits (allowance 0 fits: it is `least`).
+    let (mut lo, mut hi) = (0usize, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if arena_of(model, train, &actions_for(mid)) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let how = if dp { "dp" } else { "revolve" };
+    Ok((
+        actions_for(lo),
+        format!(
+            "budget {} → {how}, {lo} state units",
+            crate::report::fmt_bytes(budget)
+        ),
+    ))
 }
 
 fn check_unroll(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
@@ -83,7 +178,8 @@ fn check_unroll(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
 /// Freezes the passes' results into a `Program`.
 fn link(
     graph: Graph,
-    schedule: Schedule,
+    policy: String,
+    recompute_factor: f64,
     lifetimes: &Lifetimes,
     layout: ArenaLayout,
     no_reuse: u64,
@@ -92,7 +188,7 @@ fn link(
         model,
         train,
         buffers,
-        ..
+        ops,
     } = graph;
     let mut by_category = persistent_bytes(&model, &train);
     for c in Category::ALL.into_iter().filter(|c| !c.is_persistent()) {
@@ -103,11 +199,7 @@ fn link(
             .sum();
         by_category.push((c, live));
     }
-    let flops = schedule
-        .ops
-        .iter()
-        .map(|op| graph::flops(op, &model, &train))
-        .sum();
+    let flops = ops.iter().map(|op| graph::flops(op, &model, &train)).sum();
     let buffers = (buffers
         .into_iter()
         .zip(&lifetimes.spans)
@@ -121,13 +213,14 @@ fn link(
     Program {
         model,
         train,
-        ops: schedule.ops,
+        ops,
+        policy,
         buffers,
         arena_bytes: layout.size,
         arena_lower_bound: lifetimes.lower_bound,
         arena_no_reuse: no_reuse,
         by_category,
-        recompute_factor: schedule.recompute_factor,
+        recompute_factor,
         flops,
     }
 }
@@ -149,7 +242,9 @@ fn persistent_bytes(model: &ModelSpec, train: &TrainSpec) -> Vec<(Category, u64)
         (Category::Parameters, params),
         (Category::Gradients, params),
         (Category::OptimizerState, moments * params),
-        (Category::CarriedState, 2 * l * b * h * 4),
+        // The state entering the window and the one leaving it (double-buffered, so a
+        // recomputation of segment 0 still finds the old one).
+        (Category::CarriedState, 2 * 2 * l * b * h * 4),
         (Category::Batch, 2 * t * b * 4),
     ]
 }

@@ -103,7 +103,7 @@ impl PlanReport {
             batch: p.train.batch,
             window: p.train.window,
             grain: p.train.grain,
-            policy: p.train.policy.to_string(),
+            policy: p.policy.clone(),
             parameters: p.params().count(),
             arena_bytes: p.arena_bytes,
             arena_lower_bound_bytes: p.arena_lower_bound,
@@ -196,20 +196,31 @@ pub fn listing(p: &Program) -> String {
 }
 
 fn op_text(op: &crate::graph::Op, p: &Program) -> String {
-    use crate::graph::Op;
+    use crate::graph::{Op, StateSrc};
     let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.to_string();
     match *op {
         Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
-        Op::LoadState { h, c, prev, .. } => match prev {
-            Some((ph, pc)) => format!(
-                "load_state       {}, {} -> {}, {}",
-                n(ph),
-                n(pc),
-                n(h),
-                n(c)
-            ),
-            None => format!("load_state       carried -> {}, {}", n(h), n(c)),
+        Op::LoadState { h, c, src, .. } => match src {
+            StateSrc::Prev { h: ph, c: pc } => {
+                format!(
+                    "load_state       {}, {} -> {}, {}",
+                    n(ph),
+                    n(pc),
+                    n(h),
+                    n(c)
+                )
+            }
+            StateSrc::Checkpoint(b) => format!("load_state       {} -> {}, {}", n(b), n(h), n(c)),
+            StateSrc::Carried => format!("load_state       carried -> {}, {}", n(h), n(c)),
         },
+        Op::SaveCheckpoint { ckpt, h, c, layer } => {
+            format!(
+                "save_checkpoint  {}, {} -> {} (layer {layer})",
+                n(h),
+                n(c),
+                n(ckpt)
+            )
+        }
         Op::InputProj { x, gates, .. } => {
             format!("input_proj       {} -> {}", n(x.buf()), n(gates))
         }

@@ -8,7 +8,7 @@ mod train;
 
 pub use model::{CellKind, ModelSpec};
 pub use params::{ParamLayout, ParamTensor};
-pub use policy::Policy;
+pub use policy::{parse_size, Policy};
 pub use train::{OptimKind, OptimSpec, TrainSpec};
 
 /// Largest size accepted for any one dimension (vocab, embed, hidden): far beyond any

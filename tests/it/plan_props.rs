@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use recur::graph::{BufKind, Buffer, Category, CostClass};
 use recur::ids::Pos;
-use recur::plan::{assign_offsets, liveness::Lifetimes, verify, verify::check_layout, Schedule};
+use recur::plan::{assign_offsets, verify, verify::check_layout};
 use recur::{compile, ModelSpec, TrainSpec};
 
 fn buffers(sizes: &[usize]) -> Vec<Buffer> {
@@ -83,17 +83,6 @@ fn checker_rejects_bad_layouts() {
     assert!(e.contains("overlap"), "{e}");
     let e = check_layout(&bufs, &spans, &[0, 64], 3, 100).unwrap_err();
     assert!(e.contains("past the arena"), "{e}");
-    let _ = (
-        Lifetimes {
-            spans: vec![],
-            lower_bound: 0,
-            peak_pos: Pos(0),
-        },
-        Schedule {
-            ops: vec![],
-            recompute_factor: 1.0,
-        },
-    );
 }
 
 /// On the standard configurations the arena is within 10% of its lower bound.

@@ -8,6 +8,7 @@ mod gradcheck;
 mod grads;
 mod learn;
 mod plan_props;
+mod policies;
 mod pytorch;
 mod reference;
 mod util;

@@ -127,6 +127,10 @@ pub struct PlanCmd {
     /// Also list every instruction and buffer (offset, size, lifetime).
     #[arg(long)]
     pub listing: bool,
+    /// One row per policy (none, sqrt, revolve at a few slot counts, the budget's
+    /// choice) with memory and recomputation.
+    #[arg(long)]
+    pub compare: bool,
     /// Model and window.
     #[command(flatten)]
     pub model: ModelFlags,

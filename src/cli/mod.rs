@@ -48,6 +48,9 @@ fn plan(c: PlanCmd) -> Result<()> {
     let cm = config.as_ref().map(|f| &f.model);
     let cr = config.as_ref().map(|f| &f.run);
     let (model, train) = resolve::model_and_window(&c.model, cm, &Default::default(), cr, 256)?;
+    if c.compare {
+        return compare(&model, &train, c.json);
+    }
     let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
     let report = PlanReport::new(&program);
     if c.json {
@@ -57,6 +60,49 @@ fn plan(c: PlanCmd) -> Result<()> {
     }
     if c.listing {
         print!("\n{}", crate::report::listing(&program));
+    }
+    Ok(())
+}
+
+/// `recur plan --compare`: the same model under none, sqrt, revolve at a few slot
+/// counts, and the budget's choice when a budget is given.
+fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Result<()> {
+    use crate::spec::Policy;
+    let segments = train.segments();
+    let mut policies = vec![Policy::None, Policy::Sqrt];
+    let fewest = crate::plan::least_slots(segments as u64) as usize;
+    let slots = [fewest, 1, 2, 4, 8, 16, 32, 64];
+    let mut slots: Vec<usize> = slots
+        .into_iter()
+        .filter(|&s| s >= fewest && s < segments)
+        .collect();
+    slots.dedup();
+    policies.extend(slots.into_iter().map(Policy::Revolve));
+    if let Policy::Budget(_) = train.policy {
+        policies.push(train.policy);
+    }
+    let mut rows = Vec::new();
+    for p in policies {
+        let t = crate::TrainSpec {
+            policy: p,
+            ..train.clone()
+        };
+        rows.push(crate::report::CompareRow::new(&compile(model, &t)?));
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+    } else {
+        println!(
+            "model lstm V{} E{} H{} L{}, window B{} T{} G{} ({segments} segments)\n",
+            model.vocab,
+            model.embed,
+            model.hidden,
+            model.layers,
+            train.batch,
+            train.window,
+            train.grain
+        );
+        print!("{}", crate::report::compare_table(&rows));
     }
     Ok(())
 }

@@ -95,11 +95,20 @@ pub fn model_and_window(
     };
     model.validate()?;
     let window = get!(window).unwrap_or(64);
-    let policy = match get!(checkpoint) {
-        Some(p) => p
+    let policy = match (get!(checkpoint), get!(memory_budget)) {
+        (Some(_), Some(_)) => {
+            let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
+            return Err(Error::spec("--memory-budget", msg));
+        }
+        (Some(p), None) => p
             .parse::<Policy>()
             .map_err(|e| Error::spec("--checkpoint", e))?,
-        None => Policy::None,
+        (None, Some(b)) => {
+            let bytes =
+                crate::spec::parse_size(&b).map_err(|e| Error::spec("--memory-budget", e))?;
+            Policy::Budget(bytes)
+        }
+        (None, None) => Policy::None,
     };
     let kind = match get!(optimizer).as_deref() {
         None | Some("adam") => OptimKind::Adam,

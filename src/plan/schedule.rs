@@ -72,21 +72,24 @@ pub fn every(segments: u32, k: u32) -> Vec<Action> {
     out
 }
 
-/// `every` with K = ⌈√segments⌉.
-pub fn sqrt_k(segments: u32) -> u32 {
-    ((segments as f64).sqrt().ceil() as u32).max(1)
+/// The block size of `sqrt`: K = √(segments · state / activations), rounded, at
+/// least one. It minimises checkpoints (segments / K states) plus one block of K
+/// segments' activations: Chen et al.'s √n when a checkpoint and a segment's activations
+/// differ in size (`ratio` = activation bytes of a segment ÷ bytes of a state).
+pub fn sqrt_k(segments: u32, ratio: f64) -> u32 {
+    ((segments as f64 / ratio.max(1e-9)).sqrt().round() as u32).clamp(1, segments.max(1))
 }
 
-/// The actions of `policy` for `segments` segments. `Budget` is resolved by the budget
-/// pass into one of the others before this is called.
+/// The actions of `policy` for `segments` segments, where a segment's activations are
+/// `ratio` times a state checkpoint. `Budget` is resolved by the budget pass.
 ///
 /// # Panics
 /// On `Policy::Budget` (a programmer error).
-pub fn schedule(policy: Policy, segments: u32) -> Vec<Action> {
+pub fn schedule(policy: Policy, segments: u32, ratio: f64) -> Vec<Action> {
     match policy {
         Policy::None => keep_all(segments),
         Policy::Every(k) => every(segments, k.min(u32::MAX as usize) as u32),
-        Policy::Sqrt => every(segments, sqrt_k(segments)),
+        Policy::Sqrt => every(segments, sqrt_k(segments, ratio)),
         Policy::Revolve(slots) => {
             let mut out = Vec::new();
             revolve::schedule(0, segments, slots as u64, &mut out);
@@ -125,7 +128,7 @@ mod tests {
                 Policy::Revolve(0),
                 Policy::Revolve(2),
             ] {
-                assert_eq!(backward_order(&schedule(p, n)), rev, "{p} n {n}");
+                assert_eq!(backward_order(&schedule(p, n, 4.0)), rev, "{p} n {n}");
             }
         }
     }

@@ -253,3 +253,50 @@ fn op_text(op: &crate::graph::Op, p: &Program) -> String {
         Op::InputGrad { gates, dx, .. } => format!("input_grad       {} -> {}", n(gates), n(dx)),
     }
 }
+
+/// One row of `recur plan --compare`: a policy and what it costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareRow {
+    /// The policy (a budget names what it chose).
+    pub policy: String,
+    /// Activation arena bytes.
+    pub arena_bytes: u64,
+    /// Persistent + arena.
+    pub total_bytes: u64,
+    /// Forward steps executed ÷ T.
+    pub recompute_factor: f64,
+}
+
+impl CompareRow {
+    /// The row of `p`.
+    pub fn new(p: &Program) -> Self {
+        CompareRow {
+            policy: p.policy.clone(),
+            arena_bytes: p.arena_bytes,
+            total_bytes: p.total_bytes(),
+            recompute_factor: p.recompute_factor,
+        }
+    }
+}
+
+/// `recur plan --compare` as a terminal table.
+pub fn compare_table(rows: &[CompareRow]) -> String {
+    use std::fmt::Write;
+    let none = rows.first().map_or(1, |r| r.arena_bytes.max(1));
+    let mut s = format!(
+        "{:<34} {:>12} {:>9} {:>12} {:>10}\n",
+        "policy", "arena", "of none", "total", "recompute"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12} {:>8.1}% {:>12} {:>9.2}×",
+            r.policy,
+            fmt_bytes(r.arena_bytes),
+            100.0 * r.arena_bytes as f64 / none as f64,
+            fmt_bytes(r.total_bytes),
+            r.recompute_factor
+        );
+    }
+    s
+}

@@ -86,7 +86,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a size, expected e.g. 256MiB"))?;
     let bytes = v * mult;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 1e18) {
+    if !(1.0..1e18).contains(&bytes) {
         return Err(format!("`{s}` is not a usable size"));
     }
     Ok(bytes as u64)

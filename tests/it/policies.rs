@@ -7,9 +7,19 @@ use proptest::prelude::*;
 use recur::spec::Policy;
 use recur::{compile, Batch, Trainer};
 
+#[allow(clippy::too_many_arguments)]
 /// Runs two windows (so the second starts from a carried state) and returns the bits of
 /// the second window's loss, gradients and carried state, and the program's arena.
-fn bits(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize, policy: Policy) -> (Vec<u32>, u64) {
+fn bits(
+    v: usize,
+    e: usize,
+    h: usize,
+    l: usize,
+    b: usize,
+    t: usize,
+    g: usize,
+    policy: Policy,
+) -> (Vec<u32>, u64) {
     let (m, mut tr) = tiny(v, e, h, l, b, t, g);
     tr.policy = policy;
     let p = compile(&m, &tr).unwrap();
@@ -18,7 +28,12 @@ fn bits(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize, po
     let mut out = Vec::new();
     for w in 0..2 {
         let (i, o) = (tokens(t * b, v, 10 + w), tokens(t * b, v, 20 + w));
-        trainer.load_batch(Batch { input: &i, target: &o }).unwrap();
+        trainer
+            .load_batch(Batch {
+                input: &i,
+                target: &o,
+            })
+            .unwrap();
         out = vec![trainer.forward_backward().to_bits()];
     }
     let ex = trainer.executor();
@@ -28,7 +43,13 @@ fn bits(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize, po
 }
 
 fn policies(segments: usize) -> Vec<Policy> {
-    let mut p = vec![Policy::None, Policy::Sqrt, Policy::Every(1), Policy::Every(2), Policy::Every(segments + 3)];
+    let mut p = vec![
+        Policy::None,
+        Policy::Sqrt,
+        Policy::Every(1),
+        Policy::Every(2),
+        Policy::Every(segments + 3),
+    ];
     p.extend([0, 1, 2, 5].map(Policy::Revolve));
     p
 }
@@ -38,7 +59,10 @@ fn check_all(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usiz
     let segments = t.div_ceil(g);
     for p in policies(segments) {
         let (got, _) = bits(v, e, h, l, b, t, g, p);
-        assert!(got == want, "{p}: differs from none (V{v} E{e} H{h} L{l} B{b} T{t} G{g})");
+        assert!(
+            got == want,
+            "{p}: differs from none (V{v} E{e} H{h} L{l} B{b} T{t} G{g})"
+        );
     }
     // Budgets from the least that trains to keep-all.
     let (m, mut tr) = tiny(v, e, h, l, b, t, g);
@@ -88,8 +112,17 @@ fn checkpointing_shrinks_the_arena() {
     assert_eq!(none.recompute_factor, 1.0);
     tr.policy = Policy::Sqrt;
     let sqrt = compile(&m, &tr).unwrap();
-    assert!(sqrt.arena_bytes * 5 < none.arena_bytes, "{} vs {}", sqrt.arena_bytes, none.arena_bytes);
-    assert!(sqrt.recompute_factor > 1.5 && sqrt.recompute_factor < 2.0, "{}", sqrt.recompute_factor);
+    assert!(
+        sqrt.arena_bytes * 5 < none.arena_bytes,
+        "{} vs {}",
+        sqrt.arena_bytes,
+        none.arena_bytes
+    );
+    assert!(
+        sqrt.recompute_factor > 1.5 && sqrt.recompute_factor < 2.0,
+        "{}",
+        sqrt.recompute_factor
+    );
     tr.policy = Policy::Revolve(3);
     let rev = compile(&m, &tr).unwrap();
     assert!(rev.arena_bytes < sqrt.arena_bytes);

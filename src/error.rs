@@ -55,7 +55,7 @@ pub enum Error {
         available: u64,
     },
     /// A memory budget below what any schedule of this window needs.
-    #[error("--memory-budget {}: below the minimum {} that this window needs (one segment's working set, {suggestion}); raise the budget, or lower --grain or --batch", crate::report::fmt_bytes(*.budget), crate::report::fmt_bytes(*.minimum))]
+    #[error("--memory-budget {}: below the minimum {} ({minimum} bytes) that this window needs (one segment's working set, {suggestion}); raise the budget, or lower --grain or --batch", crate::report::fmt_bytes(*.budget), crate::report::fmt_bytes(*.minimum))]
     Budget {
         /// The budget asked for.
         budget: u64,

@@ -104,6 +104,10 @@ pub struct TrainCmd {
     /// Print the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Measure the process's resident memory (before compile, and peak) and set it
+    /// beside the plan.
+    #[arg(long)]
+    pub report_rss: bool,
     /// Model and window.
     #[command(flatten)]
     pub model: ModelFlags,
@@ -178,6 +182,10 @@ pub struct ConfigFile {
     pub data: Option<PathBuf>,
     /// `--out`.
     pub out: Option<PathBuf>,
+    /// `--json`.
+    pub json: Option<bool>,
+    /// `--report-rss`.
+    pub report_rss: Option<bool>,
     /// Model and window keys.
     #[serde(flatten)]
     pub model: ModelFlags,

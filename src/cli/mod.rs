@@ -126,6 +126,16 @@ pub struct TrainSummary {
     pub arena_bytes: u64,
     /// Planned total bytes (persistent + arena).
     pub total_bytes: u64,
+    /// The policy as resolved.
+    pub policy: String,
+    /// Forward steps executed ÷ T.
+    pub recompute_factor: f64,
+    /// `--report-rss`: resident bytes after the data was opened, before compile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_before_compile_bytes: Option<u64>,
+    /// `--report-rss`: the process's peak resident bytes at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Runs `steps` windows of `data` (or until `deadline` seconds), with a progress bar
@@ -192,6 +202,10 @@ fn run_steps(
         seconds,
         arena_bytes: p.arena_bytes,
         total_bytes: p.total_bytes(),
+        policy: p.policy.clone(),
+        recompute_factor: p.recompute_factor,
+        rss_before_compile_bytes: None,
+        peak_rss_bytes: None,
     })
 }
 
@@ -204,6 +218,8 @@ fn train(c: TrainCmd) -> Result<()> {
         .out
         .clone()
         .or_else(|| config.as_ref().and_then(|f| f.out.clone()));
+    let json = c.json || config.as_ref().and_then(|f| f.json).unwrap_or(false);
+    let report_rss = c.report_rss || config.as_ref().and_then(|f| f.report_rss).unwrap_or(false);
     let data = TokenFile::open(&data_path)?;
     let is_npy = data_path
         .extension()
@@ -218,9 +234,10 @@ fn train(c: TrainCmd) -> Result<()> {
     let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, default_vocab.max(2))?;
     data.check_vocab(model.vocab)?;
     Windows::new(data.len(), train.batch, train.window, &data_path)?;
+    let rss_before = crate::exec::memory::proc_status_bytes("VmRSS:");
     let program = compile(&model, &train)?;
     let mut trainer = Trainer::new(program)?;
-    if !c.json {
+    if !json {
         eprintln!(
             "recur: plan: arena {} (lower bound {}), persistent {}, total {}",
             fmt_bytes(trainer.program().arena_bytes),
@@ -229,7 +246,23 @@ fn train(c: TrainCmd) -> Result<()> {
             fmt_bytes(trainer.program().total_bytes())
         );
     }
-    let summary = run_steps(&mut trainer, &data, train.steps, None, c.json)?;
+    let mut summary = run_steps(&mut trainer, &data, train.steps, None, json)?;
+    if report_rss {
+        summary.rss_before_compile_bytes = rss_before;
+        summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
+        if !json {
+            if let (Some(a), Some(b)) = (rss_before, summary.peak_rss_bytes) {
+                let used = b.saturating_sub(a);
+                let plan = summary.total_bytes;
+                eprintln!(
+                    "recur: memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
+                    fmt_bytes(plan),
+                    fmt_bytes(used),
+                    100.0 * (used as f64 / plan as f64 - 1.0)
+                );
+            }
+        }
+    }
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let ex = trainer.executor();
@@ -238,7 +271,7 @@ fn train(c: TrainCmd) -> Result<()> {
         let text = toml::to_string(&cfg).unwrap_or_default();
         st::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
     }
-    print_summary(&summary, c.json);
+    print_summary(&summary, json);
     Ok(())
 }
 

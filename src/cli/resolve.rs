@@ -28,6 +28,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "momentum",
     "clip",
     "seed",
+    "json",
+    "report-rss",
 ];
 
 /// Reads a config file, refusing unknown keys and ill-typed values with the key named.
@@ -154,6 +156,8 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
     ConfigFile {
         data: data.map(Path::to_path_buf),
         out: None,
+        json: None,
+        report_rss: None,
         model: ModelFlags {
             vocab: Some(model.vocab),
             embed: Some(model.embed),

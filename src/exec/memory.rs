@@ -54,6 +54,14 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A field of `/proc/self/status` in bytes (`VmRSS`: resident now, `VmHWM`: peak).
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Refuses a plan of `needed` bytes that the machine cannot hold.
 pub fn check_fits(needed: u64) -> Result<()> {
     if let Some(available) = available_memory() {

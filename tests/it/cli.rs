@@ -241,7 +241,7 @@ fn bad_weights_and_batches() {
     assert!(out.contains("loss"));
 }
 
-/// Every flag of `recur train` (but --config and --json) is a config key, and back.
+/// Every flag of `recur train` (but --config) is a config key, and back.
 #[test]
 fn config_keys_match_train_flags() {
     use clap::CommandFactory;
@@ -250,7 +250,7 @@ fn config_keys_match_train_flags() {
     let mut flags: Vec<String> = train
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_string))
-        .filter(|l| !["config", "json", "help", "version"].contains(&l.as_str()))
+        .filter(|l| !["config", "help", "version"].contains(&l.as_str()))
         .collect();
     flags.sort();
     let mut keys: Vec<String> = recur::cli::resolve::CONFIG_KEYS

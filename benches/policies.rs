@@ -34,12 +34,25 @@ fn cases(data: &TokenFile) -> Vec<Case> {
     policies
         .into_iter()
         .map(|policy| {
-            let train = TrainSpec { policy, ..base.clone() };
+            let train = TrainSpec {
+                policy,
+                ..base.clone()
+            };
             let program = compile(&model, &train).expect("plan");
-            let (name, arena, recompute) = (program.policy.clone(), program.arena_bytes, program.recompute_factor);
+            let (name, arena, recompute) = (
+                program.policy.clone(),
+                program.arena_bytes,
+                program.recompute_factor,
+            );
             let trainer = Trainer::new(program).expect("memory");
             let win = Windows::new(data.len(), 32, 1000, data.path()).expect("windows");
-            Case { name, arena, recompute, trainer, win }
+            Case {
+                name,
+                arena,
+                recompute,
+                trainer,
+                win,
+            }
         })
         .collect()
 }
@@ -50,7 +63,9 @@ fn step(c: &mut Case, data: &TokenFile) {
 }
 
 fn bench(cr: &mut Criterion) {
-    let toks: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let toks: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let data = TokenFile::from_bytes("bench", toks).expect("data");
     let mut cases = cases(&data);
     let mut g = cr.benchmark_group("B32_H256_T1000");
@@ -79,7 +94,10 @@ fn bench(cr: &mut Criterion) {
     let meds: Vec<f64> = times.iter_mut().map(med).collect();
     let threads = std::env::var("OPENBLAS_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!("\nOPENBLAS_NUM_THREADS={threads}; medians of 7 interleaved steps");
-    println!("{:<40} {:>10} {:>8} {:>10} {:>9} {:>9}", "policy", "arena", "of none", "recompute", "step", "÷ none");
+    println!(
+        "{:<40} {:>10} {:>8} {:>10} {:>9} {:>9}",
+        "policy", "arena", "of none", "recompute", "step", "÷ none"
+    );
     for (c, m) in cases.iter().zip(&meds) {
         println!(
             "{:<40} {:>10} {:>7.1}% {:>9.2}× {:>8.3}s {:>8.3}×",

@@ -266,37 +266,64 @@ fn budgets_and_policies_from_the_command_line() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let base = ["plan", "--hidden", "64", "--batch", "8", "--window", "400"];
-    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
     let run = |args: Vec<String>| recur(&args.iter().map(String::as_str).collect::<Vec<_>>(), p);
     // Too small a budget: refused at compile time, naming the minimum and a policy.
     let args = with(&["--memory-budget", "10KiB"]);
     let e = fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), p);
     assert!(e.contains("minimum") && e.contains("revolve:"), "{e}");
     // The minimum it names is enough.
-    let min = e.split('(').nth(1).unwrap().split(" bytes").next().unwrap().to_string();
+    let min = e
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(" bytes")
+        .next()
+        .unwrap()
+        .to_string();
     let (code, out, err) = run(with(&["--memory-budget", &min, "--json"]));
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["policy"].as_str().unwrap().starts_with("budget"), "{out}");
     // Budget and policy together, bad sizes, and a revolve with absurd recomputation.
-    let e = fails(&["plan", "--checkpoint", "sqrt", "--memory-budget", "1MiB"], p);
+    let e = fails(
+        &["plan", "--checkpoint", "sqrt", "--memory-budget", "1MiB"],
+        p,
+    );
     assert!(e.contains("--memory-budget"), "{e}");
     let e = fails(&["plan", "--memory-budget", "lots"], p);
     assert!(e.contains("--memory-budget") && e.contains("lots"), "{e}");
-    let e = fails(&["plan", "--window", "100000", "--checkpoint", "revolve:0"], p);
+    let e = fails(
+        &["plan", "--window", "100000", "--checkpoint", "revolve:0"],
+        p,
+    );
     assert!(e.contains("revolve:0") && e.contains("or more"), "{e}");
     // --compare: one row per policy, keep-all first, each with its recomputation.
     let (code, out, err) = run(with(&["--compare", "--memory-budget", "2MiB", "--json"]));
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(rows[0]["policy"], "none");
-    assert!(rows.iter().any(|r| r["policy"].as_str().unwrap().starts_with("sqrt")));
-    assert!(rows.iter().filter(|r| r["policy"].as_str().unwrap().starts_with("revolve")).count() >= 3);
+    assert!(rows
+        .iter()
+        .any(|r| r["policy"].as_str().unwrap().starts_with("sqrt")));
+    assert!(
+        rows.iter()
+            .filter(|r| r["policy"].as_str().unwrap().starts_with("revolve"))
+            .count()
+            >= 3
+    );
     let budget = rows.last().unwrap();
     assert!(budget["policy"].as_str().unwrap().starts_with("budget"));
     assert!(budget["arena_bytes"].as_u64().unwrap() <= 2 << 20);
-    assert!(rows.iter().all(|r| r["recompute_factor"].as_f64().unwrap() >= 1.0));
+    assert!(rows
+        .iter()
+        .all(|r| r["recompute_factor"].as_f64().unwrap() >= 1.0));
     let (code, out, _) = run(with(&["--compare"]));
     assert_eq!(code, 0);
-    assert!(out.contains("recompute") && out.contains("revolve:1"), "{out}");
+    assert!(
+        out.contains("recompute") && out.contains("revolve:1"),
+        "{out}"
+    );
 }

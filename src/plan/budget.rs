@@ -80,24 +80,11 @@ impl Table {
         }
         let mem = mem.min(self.m);
         match self.choice[len * (self.m + 1) + mem] {
-            Choice::One => {
-                out.push(Action::Forward {
-                    seg: a,
-                    keep: true,
-                    checkpoint: false,
-                });
-                out.push(Action::Backward { seg: a });
-            }
+            Choice::One => super::revolve::reverse_one(a, out),
             Choice::Quadratic => super::revolve::schedule(a, a + len as u32, 0, out),
             Choice::Split(k) => {
                 let m = a + k;
-                for seg in a..m {
-                    out.push(Action::Forward {
-                        seg,
-                        keep: false,
-                        checkpoint: seg + 1 == m,
-                    });
-                }
+                super::revolve::advance(a, m, out);
                 self.emit(m, len - k as usize, mem - 1, out);
                 self.emit(a, k as usize, mem, out);
             }

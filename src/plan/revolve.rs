@@ -43,6 +43,27 @@ pub fn cost(n: u64, slots: u64) -> u128 {
     }
 }
 
+/// Forward segments `a..m` without keeping them, checkpointing the state at `m`.
+pub(crate) fn advance(a: u32, m: u32, out: &mut Vec<Action>) {
+    for seg in a..m {
+        out.push(Action::Forward {
+            seg,
+            keep: false,
+            checkpoint: seg + 1 == m,
+        });
+    }
+}
+
+/// Forward segment `a` keeping it, then its backward.
+pub(crate) fn reverse_one(a: u32, out: &mut Vec<Action>) {
+    out.push(Action::Forward {
+        seg: a,
+        keep: true,
+        checkpoint: false,
+    });
+    out.push(Action::Backward { seg: a });
+}
+
 /// The schedule reversing segments `a..b` with `slots` free slots, the state at `a`
 /// being available (carried, kept or checkpointed), appended to `out`.
 pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
@@ -51,12 +72,7 @@ pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
         return;
     }
     if n == 1 {
-        out.push(Action::Forward {
-            seg: a,
-            keep: true,
-            checkpoint: false,
-        });
-        out.push(Action::Backward { seg: a });
+        reverse_one(a, out);
         return;
     }
     if slots == 0 {
@@ -79,13 +95,7 @@ pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
         .min_by_key(|&k| k as u128 + cost(n - k, slots - 1) + cost(k, slots))
         .unwrap_or(1) as u32;
     let m = a + split;
-    for seg in a..m {
-        out.push(Action::Forward {
-            seg,
-            keep: false,
-            checkpoint: seg + 1 == m,
-        });
-    }
+    advance(a, m, out);
     schedule(m, b, slots - 1, out);
     schedule(a, m, slots, out);
 }

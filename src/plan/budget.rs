@@ -2,8 +2,8 @@
 //! arena fits a byte budget. A dynamic programme in the spirit of Gruslys et al. 2016
 //! (BPTT-MSM) decides, for a chain of segments and a memory allowance, whether to keep
 //! nothing (recompute quadratically), checkpoint the recurrent state at a split point,
-//! or keep the first segment's full activations; memory is counted in units of one
-//! state checkpoint. `choose` then searches the largest allowance whose real, planned
+//! or keep one segment's full activations (which then also serve as the state entering
+//! the next); memory is counted in units of one state checkpoint. `choose` then searches the largest allowance whose real, planned
 //! arena fits the budget, so the budget holds by construction.
 
 use crate::graph::Action;
@@ -14,7 +14,7 @@ enum Choice {
     One,
     Quadratic,
     Split(u32),
-    KeepFirst,
+    KeepAt(u32),
 }
 
 /// The programme's table for chains of up to `n` segments and `m` units, where keeping
@@ -54,9 +54,11 @@ impl Table {
                         }
                     }
                     if mem >= full {
-                        let c = 1 + t.get(len - 1, mem - full);
-                        if c < best.0 {
-                            best = (c, Choice::KeepFirst);
+                        for k in 0..len {
+                            let c = k as u64 + 1 + t.get(len - k - 1, mem - full) + t.get(k, mem);
+                            if c < best.0 {
+                                best = (c, Choice::KeepAt(k as u32));
+                            }
                         }
                     }
                     best
@@ -88,14 +90,21 @@ impl Table {
                 self.emit(m, len - k as usize, mem - 1, out);
                 self.emit(a, k as usize, mem, out);
             }
-            Choice::KeepFirst => {
+            Choice::KeepAt(k) => {
+                let at = a + k;
+                out.extend((a..at).map(|seg| Action::Forward {
+                    seg,
+                    keep: false,
+                    checkpoint: false,
+                }));
                 out.push(Action::Forward {
-                    seg: a,
+                    seg: at,
                     keep: true,
                     checkpoint: false,
                 });
-                self.emit(a + 1, len - 1, mem - self.full, out);
-                out.push(Action::Backward { seg: a });
+                self.emit(at + 1, len - k as usize - 1, mem - self.full, out);
+                out.push(Action::Backward { seg: at });
+                self.emit(a, k as usize, mem, out);
             }
         }
         debug_assert!(len <= self.n);
@@ -131,7 +140,10 @@ mod tests {
             }
         }
         if mem >= full {
-            best = best.min(1 + brute(len - 1, mem - full, full));
+            for k in 0..len {
+                best = best
+                    .min(k as u64 + 1 + brute(len - k - 1, mem - full, full) + brute(k, mem, full));
+            }
         }
         best
     }
@@ -145,6 +157,91 @@ mod tests {
                     assert_eq!(
                         t.get(len, mem),
                         brute(len, mem, full),
+                        "len {len} mem {mem} full {full}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// An independent brute force: Dijkstra over every sequence of segment actions
+    /// (forward with or without keeping and checkpointing, backward, dropping a
+    /// checkpoint), under the same memory rule the programme assumes — during any
+    /// forward, live checkpoints plus `full` for every other kept segment must fit in
+    /// `mem` units. Returns the fewest forwards that reverse `n` segments.
+    fn exhaustive(n: usize, mem: usize, full: usize) -> u64 {
+        use std::cmp::Reverse;
+        use std::collections::{BinaryHeap, HashMap};
+        // State: segments left to reverse (the next backward is r − 1), checkpoint
+        // boundaries (bitmask), kept segments (bitmask), last forward segment (+1, 0 = none).
+        type State = (usize, u32, u32, usize);
+        let start: State = (n, 0, 0, 0);
+        let mut dist: HashMap<State, u64> = HashMap::new();
+        let mut heap = BinaryHeap::new();
+        heap.push(Reverse((0u64, start)));
+        while let Some(Reverse((d, st))) = heap.pop() {
+            if dist.get(&st).is_some_and(|&x| x < d) {
+                continue;
+            }
+            let (r, ck, kept, last) = st;
+            if r == 0 {
+                return d;
+            }
+            let mut push = |d: u64, st: State| {
+                if dist.get(&st).is_none_or(|&x| d < x) {
+                    dist.insert(st, d);
+                    heap.push(Reverse((d, st)));
+                }
+            };
+            // Backward of segment r − 1 once kept; its entry checkpoint is then useless.
+            let b = r - 1;
+            if kept & (1 << b) != 0 {
+                push(d, (b, ck & !(1 << b), kept & !(1 << b), 0));
+            }
+            // Drop a checkpoint.
+            for x in 1..n {
+                if ck & (1 << x) != 0 {
+                    push(d, (r, ck & !(1 << x), kept, last));
+                }
+            }
+            // Forward a segment below r whose entry state is at hand.
+            for s in 0..r {
+                let entry = s == 0 || last == s || kept & (1 << (s - 1)) != 0 || ck & (1 << s) != 0;
+                if !entry {
+                    continue;
+                }
+                for keep in [false, true] {
+                    for save in [false, true] {
+                        if save && s + 1 >= n {
+                            continue;
+                        }
+                        let ck2 = if save { ck | (1 << (s + 1)) } else { ck };
+                        let others = (kept & !(1 << s)).count_ones() as usize;
+                        if ck2.count_ones() as usize + full * others > mem {
+                            continue;
+                        }
+                        let kept2 = if keep {
+                            kept | (1 << s)
+                        } else {
+                            kept & !(1 << s)
+                        };
+                        push(d + 1, (r, ck2, kept2, s + 1));
+                    }
+                }
+            }
+        }
+        unreachable!("reversal always possible")
+    }
+
+    #[test]
+    fn table_equals_exhaustive_search() {
+        for full in [1, 2, 3, 5] {
+            let t = Table::new(6, 6, full);
+            for len in 1..=6 {
+                for mem in 0..=6 {
+                    assert_eq!(
+                        t.get(len, mem),
+                        exhaustive(len, mem, full),
                         "len {len} mem {mem} full {full}"
                     );
                 }

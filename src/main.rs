@@ -15,7 +15,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("recur: {e}");
             match e {
-                recur::Error::Spec { .. } | recur::Error::Config { .. } => ExitCode::from(2),
+                recur::Error::Spec { .. }
+                | recur::Error::Config { .. }
+                | recur::Error::Budget { .. } => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
         }

@@ -62,7 +62,7 @@ pub struct ModelFlags {
     pub checkpoint: Option<String>,
     /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits.
     #[arg(long)]
-    pub memory_budget: Option<String>,
+    pub memory_budget: Option<Size>,
     /// Optimiser: adam or sgd [adam].
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -129,11 +129,11 @@ pub struct PlanCmd {
     #[arg(long)]
     pub no_reuse: bool,
     /// Also list every instruction and buffer (offset, size, lifetime).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare")]
     pub listing: bool,
-    /// One row per policy (none, sqrt, revolve at a few slot counts, the budget's
-    /// choice) with memory and recomputation.
-    #[arg(long)]
+    /// One row per policy (none, sqrt, every:⌈√segments⌉, revolve at a few slot counts,
+    /// the policy or budget given) with memory and recomputation.
+    #[arg(long, conflicts_with = "no_reuse")]
     pub compare: bool,
     /// Model and window.
     #[command(flatten)]
@@ -160,18 +160,46 @@ pub struct GradsCmd {
     pub checkpoint: Option<String>,
     /// Bound the activation arena (e.g. 256MiB).
     #[arg(long)]
-    pub memory_budget: Option<String>,
+    pub memory_budget: Option<Size>,
 }
 
 /// `recur demo`.
 #[derive(Args, Debug)]
 pub struct DemoCmd {
     /// Seconds of training [60].
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub seconds: f64,
     /// Print the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A byte size as written by the user (`256MiB`, or a number of bytes); a config file
+/// may give it as a string or an integer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Size(pub String);
+
+impl std::str::FromStr for Size {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Size(s.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Int(n) => Size(n.to_string()),
+            Raw::Str(s) => Size(s),
+        })
+    }
 }
 
 /// A config file: the keys of `ModelFlags` and `RunFlags`, plus `data` and `out`.

@@ -70,7 +70,7 @@ fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Re
     use crate::spec::Policy;
     let segments = train.segments();
     let mut policies = vec![Policy::None, Policy::Sqrt];
-    let fewest = crate::plan::least_slots(segments as u64) as usize;
+    let fewest = crate::plan::least_slots(segments as u64, model.layers as u64) as usize;
     let slots = [fewest, 1, 2, 4, 8, 16, 32, 64];
     let mut slots: Vec<usize> = slots
         .into_iter()
@@ -220,6 +220,10 @@ fn train(c: TrainCmd) -> Result<()> {
         .or_else(|| config.as_ref().and_then(|f| f.out.clone()));
     let json = c.json || config.as_ref().and_then(|f| f.json).unwrap_or(false);
     let report_rss = c.report_rss || config.as_ref().and_then(|f| f.report_rss).unwrap_or(false);
+    if let Some(dir) = &out {
+        // Before any work: a run must not train for hours and then fail to save.
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let data = TokenFile::open(&data_path)?;
     let is_npy = data_path
         .extension()
@@ -264,12 +268,16 @@ fn train(c: TrainCmd) -> Result<()> {
         }
     }
     if let Some(dir) = out {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let ex = trainer.executor();
         st::save_params(&dir.join("model.safetensors"), ex.layout(), ex.params())?;
-        let cfg = resolve::to_config(&model, &train, Some(&data_path));
-        let text = toml::to_string(&cfg).unwrap_or_default();
-        st::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+        let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
+        let cfg = resolve::to_config(&model, &train, Some(&data_abs));
+        let path = dir.join("config.toml");
+        let text = toml::to_string(&cfg).map_err(|e| Error::Config {
+            path: path.clone(),
+            msg: format!("cannot write: {e}"),
+        })?;
+        st::write_atomic(&path, text.as_bytes())?;
     }
     print_summary(&summary, json);
     Ok(())
@@ -306,6 +314,13 @@ fn grads(c: GradsCmd) -> Result<()> {
         )));
     }
     let [t, b] = shape;
+    // The batch's shape sets the window; check it here so that what resolve refuses
+    // below can only be a flag.
+    if t == 0 || b == 0 || t > 1 << 30 || b > 1 << 16 {
+        return Err(bad(format!(
+            "`input` has shape [{t}, {b}]; expected [T, B] with T in 1..=2^30 and B in 1..=65536"
+        )));
+    }
     let mut flags = args::ModelFlags {
         grain: c.grain,
         checkpoint: c.checkpoint.clone(),
@@ -319,8 +334,7 @@ fn grads(c: GradsCmd) -> Result<()> {
     flags.hidden = Some(model.hidden);
     flags.layers = Some(model.layers);
     let (model, train) =
-        resolve::model_and_window(&flags, None, &Default::default(), None, model.vocab)
-            .map_err(|e| bad(format!("{e}")))?;
+        resolve::model_and_window(&flags, None, &Default::default(), None, model.vocab)?;
     let mut trainer = Trainer::new(compile(&model, &train)?)?;
     let layout = trainer.executor().layout().clone();
     st::load_params(

@@ -5,6 +5,7 @@
 use super::args::{ConfigFile, ModelFlags, RunFlags};
 use crate::spec::{ModelSpec, OptimKind, OptimSpec, Policy, TrainSpec};
 use crate::{Error, Result};
+use serde::Deserialize;
 use std::path::Path;
 
 /// Every key a config file may hold: the long flags of `recur train` except `--config`
@@ -48,7 +49,24 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
             CONFIG_KEYS.join(", ")
         )));
     }
-    toml::from_str(&text).map_err(|e: toml::de::Error| err(first_line(&e.to_string())))
+    // Each key alone, so an ill-typed value is reported with its key's name.
+    for (k, v) in &table {
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), v.clone());
+        if let Err(e) = ConfigFile::deserialize(one) {
+            return Err(err(format!("key `{k}`: {}", first_line(&e.to_string()))));
+        }
+    }
+    let mut cfg: ConfigFile =
+        toml::from_str(&text).map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
+    // Relative paths in a config file are relative to the file, not to where recur runs.
+    let base = path.parent().unwrap_or(Path::new(""));
+    for p in [&mut cfg.data, &mut cfg.out].into_iter().flatten() {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    Ok(cfg)
 }
 
 fn first_line(s: &str) -> String {
@@ -107,7 +125,7 @@ pub fn model_and_window(
             .map_err(|e| Error::spec("--checkpoint", e))?,
         (None, Some(b)) => {
             let bytes =
-                crate::spec::parse_size(&b).map_err(|e| Error::spec("--memory-budget", e))?;
+                crate::spec::parse_size(&b.0).map_err(|e| Error::spec("--memory-budget", e))?;
             Policy::Budget(bytes)
         }
         (None, None) => Policy::None,
@@ -137,7 +155,8 @@ pub fn model_and_window(
     let train = TrainSpec {
         batch: get!(batch).unwrap_or(32),
         window,
-        grain: get!(grain).unwrap_or(16.min(window.max(1))),
+        // A grain beyond the window is the window: one segment.
+        grain: get!(grain).unwrap_or(16).min(window.max(1)),
         policy,
         optim,
         clip,
@@ -172,7 +191,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
                 p => Some(p.to_string()),
             },
             memory_budget: match train.policy {
-                Policy::Budget(b) => Some(b.to_string()),
+                Policy::Budget(b) => Some(super::args::Size(b.to_string())),
                 _ => None,
             },
             optimizer: Some(match train.optim.kind {

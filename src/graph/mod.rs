@@ -26,6 +26,9 @@ pub enum Category {
     CarriedState,
     /// The window's input and target tokens (persistent).
     Batch,
+    /// The compiled program's own tables: instructions and the buffer table (host
+    /// memory held while training).
+    Program,
     /// Recurrent state kept at segment boundaries for recomputation (arena).
     Checkpoints,
     /// Activations saved by the forward pass for the backward pass (arena).
@@ -38,12 +41,13 @@ pub enum Category {
 
 impl Category {
     /// Every category, in report order.
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 10] = [
         Category::Parameters,
         Category::Gradients,
         Category::OptimizerState,
         Category::CarriedState,
         Category::Batch,
+        Category::Program,
         Category::Checkpoints,
         Category::SavedActivations,
         Category::Deltas,
@@ -59,6 +63,7 @@ impl Category {
                 | Category::OptimizerState
                 | Category::CarriedState
                 | Category::Batch
+                | Category::Program
         )
     }
 
@@ -70,6 +75,7 @@ impl Category {
             Category::OptimizerState => "optimizer_state",
             Category::CarriedState => "carried_state",
             Category::Batch => "batch",
+            Category::Program => "program",
             Category::Checkpoints => "checkpoints",
             Category::SavedActivations => "saved_activations",
             Category::Deltas => "deltas",

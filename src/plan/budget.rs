@@ -6,7 +6,11 @@
 //! the next); memory is counted in units of one state checkpoint. `choose` then searches the largest allowance whose real, planned
 //! arena fits the budget, so the budget holds by construction.
 
+use super::{admissible, arena_of, least_slots, revolve, schedule, segment_units};
 use crate::graph::Action;
+use crate::report::fmt_bytes;
+use crate::spec::{ModelSpec, TrainSpec};
+use crate::{Error, Result};
 
 /// How a chain is reversed, as the programme chose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +115,9 @@ impl Table {
     }
 }
 
-/// Largest `n² · m` the programme is run for; beyond it the pass uses binomial
-/// checkpointing (the optimal state-only schedule) with as many slots as fit.
+/// Largest `n² · m` the programme is run for; beyond it the pass compares binomial
+/// checkpointing (the optimal state-only schedule) with as many slots as fit against the
+/// largest `every:K` that fits.
 pub const MAX_WORK: u64 = 200_000_000;
 
 /// Whether the full programme is affordable for `n` segments and `m` units.
@@ -121,6 +126,117 @@ pub fn affordable(n: usize, m: usize) -> bool {
         .saturating_mul(n as u64)
         .saturating_mul(m as u64 + 1)
         <= MAX_WORK
+}
+
+fn forwards(a: &[Action]) -> u128 {
+    a.iter()
+        .filter(|x| matches!(x, Action::Forward { .. }))
+        .count() as u128
+}
+
+/// The schedule with the least recomputation whose planned arena fits `budget`, and its
+/// name. Refuses a budget below the smallest arena of the least-memory schedules
+/// (revolve with the fewest admissible slots and a few more), naming it.
+pub fn choose(model: &ModelSpec, train: &TrainSpec, budget: u64) -> Result<(Vec<Action>, String)> {
+    let n = train.segments() as u32;
+    let layers = model.layers as u64;
+    let fb = fmt_bytes(budget);
+    let fits = |a: &[Action]| arena_of(model, train, a) <= budget;
+    let all = schedule::keep_all(n);
+    if fits(&all) {
+        return Ok((all, format!("budget {fb} → none")));
+    }
+    let fewest = least_slots(n as u64, layers);
+    let revolve_with = |slots: u64| {
+        let mut out = Vec::new();
+        revolve::schedule(0, n, slots, &mut out);
+        out
+    };
+    let (minimum, min_slots) = (fewest..=(fewest + 3).min(n as u64))
+        .map(|s| (arena_of(model, train, &revolve_with(s)), s))
+        .min()
+        .unwrap_or((u64::MAX, fewest));
+    if minimum > budget {
+        let suggestion = format!("policy revolve:{min_slots}");
+        return Err(Error::Budget {
+            budget,
+            minimum,
+            suggestion,
+        });
+    }
+    let (unit, ratio) = segment_units(model, train);
+    let full = ratio.ceil().max(1.0) as usize;
+    let hi = ((budget / unit) as usize).min(n as usize * full);
+    let fallback = || {
+        (
+            revolve_with(min_slots),
+            format!("budget {fb} → revolve:{min_slots}"),
+        )
+    };
+    if affordable(n as usize, hi) {
+        let table = Table::new(n as usize, hi, full);
+        // Each distinct cost with the least allowance that reaches it, cheapest first.
+        let mut levels: Vec<(u64, usize)> = Vec::new();
+        for m in 0..=hi {
+            let c = table.get(n as usize, m);
+            if levels.last().is_none_or(|&(last, _)| c < last) {
+                levels.push((c, m));
+            }
+        }
+        for &(cost, m) in levels.iter().rev() {
+            if !admissible(cost as u128, n as u64, layers) {
+                break;
+            }
+            let mut out = Vec::new();
+            table.emit(0, n as usize, m, &mut out);
+            if fits(&out) {
+                return Ok((out, format!("budget {fb} → dp, {m} state units")));
+            }
+        }
+        return Ok(fallback());
+    }
+    // Too long for the programme: the most slots that fit (binary search; the arena
+    // grows with the slots), against the largest every:K that fits.
+    let (mut lo, mut hi) = (min_slots, (hi as u64).max(min_slots));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if admissible(revolve::cost(n as u64, mid), n as u64, layers) && fits(&revolve_with(mid)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let best = revolve_with(lo);
+    match best_every(model, train, budget, unit, ratio) {
+        Some((k, every)) if forwards(&every) < forwards(&best) => {
+            Ok((every, format!("budget {fb} → every:{k}")))
+        }
+        _ => Ok((best, format!("budget {fb} → revolve:{lo}"))),
+    }
+}
+
+/// The largest K whose every:K schedule fits `budget` (the largest recomputes least),
+/// found from the memory estimate ⌈S/K⌉ states + K segments' activations, then checked
+/// against the real arena.
+fn best_every(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    budget: u64,
+    unit: u64,
+    ratio: f64,
+) -> Option<(u32, Vec<Action>)> {
+    let n = train.segments() as u32;
+    let base = arena_of(model, train, &schedule::every(n.min(3), 1)) as f64;
+    let estimate = |k: u32| base + (n.div_ceil(k) as f64 + k as f64 * ratio) * unit as f64;
+    let mut k = (1..=n).rev().find(|&k| estimate(k) <= budget as f64)?;
+    for _ in 0..16 {
+        let actions = schedule::every(n, k);
+        if arena_of(model, train, &actions) <= budget {
+            return Some((k, actions));
+        }
+        k = k.checked_sub(1).filter(|&k| k > 0)?;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -22,13 +22,18 @@ use bumpalo::Bump;
 
 /// Most forward steps per step of the window a schedule may execute. Beyond it the
 /// recomputation costs more than any memory it saves (revolve with no slot over 6 250
-/// segments would run 3 125 forwards per step) and the unrolled graph itself grows
-/// quadratically; such a policy or budget is refused with the nearest one that fits.
+/// segments would run 3 125 forwards per step); such a policy or budget is refused with
+/// the nearest one that fits.
 pub const MAX_RECOMPUTE: u128 = 64;
 
-/// Most (layer, segment) pairs one window may unroll into; beyond it the compiler's own
-/// tables would cost more than the model. Raise `--grain` to cut a long window coarser.
-pub const MAX_SEGMENT_LAYERS: usize = 1 << 20;
+/// Most (layer, segment) forward executions one window may unroll into, recomputation
+/// included; beyond it the compiler's own tables would cost more than the model. Raise
+/// `--grain` to cut a long window coarser.
+pub const MAX_UNROLLED: u128 = 1 << 21;
+
+/// Most bytes a window's keep-all activations may add up to (64 PiB): far beyond any
+/// machine, small enough that every sum the planner makes fits in 64 bits.
+pub const MAX_WINDOW_BYTES: u128 = 1 << 56;
 
 /// Options of the compiler that do not change the computation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,35 +57,18 @@ pub fn compile(model: &ModelSpec, train: &TrainSpec) -> Result<Program> {
 pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) -> Result<Program> {
     model.validate()?;
     train.validate()?;
-    check_unroll(model, train)?;
-    let n = train.segments() as u64;
-    if let Policy::Revolve(slots) = train.policy {
-        let forwards = revolve::cost(n, slots as u64);
-        if forwards > MAX_RECOMPUTE * n as u128 {
-            let fits = least_slots(n);
-            return Err(Error::spec(
-                "--checkpoint",
-                format!(
-                    "revolve:{slots} recomputes {}× over {n} segments, more than the limit of \
-                     {MAX_RECOMPUTE}×; use revolve:{fits} or more",
-                    forwards / n as u128
-                ),
-            ));
-        }
-    }
+    check_size(model, train)?;
     let (actions, policy) = match train.policy {
-        Policy::Budget(bytes) => choose_for_budget(model, train, bytes)?,
+        Policy::Budget(bytes) => budget::choose(model, train, bytes)?,
         p => {
+            check_recompute(model, train)?;
             let (_, ratio) = segment_units(model, train);
-            let actions = schedule(p, train.segments() as u32, ratio);
+            let n = train.segments() as u32;
             let name = match p {
-                Policy::Sqrt => format!(
-                    "sqrt (every:{})",
-                    schedule::sqrt_k(train.segments() as u32, ratio)
-                ),
+                Policy::Sqrt => format!("sqrt (every:{})", schedule::sqrt_k(n, ratio)),
                 p => p.to_string(),
             };
-            (actions, name)
+            (schedule(p, n, ratio), name)
         }
     };
     let program = lower(model, train, actions, policy, opts);
@@ -124,124 +112,29 @@ fn lower(
 }
 
 /// The arena of a schedule, without building the program.
-fn arena_of(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> u64 {
+pub(crate) fn arena_of(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> u64 {
     let graph = graph::unroll(model, train, actions);
     let lifetimes = liveness(&graph.buffers, &graph.ops);
     assign_offsets(&graph.buffers, &lifetimes.spans, true, &Bump::new()).size
 }
 
-/// The budget pass: the least recomputation whose arena fits `budget`. Refuses a
-/// budget below the smallest arena any schedule reaches (revolve with no slot).
-pub fn choose_for_budget(
-    model: &ModelSpec,
-    train: &TrainSpec,
-    budget: u64,
-) -> Result<(Vec<Action>, String)> {
-    let n = train.segments() as u32;
-    let (unit, ratio) = segment_units(model, train);
-    let all = schedule(Policy::None, n, ratio);
-    if arena_of(model, train, &all) <= budget {
-        return Ok((
-            all,
-            format!("budget → none ({})", crate::report::fmt_bytes(budget)),
-        ));
-    }
-    let fewest = least_slots(n as u64);
-    let least = schedule(Policy::Revolve(fewest as usize), n, ratio);
-    let minimum = arena_of(model, train, &least);
-    if minimum > budget {
-        let suggestion = format!("policy revolve:{fewest}");
-        return Err(Error::Budget {
-            budget,
-            minimum,
-            suggestion,
-        });
-    }
-    // Units: one state checkpoint; a kept segment costs `full` units.
-    let full = ratio.ceil().max(1.0) as usize;
-    let hi = ((budget / unit) as usize).min(n as usize * full);
-    let dp = budget::affordable(n as usize, hi);
-    let table = dp.then(|| budget::Table::new(n as usize, hi, full));
-    let forwards = |m: usize| -> u128 {
-        match &table {
-            Some(t) => t.get(n as usize, m) as u128,
-            None => revolve::cost(n as u64, m as u64),
-        }
-    };
-    let actions_for = |m: usize| -> Vec<Action> {
-        let mut out = Vec::new();
-        match &table {
-            Some(t) => t.emit(0, n as usize, m, &mut out),
-            None => revolve::schedule(0, n, m as u64, &mut out),
-        }
-        out
-    };
-    // The largest allowance whose real arena fits (allowance `fewest` fits: it is
-    // `least`, and the programme never does worse than revolve with as many units).
-    let (mut lo, mut hi) = (fewest as usize, hi.max(fewest as usize));
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        let ok = forwards(mid) <= MAX_RECOMPUTE * n as u128;
-        if ok && arena_of(model, train, &actions_for(mid)) <= budget {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    let fb = crate::report::fmt_bytes(budget);
-    let best = actions_for(lo);
-    if dp {
-        return Ok((best, format!("budget {fb} → dp, {lo} state units")));
-    }
-    // Too long for the programme: binomial checkpointing is the best state-only
-    // schedule, but keeping whole blocks (every:K) can recompute less; take the better.
-    let forwards_of = |a: &[Action]| {
-        a.iter()
-            .filter(|x| matches!(x, Action::Forward { .. }))
-            .count()
-    };
-    match best_every(model, train, budget, unit, ratio) {
-        Some((k, every)) if forwards_of(&every) < forwards_of(&best) => {
-            Ok((every, format!("budget {fb} → every:{k}")))
-        }
-        _ => Ok((best, format!("budget {fb} → revolve:{lo}"))),
-    }
+/// The fewest revolve slots whose recomputation stays within `MAX_RECOMPUTE` and
+/// whose unrolled graph within `MAX_UNROLLED` for `layers` layers.
+pub fn least_slots(segments: u64, layers: u64) -> u64 {
+    (0..=segments)
+        .find(|&s| admissible(revolve::cost(segments, s), segments, layers))
+        .unwrap_or(segments)
 }
 
-/// The largest K whose every:K schedule fits `budget` (the largest recomputes least),
-/// found from the memory estimate ⌈S/K⌉ states + K segments' activations, then checked
-/// against the real arena.
-fn best_every(
-    model: &ModelSpec,
-    train: &TrainSpec,
-    budget: u64,
-    unit: u64,
-    ratio: f64,
-) -> Option<(u32, Vec<Action>)> {
-    let n = train.segments() as u32;
-    let base = arena_of(model, train, &schedule::every(n.min(3), 1)) as f64;
-    let estimate = |k: u32| base + (n.div_ceil(k) as f64 + k as f64 * ratio) * unit as f64;
-    let mut k = (1..=n).rev().find(|&k| estimate(k) <= budget as f64)?;
-    for _ in 0..16 {
-        let actions = schedule::every(n, k);
-        if arena_of(model, train, &actions) <= budget {
-            return Some((k, actions));
-        }
-        k = k.checked_sub(1).filter(|&k| k > 0)?;
-    }
-    None
-}
-
-/// The fewest revolve slots whose recomputation stays within `MAX_RECOMPUTE`.
-pub fn least_slots(segments: u64) -> u64 {
-    (0..)
-        .find(|&s| revolve::cost(segments, s) <= MAX_RECOMPUTE * segments as u128)
-        .unwrap_or(0)
+/// Whether a schedule of `forwards` segment forwards over `segments` segments and
+/// `layers` layers stays within the recomputation and unrolling limits.
+pub fn admissible(forwards: u128, segments: u64, layers: u64) -> bool {
+    forwards <= MAX_RECOMPUTE * segments as u128 && forwards * layers as u128 <= MAX_UNROLLED
 }
 
 /// Bytes of one state checkpoint, and how many times larger one (full-length) segment's
 /// kept activations are.
-fn segment_units(model: &ModelSpec, train: &TrainSpec) -> (u64, f64) {
+pub(crate) fn segment_units(model: &ModelSpec, train: &TrainSpec) -> (u64, f64) {
     let (b, h, l) = (train.batch as u64, model.hidden as u64, model.layers as u64);
     let unit = 2 * l * b * h * 4;
     let g = train.seg_len(0) as u64;
@@ -250,17 +143,57 @@ fn segment_units(model: &ModelSpec, train: &TrainSpec) -> (u64, f64) {
     (unit, kept as f64 / unit as f64)
 }
 
-fn check_unroll(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
-    let n = train.segments().saturating_mul(model.layers);
-    if n > MAX_SEGMENT_LAYERS {
+/// Refuses windows whose keep-all activations or unrolled graph exceed the limits,
+/// before anything is built.
+fn check_size(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
+    let (n, l) = (train.segments() as u128, model.layers as u128);
+    if n * l > MAX_UNROLLED {
         return Err(Error::spec(
             "--window",
             format!(
-                "{} steps at grain {} over {} layers unroll into {n} segment-layers, more than \
-                 the compiler's limit of {MAX_SEGMENT_LAYERS}; raise --grain",
-                train.window, train.grain, model.layers
+                "{} steps at grain {} over {} layers unroll into {} segment-layers, more than \
+                 the compiler's limit of {MAX_UNROLLED}; raise --grain",
+                train.window,
+                train.grain,
+                model.layers,
+                n * l
             ),
         ));
+    }
+    let (b, h, e, g) = (
+        train.batch as u128,
+        model.hidden as u128,
+        model.embed as u128,
+        train.grain as u128,
+    );
+    let per_segment =
+        l * b * (g * 4 * h + 2 * (g + 1) * h) * 4 + g * b * (e + model.vocab as u128) * 4;
+    if n * per_segment > MAX_WINDOW_BYTES {
+        let bytes = crate::report::fmt_bytes((n * per_segment).min(u64::MAX as u128) as u64);
+        return Err(Error::spec(
+            "--window",
+            format!("the window's activations add up to {bytes}, beyond any machine; reduce --window, --batch or the model"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a fixed policy whose recomputation or unrolled graph exceeds the limits.
+fn check_recompute(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
+    let (n, l) = (train.segments() as u64, model.layers as u64);
+    if let Policy::Revolve(slots) = train.policy {
+        let forwards = revolve::cost(n, slots as u64);
+        if !admissible(forwards, n, l) {
+            let fits = least_slots(n, l);
+            return Err(Error::spec(
+                "--checkpoint",
+                format!(
+                    "revolve:{slots} runs {forwards} segment forwards over {n} segments, beyond \
+                     the limits ({MAX_RECOMPUTE}× recomputation, {MAX_UNROLLED} unrolled \
+                     segment-layers); use revolve:{fits} or more, or raise --grain"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -290,6 +223,9 @@ fn link(
         by_category.push((c, live));
     }
     let flops = ops.iter().map(|op| graph::flops(op, &model, &train)).sum();
+    let tables = ops.len() * std::mem::size_of::<graph::Op>()
+        + buffers.len() * std::mem::size_of::<Placed>();
+    by_category.push((Category::Program, tables as u64));
     let buffers = (buffers
         .into_iter()
         .zip(&lifetimes.spans)

@@ -26,8 +26,10 @@ fn beta(c: u64, t: u64) -> u128 {
     binom(c + t, c)
 }
 
-/// Minimal segment forwards to reverse `n` segments with `slots` free state slots.
+/// Minimal segment forwards to reverse `n` segments with `slots` free state slots
+/// (more than n − 1 slots help no further).
 pub fn cost(n: u64, slots: u64) -> u128 {
+    let slots = slots.min(n.saturating_sub(1));
     match n {
         0 => 0,
         1 => 1,
@@ -68,6 +70,7 @@ pub(crate) fn reverse_one(a: u32, out: &mut Vec<Action>) {
 /// being available (carried, kept or checkpointed), appended to `out`.
 pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
     let n = (b - a) as u64;
+    let slots = slots.min(n.saturating_sub(1));
     if n == 0 {
         return;
     }

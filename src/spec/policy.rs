@@ -73,12 +73,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kib" => 1024.0,
         "m" | "mib" => 1024.0 * 1024.0,
         "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
+        "tb" => 1e12,
         u => {
             return Err(format!(
-                "`{s}`: unknown unit `{u}`, expected B, KiB, MiB or GiB"
+                "`{s}`: unknown unit `{u}`, expected B, KiB, MiB, GiB or TiB"
             ))
         }
     };

@@ -327,3 +327,150 @@ fn budgets_and_policies_from_the_command_line() {
         "{out}"
     );
 }
+
+/// Review findings, kept as regressions: absurd values give one line, not a panic or a
+/// hang; `--out` is checked before training; flag errors in `grads` are flag errors;
+/// config values name their key and relative paths follow the config file.
+#[test]
+fn review_regressions() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // More slots than segments: as many as help (63 segments → revolve:62's plan).
+    let run = |a: &[&str]| recur(a, p);
+    let (code, max, err) = run(&[
+        "plan",
+        "--window",
+        "1000",
+        "--checkpoint",
+        "revolve:18446744073709551615",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, cap, _) = run(&[
+        "plan",
+        "--window",
+        "1000",
+        "--checkpoint",
+        "revolve:62",
+        "--json",
+    ]);
+    let arena = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["arena_bytes"].as_u64()
+    };
+    assert_eq!(arena(&max), arena(&cap));
+    let huge = [
+        "plan",
+        "--window",
+        "1073741824",
+        "--grain",
+        "4096",
+        "--batch",
+        "65536",
+        "--hidden",
+        "262144",
+        "--embed",
+        "1048576",
+        "--vocab",
+        "1048576",
+    ];
+    let e = fails(&huge, p);
+    assert!(
+        e.contains("beyond any machine") || e.contains("limit"),
+        "{e}"
+    );
+    let e = fails(
+        &[
+            "plan",
+            "--window",
+            "1048576",
+            "--grain",
+            "1",
+            "--batch",
+            "1",
+            "--hidden",
+            "2",
+            "--embed",
+            "1",
+            "--vocab",
+            "2",
+            "--checkpoint",
+            "revolve:8",
+        ],
+        p,
+    );
+    assert!(e.contains("--window") || e.contains("--checkpoint"), "{e}");
+    // --out that cannot be a directory: refused before any step.
+    std::fs::write(p.join("d.txt"), vec![b'a'; 5000]).unwrap();
+    let e = fails(
+        &[
+            "train",
+            "--data",
+            "d.txt",
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+            "--window",
+            "8",
+            "--steps",
+            "1",
+            "--out",
+            "d.txt/sub",
+        ],
+        p,
+    );
+    assert!(e.contains("d.txt/sub"), "{e}");
+    // Config: a wrong type names the key; an integer budget is a size.
+    std::fs::write(p.join("t.toml"), "hidden = \"abc\"\n").unwrap();
+    let e = fails(&["plan", "--config", "t.toml"], p);
+    assert!(e.contains("`hidden`"), "{e}");
+    std::fs::write(
+        p.join("b.toml"),
+        "memory-budget = 1048576\nwindow = 200\nhidden = 16\n",
+    )
+    .unwrap();
+    let (code, out, err) = recur(&["plan", "--config", "b.toml", "--json"], p);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("budget 1.0 MiB"), "{out}");
+    // A config's relative data path is relative to the config file.
+    std::fs::create_dir_all(p.join("cfg")).unwrap();
+    std::fs::write(p.join("cfg/data.txt"), vec![b'x'; 5000]).unwrap();
+    std::fs::write(
+        p.join("cfg/run.toml"),
+        "data = \"data.txt\"\nhidden = 8\nbatch = 2\nwindow = 8\nsteps = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = recur(&["train", "--config", "cfg/run.toml", "--json"], p);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A larger budget never buys more recomputation.
+#[test]
+fn budgets_are_monotone() {
+    use recur::spec::Policy;
+    for (h, e, l, b, t, g) in [
+        (64, 8, 1, 2, 100, 4),
+        (32, 8, 2, 3, 37, 4),
+        (8, 4, 1, 2, 40, 16),
+    ] {
+        let (m, mut tr) = crate::util::tiny(256, e, h, l, b, t, g);
+        tr.policy = Policy::None;
+        let none = recur::compile(&m, &tr).unwrap().arena_bytes;
+        let mut last = f64::INFINITY;
+        let mut budget = none / 40;
+        while budget <= none {
+            tr.policy = Policy::Budget(budget);
+            if let Ok(p) = recur::compile(&m, &tr) {
+                assert!(p.arena_bytes <= budget);
+                assert!(
+                    p.recompute_factor <= last + 1e-12,
+                    "H{h} T{t}: budget {budget} recomputes {} > {last}",
+                    p.recompute_factor
+                );
+                last = p.recompute_factor;
+            }
+            budget += none / 40;
+        }
+        assert!(last.is_finite(), "some budget fits");
+    }
+}

@@ -28,7 +28,7 @@ model=(--hidden 256 --embed 64 --batch 32)
 read -r p0 u0 _ <<<"$(measure "${model[@]}" --window 16 | cut -d' ' -f1-3)"
 overhead=$(( u0 - p0 ))
 echo "fixed runtime overhead (same model, T = 16): $(( overhead / 1024 )) KiB"
-printf '%-40s %10s %10s %10s %8s %9s\n' policy planned measured peak_rss "meas/plan" "recompute"
+printf '%-40s %10s %10s %10s %9s %9s %9s\n' policy planned measured peak_rss raw "meas/plan" recompute
 model+=(--window 1000)
 for pol in "--checkpoint none" "--checkpoint sqrt" "--checkpoint revolve:8" "--checkpoint revolve:2" \
            "--memory-budget 64MiB" "--memory-budget 24MiB" "--memory-budget 12MiB"; do
@@ -36,6 +36,6 @@ for pol in "--checkpoint none" "--checkpoint sqrt" "--checkpoint revolve:8" "--c
   read -r planned used peak rf name <<<"$(measure "${model[@]}" $pol)"
   python3 -c "
 p, u, k, o = $planned, $used, $peak, $overhead
-print(f'{\"$name\":<40} {p/2**20:9.1f}M {u/2**20:9.1f}M {k/2**20:9.1f}M {(u - o)/p:8.3f} {$rf:8.2f}x')"
+print(f'{\"$name\":<40} {p/2**20:9.1f}M {u/2**20:9.1f}M {k/2**20:9.1f}M {u/p:9.3f} {(u - o)/p:9.3f} {$rf:8.2f}x')"
 done
-echo "meas/plan = (peak RSS − RSS before compile − fixed overhead) / planned"
+echo "raw = (peak RSS − RSS before compile) / planned; meas/plan = (… − fixed overhead) / planned"

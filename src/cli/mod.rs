@@ -70,15 +70,21 @@ fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Re
     use crate::spec::Policy;
     let segments = train.segments();
     let mut policies = vec![Policy::None, Policy::Sqrt];
+    // The textbook √n block, beside `sqrt`'s memory-optimal one.
+    let k = (segments as f64).sqrt().ceil() as usize;
+    if k > 1 && k < segments {
+        policies.push(Policy::Every(k));
+    }
     let fewest = crate::plan::least_slots(segments as u64, model.layers as u64) as usize;
-    let slots = [fewest, 1, 2, 4, 8, 16, 32, 64];
-    let mut slots: Vec<usize> = slots
+    let mut slots: Vec<usize> = [fewest, 1, 2, 4, 8, 16, 32, 64]
         .into_iter()
         .filter(|&s| s >= fewest && s < segments)
         .collect();
+    slots.sort_unstable();
     slots.dedup();
     policies.extend(slots.into_iter().map(Policy::Revolve));
-    if let Policy::Budget(_) = train.policy {
+    // The policy or budget the user gave, last.
+    if train.policy != Policy::None && !policies.contains(&train.policy) {
         policies.push(train.policy);
     }
     let mut rows = Vec::new();

@@ -104,8 +104,9 @@ pub struct TrainCmd {
     /// Print the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
-    /// Measure the process's resident memory (before compile, and peak) and set it
-    /// beside the plan.
+    /// Measure the process's resident memory and set it beside the plan: the baseline is
+    /// taken after the BLAS runtime is set up (one GEMM of each shape), the peak from
+    /// there on.
     #[arg(long)]
     pub report_rss: bool,
     /// Model and window.

@@ -139,6 +139,20 @@ fn dispatch(
     }
 }
 
+/// Runs each GEMM shape once on scratch matrices, so that the BLAS runtime (its thread
+/// pool and packing buffers, which no plan accounts for) is set up before memory is
+/// measured. Allocates; not for the training loop.
+pub fn warm_up(shapes: &[(usize, usize, usize, Tr, Tr)]) {
+    for &(m, n, k, ta, tb) in shapes {
+        let (a, b, mut c) = (
+            vec![0.0f32; m * k],
+            vec![0.0f32; k * n],
+            vec![0.0f32; m * n],
+        );
+        gemm(m, n, k, &a, ta, &b, tb, 0.0, &mut c);
+    }
+}
+
 /// `cblas_sgemm` called directly, for tiny products and as the reference in tests.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_direct(

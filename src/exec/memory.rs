@@ -62,6 +62,12 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resets the process's peak resident size (`VmHWM`) to its current size (Linux:
+/// `5` into `/proc/self/clear_refs`). Returns false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Refuses a plan of `needed` bytes that the machine cannot hold.
 pub fn check_fits(needed: u64) -> Result<()> {
     if let Some(available) = available_memory() {

@@ -45,12 +45,13 @@ pub fn assign_offsets(
     // "after last use p−1", so a close sorts before an open at the same position.
     let mut events = bumpalo::collections::Vec::with_capacity_in(2 * buffers.len(), scratch);
     for (i, (b, &(f, l))) in buffers.iter().zip(spans).enumerate() {
-        events.push((f.0 as u64, 1u8, u64::MAX - b.bytes(), i));
-        events.push((l.0 as u64 + 1, 0u8, 0, i));
+        events.push((f.0, 1u8, u64::MAX - b.bytes(), i as u32));
+        events.push((l.0 + 1, 0u8, 0, i as u32));
     }
     events.sort_unstable();
     let mut free = FreeList::default();
     for &(_, kind, _, i) in events.iter() {
+        let i = i as usize;
         let size = align(buffers[i].bytes());
         if kind == 1 {
             offsets[i] = free.alloc(size);

@@ -112,10 +112,13 @@ fn lower(
 }
 
 /// The arena of a schedule, without building the program.
+/// The instructions are dropped before the assignment, so a budget search's trial
+/// holds at most one of them at a time.
 pub(crate) fn arena_of(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> u64 {
-    let graph = graph::unroll(model, train, actions);
-    let lifetimes = liveness(&graph.buffers, &graph.ops);
-    assign_offsets(&graph.buffers, &lifetimes.spans, true, &Bump::new()).size
+    let Graph { buffers, ops, .. } = graph::unroll(model, train, actions);
+    let spans = liveness(&buffers, &ops).spans;
+    drop(ops);
+    assign_offsets(&buffers, &spans, true, &Bump::new()).size
 }
 
 /// The fewest revolve slots whose recomputation stays within `MAX_RECOMPUTE` and

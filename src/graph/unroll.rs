@@ -17,6 +17,17 @@ struct SegFwd {
     c: Vec<BufId>,
 }
 
+impl SegFwd {
+    /// What layer `l` reads as input: the embedded tokens, or the layer below's states.
+    fn input(&self, l: usize) -> Input {
+        if l == 0 {
+            Input::Embedded(self.x)
+        } else {
+            Input::Hidden(self.h[l - 1])
+        }
+    }
+}
+
 /// Where the state entering a segment comes from.
 enum Entry<'f> {
     Carried,
@@ -171,15 +182,10 @@ impl Unroller<'_> {
             });
             let gw = self.model.gate_width();
             let g = self.seg_buf(BufKind::Gates { layer: lu, seg: su }, s, gw);
-            let input = if l == 0 {
-                Input::Embedded(x)
-            } else {
-                Input::Hidden(f.h[l - 1])
-            };
             self.ops.push(Op::InputProj {
                 layer: lu,
                 seg: su,
-                x: input,
+                x: f.input(l),
                 gates: g,
             });
             self.ops.push(Op::CellForward {
@@ -266,16 +272,11 @@ impl Unroller<'_> {
                 dh,
                 carry: carry[l],
             });
-            let x = if l == 0 {
-                Input::Embedded(f.x)
-            } else {
-                Input::Hidden(f.h[l - 1])
-            };
             self.ops.push(Op::WeightGrad {
                 layer: lu,
                 seg: su,
                 gates: g,
-                x,
+                x: f.input(l),
                 h: f.h[l],
             });
             let dx = if l == 0 {

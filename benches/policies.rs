@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use recur::report::fmt_bytes;
 use recur::spec::Policy;
-use recur::train::data::TokenFile;
+use recur::train::data::{DataFile, TokenFile};
 use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
 use std::time::Instant;
@@ -21,7 +21,7 @@ struct Case {
     win: Windows,
 }
 
-fn cases(data: &TokenFile) -> Vec<Case> {
+fn cases(data: &DataFile) -> Vec<Case> {
     let model = ModelSpec::lstm(256, 64, 256, 1).expect("model");
     let base = TrainSpec::new(32, 1000).expect("window");
     let none_arena = compile(&model, &base).expect("plan").arena_bytes;
@@ -40,14 +40,14 @@ fn cases(data: &TokenFile) -> Vec<Case> {
             };
             let program = compile(&model, &train).expect("plan");
             let (name, arena, recompute) = (
-                program.policy.clone(),
+                program.policy,
                 program.arena_bytes,
                 program.recompute_factor,
             );
             let trainer = Trainer::new(program).expect("memory");
             let win = Windows::new(data.len(), 32, 1000, data.path()).expect("windows");
             Case {
-                name,
+                name: name.to_string(),
                 arena,
                 recompute,
                 trainer,
@@ -57,8 +57,8 @@ fn cases(data: &TokenFile) -> Vec<Case> {
         .collect()
 }
 
-fn step(c: &mut Case, data: &TokenFile) {
-    c.trainer.load_window(data, &mut c.win);
+fn step(c: &mut Case, data: &DataFile) {
+    c.trainer.load_window(data, &mut c.win).expect("window");
     c.trainer.step_loaded();
 }
 
@@ -66,7 +66,7 @@ fn bench(cr: &mut Criterion) {
     let toks: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
-    let data = TokenFile::from_bytes("bench", toks).expect("data");
+    let data = DataFile::Tokens(TokenFile::from_bytes("bench", toks).expect("data"));
     let mut cases = cases(&data);
     let mut g = cr.benchmark_group("B32_H256_T1000");
     g.sample_size(10);

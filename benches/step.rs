@@ -9,7 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use recur::exec::gemm::{self, sgemm_direct, GemmRecord};
-use recur::train::data::TokenFile;
+use recur::train::data::{DataFile, TokenFile};
 use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use std::time::Instant;
 struct Case {
     name: String,
     trainer: Trainer,
-    data: TokenFile,
+    data: DataFile,
     win: Windows,
     shapes: Vec<GemmRecord>,
     /// For each traced call, the index of its operands in `mats`: one set per distinct
@@ -33,9 +33,9 @@ fn case(hidden: usize) -> Case {
     let toks: Vec<u8> = (0..1_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
-    let data = TokenFile::from_bytes("bench", toks).expect("data");
+    let data = DataFile::Tokens(TokenFile::from_bytes("bench", toks).expect("data"));
     let mut win = Windows::new(data.len(), 32, 64, data.path()).expect("windows");
-    trainer.load_window(&data, &mut win);
+    trainer.load_window(&data, &mut win).expect("window");
     trainer.step_loaded();
     gemm::set_tracing(true);
     trainer.step_loaded();
@@ -82,7 +82,7 @@ fn raw_sgemm(c: &mut Case) {
 }
 
 fn step(c: &mut Case) {
-    c.trainer.load_window(&c.data, &mut c.win);
+    c.trainer.load_window(&c.data, &mut c.win).expect("window");
     c.trainer.step_loaded();
 }
 

@@ -4,7 +4,6 @@
 //!
 //! Run with `cargo run --release --example embed`.
 
-use recur::io::safetensors::save_params;
 use recur::report::{fmt_bytes, PlanReport};
 use recur::train::synth;
 use recur::{compile, Batch, ModelSpec, TrainSpec, Trainer};
@@ -51,10 +50,7 @@ fn main() -> recur::Result<()> {
         })
         .collect();
     let mut trainer = Trainer::new(program)?;
-    let batches = windows.iter().map(|(i, o)| Batch {
-        input: i,
-        target: o,
-    });
+    let batches = windows.iter().map(|(i, o)| Batch::tokens(i, o));
     let stats = trainer.train(batches, |step, s| {
         if step % 50 == 0 {
             println!("step {step:4}  loss {:.4}", s.loss);
@@ -67,8 +63,7 @@ fn main() -> recur::Result<()> {
 
     // 4. Save: loads into torch.nn.LSTM + nn.Embedding + nn.Linear with load_state_dict.
     let out = std::env::temp_dir().join("recur-embed-example.safetensors");
-    let ex = trainer.executor();
-    save_params(&out, ex.layout(), ex.params())?;
+    trainer.save_weights(&out)?;
     println!("weights written to {}", out.display());
     Ok(())
 }

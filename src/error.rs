@@ -1,15 +1,16 @@
 //! The library's one error type. Every variant names the user's thing (a flag, a config
 //! key, a file, a tensor) and what was expected; `main` prints it as one line.
 
+use crate::units::fmt_bytes;
 use std::path::PathBuf;
 
 /// Everything a user can get wrong, grouped by where the bad input came from.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A model or training setting (flag or config key) is out of range.
+    /// A model or training setting is out of range.
     #[error("{what}: {msg}")]
     Spec {
-        /// The flag or key, e.g. `--hidden`.
+        /// The spec field, e.g. `model.hidden` (the CLI shows its flag instead).
         what: String,
         /// What was wrong and what was expected.
         msg: String,
@@ -38,6 +39,14 @@ pub enum Error {
         /// What was wrong and what was expected.
         msg: String,
     },
+    /// A batch handed to the trainer has the wrong shape or holds a bad value.
+    #[error("batch `{what}`: {msg}")]
+    BadBatch {
+        /// The batch's tensor: `input`, `target`, `label`, `mask` or `reset`.
+        what: String,
+        /// What was wrong and what was expected.
+        msg: String,
+    },
     /// A configuration file is unreadable or has an unknown or ill-typed key.
     #[error("config file {}: {msg}", path.display())]
     Config {
@@ -47,7 +56,7 @@ pub enum Error {
         msg: String,
     },
     /// The plan needs more memory than the machine can give.
-    #[error("the plan needs {} but only {} is available; use a smaller batch, window or model", crate::report::fmt_bytes(*.needed), crate::report::fmt_bytes(*.available))]
+    #[error("the plan needs {} but only {} is available; use a smaller batch, window or model", fmt_bytes(*.needed), fmt_bytes(*.available))]
     Memory {
         /// Bytes the plan needs (persistent + arena).
         needed: u64,
@@ -55,7 +64,7 @@ pub enum Error {
         available: u64,
     },
     /// A memory budget below what any schedule of this window needs.
-    #[error("--memory-budget {}: below the minimum {} ({minimum} bytes) that this window needs (one segment's working set, {suggestion}); raise the budget, or lower --grain or --batch", crate::report::fmt_bytes(*.budget), crate::report::fmt_bytes(*.minimum))]
+    #[error("memory budget {}: below the minimum {} ({minimum} bytes) that this window needs (one segment's working set, {suggestion}); raise the budget, or lower `train.grain` or `train.batch`", fmt_bytes(*.budget), fmt_bytes(*.minimum))]
     Budget {
         /// The budget asked for.
         budget: u64,
@@ -78,9 +87,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A spec error for the flag or key `what`.
+    /// A spec error for the field `what` (`model.hidden`, `train.batch`, …).
     pub fn spec(what: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Spec {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A bad-batch error for the tensor `what`.
+    pub fn batch(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::BadBatch {
             what: what.into(),
             msg: msg.into(),
         }

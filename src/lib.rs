@@ -2,8 +2,9 @@
 //! known before the first step.
 //!
 //! ```text
-//! ModelSpec + TrainSpec            spec      what the user asked for
-//!         │ graph::build
+//! ModelSpec + TrainSpec            spec      what the user asked for: input × cell × head
+//!         │ (cell declarations → layout: ParamLayout, Sizes)
+//!         │ graph::unroll
 //!         ▼
 //!      Graph                       graph     the unrolled window: nodes over buffers
 //!         │ plan::compile: schedule → liveness → assign_offsets (→ verify)
@@ -46,14 +47,17 @@ pub mod exec;
 pub mod graph;
 pub mod ids;
 pub mod io;
+pub mod layout;
 pub mod plan;
 pub mod program;
 pub mod report;
 pub mod spec;
 pub mod train;
+pub mod units;
 
+pub use cell::CellKind;
 pub use error::{Error, Result};
 pub use plan::compile;
 pub use program::Program;
-pub use spec::{ModelSpec, TrainSpec};
-pub use train::{Batch, StepStats, Trainer};
+pub use spec::{HeadKind, Input, ModelSpec, TrainSpec};
+pub use train::{Batch, Inputs, StepStats, Targets, Trainer};

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match recur::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("recur: {e}");
+            eprintln!("recur: {}", recur::cli::render(&e));
             match e {
                 recur::Error::Spec { .. }
                 | recur::Error::Config { .. }

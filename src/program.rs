@@ -4,7 +4,8 @@
 
 use crate::graph::{Buffer, Category, Op};
 use crate::ids::{BufId, Pos};
-use crate::spec::{ModelSpec, ParamLayout, TrainSpec};
+use crate::layout::{ParamLayout, Sizes};
+use crate::spec::{ModelSpec, Resolved, TrainSpec};
 use serde::Serialize;
 
 /// A buffer with its place in the arena.
@@ -25,10 +26,14 @@ pub struct Program {
     pub model: ModelSpec,
     /// The window shape and run settings it was compiled for.
     pub train: TrainSpec,
+    /// Every buffer's size, derived once from the specs.
+    pub sizes: Sizes,
+    /// The parameter tensors: names, shapes, offsets.
+    pub params: ParamLayout,
     /// Instructions in execution order.
     pub ops: Vec<Op>,
     /// The checkpoint policy as resolved (a budget names what it chose).
-    pub policy: String,
+    pub policy: Resolved,
     /// Every arena buffer, indexed by `BufId`.
     pub buffers: Vec<Placed>,
     /// Bytes of the activation arena.
@@ -54,8 +59,8 @@ impl Program {
     }
 
     /// The parameter layout of the model.
-    pub fn params(&self) -> ParamLayout {
-        self.model.params()
+    pub fn params(&self) -> &ParamLayout {
+        &self.params
     }
 
     /// Bytes outside the arena: parameters, gradients, optimiser state, carried state,

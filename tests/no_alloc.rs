@@ -1,12 +1,16 @@
 //! Invariant 2: after compile, a training step performs no heap allocation. A counting
 //! global allocator (this binary's own, so no other test pollutes the count) watches
-//! forward, backward, clipping and the optimiser update, with both optimisers and a
-//! multi-layer model whose window is not a multiple of the grain.
+//! loading a window or a checked batch, forward, backward, clipping and the optimiser
+//! update: for every cell, with both optimisers, token and feature inputs, all three
+//! heads, masks and resets, on multi-layer models whose window is not a multiple of the
+//! grain.
 
 use recur::spec::OptimKind;
-use recur::train::data::TokenFile;
+use recur::train::data::{DataFile, SeriesFile, TokenFile};
 use recur::train::windows::Windows;
-use recur::{compile, ModelSpec, TrainSpec, Trainer};
+use recur::{
+    compile, Batch, CellKind, HeadKind, Input, Inputs, ModelSpec, Targets, TrainSpec, Trainer,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,34 +39,76 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Runs `steps` steps of `trainer` between two readings of the counter, each preceded
+/// by `load` (which fills the batch), after one warm-up step.
+fn allocations(trainer: &mut Trainer, mut load: impl FnMut(&mut Trainer)) -> u64 {
+    // One step first, so anything lazily set up by BLAS threads is excluded.
+    load(trainer);
+    trainer.step_loaded();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    let mut loss = 0.0;
+    for _ in 0..5 {
+        load(trainer);
+        loss += trainer.step_loaded().loss;
+    }
+    let after = ALLOCS.load(Ordering::SeqCst);
+    assert!(loss.is_finite());
+    after - before
+}
+
 #[test]
 fn training_steps_do_not_allocate() {
     let toks: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 97) as u8).collect();
-    let data = TokenFile::from_bytes("tokens", toks).unwrap();
-    for kind in [OptimKind::Adam, OptimKind::Sgd] {
-        let m = ModelSpec::lstm(97, 16, 32, 2).unwrap();
-        let mut tr = TrainSpec::new(8, 45).unwrap();
-        tr.grain = 16;
-        tr.optim.kind = kind;
-        let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
-        let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
-        // One step first, so anything lazily set up by BLAS threads is excluded.
-        trainer.load_window(&data, &mut win);
-        trainer.step_loaded();
-        let before = ALLOCS.load(Ordering::SeqCst);
-        let mut loss = 0.0;
-        for _ in 0..5 {
-            trainer.load_window(&data, &mut win);
-            loss += trainer.step_loaded().loss;
+    let data = DataFile::Tokens(TokenFile::from_bytes("tokens", toks).unwrap());
+    let series: Vec<f32> = (0..3 * 4000).map(|i| ((i * 7 % 13) as f32).sin()).collect();
+    let series = DataFile::Series(SeriesFile::from_values("series", 3, &series).unwrap());
+    for cell in CellKind::ALL.iter().copied() {
+        for kind in [OptimKind::Adam, OptimKind::Sgd] {
+            // Tokens, per-step softmax, from a memory-mapped-style stream.
+            let m = ModelSpec::language_model(cell, 97, 16, 32, 2).unwrap();
+            let mut tr = TrainSpec::new(8, 45).unwrap();
+            tr.optim.kind = kind;
+            let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
+            let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
+            let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
+            assert_eq!(n, 0, "{cell} {kind:?} tokens: {n} allocations in 5 steps");
+            // Features and regression, from a series.
+            let f = Input::Features { width: 3 };
+            let m = ModelSpec::new(f, cell, 16, 2, HeadKind::Regress, 3).unwrap();
+            let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
+            let mut win = Windows::new(series.len(), 8, 45, series.path()).unwrap();
+            let n = allocations(&mut trainer, |t| t.load_window(&series, &mut win).unwrap());
+            assert_eq!(n, 0, "{cell} {kind:?} series: {n} allocations in 5 steps");
         }
-        let after = ALLOCS.load(Ordering::SeqCst);
-        assert!(loss.is_finite());
-        assert_eq!(
-            after - before,
-            0,
-            "{kind:?}: {} allocations in 5 steps",
-            after - before
-        );
+        // Classification with masks and resets, through `load_batch` (checked, copied).
+        let (t, b) = (23, 4);
+        let m = ModelSpec::new(
+            Input::Features { width: 3 },
+            cell,
+            8,
+            2,
+            HeadKind::Classify,
+            5,
+        )
+        .unwrap();
+        let mut tr = TrainSpec::new(b, t).unwrap();
+        tr.grain = 8;
+        tr.policy = recur::spec::Policy::Sqrt;
+        let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
+        let x: Vec<f32> = (0..t * b * 3).map(|i| (i as f32 * 0.37).cos()).collect();
+        let labels = [1u32, 4, 0, 2];
+        let mask: Vec<u8> = (0..t * b).map(|p| u8::from(p / b < 10 + p % b)).collect();
+        let reset: Vec<u8> = (0..t * b).map(|p| u8::from(p == 9 * b + 1)).collect();
+        let n = allocations(&mut trainer, |tr| {
+            let batch = Batch {
+                input: Inputs::Features(&x),
+                target: Targets::Labels(&labels),
+                mask: Some(&mask),
+                reset: Some(&reset),
+            };
+            tr.load_batch(batch).unwrap();
+        });
+        assert_eq!(n, 0, "{cell} classify: {n} allocations in 5 steps");
     }
     // The counter counts: an allocation would have been seen. (One test only: a second
     // test thread allocating meanwhile would pollute the count.)

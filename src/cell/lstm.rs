@@ -1,40 +1,175 @@
 //! The LSTM cell, PyTorch's equations and gate order i, f, g, o:
 //!
 //! ```text
-//! a = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh        (done by GEMMs, [B, 4H])
+//! a = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh        (done by products, [B, 4H])
 //! i, f, o = σ(a_i), σ(a_f), σ(a_o);  g = tanh(a_g)
 //! c' = f ⊙ c + i ⊙ g;   h' = o ⊙ tanh(c')
 //! ```
 //!
+//! Declarations: states h and c (one past step each; the backward reads c), parameters
+//! `weight_ih` [4H, I], `weight_hh` [4H, H], `bias_ih`, `bias_hh` [4H], nothing saved
+//! beyond the gates. Both biases are folded into the input projection's starting row;
+//! the recurrent product then accumulates onto the gates.
+//!
 //! The forward kernel turns the pre-activations `a` into the activated gates in place
 //! (they are what backward needs) and writes c', h'. The backward kernel turns the
-//! activated gates into dL/da in place, so the gate buffer doubles as the delta buffer.
-//! tanh(c') is recomputed in backward rather than stored.
+//! activated gates into dL/da in place, so the gate buffer doubles as the delta buffer
+//! for both weight gradients. tanh(c') is recomputed in backward rather than stored.
 
 use super::act::{sigmoid_inplace, tanh_inplace};
+use super::{
+    add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
+    Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads,
+    Role, StateDecl, Tr,
+};
+
+/// PyTorch's `nn.LSTM` cell.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lstm;
+
+const W_HH: usize = 1;
+const B_IH: usize = 2;
+const B_HH: usize = 3;
+const C: usize = 1;
+
+impl Cell for Lstm {
+    fn name(&self) -> &'static str {
+        "lstm"
+    }
+
+    fn gates(&self) -> usize {
+        4
+    }
+
+    fn states(&self, hidden: usize) -> Vec<StateDecl> {
+        vec![
+            StateDecl {
+                name: "h",
+                width: hidden,
+                history: 1,
+                read_in_backward: false,
+                read_in_grads: true,
+            },
+            StateDecl {
+                name: "c",
+                width: hidden,
+                history: 1,
+                read_in_backward: true,
+                read_in_grads: false,
+            },
+        ]
+    }
+
+    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
+        let g = 4 * hidden;
+        let p = |name, shape, role| ParamDecl {
+            name,
+            shape,
+            role,
+            init: Init::Uniform,
+        };
+        vec![
+            p("weight_ih", vec![g, input], Role::InputWeight),
+            p("weight_hh", vec![g, hidden], Role::Own),
+            p("bias_ih", vec![g], Role::InputBias),
+            p("bias_hh", vec![g], Role::Own),
+        ]
+    }
+
+    fn backward_scratch(&self, _batch: usize, hidden: usize) -> usize {
+        hidden
+    }
+
+    fn forget_gate(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn input_bias(&self, w: &Params<'_>, row: &mut [f32]) {
+        for ((o, a), b) in row.iter_mut().zip(w.get(B_IH)).zip(w.get(B_HH)) {
+            *o = a + b;
+        }
+    }
+
+    fn forward(&self, d: Dims, w: &Params<'_>, io: Forward<'_>, mm: &dyn MatMul) {
+        let (b, hd) = (d.batch, d.hidden);
+        let (bh, gw) = (b * hd, 4 * hd);
+        let w_hh = w.get(W_HH);
+        let [h, c, ..] = io.states;
+        for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
+            let flags = step_flags(io.reset, t, b);
+            let (h_prev, h_next) = h[t * bh..(t + 2) * bh].split_at_mut(bh);
+            recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, a_t, flags);
+            let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
+            forward_step(hd, a_t, c_prev, c_next, h_next, flags);
+        }
+    }
+
+    fn backward(&self, d: Dims, w: &Params<'_>, io: Backward<'_>, mm: &dyn MatMul) {
+        let (b, hd) = (d.batch, d.hidden);
+        let (bh, gw) = (b * hd, 4 * hd);
+        let w_hh = w.get(W_HH);
+        let c = io.states[C];
+        let (dh_carry, rest) = io.carry.split_at_mut(bh);
+        let (dc_carry, scratch) = rest.split_at_mut(bh);
+        for t in (0..d.steps).rev() {
+            let flags = step_flags(io.reset, t, b);
+            let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
+            let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
+            add_assign(dh_t, dh_carry);
+            let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
+            backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);
+            if !io.first_segment || t > 0 {
+                mm.gemm(b, hd, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
+                zero_reset_rows_of(dh_carry, hd, flags);
+            }
+        }
+    }
+
+    fn recurrent_grads(
+        &self,
+        d: Dims,
+        io: RecurrentGrads<'_>,
+        g: &mut ParamsMut<'_>,
+        mm: &dyn MatMul,
+    ) {
+        let (rows, hd, gw) = (d.steps * d.batch, d.hidden, 4 * d.hidden);
+        let [h, ..] = io.states;
+        zero_reset_rows(&mut h[..rows * hd], d.batch, hd, io.reset);
+        let h_prev = &h[..rows * hd];
+        mm.gemm(gw, hd, rows, io.gates, Tr::T, h_prev, Tr::N, 1.0, g.get(W_HH));
+        add_col_sums(g.get(B_HH), io.gates, gw);
+    }
+}
 
 /// One fused forward step for `rows` batch rows.
 ///
 /// `a`: [rows, 4H] pre-activations in, activated gates out; `c_prev`: [rows, H];
-/// `c`, `h`: [rows, H] out.
+/// `c`, `h`: [rows, H] out. A row whose flag in `reset` is set starts a new sequence:
+/// its previous cell state counts as zero (`reset` may be empty: no row resets).
 ///
 /// # Panics
 /// If the slice lengths disagree with `hidden` (a programmer error; the compiler sizes
 /// every buffer).
-pub fn forward_step(hidden: usize, a: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
+pub fn forward_step(
+    hidden: usize,
+    a: &mut [f32],
+    c_prev: &[f32],
+    c: &mut [f32],
+    h: &mut [f32],
+    reset: &[u8],
+) {
     let hd = hidden;
     assert!(a.len() == 4 * c.len() && c.len() == h.len() && c.len() == c_prev.len());
-    for (((a, cp), c), h) in a
+    for (r, (((a, cp), c), h)) in a
         .chunks_exact_mut(4 * hd)
         .zip(c_prev.chunks_exact(hd))
         .zip(c.chunks_exact_mut(hd))
         .zip(h.chunks_exact_mut(hd))
+        .enumerate()
     {
         let (ai, rest) = a.split_at_mut(hd);
         let (af, rest) = rest.split_at_mut(hd);
         let (ag, ao) = rest.split_at_mut(hd);
-        // Every slice re-cut to exactly `hd` so the loop has no bounds checks and
-        // vectorises.
         // One vectorised pass per gate, then the state update; every slice is exactly
         // `hd` long so the loops carry no bounds checks.
         sigmoid_inplace(ai);
@@ -43,8 +178,14 @@ pub fn forward_step(hidden: usize, a: &mut [f32], c_prev: &[f32], c: &mut [f32],
         sigmoid_inplace(ao);
         let (ai, af, ag, ao) = (&ai[..hd], &af[..hd], &ag[..hd], &ao[..hd]);
         let (cp, c, h) = (&cp[..hd], &mut c[..hd], &mut h[..hd]);
-        for j in 0..hd {
-            c[j] = af[j] * cp[j] + ai[j] * ag[j];
+        if reset.get(r).is_some_and(|&f| f != 0) {
+            for j in 0..hd {
+                c[j] = ai[j] * ag[j];
+            }
+        } else {
+            for j in 0..hd {
+                c[j] = af[j] * cp[j] + ai[j] * ag[j];
+            }
         }
         h.copy_from_slice(c);
         tanh_inplace(h);
@@ -59,10 +200,12 @@ pub fn forward_step(hidden: usize, a: &mut [f32], c_prev: &[f32], c: &mut [f32],
 /// `a`: [rows, 4H] activated gates in, dL/d(pre-activation) out; `dh`: [rows, H] the
 /// total gradient reaching h_t; `dc`: [rows, H] dL/dc_t from step t+1 in, dL/dc_{t-1}
 /// out; `c_prev`, `c`: [rows, H] the cell state before and after the step; `scratch`:
-/// [H] workspace (it receives tanh(c_t) row by row).
+/// [H] workspace (it receives tanh(c_t) row by row). Rows flagged in `reset` saw a zero
+/// previous state, and pass no gradient to it.
 ///
 /// # Panics
 /// If the slice lengths disagree with `hidden`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_step(
     hidden: usize,
     a: &mut [f32],
@@ -71,17 +214,19 @@ pub fn backward_step(
     c_prev: &[f32],
     c: &[f32],
     scratch: &mut [f32],
+    reset: &[u8],
 ) {
     let hd = hidden;
     assert!(a.len() == 4 * dh.len() && dh.len() == dc.len());
     assert!(dc.len() == c_prev.len() && dc.len() == c.len() && scratch.len() >= hd);
     let tc = &mut scratch[..hd];
-    for ((((a, dh), dc), cp), c) in a
+    for (r, ((((a, dh), dc), cp), c)) in a
         .chunks_exact_mut(4 * hd)
         .zip(dh.chunks_exact(hd))
         .zip(dc.chunks_exact_mut(hd))
         .zip(c_prev.chunks_exact(hd))
         .zip(c.chunks_exact(hd))
+        .enumerate()
     {
         tc.copy_from_slice(c);
         tanh_inplace(tc);
@@ -100,6 +245,10 @@ pub fn backward_step(
             ao[j] = d_o * o * (1.0 - o);
             dc[j] = dcj * f;
         }
+        if reset.get(r).is_some_and(|&f| f != 0) {
+            af.fill(0.0);
+            dc.fill(0.0);
+        }
     }
 }
 
@@ -113,56 +262,58 @@ mod tests {
     fn forward_one_unit_by_hand() {
         let mut a = [0.0f32; 4];
         let (mut c, mut h) = ([0.0f32], [0.0f32]);
-        forward_step(1, &mut a, &[0.8], &mut c, &mut h);
+        forward_step(1, &mut a, &[0.8], &mut c, &mut h, &[]);
         assert!((c[0] - 0.4).abs() < 1e-6);
         assert!((h[0] - 0.5 * 0.4f32.tanh()).abs() < 1e-6);
         assert_eq!(a, [0.5, 0.5, 0.0, 0.5]);
+        // The same step starting a new sequence ignores c_prev.
+        let mut a = [0.0f32; 4];
+        forward_step(1, &mut a, &[0.8], &mut c, &mut h, &[1]);
+        assert_eq!((c[0], h[0]), (0.0, 0.0));
     }
 
     /// The backward kernel against central differences of the forward kernel (f64
-    /// arithmetic on the loss L = Σ w_h·h' + w_c·c').
+    /// arithmetic on the loss L = Σ w_h·h' + w_c·c'), with and without a reset.
     #[test]
     fn backward_matches_finite_differences() {
-        let hd = 3;
-        let pre: Vec<f32> = (0..4 * hd)
-            .map(|k| ((k * 7 % 11) as f32 - 5.0) * 0.3)
-            .collect();
-        let cp: Vec<f32> = (0..hd).map(|k| k as f32 * 0.4 - 0.5).collect();
-        let wh = [0.3f32, -0.7, 1.1];
-        let wc = [0.5f32, 0.2, -0.4];
-        let loss = |pre: &[f32], cp: &[f32]| -> f64 {
-            let mut a = pre.to_vec();
+        for reset in [0u8, 1] {
+            let hd = 3;
+            let pre: Vec<f32> = (0..4 * hd)
+                .map(|k| ((k * 7 % 11) as f32 - 5.0) * 0.3)
+                .collect();
+            let cp: Vec<f32> = (0..hd).map(|k| k as f32 * 0.4 - 0.5).collect();
+            let wh = [0.3f32, -0.7, 1.1];
+            let wc = [0.5f32, 0.2, -0.4];
+            let loss = |pre: &[f32], cp: &[f32]| -> f64 {
+                let mut a = pre.to_vec();
+                let (mut c, mut h) = (vec![0.0; hd], vec![0.0; hd]);
+                forward_step(hd, &mut a, cp, &mut c, &mut h, &[reset]);
+                (0..hd).map(|j| (wh[j] * h[j] + wc[j] * c[j]) as f64).sum()
+            };
+            let mut a = pre.clone();
             let (mut c, mut h) = (vec![0.0; hd], vec![0.0; hd]);
-            forward_step(hd, &mut a, cp, &mut c, &mut h);
-            (0..hd).map(|j| (wh[j] * h[j] + wc[j] * c[j]) as f64).sum()
-        };
-        let mut a = pre.clone();
-        let (mut c, mut h) = (vec![0.0; hd], vec![0.0; hd]);
-        forward_step(hd, &mut a, &cp, &mut c, &mut h);
-        let mut dc = wc.to_vec();
-        backward_step(hd, &mut a, &wh, &mut dc, &cp, &c, &mut [0.0; 3]);
-        let eps = 1e-2f32;
-        for k in 0..4 * hd {
-            let (mut p, mut m) = (pre.clone(), pre.clone());
-            p[k] += eps;
-            m[k] -= eps;
-            let fd = (loss(&p, &cp) - loss(&m, &cp)) / (2.0 * eps as f64);
-            assert!(
-                (fd - a[k] as f64).abs() < 2e-3,
-                "gate {k}: fd {fd} vs {}",
-                a[k]
-            );
-        }
-        for k in 0..hd {
-            let (mut p, mut m) = (cp.clone(), cp.clone());
-            p[k] += eps;
-            m[k] -= eps;
-            let fd = (loss(&pre, &p) - loss(&pre, &m)) / (2.0 * eps as f64);
-            assert!(
-                (fd - dc[k] as f64).abs() < 2e-3,
-                "c_prev {k}: fd {fd} vs {}",
-                dc[k]
-            );
+            forward_step(hd, &mut a, &cp, &mut c, &mut h, &[reset]);
+            let mut dc = wc.to_vec();
+            backward_step(hd, &mut a, &wh, &mut dc, &cp, &c, &mut [0.0; 3], &[reset]);
+            let eps = 1e-2f32;
+            for k in 0..4 * hd {
+                let (mut p, mut m) = (pre.clone(), pre.clone());
+                p[k] += eps;
+                m[k] -= eps;
+                let fd = (loss(&p, &cp) - loss(&m, &cp)) / (2.0 * eps as f64);
+                assert!((fd - a[k] as f64).abs() < 2e-3, "gate {k}: fd {fd} vs {}", a[k]);
+            }
+            for k in 0..hd {
+                let (mut p, mut m) = (cp.clone(), cp.clone());
+                p[k] += eps;
+                m[k] -= eps;
+                let fd = (loss(&pre, &p) - loss(&pre, &m)) / (2.0 * eps as f64);
+                assert!(
+                    (fd - dc[k] as f64).abs() < 2e-3,
+                    "c_prev {k}: fd {fd} vs {}",
+                    dc[k]
+                );
+            }
         }
     }
 }

@@ -1,6 +1,438 @@
-//! The cell equations: gate counts, the per-step state each cell saves, and fused
-//! elementwise forward/backward kernels over plain slices. No BLAS, no offsets, no
-//! allocation: the executor does the GEMMs and hands these kernels arena slices.
+//! The cell seam. A recurrent cell declares, in one file of this module, everything the
+//! rest of the pipeline needs to know about it:
+//!
+//! - its gate count and PyTorch module prefix ([`Cell::gates`], [`Cell::name`]);
+//! - its state tensors: name, width, how many past steps each needs, and whether the
+//!   backward kernel reads it ([`Cell::states`]);
+//! - its parameter tensors with PyTorch names, shapes, roles and initialisation
+//!   ([`Cell::params`]);
+//! - what one step saves for backward beyond the gates and states ([`Cell::saved`]),
+//!   and its scratch space ([`Cell::forward_scratch`], [`Cell::backward_scratch`]);
+//! - its fused, vectorised step loops over slices ([`Cell::forward`],
+//!   [`Cell::backward`], [`Cell::recurrent_grads`]).
+//!
+//! Graph, plan, executor, initialisation, weights I/O and reports read these
+//! declarations; none of them names h or c. The input side (the projection
+//! `x W_ihᵀ + bias` of a whole segment, its weight gradient and dL/dx) is the same for
+//! every cell and is done by the executor with the tensors whose roles are
+//! [`Role::InputWeight`] and [`Role::InputBias`].
+//!
+//! Adding a cell: write `src/cell/<name>.rs` with a unit struct implementing [`Cell`],
+//! and add one line to the `cells!` list below. `docs/ARCHITECTURE.md` walks through it.
+//!
+//! No BLAS here: products go through the [`MatMul`] the executor passes in.
 
 pub mod act;
-pub mod lstm;
+pub mod mm;
+
+pub use mm::{Mat, MatMul, Tr};
+
+use std::ops::Range;
+
+/// Most state tensors a cell may declare.
+pub const MAX_STATES: usize = 4;
+/// Most per-step saved tensors a cell may declare beyond its gates and states.
+pub const MAX_SAVED: usize = 4;
+
+/// One state tensor of a cell, carried from step to step (and between windows).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StateDecl {
+    /// Its name in buffer names and reports (`h`, `c`).
+    pub name: &'static str,
+    /// Elements per batch row.
+    pub width: usize,
+    /// How many past steps a step reads (1 for LSTM and GRU). A segment's buffer holds
+    /// `history` entry blocks and then one block per step; checkpoints and the carried
+    /// state hold `history` blocks.
+    pub history: usize,
+    /// Whether the backward kernel reads it (the LSTM's backward needs c, not h).
+    pub read_in_backward: bool,
+    /// Whether [`Cell::recurrent_grads`] reads it (h, for the gradient of W_hh).
+    pub read_in_grads: bool,
+}
+
+/// What a parameter tensor is to the code outside the cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `weight_ih` [G·H, I]: the executor projects a segment's inputs with it, and
+    /// computes its gradient and dL/dx.
+    InputWeight,
+    /// `bias_ih` [G·H]: its gradient is the column sum of dL/d(gates).
+    InputBias,
+    /// Anything else: the cell's own (`weight_hh`, `bias_hh`, peepholes, …).
+    Own,
+}
+
+/// How a parameter is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// U(−1/√H, 1/√H), PyTorch's default for its recurrent modules.
+    Uniform,
+}
+
+/// One parameter tensor of a layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamDecl {
+    /// PyTorch's name without module prefix and layer suffix (`weight_ih`).
+    pub name: &'static str,
+    /// Row-major shape, PyTorch's layout.
+    pub shape: Vec<usize>,
+    /// Its role outside the cell.
+    pub role: Role,
+    /// Its initialisation.
+    pub init: Init,
+}
+
+/// A tensor one step saves for backward beyond the gates and the states.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SavedDecl {
+    /// Its name in buffer names and reports.
+    pub name: &'static str,
+    /// Elements per batch row and step.
+    pub width: usize,
+}
+
+/// The sizes a kernel call works on: batch rows, hidden width, steps of the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Batch rows B.
+    pub batch: usize,
+    /// Hidden width H.
+    pub hidden: usize,
+    /// Steps in the segment.
+    pub steps: usize,
+}
+
+/// One layer's parameter tensors (or their gradients), in the cell's declared order.
+#[derive(Clone, Copy, Debug)]
+pub struct Params<'a> {
+    block: &'a [f32],
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> Params<'a> {
+    /// The tensors at `ranges` of the flat block `block`.
+    pub fn new(block: &'a [f32], ranges: &'a [Range<usize>]) -> Self {
+        Params { block, ranges }
+    }
+
+    /// Tensor `i` of the declared order.
+    #[inline]
+    pub fn get(&self, i: usize) -> &'a [f32] {
+        &self.block[self.ranges[i].clone()]
+    }
+}
+
+/// One layer's gradient tensors, mutably.
+#[derive(Debug)]
+pub struct ParamsMut<'a> {
+    block: &'a mut [f32],
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> ParamsMut<'a> {
+    /// The tensors at `ranges` of the flat block `block`.
+    pub fn new(block: &'a mut [f32], ranges: &'a [Range<usize>]) -> Self {
+        ParamsMut { block, ranges }
+    }
+
+    /// Tensor `i` of the declared order.
+    #[inline]
+    pub fn get(&mut self, i: usize) -> &mut [f32] {
+        &mut self.block[self.ranges[i].clone()]
+    }
+}
+
+/// The buffers of one forward execution of a segment, for one layer.
+#[derive(Debug)]
+pub struct Forward<'a> {
+    /// [steps·B, G·H]: the input projection plus the bias row of [`Cell::input_bias`]
+    /// in; whatever the backward needs (the activated gates) out.
+    pub gates: &'a mut [f32],
+    /// Per declared state, [(history + steps)·B, width]: the entry blocks are filled;
+    /// the cell writes one block per step.
+    pub states: [&'a mut [f32]; MAX_STATES],
+    /// Per declared saved tensor, [steps·B, width], written by the cell.
+    pub saved: [&'a mut [f32]; MAX_SAVED],
+    /// [`Cell::forward_scratch`] elements.
+    pub scratch: &'a mut [f32],
+    /// [steps·B] flags, 1 where a new sequence starts (the state entering that step is
+    /// zero for that row); empty when the window has no resets.
+    pub reset: &'a [u8],
+}
+
+/// The buffers of one backward of a segment, for one layer.
+#[derive(Debug)]
+pub struct Backward<'a> {
+    /// [steps·B, G·H]: what forward left in; dL/d(gates) of the input projection out.
+    pub gates: &'a mut [f32],
+    /// Per declared state, the segment's buffer if the state is `read_in_backward`,
+    /// else empty.
+    pub states: [&'a [f32]; MAX_STATES],
+    /// Per declared saved tensor, [steps·B, width]; the cell may overwrite them with
+    /// what [`Cell::recurrent_grads`] needs.
+    pub saved: [&'a mut [f32]; MAX_SAVED],
+    /// [steps·B, H]: dL/dh arriving from above (the head or the next layer); the cell
+    /// may use it as scratch.
+    pub dh: &'a mut [f32],
+    /// The gradient carried backward through time: per declared state its
+    /// `history·B·width` elements (in declared order), then
+    /// [`Cell::backward_scratch`] elements. Zero before the window's last segment.
+    pub carry: &'a mut [f32],
+    /// As in [`Forward::reset`].
+    pub reset: &'a [u8],
+    /// True for the window's first segment: nothing flows into the state before it.
+    pub first_segment: bool,
+}
+
+/// What [`Cell::recurrent_grads`] reads: the segment after its backward.
+#[derive(Debug)]
+pub struct RecurrentGrads<'a> {
+    /// [steps·B, G·H]: dL/d(gates) as the backward left it.
+    pub gates: &'a [f32],
+    /// Per declared state, the segment's buffer if the state is `read_in_grads`, else
+    /// empty. This is the buffer's last reader, so a cell may overwrite it (e.g. zero
+    /// the rows a reset cut, see [`zero_reset_rows`]).
+    pub states: [&'a mut [f32]; MAX_STATES],
+    /// Per declared saved tensor, as the backward left it.
+    pub saved: [&'a [f32]; MAX_SAVED],
+    /// As in [`Forward::reset`].
+    pub reset: &'a [u8],
+}
+
+/// A recurrent cell: declarations and kernels. See the module documentation.
+pub trait Cell: Sync + std::fmt::Debug {
+    /// The PyTorch module prefix and the name on the command line (`lstm`).
+    fn name(&self) -> &'static str;
+    /// Gates per hidden unit: `weight_ih` has `gates·H` rows.
+    fn gates(&self) -> usize;
+    /// The state tensors, in carried-state order.
+    fn states(&self, hidden: usize) -> Vec<StateDecl>;
+    /// The parameter tensors of a layer with input width `input`, in layout order.
+    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl>;
+    /// Per-step tensors saved for backward beyond gates and states.
+    fn saved(&self, _hidden: usize) -> Vec<SavedDecl> {
+        Vec::new()
+    }
+    /// Scratch elements of one forward call.
+    fn forward_scratch(&self, _batch: usize, _hidden: usize) -> usize {
+        0
+    }
+    /// Scratch elements of one backward call (kept after the carried gradients).
+    fn backward_scratch(&self, batch: usize, hidden: usize) -> usize;
+    /// The gate whose bias `ModelSpec::forget_bias` sets, if the cell has one.
+    fn forget_gate(&self) -> Option<usize> {
+        None
+    }
+    /// Writes the bias row [G·H] every row of a segment's input projection starts from.
+    fn input_bias(&self, w: &Params<'_>, row: &mut [f32]);
+    /// The recurrence over a segment: per step the recurrent product and the fused
+    /// elementwise pass.
+    fn forward(&self, d: Dims, w: &Params<'_>, io: Forward<'_>, mm: &dyn MatMul);
+    /// The recurrence backward over a segment (steps in reverse).
+    fn backward(&self, d: Dims, w: &Params<'_>, io: Backward<'_>, mm: &dyn MatMul);
+    /// Accumulates the gradients of the cell's own tensors over the segment (one
+    /// product over all its steps), into `g`.
+    fn recurrent_grads(
+        &self,
+        d: Dims,
+        io: RecurrentGrads<'_>,
+        g: &mut ParamsMut<'_>,
+        mm: &dyn MatMul,
+    );
+}
+
+macro_rules! cells {
+    (
+        $(#[$doc0:meta])* $module0:ident :: $ty0:ident,
+        $($(#[$doc:meta])* $module:ident :: $ty:ident,)*
+    ) => {
+        pub mod $module0;
+        $(pub mod $module;)*
+
+        /// The recurrent cells, one per file of `src/cell/`; the first is the default.
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize,
+            serde::Deserialize, clap::ValueEnum,
+        )]
+        #[serde(rename_all = "lowercase")]
+        pub enum CellKind {
+            $(#[$doc0])* #[default] $ty0,
+            $($(#[$doc])* $ty,)*
+        }
+
+        impl CellKind {
+            /// Every registered cell.
+            pub const ALL: &'static [CellKind] = &[CellKind::$ty0, $(CellKind::$ty,)*];
+
+            /// The cell's declarations and kernels.
+            pub fn cell(self) -> &'static dyn Cell {
+                match self {
+                    CellKind::$ty0 => &$module0::$ty0,
+                    $(CellKind::$ty => &$module::$ty,)*
+                }
+            }
+        }
+    };
+}
+
+// One line per cell: `module::Type,` (a unit struct implementing `Cell` in
+// `src/cell/module.rs`), with its doc comment. The first is the default.
+cells! {
+    /// PyTorch's `nn.LSTM`: gates i, f, g, o; states h, c.
+    lstm::Lstm,
+    /// PyTorch's `nn.GRU`: gates r, z, n; state h.
+    gru::Gru,
+}
+
+impl std::fmt::Display for CellKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.cell().name())
+    }
+}
+
+/// `out[B, n] (β·out +) = h_prev[B, k] · wᵀ` for the batch rows that do not start a new
+/// sequence at this step (`reset_t[r] == 0`); rows that do are left as they are (their
+/// previous state is zero, so it adds nothing). One product when no row resets.
+#[allow(clippy::too_many_arguments)]
+pub fn recurrent_product(
+    mm: &dyn MatMul,
+    batch: usize,
+    n: usize,
+    k: usize,
+    h_prev: &[f32],
+    w: &[f32],
+    beta: f32,
+    out: &mut [f32],
+    reset_t: &[u8],
+) {
+    if !reset_t.contains(&1) {
+        mm.gemm(batch, n, k, h_prev, Tr::N, w, Tr::T, beta, out);
+        return;
+    }
+    let mut r = 0;
+    while r < batch {
+        if reset_t[r] != 0 {
+            r += 1;
+            continue;
+        }
+        let end = (r..batch).find(|&e| reset_t[e] != 0).unwrap_or(batch);
+        mm.gemm(
+            end - r,
+            n,
+            k,
+            &h_prev[r * k..end * k],
+            Tr::N,
+            w,
+            Tr::T,
+            beta,
+            &mut out[r * n..end * n],
+        );
+        r = end;
+    }
+}
+
+/// Zeroes the rows of `rows` ([B, width]) whose flag in `reset_t` is set.
+pub fn zero_reset_rows_of(rows: &mut [f32], width: usize, reset_t: &[u8]) {
+    for (row, &f) in rows.chunks_exact_mut(width).zip(reset_t) {
+        if f != 0 {
+            row.fill(0.0);
+        }
+    }
+}
+
+/// Zeroes, in a state buffer with one entry block (`[(1 + steps)·B, width]`), the rows
+/// a step read as its previous state where that step starts a new sequence: what the
+/// recurrent weight gradient must see.
+pub fn zero_reset_rows(state: &mut [f32], batch: usize, width: usize, reset: &[u8]) {
+    if reset.is_empty() {
+        return;
+    }
+    for (block, flags) in state
+        .chunks_exact_mut(batch * width)
+        .zip(reset.chunks_exact(batch))
+    {
+        zero_reset_rows_of(block, width, flags);
+    }
+}
+
+/// `dst += src`, elementwise.
+pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+/// Adds the sum of the rows of `m` (rows `ld` apart, the first `acc.len()` columns)
+/// onto `acc`.
+pub fn add_col_sums(acc: &mut [f32], m: &[f32], ld: usize) {
+    let w = acc.len();
+    for row in m.chunks(ld) {
+        for (a, x) in acc.iter_mut().zip(&row[..w]) {
+            *a += x;
+        }
+    }
+}
+
+/// The reset flags of step `t` of a segment ([steps·B] flags), or an empty slice.
+#[inline]
+pub fn step_flags(reset: &[u8], t: usize, batch: usize) -> &[u8] {
+    if reset.is_empty() {
+        reset
+    } else {
+        &reset[t * batch..(t + 1) * batch]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every registered cell keeps the conventions the rest of the pipeline relies on:
+    /// one input weight [G·H, I] and one input bias [G·H], states of width H with at
+    /// least one past step, names unique.
+    #[test]
+    fn declarations_are_consistent() {
+        for &k in CellKind::ALL {
+            let c = k.cell();
+            let (i, h) = (5, 7);
+            let p = c.params(i, h);
+            let wih: Vec<_> = p.iter().filter(|t| t.role == Role::InputWeight).collect();
+            let bih: Vec<_> = p.iter().filter(|t| t.role == Role::InputBias).collect();
+            assert_eq!(wih.len(), 1, "{k}");
+            assert_eq!(wih[0].shape, vec![c.gates() * h, i], "{k}");
+            assert_eq!(bih.len(), 1, "{k}");
+            assert_eq!(bih[0].shape, vec![c.gates() * h], "{k}");
+            let s = c.states(h);
+            assert!(!s.is_empty() && s.len() <= MAX_STATES, "{k}");
+            assert_eq!(s[0].width, h, "{k}: state 0 is the output h");
+            assert!(s.iter().all(|s| s.history >= 1), "{k}");
+            assert!(c.saved(h).len() <= MAX_SAVED, "{k}");
+            let mut names: Vec<_> = p.iter().map(|t| t.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), p.len(), "{k}");
+            assert_eq!(k.to_string(), c.name());
+        }
+    }
+
+    #[test]
+    fn recurrent_product_skips_reset_rows() {
+        let (b, n, k) = (4, 3, 2);
+        let h: Vec<f32> = (0..b * k).map(|x| x as f32 + 1.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|x| 0.5 * x as f32 - 1.0).collect();
+        let mut full = vec![1.0f32; b * n];
+        recurrent_product(&mm::NaiveMatMul, b, n, k, &h, &w, 1.0, &mut full, &[]);
+        let mut cut = vec![1.0f32; b * n];
+        let flags = [0, 1, 0, 0];
+        recurrent_product(&mm::NaiveMatMul, b, n, k, &h, &w, 1.0, &mut cut, &flags);
+        for r in 0..b {
+            let (f, c) = (&full[r * n..(r + 1) * n], &cut[r * n..(r + 1) * n]);
+            if flags[r] == 1 {
+                assert!(c.iter().all(|&x| x == 1.0));
+            } else {
+                assert_eq!(f, c);
+            }
+        }
+    }
+}

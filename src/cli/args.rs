@@ -2,6 +2,8 @@
 //! can fill what the flags leave out. The same structs deserialize the config file, so
 //! every flag has a key of the same name.
 
+use crate::cell::CellKind;
+use crate::spec::{HeadKind, OptimKind, Policy};
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -19,7 +21,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train a language model on a token file (.npy integers, or any file as bytes).
+    /// Train on a stream: a token file (.npy integers, or any file as bytes) for a
+    /// language model, or an f32 series (a 2-D .npy [steps, N]) for next-step regression.
     Train(TrainCmd),
     /// Compile a model and print its memory plan, without data or training.
     Plan(PlanCmd),
@@ -33,12 +36,27 @@ pub enum Command {
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ModelFlags {
+    /// Recurrent cell [lstm].
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
     /// Vocabulary size [train: largest token + 1, or 256 for raw bytes; plan: 256].
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// Embedding width E [64].
+    /// Embedding width E of a token input [64].
     #[arg(long)]
     pub embed: Option<usize>,
+    /// f32 features per step N, fed straight into the first layer instead of token
+    /// embeddings [train: the series' columns; plan: token input].
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Head and loss: lm (softmax at every step), regress (MSE at every step) or
+    /// classify (one label per sequence) [lm for tokens, regress for features].
+    #[arg(long, value_enum)]
+    pub head: Option<HeadKind>,
+    /// Outputs of the head: K of a regression [N: the next row], the classes of a
+    /// classifier or of a per-step softmax over features (alias --classes).
+    #[arg(long, alias = "classes")]
+    pub outputs: Option<usize>,
     /// Hidden width H [256].
     #[arg(long)]
     pub hidden: Option<usize>,
@@ -59,13 +77,13 @@ pub struct ModelFlags {
     pub grain: Option<usize>,
     /// Checkpoint policy: none, sqrt, every:K or revolve:S [none].
     #[arg(long)]
-    pub checkpoint: Option<String>,
+    pub checkpoint: Option<Policy>,
     /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits.
     #[arg(long)]
     pub memory_budget: Option<Size>,
-    /// Optimiser: adam or sgd [adam].
-    #[arg(long)]
-    pub optimizer: Option<String>,
+    /// Optimiser [adam].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimKind>,
 }
 
 /// Settings of a training run; also the config file's keys.
@@ -92,7 +110,8 @@ pub struct RunFlags {
 /// `recur train`.
 #[derive(Args, Debug)]
 pub struct TrainCmd {
-    /// Token file: a 1-D integer .npy, or a .txt (or any file) read as bytes.
+    /// The stream: a 1-D integer .npy (tokens), a 2-D f32 .npy [steps, N] (a series:
+    /// each row predicts the next), or any other file read as bytes.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output directory for model.safetensors and config.toml.
@@ -144,12 +163,18 @@ pub struct PlanCmd {
 /// `recur grads`.
 #[derive(Args, Debug)]
 pub struct GradsCmd {
-    /// Weights (safetensors, PyTorch names); the model's sizes come from their shapes.
+    /// Weights (safetensors, PyTorch names); the cell, input and sizes come from their
+    /// names and shapes.
     #[arg(long)]
     pub weights: PathBuf,
-    /// Batch (safetensors with integer tensors `input` and `target`, shape [T, B]).
+    /// Batch (safetensors): `input` (integer [T, B] or f32 [T, B, N]), `target`
+    /// (integer [T, B] or f32 [T, B, K]) or `label` (integer [B]), optional `mask` and
+    /// `reset` (0/1 [T, B]).
     #[arg(long)]
     pub batch: PathBuf,
+    /// The cell the weights must hold [whatever their names say].
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
     /// Output: `loss` and `grad.<name>` for every parameter.
     #[arg(long)]
     pub out: PathBuf,
@@ -158,7 +183,7 @@ pub struct GradsCmd {
     pub grain: Option<usize>,
     /// Checkpoint policy [none].
     #[arg(long)]
-    pub checkpoint: Option<String>,
+    pub checkpoint: Option<Policy>,
     /// Bound the activation arena (e.g. 256MiB).
     #[arg(long)]
     pub memory_budget: Option<Size>,
@@ -167,6 +192,9 @@ pub struct GradsCmd {
 /// `recur demo`.
 #[derive(Args, Debug)]
 pub struct DemoCmd {
+    /// Recurrent cell [lstm].
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
     /// Seconds of training [60].
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub seconds: f64,

@@ -1,22 +1,57 @@
 //! The front door: parse flags (`args`), resolve them into specs (`resolve`), dispatch
 //! to the library like any embedder would. Terminal output happens here and in
-//! `report` only.
+//! `report` only. The library's errors name spec fields (`model.hidden`); `render`
+//! shows them as the flags a user typed (`--hidden`).
 
 pub mod args;
 pub mod resolve;
 mod train;
 
-pub use train::TrainSummary;
-
+use crate::io::batch::{read_batch, FileInput, FileTarget};
 use crate::io::safetensors as st;
 use crate::plan::{compile, compile_with, CompileOptions};
 use crate::report::PlanReport;
-use crate::train::data::TokenFile;
-use crate::train::{synth, Trainer};
+use crate::spec::{Input, ModelSpec, Policy, TrainSpec};
+use crate::train::data::{DataFile, TokenFile};
+use crate::train::{synth, Batch, FitOptions, Inputs, Targets, Trainer};
 use crate::{Error, Result};
 use args::{Cli, Command, DemoCmd, GradsCmd, PlanCmd};
 use clap::Parser;
-use std::path::Path;
+use resolve::DataShape;
+
+/// Spec fields and the flags that set them.
+const FLAGS: &[(&str, &str)] = &[
+    ("model.vocab", "--vocab"),
+    ("model.embed", "--embed"),
+    ("model.features", "--features"),
+    ("model.hidden", "--hidden"),
+    ("model.layers", "--layers"),
+    ("model.outputs", "--outputs"),
+    ("model.forget_bias", "--forget-bias"),
+    ("train.batch", "--batch"),
+    ("train.window", "--window"),
+    ("train.grain", "--grain"),
+    ("train.policy", "--checkpoint"),
+    ("train.optim.lr", "--lr"),
+    ("train.optim.momentum", "--momentum"),
+    ("train.clip", "--clip"),
+    ("train.steps", "--steps"),
+];
+
+/// An error as the command line shows it: spec fields become the flags that set them.
+pub fn render(e: &Error) -> String {
+    let mut s = e.to_string();
+    for (field, flag) in FLAGS {
+        s = s.replace(&format!("`{field}`"), flag);
+        if let Some(rest) = s.strip_prefix(&format!("{field}:")) {
+            s = format!("{flag}:{rest}");
+        }
+    }
+    if let Error::Budget { .. } = e {
+        s = format!("--{s}").replacen("--memory budget", "--memory-budget", 1);
+    }
+    s
+}
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
@@ -46,7 +81,8 @@ fn plan(c: PlanCmd) -> Result<()> {
     let config = c.config.as_deref().map(resolve::read_config).transpose()?;
     let cm = config.as_ref().map(|f| &f.model);
     let cr = config.as_ref().map(|f| &f.run);
-    let (model, train) = resolve::model_and_window(&c.model, cm, &Default::default(), cr, 256)?;
+    let (model, train) =
+        resolve::model_and_window(&c.model, cm, &Default::default(), cr, DataShape::None)?;
     if c.compare {
         return compare(&model, &train, c.json);
     }
@@ -65,8 +101,7 @@ fn plan(c: PlanCmd) -> Result<()> {
 
 /// `recur plan --compare`: the same model under none, sqrt, revolve at a few slot
 /// counts, and the budget's choice when a budget is given.
-fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Result<()> {
-    use crate::spec::Policy;
+fn compare(model: &ModelSpec, train: &TrainSpec, json: bool) -> Result<()> {
     let segments = train.segments();
     let mut policies = vec![Policy::None, Policy::Sqrt];
     // The textbook √n block, beside `sqrt`'s memory-optimal one.
@@ -88,7 +123,7 @@ fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Re
     }
     let mut rows = Vec::new();
     for p in policies {
-        let t = crate::TrainSpec {
+        let t = TrainSpec {
             policy: p,
             ..train.clone()
         };
@@ -98,11 +133,8 @@ fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Re
         println!("{}", serde_json::to_string(&rows).unwrap_or_default());
     } else {
         println!(
-            "model lstm V{} E{} H{} L{}, window B{} T{} G{} ({segments} segments)\n",
-            model.vocab,
-            model.embed,
-            model.hidden,
-            model.layers,
+            "model {}, window B{} T{} G{} ({segments} segments)\n",
+            model.describe(),
             train.batch,
             train.window,
             train.grain
@@ -113,46 +145,60 @@ fn compare(model: &crate::ModelSpec, train: &crate::TrainSpec, json: bool) -> Re
 }
 
 fn grads(c: GradsCmd) -> Result<()> {
-    let wbytes = st::read(&c.weights)?;
-    let model = st::infer_model(&c.weights, &wbytes)?;
     let bbytes = st::read(&c.batch)?;
-    let batch = safetensors::SafeTensors::deserialize(&bbytes).map_err(|e| Error::Batch {
-        path: c.batch.clone(),
-        msg: format!("not a safetensors file: {e}"),
-    })?;
-    let (input, shape) = st::read_tokens(&c.batch, &batch, "input")?;
-    let (target, tshape) = st::read_tokens(&c.batch, &batch, "target")?;
+    let file = read_batch(&c.batch, &bbytes)?;
+    let wbytes = st::read(&c.weights)?;
+    let model = st::infer_model(&c.weights, &wbytes, c.cell, file.head())?;
     let bad = |msg: String| Error::Batch {
         path: c.batch.clone(),
         msg,
     };
-    if shape != tshape {
-        return Err(bad(format!(
-            "`input` has shape {shape:?} but `target` has {tshape:?}"
-        )));
+    // The batch against the weights, before anything is built: what a mismatch is
+    // named by is the user's tensors.
+    let first_ih = format!("{}.weight_ih_l0", model.cell);
+    match (&file.input, model.input) {
+        (FileInput::Features(_, n), Input::Features { width }) if *n != width => {
+            return Err(bad(format!(
+                "`input` has {n} features per step, but the weights' `{first_ih}` reads {width}"
+            )))
+        }
+        (FileInput::Features(..), Input::Tokens { .. }) => {
+            return Err(bad(
+                "`input` holds f32 features, but the weights embed tokens (`embedding.weight`)"
+                    .into(),
+            ))
+        }
+        (FileInput::Tokens(_), Input::Features { width }) => {
+            return Err(bad(format!(
+                "`input` holds integer tokens, but the weights have no `embedding.weight` \
+                 (their `{first_ih}` reads {width} features)"
+            )))
+        }
+        _ => {}
     }
-    let [t, b] = shape;
-    // The batch's shape sets the window; check it here so that what resolve refuses
-    // below can only be a flag.
-    if t == 0 || b == 0 || t > 1 << 30 || b > 1 << 16 {
-        return Err(bad(format!(
-            "`input` has shape [{t}, {b}]; expected [T, B] with T in 1..=2^30 and B in 1..=65536"
-        )));
+    if let FileTarget::Values(_, k) = file.target {
+        if k != model.outputs {
+            return Err(bad(format!(
+                "`target` has {k} values per step, but the weights' `fc.weight` predicts {}",
+                model.outputs
+            )));
+        }
     }
-    let mut flags = args::ModelFlags {
+    let flags = args::ModelFlags {
         grain: c.grain,
-        checkpoint: c.checkpoint.clone(),
+        checkpoint: c.checkpoint,
         memory_budget: c.memory_budget.clone(),
-        batch: Some(b),
-        window: Some(t),
+        batch: Some(file.batch),
+        window: Some(file.window),
         ..Default::default()
     };
-    flags.vocab = Some(model.vocab);
-    flags.embed = Some(model.embed);
-    flags.hidden = Some(model.hidden);
-    flags.layers = Some(model.layers);
-    let (model, train) =
-        resolve::model_and_window(&flags, None, &Default::default(), None, model.vocab)?;
+    let (_, train) = resolve::model_and_window(
+        &flags,
+        None,
+        &Default::default(),
+        None,
+        DataShape::Tokens { vocab: 2 },
+    )?;
     let mut trainer = Trainer::new(compile(&model, &train)?)?;
     let layout = trainer.executor().layout().clone();
     st::load_params(
@@ -161,12 +207,22 @@ fn grads(c: GradsCmd) -> Result<()> {
         &layout,
         trainer.executor_mut().params_mut(),
     )?;
+    let batch = Batch {
+        input: match &file.input {
+            FileInput::Tokens(x) => Inputs::Tokens(x),
+            FileInput::Features(x, _) => Inputs::Features(x),
+        },
+        target: match &file.target {
+            FileTarget::Tokens(y) => Targets::Tokens(y),
+            FileTarget::Values(y, _) => Targets::Values(y),
+            FileTarget::Labels(y) => Targets::Labels(y),
+        },
+        mask: file.mask.as_deref(),
+        reset: file.reset.as_deref(),
+    };
     trainer
-        .load_batch(crate::train::Batch {
-            input: &input,
-            target: &target,
-        })
-        .map_err(|e| bad(e.to_string()))?;
+        .load_batch(batch)
+        .map_err(|e| bad(render(&e).trim_start_matches("batch ").to_string()))?;
     let loss = trainer.forward_backward();
     st::save_grads(&c.out, &layout, loss, trainer.executor().grads())?;
     println!("loss {loss:.6}  wrote {}", c.out.display());
@@ -179,8 +235,9 @@ fn demo(c: DemoCmd) -> Result<()> {
     }
     let tokens = synth::brackets(2_000_000, 7);
     let baseline = synth::unigram_entropy(&tokens);
-    let data = TokenFile::from_bytes("<built-in bracket stream>", tokens)?;
+    let data = DataFile::Tokens(TokenFile::from_bytes("<built-in bracket stream>", tokens)?);
     let flags = args::ModelFlags {
+        cell: c.cell,
         vocab: Some(synth::BRACKET_VOCAB),
         embed: Some(16),
         hidden: Some(128),
@@ -193,19 +250,29 @@ fn demo(c: DemoCmd) -> Result<()> {
         steps: Some(1_000_000),
         ..Default::default()
     };
-    let (model, train) = resolve::model_and_window(&flags, None, &run, None, synth::BRACKET_VOCAB)?;
+    let shape = DataShape::Tokens {
+        vocab: synth::BRACKET_VOCAB,
+    };
+    let (model, train) = resolve::model_and_window(&flags, None, &run, None, shape)?;
     let program = compile(&model, &train)?;
     if !c.json {
         println!(
-            "recur demo: an LSTM learns a bracket-matching stream (openers, 3-20 fillers, the"
+            "recur demo: a recurrent network ({}) learns a bracket-matching stream (openers,",
+            model.cell.to_string().to_uppercase()
         );
-        println!("matching closer); the closer depends on a token up to 21 steps back.\n");
+        println!(
+            "3-20 fillers, the matching closer); the closer depends on a token up to 21 steps back.\n"
+        );
         print!("{}", PlanReport::new(&program).table());
         println!("\nunigram baseline (best context-free model): {baseline:.4} nats/token");
         println!("training for {:.0} s…", c.seconds);
     }
     let mut trainer = Trainer::new(program)?;
-    let s = train::run_steps(&mut trainer, &data, usize::MAX, Some(c.seconds), c.json)?;
+    let opts = FitOptions {
+        steps: usize::MAX,
+        seconds: Some(c.seconds),
+    };
+    let s = train::fit_with_progress(&mut trainer, &data, opts, c.json)?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
         println!("{v}");
@@ -218,9 +285,4 @@ fn demo(c: DemoCmd) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Loads a token file the way `recur train` does (for tests and embedders).
-pub fn open_data(path: &Path) -> Result<TokenFile> {
-    TokenFile::open(path)
 }

@@ -3,7 +3,7 @@
 //! specs' own `validate`, so nothing downstream re-checks.
 
 use super::args::{ConfigFile, ModelFlags, RunFlags};
-use crate::spec::{ModelSpec, OptimKind, OptimSpec, Policy, TrainSpec};
+use crate::spec::{HeadKind, Input, ModelSpec, OptimSpec, Policy, TrainSpec};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -13,8 +13,12 @@ use std::path::Path;
 pub const CONFIG_KEYS: &[&str] = &[
     "data",
     "out",
+    "cell",
     "vocab",
     "embed",
+    "features",
+    "head",
+    "outputs",
     "hidden",
     "layers",
     "forget-bias",
@@ -86,14 +90,31 @@ fn pick<T: Clone>(flag: &Option<T>, config: Option<&Option<T>>) -> Option<T> {
     flag.clone().or_else(|| config.and_then(|c| c.clone()))
 }
 
-/// The model and window, merged and validated. `vocab` is used when neither flags nor
-/// config name one.
+/// What the data (if any) says about the model's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataShape {
+    /// No data (`recur plan`): token input unless `--features` is given.
+    None,
+    /// A token stream whose vocabulary defaults to `vocab`.
+    Tokens {
+        /// The default vocabulary.
+        vocab: usize,
+    },
+    /// An f32 series of `width` columns: feature input, the next row as target.
+    Series {
+        /// Columns N.
+        width: usize,
+    },
+}
+
+/// The model and window, merged and validated. Flags win over the config; what the
+/// data says fills the rest and must agree with what was given.
 pub fn model_and_window(
     flags: &ModelFlags,
     config: Option<&ModelFlags>,
     run: &RunFlags,
     run_config: Option<&RunFlags>,
-    vocab: usize,
+    data: DataShape,
 ) -> Result<(ModelSpec, TrainSpec)> {
     macro_rules! get {
         ($f:ident) => {
@@ -105,13 +126,109 @@ pub fn model_and_window(
             pick(&run.$f, run_config.map(|c| &c.$f))
         };
     }
+    let features = get!(features);
+    let input =
+        match data {
+            DataShape::Series { width } => {
+                if let Some(n) = features.filter(|&n| n != width) {
+                    return Err(Error::spec(
+                        "--features",
+                        format!("{n} disagrees with the data's {width} columns"),
+                    ));
+                }
+                if let Some(v) = get!(vocab) {
+                    return Err(Error::spec(
+                        "--vocab",
+                        format!(
+                        "{v} given, but the data is an f32 series of {width} features, not tokens"
+                    ),
+                    ));
+                }
+                Input::Features { width }
+            }
+            DataShape::Tokens { .. } if features.is_some() => return Err(Error::spec(
+                "--features",
+                "given, but the data holds tokens; features come from a 2-D f32 .npy [steps, N]",
+            )),
+            DataShape::Tokens { vocab } => Input::Tokens {
+                vocab: get!(vocab).unwrap_or(vocab),
+                embed: get!(embed).unwrap_or(64),
+            },
+            DataShape::None => match features {
+                Some(width) => Input::Features { width },
+                None => Input::Tokens {
+                    vocab: get!(vocab).unwrap_or(256),
+                    embed: get!(embed).unwrap_or(64),
+                },
+            },
+        };
+    if let (Input::Features { .. }, Some(e)) = (input, get!(embed)) {
+        return Err(Error::spec(
+            "--embed",
+            format!("{e} given, but a feature input has no embedding"),
+        ));
+    }
+    let head = get!(head).unwrap_or(match input {
+        Input::Tokens { .. } => HeadKind::Lm,
+        Input::Features { .. } => HeadKind::Regress,
+    });
+    let outputs = match (data, head, input) {
+        (DataShape::Tokens { .. }, HeadKind::Lm, Input::Tokens { vocab, .. }) => {
+            if let Some(k) = get!(outputs).filter(|&k| k != vocab) {
+                return Err(Error::spec(
+                    "--outputs",
+                    format!("{k}: a language model over the data predicts its {vocab} tokens"),
+                ));
+            }
+            vocab
+        }
+        (DataShape::Series { width }, HeadKind::Regress, _) => {
+            if let Some(k) = get!(outputs).filter(|&k| k != width) {
+                return Err(Error::spec(
+                    "--outputs",
+                    format!("{k}: the target of a series is its next row, {width} values"),
+                ));
+            }
+            width
+        }
+        (DataShape::Tokens { .. }, h, _) => {
+            return Err(Error::spec(
+                "--head",
+                format!(
+                    "{h} needs {}; the data holds tokens (train a language model: --head lm)",
+                    needs(h)
+                ),
+            ))
+        }
+        (DataShape::Series { .. }, h, _) => {
+            return Err(Error::spec(
+                "--head",
+                format!(
+                    "{h} needs {}; the data is a series (train a regression: --head regress)",
+                    needs(h)
+                ),
+            ))
+        }
+        (DataShape::None, h, input) => match (get!(outputs), h, input) {
+            (Some(k), _, _) => k,
+            (None, HeadKind::Lm, Input::Tokens { vocab, .. }) => vocab,
+            (None, HeadKind::Regress, Input::Features { width }) => width,
+            (None, h, _) => {
+                return Err(Error::spec(
+                    "--outputs",
+                    format!("is needed for the {h} head here (the classes or values it predicts)"),
+                ))
+            }
+        },
+    };
     let model = ModelSpec {
-        vocab: get!(vocab).unwrap_or(vocab),
-        embed: get!(embed).unwrap_or(64),
+        input,
+        cell: get!(cell).unwrap_or_default(),
         hidden: get!(hidden).unwrap_or(256),
         layers: get!(layers).unwrap_or(1),
+        head,
+        outputs,
         forget_bias: get!(forget_bias),
-        cell: crate::spec::CellKind::Lstm,
     };
     model.validate()?;
     let window = get!(window).unwrap_or(64);
@@ -120,54 +237,52 @@ pub fn model_and_window(
             let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
             return Err(Error::spec("--memory-budget", msg));
         }
-        (Some(p), None) => p
-            .parse::<Policy>()
-            .map_err(|e| Error::spec("--checkpoint", e))?,
+        (Some(p), None) => p,
         (None, Some(b)) => {
             let bytes =
-                crate::spec::parse_size(&b.0).map_err(|e| Error::spec("--memory-budget", e))?;
+                crate::units::parse_size(&b.0).map_err(|e| Error::spec("--memory-budget", e))?;
             Policy::Budget(bytes)
         }
         (None, None) => Policy::None,
     };
-    let kind = match get!(optimizer).as_deref() {
-        None | Some("adam") => OptimKind::Adam,
-        Some("sgd") => OptimKind::Sgd,
-        Some(o) => {
-            return Err(Error::spec(
-                "--optimizer",
-                format!("unknown value `{o}`, expected adam or sgd"),
-            ))
-        }
-    };
     let d = OptimSpec::default();
     let optim = OptimSpec {
-        kind,
+        kind: get!(optimizer).unwrap_or_default(),
         lr: run!(lr).unwrap_or(d.lr),
         momentum: run!(momentum).unwrap_or(d.momentum),
         ..d
     };
+    let defaults = TrainSpec::default();
     let clip = match run!(clip) {
         Some(0.0) => None,
         Some(c) => Some(c),
-        None => Some(1.0),
+        None => defaults.clip,
     };
     let train = TrainSpec {
-        batch: get!(batch).unwrap_or(32),
+        batch: get!(batch).unwrap_or(defaults.batch),
         window,
         // A grain beyond the window is the window: one segment.
-        grain: get!(grain).unwrap_or(16).min(window.max(1)),
+        grain: get!(grain).unwrap_or(defaults.grain).min(window.max(1)),
         policy,
         optim,
         clip,
-        steps: run!(steps).unwrap_or(200),
-        seed: run!(seed).unwrap_or(0),
+        steps: run!(steps).unwrap_or(defaults.steps),
+        seed: run!(seed).unwrap_or(defaults.seed),
     };
     train.validate()?;
-    if train.steps == 0 {
-        return Err(Error::spec("--steps", "must be at least 1"));
-    }
     Ok((model, train))
+}
+
+/// What a head needs from the data, for error messages.
+fn needs(h: HeadKind) -> &'static str {
+    match h {
+        HeadKind::Lm => "a class per step (a token stream)",
+        HeadKind::Regress => "f32 targets (a 2-D f32 .npy series [steps, N])",
+        HeadKind::Classify => {
+            "one label per sequence, which recur train does not read yet (sets of sequences \
+             with labels come next; `recur grads` and the library take labels today)"
+        }
+    }
 }
 
 /// The resolved settings as a config file (written beside the model).
@@ -178,8 +293,18 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
         json: None,
         report_rss: None,
         model: ModelFlags {
-            vocab: Some(model.vocab),
-            embed: Some(model.embed),
+            cell: Some(model.cell),
+            vocab: model.input.vocab(),
+            embed: match model.input {
+                Input::Tokens { embed, .. } => Some(embed),
+                Input::Features { .. } => None,
+            },
+            features: match model.input {
+                Input::Tokens { .. } => None,
+                Input::Features { width } => Some(width),
+            },
+            head: Some(model.head),
+            outputs: Some(model.outputs),
             hidden: Some(model.hidden),
             layers: Some(model.layers),
             forget_bias: model.forget_bias,
@@ -188,16 +313,13 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             grain: Some(train.grain),
             checkpoint: match train.policy {
                 Policy::Budget(_) => None,
-                p => Some(p.to_string()),
+                p => Some(p),
             },
             memory_budget: match train.policy {
                 Policy::Budget(b) => Some(super::args::Size(b.to_string())),
                 _ => None,
             },
-            optimizer: Some(match train.optim.kind {
-                OptimKind::Adam => "adam".into(),
-                OptimKind::Sgd => "sgd".into(),
-            }),
+            optimizer: Some(train.optim.kind),
         },
         run: RunFlags {
             steps: Some(train.steps),

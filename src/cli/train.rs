@@ -1,128 +1,64 @@
-//! `recur train` and `recur demo`'s shared loop: data → windows → steps with a progress
-//! bar, the summary (table or one JSON line), saving the model and its config, and
-//! `--report-rss`.
+//! `recur train`: resolve flags and config against the data, compile, run the library's
+//! training loop (`train::fit`) under a progress bar, print the summary (a table or one
+//! JSON line), save the model and its config, and `--report-rss`.
 
 use super::args::TrainCmd;
-use super::resolve;
-use crate::io::safetensors as st;
+use super::resolve::{self, DataShape};
 use crate::plan::compile;
-use crate::report::fmt_bytes;
-use crate::train::data::TokenFile;
+use crate::train::data::DataFile;
 use crate::train::windows::Windows;
-use crate::train::Trainer;
+use crate::train::{fit, FitOptions, Summary, Trainer};
+use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use std::time::Instant;
 
-/// The summary of a training run (`--json` prints it as one line).
-#[derive(Debug, Serialize)]
-pub struct TrainSummary {
-    /// Loss of the last step (nats).
-    pub final_loss: f32,
-    /// Mean loss of the last 10 steps.
-    pub final_loss_avg10: f32,
-    /// Loss of the first step.
-    pub first_loss: f32,
-    /// Tokens per second over the training steps only.
-    pub tokens_per_s: f64,
-    /// Steps taken.
-    pub steps: usize,
-    /// Seconds spent in training steps.
-    pub seconds: f64,
-    /// Planned activation arena bytes.
-    pub arena_bytes: u64,
-    /// Planned total bytes (persistent + arena).
-    pub total_bytes: u64,
-    /// The policy as resolved.
-    pub policy: String,
-    /// Forward steps executed ÷ T.
-    pub recompute_factor: f64,
-    /// `--report-rss`: resident bytes after the data was opened and the BLAS runtime set
-    /// up, before compile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rss_before_compile_bytes: Option<u64>,
-    /// `--report-rss`: the process's peak resident bytes at the end.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peak_rss_bytes: Option<u64>,
-}
-
-/// Runs `steps` windows of `data` (or until `deadline` seconds), with a progress bar
-/// unless `quiet`.
-pub(super) fn run_steps(
+/// `train::fit` with a progress bar on the terminal (hidden when `quiet`).
+pub(super) fn fit_with_progress(
     trainer: &mut Trainer,
-    data: &TokenFile,
-    steps: usize,
-    deadline: Option<f64>,
+    data: &DataFile,
+    opts: FitOptions,
     quiet: bool,
-) -> Result<TrainSummary> {
-    let t = &trainer.program().train;
-    let tokens_per_step = (t.batch * t.window) as f64;
-    let mut win = Windows::new(data.len(), t.batch, t.window, data.path())?;
+) -> Result<Summary> {
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(steps as u64)
+        ProgressBar::new(opts.steps as u64)
     };
-    let style = match deadline {
+    let style = match opts.seconds {
         Some(_) => "{spinner} step {pos} {msg} [{elapsed_precise}]",
         None => "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
     };
     bar.set_style(
         ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut losses, mut seconds) = (Vec::with_capacity(steps.min(1 << 20)), 0.0f64);
-    for i in 0..steps {
-        trainer.load_window(data, &mut win);
-        let t0 = Instant::now();
-        let s = trainer.step_loaded();
-        seconds += t0.elapsed().as_secs_f64();
-        losses.push(s.loss);
-        if !s.loss.is_finite() {
-            bar.abandon();
-            return Err(Error::spec(
-                "--lr",
-                format!(
-                    "training diverged at step {i} (loss {}); lower the learning rate",
-                    s.loss
-                ),
-            ));
-        }
+    let unit = match data {
+        DataFile::Tokens(_) => "tok/s",
+        DataFile::Series(_) => "rows/s",
+    };
+    let result = fit(trainer, data, opts, |p| {
         bar.set_message(format!(
-            "loss {:.4}  {:.0} tok/s",
-            s.loss,
-            tokens_per_step * (i + 1) as f64 / seconds
+            "loss {:.4}  {:.0} {unit}",
+            p.loss, p.positions_per_s
         ));
         bar.inc(1);
-        if deadline.is_some_and(|d| seconds >= d) {
-            break;
-        }
+    });
+    match &result {
+        Ok(_) => bar.finish_and_clear(),
+        Err(_) => bar.abandon(),
     }
-    bar.finish_and_clear();
-    let n = losses.len();
-    let tail = &losses[n.saturating_sub(10)..];
-    let p = trainer.program();
-    Ok(TrainSummary {
-        final_loss: losses[n - 1],
-        final_loss_avg10: tail.iter().sum::<f32>() / tail.len() as f32,
-        first_loss: losses[0],
-        tokens_per_s: tokens_per_step * n as f64 / seconds.max(1e-9),
-        steps: n,
-        seconds,
-        arena_bytes: p.arena_bytes,
-        total_bytes: p.total_bytes(),
-        policy: p.policy.clone(),
-        recompute_factor: p.recompute_factor,
-        rss_before_compile_bytes: None,
-        peak_rss_bytes: None,
-    })
+    result
 }
 
 pub(super) fn train(c: TrainCmd) -> Result<()> {
     let config = c.config.as_deref().map(resolve::read_config).transpose()?;
     let data_path = (c.data.clone())
         .or_else(|| config.as_ref().and_then(|f| f.data.clone()))
-        .ok_or_else(|| Error::spec("--data", "is required (a .npy token file or a text file)"))?;
+        .ok_or_else(|| {
+            Error::spec(
+                "--data",
+                "is required (a .npy token file or f32 series, or a text file)",
+            )
+        })?;
     let out = c
         .out
         .clone()
@@ -133,19 +69,29 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         // Before any work: a run must not train for hours and then fail to save.
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let data = TokenFile::open(&data_path)?;
-    let is_npy = data_path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    let default_vocab = if is_npy {
-        data.max_token() as usize + 1
-    } else {
-        256
+    let data = DataFile::open(&data_path)?;
+    let shape = match &data {
+        DataFile::Tokens(t) => {
+            let is_npy = data_path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let vocab = if is_npy {
+                t.max_token() as usize + 1
+            } else {
+                256
+            };
+            DataShape::Tokens {
+                vocab: vocab.max(2),
+            }
+        }
+        DataFile::Series(s) => DataShape::Series { width: s.width() },
     };
     let cm = config.as_ref().map(|f| &f.model);
     let cr = config.as_ref().map(|f| &f.run);
-    let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, default_vocab.max(2))?;
-    data.check_vocab(model.vocab)?;
+    let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
+    if let (DataFile::Tokens(t), Some(v)) = (&data, model.input.vocab()) {
+        t.check_vocab(v)?;
+    }
     Windows::new(data.len(), train.batch, train.window, &data_path)?;
     let rss_before = if report_rss {
         warm_blas(&model, &train);
@@ -157,15 +103,21 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let program = compile(&model, &train)?;
     let mut trainer = Trainer::new(program)?;
     if !json {
+        let p = trainer.program();
         eprintln!(
-            "recur: plan: arena {} (lower bound {}), persistent {}, total {}",
-            fmt_bytes(trainer.program().arena_bytes),
-            fmt_bytes(trainer.program().arena_lower_bound),
-            fmt_bytes(trainer.program().persistent_bytes()),
-            fmt_bytes(trainer.program().total_bytes())
+            "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
+            model.describe(),
+            fmt_bytes(p.arena_bytes),
+            fmt_bytes(p.arena_lower_bound),
+            fmt_bytes(p.persistent_bytes()),
+            fmt_bytes(p.total_bytes())
         );
     }
-    let mut summary = run_steps(&mut trainer, &data, train.steps, None, json)?;
+    let opts = FitOptions {
+        steps: train.steps,
+        seconds: None,
+    };
+    let mut summary = fit_with_progress(&mut trainer, &data, opts, json)?;
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
@@ -174,7 +126,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                 let used = b.saturating_sub(a);
                 let plan = summary.total_bytes;
                 eprintln!(
-                    "recur: memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
+                    "memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
                     fmt_bytes(plan),
                     fmt_bytes(used),
                     100.0 * (used as f64 / plan as f64 - 1.0)
@@ -183,8 +135,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }
     }
     if let Some(dir) = out {
-        let ex = trainer.executor();
-        st::save_params(&dir.join("model.safetensors"), ex.layout(), ex.params())?;
+        trainer.save_weights(&dir.join("model.safetensors"))?;
         let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
         let cfg = resolve::to_config(&model, &train, Some(&data_abs));
         let path = dir.join("config.toml");
@@ -192,7 +143,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             path: path.clone(),
             msg: format!("cannot write: {e}"),
         })?;
-        st::write_atomic(&path, text.as_bytes())?;
+        crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
     }
     print_summary(&summary, json);
     Ok(())
@@ -203,26 +154,26 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
 fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
     use crate::exec::gemm::{warm_up, Tr};
     let rows = train.grain.min(train.window) * train.batch;
-    let (gw, h, v, b) = (model.gate_width(), model.hidden, model.vocab, train.batch);
-    let i = model.embed.max(h);
+    let (gw, h, k, b) = (model.gate_width(), model.hidden, model.outputs, train.batch);
+    let i = model.input.width().max(h);
     warm_up(&[
         (rows, gw, i, Tr::N, Tr::T),
         (gw, i, rows, Tr::T, Tr::N),
         (rows, i, gw, Tr::N, Tr::N),
         (b, gw, h, Tr::N, Tr::T),
         (b, h, gw, Tr::N, Tr::N),
-        (rows, v, h, Tr::N, Tr::T),
-        (v, h, rows, Tr::T, Tr::N),
-        (rows, h, v, Tr::N, Tr::N),
+        (rows, k, h, Tr::N, Tr::T),
+        (k, h, rows, Tr::T, Tr::N),
+        (rows, h, k, Tr::N, Tr::N),
     ]);
 }
 
-pub(super) fn print_summary(s: &TrainSummary, json: bool) {
+pub(super) fn print_summary(s: &Summary, json: bool) {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
     } else {
         println!(
-            "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} tokens/s  {:.1} s in steps  memory {} planned",
+            "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} positions/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
     }

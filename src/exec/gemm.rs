@@ -5,8 +5,9 @@
 //! dimension ≤ 7 calls `cblas_sgemm` directly. Either way the work is OpenBLAS's.
 //! `scripts/check_blas.sh` and the `blas` test prove the link.
 
+pub use crate::cell::{Mat, Tr};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -48,26 +49,32 @@ pub fn take_trace() -> Vec<GemmRecord> {
 /// ndarray sends a product to BLAS only when some dimension exceeds this.
 const NDARRAY_BLAS_CUTOFF: usize = 7;
 
-/// Whether an operand is used as stored or transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tr {
-    /// As stored.
-    N,
-    /// Transposed.
-    T,
-}
-
 /// Number of `gemm` calls made by this process so far.
 pub fn gemm_calls() -> u64 {
     CALLS.load(Ordering::Relaxed)
 }
 
-fn view(s: &[f32], rows: usize, cols: usize, t: Tr) -> ArrayView2<'_, f32> {
-    match t {
-        Tr::N => ArrayView2::from_shape((rows, cols), s).expect("gemm operand shape"),
-        Tr::T => ArrayView2::from_shape((cols, rows), s)
+/// The operand `a` as an ndarray view of its logical (`op(A)`) shape `rows × cols`.
+fn view<'a>(a: &Mat<'a>, rows: usize, cols: usize) -> ArrayView2<'a, f32> {
+    match a.tr {
+        Tr::N => ArrayView2::from_shape((rows, cols).strides((a.ld, 1)), a.data)
+            .expect("gemm operand shape"),
+        Tr::T => ArrayView2::from_shape((cols, rows).strides((a.ld, 1)), a.data)
             .expect("gemm operand shape")
             .reversed_axes(),
+    }
+}
+
+/// Elements an operand of logical shape `rows × cols` spans.
+fn span(a: &Mat<'_>, rows: usize, cols: usize) -> usize {
+    let (r, c) = match a.tr {
+        Tr::N => (rows, cols),
+        Tr::T => (cols, rows),
+    };
+    if r == 0 || c == 0 {
+        0
+    } else {
+        (r - 1) * a.ld + c
     }
 }
 
@@ -93,26 +100,76 @@ pub fn gemm(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "gemm shapes"
     );
+    let lda = if ta == Tr::N { k } else { m }.max(1);
+    let ldb = if tb == Tr::N { n } else { k }.max(1);
+    let (a, b) = (
+        Mat {
+            data: a,
+            ld: lda,
+            tr: ta,
+        },
+        Mat {
+            data: b,
+            ld: ldb,
+            tr: tb,
+        },
+    );
+    gemm_mat(m, n, k, a, b, beta, c, n);
+}
+
+/// `C = op(A) · op(B) + β·C` with explicit leading dimensions (rows of C are `c_ld`
+/// apart): the general form every product of the executor goes through.
+///
+/// # Panics
+/// If an operand's slice is shorter than its shape and leading dimension need, or a
+/// leading dimension is shorter than a stored row.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_mat(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    c: &mut [f32],
+    c_ld: usize,
+) {
+    let stored_cols = |x: &Mat<'_>, rows: usize, cols: usize| match x.tr {
+        Tr::N => cols,
+        Tr::T => rows,
+    };
+    assert!(
+        a.ld >= stored_cols(&a, m, k).max(1)
+            && b.ld >= stored_cols(&b, k, n).max(1)
+            && c_ld >= n.max(1),
+        "gemm leading dimensions"
+    );
+    assert!(
+        a.data.len() >= span(&a, m, k)
+            && b.data.len() >= span(&b, k, n)
+            && c.len() >= if m == 0 { 0 } else { (m - 1) * c_ld + n },
+        "gemm shapes"
+    );
     CALLS.fetch_add(1, Ordering::Relaxed);
     if m == 0 || n == 0 {
         return;
     }
     if TRACING.load(Ordering::Relaxed) {
         let t0 = Instant::now();
-        dispatch(m, n, k, a, ta, b, tb, beta, c);
+        dispatch(m, n, k, a, b, beta, c, c_ld);
         let nanos = t0.elapsed().as_nanos() as u64;
         let rec = GemmRecord {
             m,
             n,
             k,
-            ta,
-            tb,
+            ta: a.tr,
+            tb: b.tr,
             beta,
             nanos,
         };
         TRACE.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
     } else {
-        dispatch(m, n, k, a, ta, b, tb, beta, c);
+        dispatch(m, n, k, a, b, beta, c, c_ld);
     }
 }
 
@@ -122,20 +179,21 @@ fn dispatch(
     m: usize,
     n: usize,
     k: usize,
-    a: &[f32],
-    ta: Tr,
-    b: &[f32],
-    tb: Tr,
+    a: Mat<'_>,
+    b: Mat<'_>,
     beta: f32,
     c: &mut [f32],
+    c_ld: usize,
 ) {
     if m.max(n).max(k) > NDARRAY_BLAS_CUTOFF {
-        let av = view(a, m, k, ta);
-        let bv = view(b, k, n, tb);
-        let mut cv = ArrayViewMut2::from_shape((m, n), c).expect("gemm output shape");
+        let av = view(&a, m, k);
+        let bv = view(&b, k, n);
+        let len = (m - 1) * c_ld + n;
+        let mut cv = ArrayViewMut2::from_shape((m, n).strides((c_ld, 1)), &mut c[..len])
+            .expect("gemm output shape");
         general_mat_mul(1.0, &av, &bv, beta, &mut cv);
     } else {
-        sgemm_direct(m, n, k, a, ta, b, tb, beta, c);
+        cblas(m, n, k, a, b, beta, c, c_ld);
     }
 }
 
@@ -153,7 +211,8 @@ pub fn warm_up(shapes: &[(usize, usize, usize, Tr, Tr)]) {
     }
 }
 
-/// `cblas_sgemm` called directly, for tiny products and as the reference in tests.
+/// `cblas_sgemm` called directly on contiguous matrices, as the reference in tests
+/// (the same arguments as [`gemm`]).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_direct(
     m: usize,
@@ -170,30 +229,55 @@ pub fn sgemm_direct(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "gemm shapes"
     );
+    let lda = if ta == Tr::N { k } else { m };
+    let ldb = if tb == Tr::N { n } else { k };
+    let a = Mat {
+        data: a,
+        ld: lda.max(1),
+        tr: ta,
+    };
+    let b = Mat {
+        data: b,
+        ld: ldb.max(1),
+        tr: tb,
+    };
+    cblas(m, n, k, a, b, beta, c, n.max(1));
+}
+
+/// `cblas_sgemm` with the operands' leading dimensions.
+#[allow(clippy::too_many_arguments)]
+fn cblas(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    c: &mut [f32],
+    c_ld: usize,
+) {
     let tr = |t| match t {
         Tr::N => cblas_sys::CBLAS_TRANSPOSE::CblasNoTrans,
         Tr::T => cblas_sys::CBLAS_TRANSPOSE::CblasTrans,
     };
-    let lda = if ta == Tr::N { k } else { m }.max(1);
-    let ldb = if tb == Tr::N { n } else { k }.max(1);
-    // SAFETY: the slices hold exactly the row-major matrices described by (m, n, k) and
-    // the leading dimensions, as asserted above; BLAS reads a, b and writes c only.
+    // SAFETY: the callers asserted that every slice holds its matrix as described by
+    // (m, n, k) and the leading dimensions; BLAS reads a, b and writes c only.
     unsafe {
         cblas_sys::cblas_sgemm(
             cblas_sys::CBLAS_LAYOUT::CblasRowMajor,
-            tr(ta),
-            tr(tb),
+            tr(a.tr),
+            tr(b.tr),
             m as i32,
             n as i32,
             k as i32,
             1.0,
-            a.as_ptr(),
-            lda as i32,
-            b.as_ptr(),
-            ldb as i32,
+            a.data.as_ptr(),
+            a.ld as i32,
+            b.data.as_ptr(),
+            b.ld as i32,
             beta,
             c.as_mut_ptr(),
-            n.max(1) as i32,
+            c_ld as i32,
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Elementwise and gather kernels of the executor: embedding gather and scatter, bias
-//! broadcast and column sums, softmax cross-entropy, copies. No GEMMs here.
+//! broadcast, and the heads' losses (softmax cross-entropy, squared error). No GEMMs
+//! here.
 
 /// Copies row `tokens[r]` of `table` ([V, width]) into row r of `out`.
 pub fn gather_rows(table: &[f32], width: usize, tokens: &[u32], out: &mut [f32]) {
@@ -19,15 +20,6 @@ pub fn scatter_add_rows(table: &mut [f32], width: usize, tokens: &[u32], rows: &
     }
 }
 
-/// Sets every row of `out` to `a + b` (the two biases of a layer).
-pub fn broadcast_bias2(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for row in out.chunks_exact_mut(a.len()) {
-        for ((o, x), y) in row.iter_mut().zip(a).zip(b) {
-            *o = x + y;
-        }
-    }
-}
-
 /// Sets every row of `out` to `a`.
 pub fn broadcast_bias(out: &mut [f32], a: &[f32]) {
     for row in out.chunks_exact_mut(a.len()) {
@@ -35,28 +27,23 @@ pub fn broadcast_bias(out: &mut [f32], a: &[f32]) {
     }
 }
 
-/// Adds the sum of the rows of `m` onto `acc`.
-pub fn add_col_sums(acc: &mut [f32], m: &[f32]) {
-    for row in m.chunks_exact(acc.len()) {
-        for (a, x) in acc.iter_mut().zip(row) {
-            *a += x;
-        }
-    }
-}
-
-/// `dst += src`, elementwise.
-pub fn add_assign(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += s;
-    }
-}
-
-/// Softmax cross-entropy over the rows of `logits` ([rows, V]) against `targets`.
-/// Returns the summed loss (f64) and replaces the logits by dL/dlogits · `scale`, where
-/// `scale` is 1 / (number of terms in the mean).
-pub fn softmax_xent(logits: &mut [f32], vocab: usize, targets: &[u32], scale: f32) -> f64 {
+/// Softmax cross-entropy over the rows of `logits` ([rows, V]) against `targets`, for
+/// the rows whose `mask` is set. Returns the summed loss (f64) and replaces the logits
+/// by dL/dlogits · `scale` (zero on masked rows), where `scale` is 1 / (number of terms
+/// in the mean).
+pub fn softmax_xent(
+    logits: &mut [f32],
+    vocab: usize,
+    targets: &[u32],
+    mask: &[u8],
+    scale: f32,
+) -> f64 {
     let mut loss = 0.0f64;
-    for (row, &t) in logits.chunks_exact_mut(vocab).zip(targets) {
+    for ((row, &t), &m) in logits.chunks_exact_mut(vocab).zip(targets).zip(mask) {
+        if m == 0 {
+            row.fill(0.0);
+            continue;
+        }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let t = t as usize;
         let shifted_target = row[t] - max;
@@ -73,4 +60,51 @@ pub fn softmax_xent(logits: &mut [f32], vocab: usize, targets: &[u32], scale: f3
         row[t] -= scale;
     }
     loss
+}
+
+/// Squared error of the rows of `pred` ([rows, K]) against `targets` ([rows, K]), for
+/// the rows whose `mask` is set. Returns the summed squared error (f64) and replaces
+/// the predictions by dL/dpred = 2·(pred − target)·`scale` (zero on masked rows), where
+/// `scale` is 1 / (number of terms in the mean).
+pub fn squared_error(pred: &mut [f32], k: usize, targets: &[f32], mask: &[u8], scale: f32) -> f64 {
+    let mut loss = 0.0f64;
+    let two = 2.0 * scale;
+    for ((row, y), &m) in pred
+        .chunks_exact_mut(k)
+        .zip(targets.chunks_exact(k))
+        .zip(mask)
+    {
+        if m == 0 {
+            row.fill(0.0);
+            continue;
+        }
+        for (p, &y) in row.iter_mut().zip(y) {
+            let d = *p - y;
+            loss += d as f64 * d as f64;
+            *p = two * d;
+        }
+    }
+    loss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_rows_add_nothing() {
+        let mut z = vec![0.5f32, -1.0, 2.0, 0.0, 3.0, 1.0];
+        let loss = softmax_xent(&mut z, 3, &[2, 0], &[1, 0], 1.0);
+        let p2 = 2f64.exp() / (0.5f64.exp() + (-1f64).exp() + 2f64.exp());
+        assert!((loss + p2.ln()).abs() < 1e-6, "{loss}");
+        assert_eq!(&z[3..], &[0.0, 0.0, 0.0]);
+        assert!(
+            (z.iter().take(3).sum::<f32>()).abs() < 1e-6,
+            "softmax − one-hot sums to 0"
+        );
+        let mut p = vec![1.0f32, 2.0, 5.0, 5.0];
+        let loss = squared_error(&mut p, 2, &[0.0, 0.0, 1.0, 1.0], &[1, 0], 0.25);
+        assert_eq!(loss, 5.0);
+        assert_eq!(p, vec![0.5, 1.0, 0.0, 0.0]);
+    }
 }

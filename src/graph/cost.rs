@@ -2,7 +2,7 @@
 //! buffer (compute-bound results are worth keeping, memory-bound ones cheap to redo).
 
 use super::Op;
-use crate::spec::{ModelSpec, TrainSpec};
+use crate::layout::Sizes;
 use serde::Serialize;
 
 /// Whether a buffer is costly (a GEMM's output) or cheap (elementwise) to recompute.
@@ -17,22 +17,18 @@ pub enum CostClass {
 
 /// GEMM floating-point operations (2·M·N·K per GEMM) of one node. Elementwise work is
 /// not counted, so GFLOP/s figures compare directly with a raw sgemm.
-pub fn flops(op: &Op, model: &ModelSpec, train: &TrainSpec) -> u64 {
-    let b = train.batch as u64;
-    let (h, v, gw) = (
-        model.hidden as u64,
-        model.vocab as u64,
-        model.gate_width() as u64,
-    );
-    let input = |l: u32| model.input_width(l as usize) as u64;
-    let rows = |s: u32| train.seg_len(s as usize) as u64 * b;
+pub fn flops(op: &Op, sz: &Sizes) -> u64 {
+    let b = sz.batch as u64;
+    let (h, k, gw) = (sz.hidden as u64, sz.outputs as u64, sz.gate_width as u64);
+    let input = |l: u32| sz.input_width(l as usize) as u64;
+    let rows = |s: u32| sz.seg_rows(s as usize) as u64;
     match *op {
         Op::InputProj { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::CellForward { seg, .. } => 2 * rows(seg) * gw * h,
         // dL/dh_{t-1} is not computed for the window's first step.
         Op::CellBackward { seg, .. } => 2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * h,
-        // logits, dW_fc, dh
-        Op::Head { seg, .. } => 3 * 2 * rows(seg) * v * h,
+        // outputs, dW_fc, dh
+        Op::Head { seg, .. } => 3 * 2 * rows(seg) * k * h,
         Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + h),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }

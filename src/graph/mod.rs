@@ -9,6 +9,7 @@ pub use cost::{flops, CostClass};
 pub use unroll::unroll;
 
 use crate::ids::BufId;
+use crate::layout::Sizes;
 use crate::spec::{ModelSpec, TrainSpec};
 use serde::Serialize;
 
@@ -22,7 +23,7 @@ pub enum Category {
     Gradients,
     /// Optimiser state: Adam's two moments, SGD's momentum (persistent).
     OptimizerState,
-    /// (h, c) of every layer carried between windows (persistent).
+    /// The cell's states of every layer, carried between windows (persistent).
     CarriedState,
     /// The window's input and target tokens (persistent).
     Batch,
@@ -35,7 +36,7 @@ pub enum Category {
     SavedActivations,
     /// Gradients flowing between layers and steps (arena).
     Deltas,
-    /// Short-lived scratch: logits, embedding gradients (arena).
+    /// Short-lived scratch: logits, the cell's scratch, embedding gradients (arena).
     Workspace,
 }
 
@@ -85,42 +86,68 @@ impl Category {
 }
 
 /// What a logical buffer holds; its name in reports is derived from this. Fields are
-/// layer and segment numbers.
+/// layer and segment numbers, and the cell's name for the tensors it declares.
 #[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum BufKind {
-    /// Embedded inputs of a segment, [g·B, E].
+    /// Embedded input tokens of a segment, [g·B, E].
     Embedded { seg: u32 },
-    /// Gate activations of (layer, segment), [g·B, 4H]; becomes dL/d(gates) in backward.
+    /// Gate activations of (layer, segment), [g·B, G·H]; becomes dL/d(gates) in
+    /// backward.
     Gates { layer: u32, seg: u32 },
-    /// Hidden states, [(g+1)·B, H]: block 0 is the state entering the segment.
-    Hidden { layer: u32, seg: u32 },
-    /// Cell states, [(g+1)·B, H], laid out as `Hidden`.
-    Cell { layer: u32, seg: u32 },
-    /// The state (h, c) of every layer entering segment `boundary`, [L, 2, B, H].
+    /// State `state` of those the cell declares (`h`, `c`), [(history + g)·B, width]:
+    /// the entry blocks hold the state entering the segment.
+    State { state: u8, layer: u32, seg: u32 },
+    /// Per-step tensor `saved` of those the cell saves for backward, [g·B, width].
+    Saved { saved: u8, layer: u32, seg: u32 },
+    /// The cell's scratch during the forward of (layer, segment).
+    Work { layer: u32, seg: u32 },
+    /// The state of every layer entering segment `boundary` (the carried-state
+    /// layout).
     Checkpoint { boundary: u32 },
     /// dL/dh arriving at a layer's outputs from above (head or next layer), [g·B, H].
     DeltaIn { layer: u32, seg: u32 },
-    /// dL/dh and dL/dc carried backward through time, [B, H] each, per layer, and [H]
-    /// of scratch for the cell's backward kernel.
+    /// dL/dstate carried backward through time per layer, and the cell's backward
+    /// scratch.
     Carry { layer: u32 },
-    /// Logits of a segment, [g·B, V] (scratch of the head).
+    /// The head's workspace of a segment, [g·B, K]: logits of a softmax head.
     Logits { seg: u32 },
+    /// The head's workspace of a segment, [g·B, K]: predictions of a regression.
+    Predictions { seg: u32 },
     /// dL/d(embedded inputs) of a segment, [g·B, E] (scratch of the embedding gradient).
     DeltaEmbedded { seg: u32 },
 }
 
+impl BufKind {
+    /// The buffer's name in reports, with the cell's names for its tensors (`h[l0,s3]`).
+    pub fn name(&self, sz: &Sizes) -> String {
+        match *self {
+            BufKind::State { state, layer, seg } => {
+                format!("{}[l{layer},s{seg}]", sz.states[state as usize].name)
+            }
+            BufKind::Saved { saved, layer, seg } => {
+                format!("{}[l{layer},s{seg}]", sz.saved[saved as usize].name)
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// Names without the cell's declarations at hand: states and saved tensors by number
+/// (`state0[l0,s3]`); `BufKind::name` gives the declared names.
 impl std::fmt::Display for BufKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             BufKind::Embedded { seg } => write!(f, "x[s{seg}]"),
             BufKind::Gates { layer, seg } => write!(f, "gates[l{layer},s{seg}]"),
-            BufKind::Hidden { layer, seg } => write!(f, "h[l{layer},s{seg}]"),
-            BufKind::Cell { layer, seg } => write!(f, "c[l{layer},s{seg}]"),
+            BufKind::State { state, layer, seg } => write!(f, "state{state}[l{layer},s{seg}]"),
+            BufKind::Saved { saved, layer, seg } => write!(f, "saved{saved}[l{layer},s{seg}]"),
+            BufKind::Work { layer, seg } => write!(f, "work[l{layer},s{seg}]"),
             BufKind::Checkpoint { boundary } => write!(f, "ckpt[b{boundary}]"),
             BufKind::DeltaIn { layer, seg } => write!(f, "dh_in[l{layer},s{seg}]"),
             BufKind::Carry { layer } => write!(f, "carry[l{layer}]"),
             BufKind::Logits { seg } => write!(f, "logits[s{seg}]"),
+            BufKind::Predictions { seg } => write!(f, "pred[s{seg}]"),
             BufKind::DeltaEmbedded { seg } => write!(f, "dx[s{seg}]"),
         }
     }
@@ -146,20 +173,94 @@ impl Buffer {
     }
 }
 
+/// A run of consecutive buffers (one per state or saved tensor a cell declares, created
+/// together), with a mask of the ones an op touches. Eight bytes, so instructions stay
+/// small however many tensors a cell declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Bufs {
+    first: BufId,
+    len: u8,
+    mask: u8,
+}
+
+/// Most buffers in a `Bufs`.
+pub const MAX_BUFS: usize = 8;
+
+impl Bufs {
+    /// The buffers `ids` (consecutive), all touched.
+    ///
+    /// # Panics
+    /// If there are more than `MAX_BUFS` or they are not consecutive (the graph builder
+    /// creates a cell's tensors together).
+    pub fn new(ids: &[BufId]) -> Self {
+        assert!(ids.len() <= MAX_BUFS, "at most {MAX_BUFS} buffers");
+        let first = ids.first().copied().unwrap_or(BufId(0));
+        assert!(
+            ids.iter()
+                .enumerate()
+                .all(|(i, b)| b.index() == first.index() + i),
+            "buffers of a run are consecutive"
+        );
+        Bufs {
+            first,
+            len: ids.len() as u8,
+            mask: ((1u32 << ids.len()) - 1) as u8,
+        }
+    }
+
+    /// The same run, touching only the buffers whose `keep` is true.
+    pub fn only(mut self, keep: impl Fn(usize) -> bool) -> Self {
+        for i in 0..self.len as usize {
+            if !keep(i) {
+                self.mask &= !(1 << i);
+            }
+        }
+        self
+    }
+
+    /// Number of buffers (touched or not).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Buffer `i`, if the op touches it.
+    pub fn get(&self, i: usize) -> Option<BufId> {
+        (i < self.len as usize && self.mask & (1 << i) != 0).then(|| self.id(i))
+    }
+
+    /// Buffer `i`, touched or not.
+    pub fn id(&self, i: usize) -> BufId {
+        BufId(self.first.0 + i as u32)
+    }
+
+    /// The buffers the op touches, in order.
+    pub fn iter(&self) -> impl Iterator<Item = BufId> + '_ {
+        (0..self.len as usize).filter_map(|i| self.get(i))
+    }
+}
+
 /// Where the input of a layer's segment comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Input {
-    /// Layer 0: the embedded tokens (rows start at block 0).
+    /// Layer 0 of a token model: the embedded tokens (rows start at block 0).
     Embedded(BufId),
-    /// Layer l > 0: the hidden states of layer l−1 (rows start at block 1).
+    /// Layer 0 of a feature model: the batch's feature rows, read in place.
+    Features,
+    /// Layer l > 0: the output state of layer l−1 (rows start after its entry blocks).
     Hidden(BufId),
 }
 
 impl Input {
-    /// The buffer read.
-    pub fn buf(self) -> BufId {
+    /// The arena buffer read, if any.
+    pub fn buf(self) -> Option<BufId> {
         match self {
-            Input::Embedded(b) | Input::Hidden(b) => b,
+            Input::Embedded(b) | Input::Hidden(b) => Some(b),
+            Input::Features => None,
         }
     }
 }
@@ -169,90 +270,91 @@ impl Input {
 pub enum StateSrc {
     /// The state carried in from the previous window (segment 0).
     Carried,
-    /// The last block of the previous segment's buffers.
-    Prev {
-        /// Hidden states of the previous segment, this layer.
-        h: BufId,
-        /// Cell states of the previous segment, this layer.
-        c: BufId,
-    },
+    /// The last blocks of the previous segment's state buffers, this layer.
+    Prev(Bufs),
     /// A checkpoint of the boundary (this layer's part of it).
     Checkpoint(BufId),
 }
 
 /// One node of the window: an instruction with the buffers it touches. Layer and
-/// segment numbers are kept so the executor can find parameters and token rows; the
+/// segment numbers are kept so the executor can find parameters and batch rows; the
 /// other fields are the buffers the node touches (see `Op::accesses`).
 #[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Op {
     /// Gather embedding rows of the segment's tokens into `x`.
     Embed { seg: u32, x: BufId },
-    /// Fill block 0 of `h`, `c` with the state entering the segment.
+    /// Fill the entry blocks of every state with the state entering the segment.
     LoadState {
         layer: u32,
         seg: u32,
-        h: BufId,
-        c: BufId,
+        states: Bufs,
         src: StateSrc,
     },
-    /// `gates = x W_ihᵀ + b_ih + b_hh` for all steps of the segment: one GEMM.
+    /// `gates = x W_ihᵀ + bias` for all steps of the segment: one GEMM.
     InputProj {
         layer: u32,
         seg: u32,
         x: Input,
         gates: BufId,
     },
-    /// The recurrence over the segment: per step one GEMM (`+= h W_hhᵀ`) and one fused
-    /// elementwise pass.
+    /// The recurrence over the segment (the cell's forward): per step one GEMM and one
+    /// fused elementwise pass.
     CellForward {
         layer: u32,
         seg: u32,
         gates: BufId,
-        h: BufId,
-        c: BufId,
+        states: Bufs,
+        saved: Bufs,
+        work: Bufs,
     },
-    /// Copy the last (h, c) of a segment into this layer's part of a checkpoint.
+    /// Copy the last blocks of the states of a segment into this layer's part of a
+    /// checkpoint.
     SaveCheckpoint {
         layer: u32,
         ckpt: BufId,
-        h: BufId,
-        c: BufId,
+        states: Bufs,
     },
-    /// Copy the last (h, c) of the window into the next window's carried state.
-    StoreState { layer: u32, h: BufId, c: BufId },
-    /// Zero dL/dh and dL/dc carried through time before the backward pass.
+    /// Copy the last blocks of the window's states into the next window's carried
+    /// state.
+    StoreState { layer: u32, states: Bufs },
+    /// Zero the gradients carried through time before the backward pass.
     ZeroCarry { layer: u32, carry: BufId },
-    /// Head and loss of the segment, with the head's backward at once: logits,
-    /// softmax cross-entropy, dL/dfc, and dL/dh of the top layer into `dh`. It runs once
-    /// per segment, in the backward sweep, whatever the policy: recomputation repeats
-    /// the cells only, and the loss and dL/dfc sum in the same order under every policy.
+    /// Head and loss of the segment, with the head's backward at once: outputs, loss,
+    /// dL/dfc, and dL/dh of the top layer into `dh`. It runs once per segment, in the
+    /// backward sweep, whatever the policy: recomputation repeats the cells only, and
+    /// the loss and dL/dfc sum in the same order under every policy.
     Head {
         seg: u32,
         h: BufId,
-        logits: BufId,
+        out: BufId,
         dh: BufId,
     },
-    /// The recurrence backward over the segment (steps in reverse): fused elementwise
-    /// pass, then one GEMM per step for dL/dh_{t−1}. Turns `gates` into dL/d(gates).
+    /// The recurrence backward over the segment (the cell's backward, steps in
+    /// reverse). Turns `gates` into dL/d(gates); reads the states the cell declares
+    /// `read_in_backward`.
     CellBackward {
         layer: u32,
         seg: u32,
         gates: BufId,
-        c: BufId,
+        states: Bufs,
+        saved: Bufs,
         dh: BufId,
         carry: BufId,
     },
-    /// Weight gradients of the segment: one GEMM each for W_ih and W_hh, plus biases.
+    /// Weight gradients of the segment: one GEMM for W_ih and the input bias, then the
+    /// cell's own tensors (`recurrent_grads`), which may zero rows of the states it
+    /// reads (their last use).
     WeightGrad {
         layer: u32,
         seg: u32,
         gates: BufId,
         x: Input,
-        h: BufId,
+        states: Bufs,
+        saved: Bufs,
     },
-    /// dL/dx of the segment: one GEMM into the layer below's `DeltaIn`, or, for layer 0,
-    /// into `dx` scattered onto the embedding gradient.
+    /// dL/dx of the segment: one GEMM into the layer below's `DeltaIn`, or, for layer 0
+    /// of a token model, into `dx` scattered onto the embedding gradient.
     InputGrad {
         layer: u32,
         seg: u32,
@@ -279,58 +381,70 @@ impl Op {
         use Access::*;
         match *self {
             Op::Embed { x, .. } => f(x, Write),
-            Op::LoadState { h, c, src, .. } => {
+            Op::LoadState { states, src, .. } => {
                 match src {
                     StateSrc::Carried => {}
-                    StateSrc::Prev { h, c } => {
-                        f(h, Read);
-                        f(c, Read);
-                    }
+                    StateSrc::Prev(prev) => prev.iter().for_each(|b| f(b, Read)),
                     StateSrc::Checkpoint(b) => f(b, Read),
                 }
-                f(h, Write);
-                f(c, Write);
+                states.iter().for_each(|b| f(b, Write));
             }
-            Op::SaveCheckpoint { ckpt, h, c, .. } => {
-                f(h, Read);
-                f(c, Read);
+            Op::SaveCheckpoint { ckpt, states, .. } => {
+                states.iter().for_each(|b| f(b, Read));
                 f(ckpt, Write);
             }
             Op::InputProj { x, gates, .. } => {
-                f(x.buf(), Read);
+                if let Some(x) = x.buf() {
+                    f(x, Read);
+                }
                 f(gates, Write);
             }
-            Op::CellForward { gates, h, c, .. } => {
+            Op::CellForward {
+                gates,
+                states,
+                saved,
+                work,
+                ..
+            } => {
                 f(gates, ReadWrite);
-                f(h, ReadWrite);
-                f(c, ReadWrite);
+                states.iter().for_each(|b| f(b, ReadWrite));
+                saved.iter().for_each(|b| f(b, Write));
+                work.iter().for_each(|b| f(b, Write));
             }
-            Op::Head { h, logits, dh, .. } => {
+            Op::Head { h, out, dh, .. } => {
                 f(h, Read);
-                f(logits, Write);
+                f(out, Write);
                 f(dh, Write);
             }
-            Op::StoreState { h, c, .. } => {
-                f(h, Read);
-                f(c, Read);
-            }
+            Op::StoreState { states, .. } => states.iter().for_each(|b| f(b, Read)),
             Op::ZeroCarry { carry, .. } => f(carry, Write),
             Op::CellBackward {
                 gates,
-                c,
+                states,
+                saved,
                 dh,
                 carry,
                 ..
             } => {
                 f(gates, ReadWrite);
-                f(c, Read);
+                states.iter().for_each(|b| f(b, Read));
+                saved.iter().for_each(|b| f(b, ReadWrite));
                 f(dh, ReadWrite);
                 f(carry, ReadWrite);
             }
-            Op::WeightGrad { gates, x, h, .. } => {
+            Op::WeightGrad {
+                gates,
+                x,
+                states,
+                saved,
+                ..
+            } => {
                 f(gates, Read);
-                f(x.buf(), Read);
-                f(h, Read);
+                if let Some(x) = x.buf() {
+                    f(x, Read);
+                }
+                states.iter().for_each(|b| f(b, ReadWrite));
+                saved.iter().for_each(|b| f(b, Read));
             }
             Op::InputGrad { gates, dx, .. } => {
                 f(gates, Read);
@@ -363,6 +477,8 @@ pub struct Graph {
     pub model: ModelSpec,
     /// The window's batch, length, grain and policy.
     pub train: TrainSpec,
+    /// Every buffer's size, derived once from the specs.
+    pub sizes: Sizes,
     /// Logical buffers, indexed by `BufId`.
     pub buffers: Vec<Buffer>,
     /// The nodes in execution order.
@@ -373,5 +489,22 @@ impl Graph {
     /// The buffer `id`.
     pub fn buffer(&self, id: BufId) -> &Buffer {
         &self.buffers[id.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Instructions stay small: the program's own tables are counted in every plan.
+    #[test]
+    fn ops_are_compact() {
+        assert!(
+            std::mem::size_of::<Op>() <= 40,
+            "{}",
+            std::mem::size_of::<Op>()
+        );
+        assert_eq!(std::mem::size_of::<BufKind>(), 12);
+        assert_eq!(std::mem::size_of::<Bufs>(), 8);
     }
 }

@@ -3,27 +3,29 @@
 //! segment gets buffers of its own, so liveness frees what the policy does not keep and
 //! a recomputation repeats exactly the ops of the first pass.
 
-use super::{Action, BufKind, Buffer, Category, CostClass, Graph, Input, Op, StateSrc};
+use super::{Action, BufKind, Buffer, Bufs, Category, CostClass, Graph, Input, Op, StateSrc};
 use crate::ids::BufId;
-use crate::spec::{ModelSpec, TrainSpec};
+use crate::layout::Sizes;
+use crate::spec::{HeadKind, ModelSpec, TrainSpec};
 
 /// The buffers of one forward execution of a segment, per layer.
 #[derive(Clone, Debug)]
 struct SegFwd {
     seg: usize,
-    x: BufId,
+    x: Option<BufId>,
     gates: Vec<BufId>,
-    h: Vec<BufId>,
-    c: Vec<BufId>,
+    states: Vec<Bufs>,
+    saved: Vec<Bufs>,
 }
 
 impl SegFwd {
-    /// What layer `l` reads as input: the embedded tokens, or the layer below's states.
+    /// What layer `l` reads as input: the embedded tokens or features, or the layer
+    /// below's output state.
     fn input(&self, l: usize) -> Input {
-        if l == 0 {
-            Input::Embedded(self.x)
-        } else {
-            Input::Hidden(self.h[l - 1])
+        match (l, self.x) {
+            (0, Some(x)) => Input::Embedded(x),
+            (0, None) => Input::Features,
+            _ => Input::Hidden(self.states[l - 1].id(0)),
         }
     }
 }
@@ -42,10 +44,10 @@ enum Entry<'f> {
 /// same segment, or a forward whose entry state is nowhere). Policy passes are tested
 /// to produce only valid schedules.
 pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph {
-    let ns = train.segments();
+    let sizes = Sizes::new(model, train);
+    let ns = sizes.segments;
     let mut u = Unroller {
-        model,
-        train,
+        sz: &sizes,
         buffers: Vec::new(),
         ops: Vec::new(),
     };
@@ -98,17 +100,18 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
             }
         }
     }
+    let (buffers, ops) = (u.buffers, u.ops);
     Graph {
         model: model.clone(),
         train: train.clone(),
-        buffers: u.buffers,
-        ops: u.ops,
+        sizes,
+        buffers,
+        ops,
     }
 }
 
 struct Unroller<'a> {
-    model: &'a ModelSpec,
-    train: &'a TrainSpec,
+    sz: &'a Sizes,
     buffers: Vec<Buffer>,
     ops: Vec<Op>,
 }
@@ -117,16 +120,17 @@ impl Unroller<'_> {
     fn push(&mut self, kind: BufKind, elems: usize) -> BufId {
         let (category, class) = match kind {
             BufKind::Embedded { .. } => (Category::SavedActivations, CostClass::MemoryBound),
-            BufKind::Gates { .. } | BufKind::Hidden { .. } | BufKind::Cell { .. } => {
+            BufKind::Gates { .. } | BufKind::State { .. } | BufKind::Saved { .. } => {
                 (Category::SavedActivations, CostClass::ComputeBound)
             }
             BufKind::Checkpoint { .. } => (Category::Checkpoints, CostClass::ComputeBound),
             BufKind::DeltaIn { .. } | BufKind::Carry { .. } => {
                 (Category::Deltas, CostClass::ComputeBound)
             }
-            BufKind::Logits { .. } | BufKind::DeltaEmbedded { .. } => {
-                (Category::Workspace, CostClass::MemoryBound)
-            }
+            BufKind::Logits { .. }
+            | BufKind::Predictions { .. }
+            | BufKind::DeltaEmbedded { .. }
+            | BufKind::Work { .. } => (Category::Workspace, CostClass::MemoryBound),
         };
         self.buffers.push(Buffer {
             kind,
@@ -137,103 +141,112 @@ impl Unroller<'_> {
         BufId::new(self.buffers.len() - 1)
     }
 
-    /// [g·B, width] for segment `s`.
-    fn seg_buf(&mut self, kind: BufKind, s: usize, width: usize) -> BufId {
-        let rows = self.train.seg_len(s) * self.train.batch;
-        self.push(kind, rows * width)
-    }
-
-    /// [(g+1)·B, H]: block 0 holds the state entering the segment.
-    fn state_buf(&mut self, kind: BufKind, s: usize) -> BufId {
-        let rows = (self.train.seg_len(s) + 1) * self.train.batch;
-        self.push(kind, rows * self.model.hidden)
-    }
-
     /// Embedding, then per layer: entry state, input projection, recurrence.
     fn forward(&mut self, s: usize, entry: Entry<'_>) -> SegFwd {
-        let (nl, su) = (self.model.layers, s as u32);
-        let x = self.seg_buf(BufKind::Embedded { seg: su }, s, self.model.embed);
-        self.ops.push(Op::Embed { seg: su, x });
+        let sz = self.sz;
+        let (nl, su) = (sz.layers, s as u32);
+        let x = sz.embed.map(|_| {
+            let x = self.push(BufKind::Embedded { seg: su }, sz.embedded_elems(s));
+            self.ops.push(Op::Embed { seg: su, x });
+            x
+        });
         let mut f = SegFwd {
             seg: s,
             x,
             gates: Vec::with_capacity(nl),
-            h: Vec::new(),
-            c: Vec::new(),
+            states: Vec::with_capacity(nl),
+            saved: Vec::with_capacity(nl),
         };
         for l in 0..nl {
             let lu = l as u32;
-            let h = self.state_buf(BufKind::Hidden { layer: lu, seg: su }, s);
-            let c = self.state_buf(BufKind::Cell { layer: lu, seg: su }, s);
+            let ids: Vec<BufId> = (0..sz.states.len())
+                .map(|i| {
+                    let kind = BufKind::State {
+                        state: i as u8,
+                        layer: lu,
+                        seg: su,
+                    };
+                    self.push(kind, sz.state_elems(s, i))
+                })
+                .collect();
+            let states = Bufs::new(&ids);
             let src = match &entry {
                 Entry::Carried => StateSrc::Carried,
-                Entry::Prev(p) => StateSrc::Prev {
-                    h: p.h[l],
-                    c: p.c[l],
-                },
+                Entry::Prev(p) => StateSrc::Prev(p.states[l]),
                 Entry::Checkpoint(b) => StateSrc::Checkpoint(*b),
             };
             self.ops.push(Op::LoadState {
                 layer: lu,
                 seg: su,
-                h,
-                c,
+                states,
                 src,
             });
-            let gw = self.model.gate_width();
-            let g = self.seg_buf(BufKind::Gates { layer: lu, seg: su }, s, gw);
+            let g = self.push(BufKind::Gates { layer: lu, seg: su }, sz.gates_elems(s));
             self.ops.push(Op::InputProj {
                 layer: lu,
                 seg: su,
                 x: f.input(l),
                 gates: g,
             });
+            let ids: Vec<BufId> = (0..sz.saved.len())
+                .map(|i| {
+                    let kind = BufKind::Saved {
+                        saved: i as u8,
+                        layer: lu,
+                        seg: su,
+                    };
+                    self.push(kind, sz.saved_elems(s, i))
+                })
+                .collect();
+            let saved = Bufs::new(&ids);
+            let work: Vec<BufId> = (sz.forward_scratch > 0)
+                .then(|| self.push(BufKind::Work { layer: lu, seg: su }, sz.forward_scratch))
+                .into_iter()
+                .collect();
+            let work = Bufs::new(&work);
             self.ops.push(Op::CellForward {
                 layer: lu,
                 seg: su,
                 gates: g,
-                h,
-                c,
+                states,
+                saved,
+                work,
             });
             f.gates.push(g);
-            f.h.push(h);
-            f.c.push(c);
+            f.states.push(states);
+            f.saved.push(saved);
         }
         f
     }
 
     /// Saves the state leaving `f` (entering segment f.seg + 1), every layer.
     fn checkpoint(&mut self, f: &SegFwd) -> BufId {
-        let (b, h, nl) = (self.train.batch, self.model.hidden, self.model.layers);
         let boundary = f.seg as u32 + 1;
-        let ck = self.push(BufKind::Checkpoint { boundary }, 2 * nl * b * h);
-        for l in 0..nl {
+        let ck = self.push(BufKind::Checkpoint { boundary }, self.sz.carried());
+        for l in 0..self.sz.layers {
             self.ops.push(Op::SaveCheckpoint {
                 layer: l as u32,
                 ckpt: ck,
-                h: f.h[l],
-                c: f.c[l],
+                states: f.states[l],
             });
         }
         ck
     }
 
     fn store_state(&mut self, f: &SegFwd) {
-        for l in 0..self.model.layers {
+        for l in 0..self.sz.layers {
             self.ops.push(Op::StoreState {
                 layer: l as u32,
-                h: f.h[l],
-                c: f.c[l],
+                states: f.states[l],
             });
         }
     }
 
-    /// [2, B, H] + [H] per layer: dL/dh, dL/dc, and a row of scratch for the kernel.
+    /// Per layer: the gradients carried through time and the cell's backward scratch.
     fn zero_carry(&mut self) -> Vec<BufId> {
-        let (b, h) = (self.train.batch, self.model.hidden);
-        (0..self.model.layers as u32)
+        (0..self.sz.layers as u32)
             .map(|layer| {
-                let carry = self.push(BufKind::Carry { layer }, 2 * b * h + h);
+                let carry = self.push(BufKind::Carry { layer }, self.sz.carry_elems());
                 self.ops.push(Op::ZeroCarry { layer, carry });
                 carry
             })
@@ -243,32 +256,30 @@ impl Unroller<'_> {
     /// Head and loss of the segment, then per layer top-down: the recurrence backward,
     /// weight gradients, input gradient.
     fn backward(&mut self, f: &SegFwd, carry: &[BufId]) {
+        let sz = self.sz;
         let (s, su) = (f.seg, f.seg as u32);
-        let (nl, hd) = (self.model.layers, self.model.hidden);
-        let top = nl - 1;
-        let logits = self.seg_buf(BufKind::Logits { seg: su }, s, self.model.vocab);
-        let mut dh = self.seg_buf(
-            BufKind::DeltaIn {
-                layer: top as u32,
-                seg: su,
-            },
-            s,
-            hd,
-        );
+        let top = sz.layers - 1;
+        let kind = match sz.head {
+            HeadKind::Regress => BufKind::Predictions { seg: su },
+            HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg: su },
+        };
+        let out = self.push(kind, sz.head_elems(s));
+        let delta = |layer| BufKind::DeltaIn { layer, seg: su };
+        let mut dh = self.push(delta(top as u32), sz.delta_elems(s));
         self.ops.push(Op::Head {
             seg: su,
-            h: f.h[top],
-            logits,
+            h: f.states[top].id(0),
+            out,
             dh,
         });
-        for l in (0..nl).rev() {
+        for l in (0..sz.layers).rev() {
             let (lu, g) = (l as u32, f.gates[l]);
-            let c = f.c[l];
             self.ops.push(Op::CellBackward {
                 layer: lu,
                 seg: su,
                 gates: g,
-                c,
+                states: f.states[l].only(|i| sz.states[i].read_in_backward),
+                saved: f.saved[l],
                 dh,
                 carry: carry[l],
             });
@@ -277,19 +288,13 @@ impl Unroller<'_> {
                 seg: su,
                 gates: g,
                 x: f.input(l),
-                h: f.h[l],
+                states: f.states[l].only(|i| sz.states[i].read_in_grads),
+                saved: f.saved[l],
             });
-            let dx = if l == 0 {
-                self.seg_buf(BufKind::DeltaEmbedded { seg: su }, s, self.model.embed)
-            } else {
-                self.seg_buf(
-                    BufKind::DeltaIn {
-                        layer: lu - 1,
-                        seg: su,
-                    },
-                    s,
-                    hd,
-                )
+            let dx = match (l, sz.embed) {
+                (0, None) => break,
+                (0, Some(_)) => self.push(BufKind::DeltaEmbedded { seg: su }, sz.embedded_elems(s)),
+                _ => self.push(delta(lu - 1), sz.delta_elems(s)),
             };
             self.ops.push(Op::InputGrad {
                 layer: lu,

@@ -1,9 +1,12 @@
 //! Weights, gradient batches and gradient outputs as safetensors files, with PyTorch's
-//! names and layouts (`embedding.weight`, `lstm.weight_ih_l0`, …, `fc.bias`), so a model
-//! trained here loads into `torch.nn.LSTM` with `load_state_dict`. Files are written to a
-//! temporary name, synced and renamed into place.
+//! names and layouts (`embedding.weight`, `lstm.weight_ih_l0` or `gru.weight_ih_l0`, …,
+//! `fc.bias`), so a model trained here loads into `torch.nn.LSTM` / `torch.nn.GRU` with
+//! `load_state_dict`. Files are written to a temporary name, synced and renamed into
+//! place.
 
-use crate::spec::{ModelSpec, ParamLayout};
+use crate::cell::CellKind;
+use crate::layout::ParamLayout;
+use crate::spec::{HeadKind, Input, ModelSpec};
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -88,33 +91,85 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Infers the model from a weights file's shapes: V, E from `embedding.weight`, L from
-/// the highest `lstm.weight_ih_l{k}`, H from `lstm.weight_hh_l0`.
-pub fn infer_model(path: &Path, bytes: &[u8]) -> Result<ModelSpec> {
+/// Infers the model from a weights file's names and shapes: the cell from the module
+/// prefix of `{cell}.weight_hh_l0` (it must be `cell` when one is given), H from that
+/// tensor, L from the highest `weight_ih_l{k}`, a token input (V, E) from
+/// `embedding.weight` or else a feature input of `weight_ih_l0`'s width, and the
+/// head's outputs from `fc.weight`. `head` is the loss to attach; the weights do not
+/// say it. Errors name the first tensor that does not fit.
+pub fn infer_model(
+    path: &Path,
+    bytes: &[u8],
+    cell: Option<CellKind>,
+    head: HeadKind,
+) -> Result<ModelSpec> {
     let err = |msg: String| Error::Weights {
         path: path.to_path_buf(),
         msg,
     };
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let shape = |name: &str| -> Result<Vec<usize>> {
-        st.tensor(name)
-            .map(|t| t.shape().to_vec())
-            .map_err(|_| err(format!("has no tensor `{name}`")))
+    let shape = |name: &str| st.tensor(name).ok().map(|t| t.shape().to_vec());
+    let found = CellKind::ALL
+        .iter()
+        .copied()
+        .find(|k| shape(&format!("{k}.weight_hh_l0")).is_some());
+    let kind = match (found, cell) {
+        (Some(f), Some(c)) if f != c => {
+            return Err(err(format!(
+                "holds a {f} model (`{f}.weight_hh_l0`), not {c}: it has no tensor \
+                 `{c}.weight_hh_l0`"
+            )))
+        }
+        (Some(f), _) => f,
+        (None, Some(c)) => return Err(err(format!("has no tensor `{c}.weight_hh_l0`"))),
+        (None, None) => {
+            let names: Vec<String> = CellKind::ALL
+                .iter()
+                .map(|k| format!("`{k}.weight_hh_l0`"))
+                .collect();
+            return Err(err(format!(
+                "has no recurrent layer: expected {}",
+                names.join(" or ")
+            )));
+        }
     };
-    let emb = shape("embedding.weight")?;
-    let hh = shape("lstm.weight_hh_l0")?;
-    if emb.len() != 2 || hh.len() != 2 {
-        return Err(err(
-            "`embedding.weight` and `lstm.weight_hh_l0` must be 2-D".into(),
-        ));
+    let gates = kind.cell().gates();
+    let two_d = |name: &str| -> Result<[usize; 2]> {
+        let s = shape(name).ok_or_else(|| err(format!("has no tensor `{name}`")))?;
+        <[usize; 2]>::try_from(s.as_slice())
+            .map_err(|_| err(format!("`{name}` has shape {s:?}; expected 2-D")))
+    };
+    let hh = format!("{kind}.weight_hh_l0");
+    let [rows, hidden] = two_d(&hh)?;
+    if rows != gates * hidden {
+        return Err(err(format!(
+            "`{hh}` has shape [{rows}, {hidden}]; a {kind} layer of hidden width {hidden} has \
+             [{}, {hidden}]",
+            gates * hidden
+        )));
     }
     let layers = (0..)
-        .take_while(|l| st.tensor(&format!("lstm.weight_ih_l{l}")).is_ok())
+        .take_while(|l| shape(&format!("{kind}.weight_ih_l{l}")).is_some())
         .count();
-    let spec =
-        ModelSpec::lstm(emb[0], emb[1], hh[1], layers.max(1)).map_err(|e| err(e.to_string()))?;
-    Ok(spec)
+    let input = match shape("embedding.weight") {
+        Some(_) => {
+            let [vocab, embed] = two_d("embedding.weight")?;
+            Input::Tokens { vocab, embed }
+        }
+        None => {
+            let [_, width] = two_d(&format!("{kind}.weight_ih_l0"))?;
+            Input::Features { width }
+        }
+    };
+    let [outputs, fc_in] = two_d("fc.weight")?;
+    if fc_in != hidden {
+        return Err(err(format!(
+            "`fc.weight` has shape [{outputs}, {fc_in}]; the layers' hidden width is {hidden}"
+        )));
+    }
+    ModelSpec::new(input, kind, hidden, layers.max(1), head, outputs)
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Loads every tensor of `layout` from `bytes` into `params`, checking names, dtypes
@@ -167,58 +222,71 @@ pub fn load_params(
     Ok(())
 }
 
-/// Reads an integer tensor `name` of shape [T, B] from a batch file as tokens.
-pub fn read_tokens(
+/// A tensor of a batch file: its shape, and its values as integers or as f32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    /// Any integer or bool dtype, widened.
+    Ints(Vec<i64>),
+    /// F32.
+    Floats(Vec<f32>),
+}
+
+/// Reads tensor `name` of a batch file, if present: its shape and values (integer and
+/// bool dtypes widened to i64; F32 as is; any other dtype refused, naming it).
+pub fn read_tensor(
     path: &Path,
     st: &SafeTensors<'_>,
     name: &str,
-) -> Result<(Vec<u32>, [usize; 2])> {
+) -> Result<Option<(Vec<usize>, Values)>> {
     let err = |msg: String| Error::Batch {
         path: path.to_path_buf(),
         msg,
     };
-    let v = st
-        .tensor(name)
-        .map_err(|_| err(format!("has no tensor `{name}`")))?;
-    let shape: [usize; 2] = v.shape().try_into().map_err(|_| {
-        err(format!(
-            "`{name}` has shape {:?}; expected 2-D [T, B]",
-            v.shape()
-        ))
-    })?;
+    let Ok(v) = st.tensor(name) else {
+        return Ok(None);
+    };
     let d = v.data();
-    let vals: Vec<i64> = match v.dtype() {
-        Dtype::I64 => d
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-        Dtype::I32 => d
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-            .collect(),
-        Dtype::U32 => d
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-            .collect(),
-        Dtype::U16 => d
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-            .collect(),
-        Dtype::U8 => d.iter().map(|&x| x as i64).collect(),
+    let le4 = |c: &[u8]| [c[0], c[1], c[2], c[3]];
+    let ints = |it: Vec<i64>| Values::Ints(it);
+    let values = match v.dtype() {
+        Dtype::F32 => Values::Floats(
+            d.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(le4(c)))
+                .collect(),
+        ),
+        Dtype::I64 => ints(
+            d.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        Dtype::I32 => ints(
+            d.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(le4(c)) as i64)
+                .collect(),
+        ),
+        Dtype::U32 => ints(
+            d.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(le4(c)) as i64)
+                .collect(),
+        ),
+        Dtype::I16 => ints(
+            d.chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+        ),
+        Dtype::U16 => ints(
+            d.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+        ),
+        Dtype::I8 => ints(d.iter().map(|&x| x as i8 as i64).collect()),
+        Dtype::U8 | Dtype::BOOL => ints(d.iter().map(|&x| x as i64).collect()),
         other => {
             return Err(err(format!(
-                "`{name}` has dtype {other:?}; expected an integer type (I64, I32, U32, U16, U8)"
+                "`{name}` has dtype {other:?}; expected F32 or an integer type (I64, I32, U32, \
+                 I16, U16, I8, U8, BOOL)"
             )))
         }
     };
-    let toks = (vals.iter().enumerate())
-        .map(|(i, &x)| {
-            u32::try_from(x).map_err(|_| {
-                err(format!(
-                    "`{name}` holds {x} at index {i}; tokens must be non-negative"
-                ))
-            })
-        })
-        .collect::<Result<Vec<u32>>>()?;
-    Ok((toks, shape))
+    Ok(Some((v.shape().to_vec(), values)))
 }

@@ -8,8 +8,8 @@
 
 use super::{admissible, arena_of, least_slots, revolve, schedule, segment_units};
 use crate::graph::Action;
-use crate::report::fmt_bytes;
-use crate::spec::{ModelSpec, TrainSpec};
+use crate::layout::Sizes;
+use crate::spec::{BudgetChoice, ModelSpec, Resolved, TrainSpec};
 use crate::{Error, Result};
 
 /// How a chain is reversed, as the programme chose.
@@ -137,14 +137,18 @@ fn forwards(a: &[Action]) -> u128 {
 /// The schedule with the least recomputation whose planned arena fits `budget`, and its
 /// name. Refuses a budget below the smallest arena of the least-memory schedules
 /// (revolve with the fewest admissible slots and a few more), naming it.
-pub fn choose(model: &ModelSpec, train: &TrainSpec, budget: u64) -> Result<(Vec<Action>, String)> {
+pub fn choose(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    budget: u64,
+) -> Result<(Vec<Action>, Resolved)> {
     let n = train.segments() as u32;
     let layers = model.layers as u64;
-    let fb = fmt_bytes(budget);
+    let chose = |choice| Resolved::Budget { budget, choice };
     let fits = |a: &[Action]| arena_of(model, train, a) <= budget;
     let all = schedule::keep_all(n);
     if fits(&all) {
-        return Ok((all, format!("budget {fb} → none")));
+        return Ok((all, chose(BudgetChoice::KeepAll)));
     }
     let fewest = least_slots(n as u64, layers);
     let revolve_with = |slots: u64| {
@@ -164,13 +168,13 @@ pub fn choose(model: &ModelSpec, train: &TrainSpec, budget: u64) -> Result<(Vec<
             suggestion,
         });
     }
-    let (unit, ratio) = segment_units(model, train);
+    let (unit, ratio) = segment_units(&Sizes::new(model, train));
     let full = ratio.ceil().max(1.0) as usize;
     let hi = ((budget / unit) as usize).min(n as usize * full);
     let fallback = || {
         (
             revolve_with(min_slots),
-            format!("budget {fb} → revolve:{min_slots}"),
+            chose(BudgetChoice::Revolve { slots: min_slots }),
         )
     };
     if affordable(n as usize, hi) {
@@ -190,7 +194,7 @@ pub fn choose(model: &ModelSpec, train: &TrainSpec, budget: u64) -> Result<(Vec<
             let mut out = Vec::new();
             table.emit(0, n as usize, m, &mut out);
             if fits(&out) {
-                return Ok((out, format!("budget {fb} → dp, {m} state units")));
+                return Ok((out, chose(BudgetChoice::Programme { units: m })));
             }
         }
         return Ok(fallback());
@@ -209,9 +213,9 @@ pub fn choose(model: &ModelSpec, train: &TrainSpec, budget: u64) -> Result<(Vec<
     let best = revolve_with(lo);
     match best_every(model, train, budget, unit, ratio) {
         Some((k, every)) if forwards(&every) < forwards(&best) => {
-            Ok((every, format!("budget {fb} → every:{k}")))
+            Ok((every, chose(BudgetChoice::Every { k })))
         }
-        _ => Ok((best, format!("budget {fb} → revolve:{lo}"))),
+        _ => Ok((best, chose(BudgetChoice::Revolve { slots: lo }))),
     }
 }
 

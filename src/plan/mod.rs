@@ -15,8 +15,10 @@ pub use schedule::{schedule, Schedule};
 pub use verify::verify;
 
 use crate::graph::{self, Action, Category, Graph};
+use crate::layout::{ParamLayout, Sizes};
 use crate::program::{Placed, Program};
-use crate::spec::{ModelSpec, OptimKind, Policy, TrainSpec};
+use crate::spec::{ModelSpec, Policy, Resolved, TrainSpec};
+use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use bumpalo::Bump;
 
@@ -57,27 +59,30 @@ pub fn compile(model: &ModelSpec, train: &TrainSpec) -> Result<Program> {
 pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) -> Result<Program> {
     model.validate()?;
     train.validate()?;
-    check_size(model, train)?;
+    let sizes = Sizes::new(model, train);
+    check_size(&sizes)?;
     let (actions, policy) = match train.policy {
         Policy::Budget(bytes) => budget::choose(model, train, bytes)?,
         p => {
             check_recompute(model, train)?;
-            let (_, ratio) = segment_units(model, train);
+            let (_, ratio) = segment_units(&sizes);
             let n = train.segments() as u32;
-            let name = match p {
-                Policy::Sqrt => format!("sqrt (every:{})", schedule::sqrt_k(n, ratio)),
-                p => p.to_string(),
+            let resolved = match p {
+                Policy::Sqrt => Resolved::Sqrt {
+                    k: schedule::sqrt_k(n, ratio),
+                },
+                p => Resolved::Fixed(p),
             };
-            (schedule(p, n, ratio), name)
+            (schedule(p, n, ratio), resolved)
         }
     };
     let program = lower(model, train, actions, policy, opts);
     tracing::info!(
         "policy {}: arena {} (lower bound {}, no reuse {}), recompute ×{:.2}",
         program.policy,
-        crate::report::fmt_bytes(program.arena_bytes),
-        crate::report::fmt_bytes(program.arena_lower_bound),
-        crate::report::fmt_bytes(program.arena_no_reuse),
+        fmt_bytes(program.arena_bytes),
+        fmt_bytes(program.arena_lower_bound),
+        fmt_bytes(program.arena_no_reuse),
         program.recompute_factor,
     );
     #[cfg(debug_assertions)]
@@ -92,7 +97,7 @@ fn lower(
     model: &ModelSpec,
     train: &TrainSpec,
     actions: Vec<Action>,
-    policy: String,
+    policy: Resolved,
     opts: CompileOptions,
 ) -> Program {
     let scratch = Bump::new();
@@ -137,45 +142,41 @@ pub fn admissible(forwards: u128, segments: u64, layers: u64) -> bool {
 
 /// Bytes of one state checkpoint, and how many times larger one (full-length) segment's
 /// kept activations are.
-pub(crate) fn segment_units(model: &ModelSpec, train: &TrainSpec) -> (u64, f64) {
-    let (b, h, l) = (train.batch as u64, model.hidden as u64, model.layers as u64);
-    let unit = 2 * l * b * h * 4;
-    let g = train.seg_len(0) as u64;
-    let kept = l * b * (g * model.gate_width() as u64 + 2 * (g + 1) * h) * 4
-        + g * b * model.embed as u64 * 4;
+pub(crate) fn segment_units(sz: &Sizes) -> (u64, f64) {
+    let unit = sz.carried() as u64 * 4;
+    let kept = sz.kept_segment_elems(0) * 4;
     (unit, kept as f64 / unit as f64)
 }
 
-/// Refuses windows whose keep-all activations or unrolled graph exceed the limits,
-/// before anything is built.
-fn check_size(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
-    let (n, l) = (train.segments() as u128, model.layers as u128);
+/// Refuses windows whose keep-all activations, batch or unrolled graph exceed the
+/// limits, before anything is built.
+fn check_size(sz: &Sizes) -> Result<()> {
+    let (n, l) = (sz.segments as u128, sz.layers as u128);
     if n * l > MAX_UNROLLED {
         return Err(Error::spec(
-            "--window",
+            "train.window",
             format!(
                 "{} steps at grain {} over {} layers unroll into {} segment-layers, more than \
-                 the compiler's limit of {MAX_UNROLLED}; raise --grain",
-                train.window,
-                train.grain,
-                model.layers,
+                 the compiler's limit of {MAX_UNROLLED}; raise `train.grain`",
+                sz.window,
+                sz.grain,
+                sz.layers,
                 n * l
             ),
         ));
     }
-    let (b, h, e, g) = (
-        train.batch as u128,
-        model.hidden as u128,
-        model.embed as u128,
-        train.grain as u128,
-    );
-    let per_segment =
-        l * b * (g * 4 * h + 2 * (g + 1) * h) * 4 + g * b * (e + model.vocab as u128) * 4;
-    if n * per_segment > MAX_WINDOW_BYTES {
-        let bytes = crate::report::fmt_bytes((n * per_segment).min(u64::MAX as u128) as u64);
+    // The largest segment (segment 0) bounds them all; u64 holds one segment (every
+    // dimension is capped), the window's total is taken wide.
+    let per_segment = (sz.kept_segment_elems(0) + sz.head_elems(0) as u64) as u128 * 4;
+    let total = n * per_segment + sz.batch_bytes();
+    if total > MAX_WINDOW_BYTES {
+        let bytes = fmt_bytes(total.min(u64::MAX as u128) as u64);
         return Err(Error::spec(
-            "--window",
-            format!("the window's activations add up to {bytes}, beyond any machine; reduce --window, --batch or the model"),
+            "train.window",
+            format!(
+                "the window's activations and batch add up to {bytes}, beyond any machine; \
+                 reduce `train.window`, `train.batch` or the model"
+            ),
         ));
     }
     Ok(())
@@ -189,11 +190,11 @@ fn check_recompute(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
         if !admissible(forwards, n, l) {
             let fits = least_slots(n, l);
             return Err(Error::spec(
-                "--checkpoint",
+                "train.policy",
                 format!(
                     "revolve:{slots} runs {forwards} segment forwards over {n} segments, beyond \
                      the limits ({MAX_RECOMPUTE}× recomputation, {MAX_UNROLLED} unrolled \
-                     segment-layers); use revolve:{fits} or more, or raise --grain"
+                     segment-layers); use revolve:{fits} or more, or raise `train.grain`"
                 ),
             ));
         }
@@ -204,7 +205,7 @@ fn check_recompute(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
 /// Freezes the passes' results into a `Program`.
 fn link(
     graph: Graph,
-    policy: String,
+    policy: Resolved,
     recompute_factor: f64,
     lifetimes: &Lifetimes,
     layout: ArenaLayout,
@@ -213,10 +214,12 @@ fn link(
     let Graph {
         model,
         train,
+        sizes,
         buffers,
         ops,
     } = graph;
-    let mut by_category = persistent_bytes(&model, &train);
+    let params = ParamLayout::new(&model);
+    let mut by_category = persistent_bytes(&sizes, &params);
     for c in Category::ALL.into_iter().filter(|c| !c.is_persistent()) {
         let peak = lifetimes.peak_pos;
         let live: u64 = (buffers.iter().zip(&lifetimes.spans))
@@ -225,7 +228,7 @@ fn link(
             .sum();
         by_category.push((c, live));
     }
-    let flops = ops.iter().map(|op| graph::flops(op, &model, &train)).sum();
+    let flops = ops.iter().map(|op| graph::flops(op, &sizes)).sum();
     let tables = ops.len() * std::mem::size_of::<graph::Op>()
         + buffers.len() * std::mem::size_of::<Placed>();
     by_category.push((Category::Program, tables as u64));
@@ -242,6 +245,8 @@ fn link(
     Program {
         model,
         train,
+        sizes,
+        params,
         ops,
         policy,
         buffers,
@@ -255,25 +260,15 @@ fn link(
 }
 
 /// Bytes of the persistent categories, exactly as `exec` and `train` allocate them.
-fn persistent_bytes(model: &ModelSpec, train: &TrainSpec) -> Vec<(Category, u64)> {
-    let params = model.params().total as u64 * 4;
-    let moments = match train.optim.kind {
-        OptimKind::Adam => 2,
-        OptimKind::Sgd => 1,
-    };
-    let (b, t, h, l) = (
-        train.batch as u64,
-        train.window as u64,
-        model.hidden as u64,
-        model.layers as u64,
-    );
+fn persistent_bytes(sz: &Sizes, params: &ParamLayout) -> Vec<(Category, u64)> {
+    let p = params.total as u64 * 4;
     vec![
-        (Category::Parameters, params),
-        (Category::Gradients, params),
-        (Category::OptimizerState, moments * params),
+        (Category::Parameters, p),
+        (Category::Gradients, p),
+        (Category::OptimizerState, sz.moments as u64 * p),
         // The state entering the window and the one leaving it (double-buffered, so a
         // recomputation of segment 0 still finds the old one).
-        (Category::CarriedState, 2 * 2 * l * b * h * 4),
-        (Category::Batch, 2 * t * b * 4),
+        (Category::CarriedState, 2 * sz.carried() as u64 * 4),
+        (Category::Batch, sz.batch_bytes() as u64),
     ]
 }

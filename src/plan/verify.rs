@@ -31,7 +31,7 @@ pub fn verify(program: &Program) -> Result<(), String> {
     }
     let mut spans = Vec::with_capacity(n);
     for (i, pl) in program.buffers.iter().enumerate() {
-        let name = pl.buffer.kind;
+        let name = pl.buffer.kind.name(&program.sizes);
         match first[i] {
             None => return Err(format!("{name} is never used")),
             Some((p, a)) if a != Access::Write => {

@@ -1,41 +1,39 @@
 //! What the user reads: the plan report as data (serde, for `--json`) and as a terminal
 //! table. Built from a `Program` only; nothing here runs or changes a plan.
 
-use crate::graph::Category;
+use crate::graph::{Bufs, Category, Input as GraphInput, Op, StateSrc};
 use crate::program::Program;
+use crate::spec::Input;
+pub use crate::units::fmt_bytes;
 use serde::Serialize;
-
-/// Formats bytes with binary units: `512 B`, `12.3 KiB`, `4.0 MiB`, `1.50 GiB`.
-pub fn fmt_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 /// The plan of one window, as `recur plan` prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
+    /// The model in one line (`lstm V256 E64 H256 L1`).
+    #[serde(skip)]
+    pub model: String,
     /// Cell type.
     pub cell: String,
-    /// Vocabulary, embedding, hidden width, layers.
-    pub vocab: usize,
-    /// Embedding width.
-    pub embed: usize,
+    /// Input: `tokens` or `features`.
+    pub input: &'static str,
+    /// Vocabulary of a token input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
+    /// Embedding width of a token input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed: Option<usize>,
+    /// Features per step of a feature input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<usize>,
     /// Hidden width.
     pub hidden: usize,
     /// Layers.
     pub layers: usize,
+    /// Head: `lm`, `regress` or `classify`.
+    pub head: String,
+    /// Outputs of the head.
+    pub outputs: usize,
     /// Batch rows.
     pub batch: usize,
     /// Window length T.
@@ -94,16 +92,26 @@ impl PlanReport {
                 bytes: p.category_bytes(c),
             })
             .collect();
+        let m = &p.model;
+        let (input, vocab, embed, features) = match m.input {
+            Input::Tokens { vocab, embed } => ("tokens", Some(vocab), Some(embed), None),
+            Input::Features { width } => ("features", None, None, Some(width)),
+        };
         PlanReport {
-            cell: format!("{:?}", p.model.cell).to_lowercase(),
-            vocab: p.model.vocab,
-            embed: p.model.embed,
-            hidden: p.model.hidden,
-            layers: p.model.layers,
+            model: m.describe(),
+            cell: m.cell.to_string(),
+            input,
+            vocab,
+            embed,
+            features,
+            hidden: m.hidden,
+            layers: m.layers,
+            head: m.head.to_string(),
+            outputs: m.outputs,
             batch: p.train.batch,
             window: p.train.window,
             grain: p.train.grain,
-            policy: p.policy.clone(),
+            policy: p.policy.to_string(),
             parameters: p.params().count(),
             arena_bytes: p.arena_bytes,
             arena_lower_bound_bytes: p.arena_lower_bound,
@@ -122,11 +130,7 @@ impl PlanReport {
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "model   {} V{} E{} H{} L{} ({} parameters)",
-            self.cell, self.vocab, self.embed, self.hidden, self.layers, self.parameters
-        );
+        let _ = writeln!(s, "model   {} ({} parameters)", self.model, self.parameters);
         let _ = writeln!(
             s,
             "window  B{} T{} G{}  policy {}  recompute ×{:.2}  {:.2} GFLOP/step",
@@ -184,7 +188,7 @@ pub fn listing(p: &Program) -> String {
         let _ = writeln!(
             s,
             "{:<18} {:<18} {:>10} {:>10}  [{}, {}]",
-            b.kind.to_string(),
+            b.kind.name(&p.sizes),
             b.category.name(),
             pl.offset,
             b.bytes(),
@@ -195,60 +199,74 @@ pub fn listing(p: &Program) -> String {
     s
 }
 
-fn op_text(op: &crate::graph::Op, p: &Program) -> String {
-    use crate::graph::{Op, StateSrc};
-    let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.to_string();
+fn op_text(op: &Op, p: &Program) -> String {
+    let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.name(&p.sizes);
+    let list = |b: Bufs| b.iter().map(n).collect::<Vec<_>>().join(", ");
+    let input = |x: GraphInput| x.buf().map_or_else(|| "features".to_string(), n);
+    // The listed buffers, in the op's order, dropping empty lists.
+    let join = |parts: &[String]| {
+        (parts.iter().filter(|s| !s.is_empty()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match *op {
         Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
-        Op::LoadState { h, c, src, .. } => match src {
-            StateSrc::Prev { h: ph, c: pc } => {
-                format!(
-                    "load_state       {}, {} -> {}, {}",
-                    n(ph),
-                    n(pc),
-                    n(h),
-                    n(c)
-                )
-            }
-            StateSrc::Checkpoint(b) => format!("load_state       {} -> {}, {}", n(b), n(h), n(c)),
-            StateSrc::Carried => format!("load_state       carried -> {}, {}", n(h), n(c)),
-        },
-        Op::SaveCheckpoint { ckpt, h, c, layer } => {
-            format!(
-                "save_checkpoint  {}, {} -> {} (layer {layer})",
-                n(h),
-                n(c),
-                n(ckpt)
-            )
+        Op::LoadState { states, src, .. } => {
+            let from = match src {
+                StateSrc::Prev(prev) => list(prev),
+                StateSrc::Checkpoint(b) => n(b),
+                StateSrc::Carried => "carried".into(),
+            };
+            format!("load_state       {from} -> {}", list(states))
         }
+        Op::SaveCheckpoint {
+            ckpt,
+            states,
+            layer,
+        } => format!(
+            "save_checkpoint  {} -> {} (layer {layer})",
+            list(states),
+            n(ckpt)
+        ),
         Op::InputProj { x, gates, .. } => {
-            format!("input_proj       {} -> {}", n(x.buf()), n(gates))
+            format!("input_proj       {} -> {}", input(x), n(gates))
         }
-        Op::CellForward { gates, h, c, .. } => {
-            format!("cell_forward     {}, {}, {}", n(gates), n(h), n(c))
+        Op::CellForward {
+            gates,
+            states,
+            saved,
+            work,
+            ..
+        } => {
+            let parts = [n(gates), list(states), list(saved), list(work)];
+            format!("cell_forward     {}", join(&parts))
         }
-        Op::Head { h, logits, dh, .. } => {
-            format!("head             {} -> {}, {}", n(h), n(logits), n(dh))
+        Op::Head { h, out, dh, .. } => {
+            format!("head             {} -> {}, {}", n(h), n(out), n(dh))
         }
-        Op::StoreState { h, c, .. } => format!("store_state      {}, {} -> carried", n(h), n(c)),
+        Op::StoreState { states, .. } => format!("store_state      {} -> carried", list(states)),
         Op::ZeroCarry { carry, .. } => format!("zero_carry       -> {}", n(carry)),
         Op::CellBackward {
             gates,
-            c,
+            states,
+            saved,
             dh,
             carry,
             ..
         } => {
-            format!(
-                "cell_backward    {}, {}, {}, {}",
-                n(gates),
-                n(c),
-                n(dh),
-                n(carry)
-            )
+            let parts = [n(gates), list(states), list(saved), n(dh), n(carry)];
+            format!("cell_backward    {}", join(&parts))
         }
-        Op::WeightGrad { gates, x, h, .. } => {
-            format!("weight_grad      {}, {}, {}", n(gates), n(x.buf()), n(h))
+        Op::WeightGrad {
+            gates,
+            x,
+            states,
+            saved,
+            ..
+        } => {
+            let parts = [n(gates), input(x), list(states), list(saved)];
+            format!("weight_grad      {}", join(&parts))
         }
         Op::InputGrad { gates, dx, .. } => format!("input_grad       {} -> {}", n(gates), n(dx)),
     }
@@ -271,7 +289,7 @@ impl CompareRow {
     /// The row of `p`.
     pub fn new(p: &Program) -> Self {
         CompareRow {
-            policy: p.policy.clone(),
+            policy: p.policy.to_string(),
             arena_bytes: p.arena_bytes,
             total_bytes: p.total_bytes(),
             recompute_factor: p.recompute_factor,

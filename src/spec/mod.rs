@@ -2,13 +2,12 @@
 //! the checkpoint policy, each field with its default and why.
 
 mod model;
-mod params;
 mod policy;
 mod train;
 
-pub use model::{CellKind, ModelSpec};
-pub use params::{ParamLayout, ParamTensor};
-pub use policy::{parse_size, Policy};
+pub use crate::cell::CellKind;
+pub use model::{HeadKind, Input, ModelSpec};
+pub use policy::{BudgetChoice, Policy, Resolved};
 pub use train::{OptimKind, OptimSpec, TrainSpec};
 
 /// Largest size accepted for any one dimension (vocab, embed, hidden): far beyond any

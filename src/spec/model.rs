@@ -1,80 +1,176 @@
-//! `ModelSpec`: token embedding → L stacked recurrent layers → linear head → softmax
-//! cross-entropy, with PyTorch's equations, names and initialisation.
+//! `ModelSpec`: an input (token embedding or f32 features) → L stacked layers of one
+//! recurrent cell → a linear head with its loss, with PyTorch's equations, names and
+//! initialisation.
 
-use super::{check_range, ParamLayout, MAX_DIM};
-use crate::Result;
+use super::{check_range, MAX_DIM};
+use crate::cell::CellKind;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// The recurrent cell. Only the LSTM exists today; GRU and peephole follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What the first layer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Input {
+    /// Integer tokens through an embedding table `embedding.weight` [vocab, embed].
+    Tokens {
+        /// Distinct tokens (rows of the embedding).
+        vocab: usize,
+        /// Embedding width E: the first layer's input width.
+        embed: usize,
+    },
+    /// f32 feature vectors fed straight into the first layer, as
+    /// `nn.LSTM(input_size=width)` does; no embedding tensor.
+    Features {
+        /// Features per step N: the first layer's input width.
+        width: usize,
+    },
+}
+
+impl Input {
+    /// The first layer's input width: E or N.
+    pub fn width(self) -> usize {
+        match self {
+            Input::Tokens { embed, .. } => embed,
+            Input::Features { width } => width,
+        }
+    }
+
+    /// The vocabulary of a token input.
+    pub fn vocab(self) -> Option<usize> {
+        match self {
+            Input::Tokens { vocab, .. } => Some(vocab),
+            Input::Features { .. } => None,
+        }
+    }
+}
+
+/// The head: a linear map `fc` from the top layer's hidden state, and its loss.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
-pub enum CellKind {
-    /// PyTorch's `nn.LSTM`: gates i, f, g, o.
+pub enum HeadKind {
+    /// Softmax cross-entropy at every step (a language model, or any per-step
+    /// labelling), mean over the positions that count.
     #[default]
-    Lstm,
+    Lm,
+    /// A linear map to K outputs at every step, loss `nn.MSELoss()`: mean over the
+    /// positions that count × K.
+    Regress,
+    /// One label per sequence, predicted from the top layer's hidden state at the
+    /// sequence's last step; cross-entropy, mean over the batch's sequences.
+    Classify,
 }
 
-impl CellKind {
-    /// Number of gates, i.e. rows of `weight_ih` per hidden unit.
-    pub fn gates(self) -> usize {
-        match self {
-            CellKind::Lstm => 4,
-        }
-    }
-
-    /// The module prefix in PyTorch's state dict (`lstm.weight_ih_l0`, …).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            CellKind::Lstm => "lstm",
-        }
+impl HeadKind {
+    /// Whether the loss is a softmax cross-entropy over class labels.
+    pub fn is_softmax(self) -> bool {
+        !matches!(self, HeadKind::Regress)
     }
 }
 
-/// A language model over tokens: embedding, stacked cells, linear head.
+impl std::fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeadKind::Lm => "lm",
+            HeadKind::Regress => "regress",
+            HeadKind::Classify => "classify",
+        })
+    }
+}
+
+/// A model: input, stacked cells, head.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
-    /// The cell type. Default: LSTM.
+    /// What the first layer reads.
+    pub input: Input,
+    /// The recurrent cell of every layer. Default: LSTM.
     pub cell: CellKind,
-    /// Number of distinct tokens (rows of the embedding, outputs of the head).
-    pub vocab: usize,
-    /// Embedding width E (input width of layer 0).
-    pub embed: usize,
     /// Hidden width H of every layer.
     pub hidden: usize,
     /// Number of stacked layers L.
     pub layers: usize,
-    /// Initial forget-gate bias. Default 0 (PyTorch); 1.0 is Gers et al.'s advice for
-    /// long dependencies. It is placed in `bias_ih`, with `bias_hh`'s forget part zero.
+    /// The head and its loss.
+    pub head: HeadKind,
+    /// Outputs of the head (rows of `fc.weight`): the vocabulary of a language model,
+    /// K of a regression, the classes of a classifier.
+    pub outputs: usize,
+    /// Initial forget-gate bias, for cells that have one. Default 0 (PyTorch); 1.0 is
+    /// Gers et al.'s advice for long dependencies. It is placed in `bias_ih`, with
+    /// `bias_hh`'s forget part zero.
     pub forget_bias: Option<f32>,
 }
 
 impl ModelSpec {
-    /// A validated LSTM language model.
+    /// A validated LSTM language model over tokens.
     pub fn lstm(vocab: usize, embed: usize, hidden: usize, layers: usize) -> Result<Self> {
-        let spec = ModelSpec {
-            cell: CellKind::Lstm,
-            vocab,
-            embed,
+        Self::language_model(CellKind::Lstm, vocab, embed, hidden, layers)
+    }
+
+    /// A validated language model over tokens: `vocab` outputs, next-token targets.
+    pub fn language_model(
+        cell: CellKind,
+        vocab: usize,
+        embed: usize,
+        hidden: usize,
+        layers: usize,
+    ) -> Result<Self> {
+        Self::new(
+            Input::Tokens { vocab, embed },
+            cell,
             hidden,
             layers,
+            HeadKind::Lm,
+            vocab,
+        )
+    }
+
+    /// A validated model from its parts.
+    pub fn new(
+        input: Input,
+        cell: CellKind,
+        hidden: usize,
+        layers: usize,
+        head: HeadKind,
+        outputs: usize,
+    ) -> Result<Self> {
+        let spec = ModelSpec {
+            input,
+            cell,
+            hidden,
+            layers,
+            head,
+            outputs,
             forget_bias: None,
         };
         spec.validate()?;
         Ok(spec)
     }
 
-    /// Checks every size; called by constructors and by the CLI's resolve step.
+    /// Checks every size; called by constructors, by `compile` and by the CLI's
+    /// resolve step. Errors name the field (`model.hidden`).
     pub fn validate(&self) -> Result<()> {
-        check_range("--vocab", self.vocab, 2, MAX_DIM)?;
-        check_range("--embed", self.embed, 1, MAX_DIM)?;
-        check_range("--hidden", self.hidden, 1, MAX_DIM / 4)?;
-        check_range("--layers", self.layers, 1, 64)?;
+        match self.input {
+            Input::Tokens { vocab, embed } => {
+                check_range("model.vocab", vocab, 1, MAX_DIM)?;
+                check_range("model.embed", embed, 1, MAX_DIM)?;
+            }
+            Input::Features { width } => check_range("model.features", width, 1, MAX_DIM)?,
+        }
+        let gates = self.cell.cell().gates();
+        check_range("model.hidden", self.hidden, 1, MAX_DIM / gates)?;
+        check_range("model.layers", self.layers, 1, 64)?;
+        let least = if self.head.is_softmax() { 2 } else { 1 };
+        check_range("model.outputs", self.outputs, least, MAX_DIM)?;
         if let Some(b) = self.forget_bias {
-            if !b.is_finite() {
-                return Err(crate::Error::spec(
-                    "--forget-bias",
-                    "must be a finite number",
+            if self.cell.cell().forget_gate().is_none() {
+                return Err(Error::spec(
+                    "model.forget_bias",
+                    format!("the {} cell has no forget gate", self.cell),
                 ));
+            }
+            if !b.is_finite() {
+                return Err(Error::spec("model.forget_bias", "must be a finite number"));
             }
         }
         Ok(())
@@ -82,20 +178,31 @@ impl ModelSpec {
 
     /// Gate rows per layer: `gates · H`.
     pub fn gate_width(&self) -> usize {
-        self.cell.gates() * self.hidden
+        self.cell.cell().gates() * self.hidden
     }
 
-    /// Input width of layer `l`: E for layer 0, H above.
+    /// Input width of layer `l`: E or N for layer 0, H above.
     pub fn input_width(&self, l: usize) -> usize {
         if l == 0 {
-            self.embed
+            self.input.width()
         } else {
             self.hidden
         }
     }
 
-    /// The parameter tensors, their PyTorch names, shapes and offsets.
-    pub fn params(&self) -> ParamLayout {
-        ParamLayout::new(self)
+    /// A short description: `lstm V256 E64 H256 L1` for a token language model, with
+    /// the input and head spelled out otherwise (`gru N8 H64 L2 → regress K8`).
+    pub fn describe(&self) -> String {
+        let input = match self.input {
+            Input::Tokens { vocab, embed } => format!("V{vocab} E{embed}"),
+            Input::Features { width } => format!("N{width}"),
+        };
+        let body = format!("{} {input} H{} L{}", self.cell, self.hidden, self.layers);
+        match (self.head, self.input) {
+            (HeadKind::Lm, Input::Tokens { vocab, .. }) if vocab == self.outputs => body,
+            (HeadKind::Lm, _) => format!("{body} → lm over {}", self.outputs),
+            (HeadKind::Regress, _) => format!("{body} → regress K{}", self.outputs),
+            (HeadKind::Classify, _) => format!("{body} → classify C{}", self.outputs),
+        }
     }
 }

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The checkpoint policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// The checkpoint policy. Written as `none`, `sqrt`, `every:K`, `revolve:S` (the
+/// budget has its own setting); serialised as that string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Policy {
     /// Keep every activation of the window (plain BPTT, no recomputation).
     #[default]
@@ -60,38 +60,99 @@ impl std::fmt::Display for Policy {
     }
 }
 
-/// Parses a byte size: `123`, `64KiB`, `256MiB`, `1.5GiB` (also KB/MB/GB as powers of
-/// 1000, and K/M/G as binary).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        u => {
-            return Err(format!(
-                "`{s}`: unknown unit `{u}`, expected B, KiB, MiB, GiB or TiB"
-            ))
-        }
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size, expected e.g. 256MiB"))?;
-    let bytes = v * mult;
-    if !(1.0..1e18).contains(&bytes) {
-        return Err(format!("`{s}` is not a usable size"));
+impl Serialize for Policy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
-    Ok(bytes as u64)
+}
+
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(b) = s.strip_prefix("budget:") {
+            return b
+                .parse()
+                .map(Policy::Budget)
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a budget")));
+        }
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the compiler made of a policy or budget, as the plan reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// A fixed policy, as given.
+    Fixed(Policy),
+    /// `sqrt` and the block size K it chose.
+    Sqrt {
+        /// Segments per block.
+        k: u32,
+    },
+    /// A memory budget and the schedule it chose.
+    Budget {
+        /// The budget in bytes.
+        budget: u64,
+        /// What fits it with the least recomputation.
+        choice: BudgetChoice,
+    },
+}
+
+/// The schedule a memory budget chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetChoice {
+    /// Everything fits: keep all.
+    KeepAll,
+    /// The dynamic programme with this many state units.
+    Programme {
+        /// Memory allowance in units of one state checkpoint.
+        units: usize,
+    },
+    /// Binomial checkpointing with this many slots.
+    Revolve {
+        /// State slots.
+        slots: u64,
+    },
+    /// A checkpoint every K segments.
+    Every {
+        /// Segments per block.
+        k: u32,
+    },
+}
+
+impl Resolved {
+    /// The policy or budget as the user gave it.
+    pub fn requested(&self) -> Policy {
+        match *self {
+            Resolved::Fixed(p) => p,
+            Resolved::Sqrt { .. } => Policy::Sqrt,
+            Resolved::Budget { budget, .. } => Policy::Budget(budget),
+        }
+    }
+}
+
+impl std::fmt::Display for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Resolved::Fixed(p) => write!(f, "{p}"),
+            Resolved::Sqrt { k } => write!(f, "sqrt (every:{k})"),
+            Resolved::Budget { budget, choice } => {
+                write!(f, "budget {} → ", crate::units::fmt_bytes(budget))?;
+                match choice {
+                    BudgetChoice::KeepAll => f.write_str("none"),
+                    BudgetChoice::Programme { units } => write!(f, "dp, {units} state units"),
+                    BudgetChoice::Revolve { slots } => write!(f, "revolve:{slots}"),
+                    BudgetChoice::Every { k } => write!(f, "every:{k}"),
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Resolved {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[cfg(test)]
@@ -105,18 +166,6 @@ mod tests {
         }
         for bad in ["every:0", "every:x", "revolve:-1", "all", "every"] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("64KiB").unwrap(), 65536);
-        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
-        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
-        for bad in ["", "x", "12 parsecs", "0", "-5MiB"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 }

@@ -6,7 +6,9 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The optimiser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimKind {
     /// Adam (Kingma & Ba), PyTorch's formulation.
@@ -97,31 +99,37 @@ impl TrainSpec {
         Ok(spec)
     }
 
-    /// Checks every setting.
+    /// Checks every setting. Errors name the field (`train.batch`).
     pub fn validate(&self) -> Result<()> {
-        check_range("--batch", self.batch, 1, 1 << 16)?;
-        check_range("--window", self.window, 1, 1 << 30)?;
-        check_range("--grain", self.grain, 1, 4096)?;
+        check_range("train.batch", self.batch, 1, 1 << 16)?;
+        check_range("train.window", self.window, 1, 1 << 30)?;
+        check_range("train.grain", self.grain, 1, 4096)?;
         let o = &self.optim;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return Err(Error::spec(
-                "--lr",
+                "train.optim.lr",
                 format!("must be a positive number, got {}", o.lr),
             ));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(Error::spec("--momentum", "must be in [0, 1)"));
+            return Err(Error::spec("train.optim.momentum", "must be in [0, 1)"));
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return Err(Error::spec("--beta1/--beta2", "must be in [0, 1)"));
+            return Err(Error::spec(
+                "train.optim.beta1",
+                "β1 and β2 must be in [0, 1)",
+            ));
         }
         if !(o.eps.is_finite() && o.eps > 0.0) {
-            return Err(Error::spec("--eps", "must be a positive number"));
+            return Err(Error::spec("train.optim.eps", "must be a positive number"));
+        }
+        if self.steps == 0 {
+            return Err(Error::spec("train.steps", "must be at least 1"));
         }
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(Error::spec(
-                    "--clip",
+                    "train.clip",
                     format!("must be a positive number, got {c}"),
                 ));
             }
@@ -137,5 +145,14 @@ impl TrainSpec {
     /// Steps in segment `s` (the last may be shorter than G).
     pub fn seg_len(&self, s: usize) -> usize {
         self.grain.min(self.window - s * self.grain)
+    }
+}
+
+impl std::fmt::Display for OptimKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimKind::Adam => "adam",
+            OptimKind::Sgd => "sgd",
+        })
     }
 }

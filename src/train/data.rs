@@ -1,12 +1,198 @@
-//! Token streams from files, memory-mapped and read in place: NumPy `.npy` 1-D integer
-//! arrays (u8, u16, u32, i32, i64; little-endian, C order) or any other file as raw bytes
-//! (vocabulary 256). Every token is checked once, when the file is opened.
+//! Streams from files, memory-mapped and read in place: NumPy `.npy` 1-D integer token
+//! arrays (u8, u16, u32, i32, i64; little-endian, C order), 2-D f32 series [steps, N],
+//! or any other file as raw bytes (vocabulary 256). Every token is checked once, when
+//! the file is opened; series values are checked window by window as they are read.
 
 use crate::{Error, Result};
 use memmap2::Mmap;
-use ndarray::ArrayView1;
+use ndarray::{ArrayView1, ArrayView2};
 use ndarray_npy::ViewNpyExt;
 use std::path::{Path, PathBuf};
+
+/// A training stream: tokens or an f32 series.
+pub enum DataFile {
+    /// Integer tokens (a language model's stream).
+    Tokens(TokenFile),
+    /// f32 rows [steps, N] (a multichannel time series).
+    Series(SeriesFile),
+}
+
+impl DataFile {
+    /// Opens `path`: a `.npy` holding a 1-D integer array (tokens) or a 2-D f32 array
+    /// (series); any other file is read as byte tokens.
+    pub fn open(path: &Path) -> Result<Self> {
+        let is_npy = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        if is_npy && npy_ndim(path)? == 2 {
+            return SeriesFile::open(path).map(DataFile::Series);
+        }
+        TokenFile::open(path).map(DataFile::Tokens)
+    }
+
+    /// Steps in the stream.
+    pub fn len(&self) -> usize {
+        match self {
+            DataFile::Tokens(t) => t.len(),
+            DataFile::Series(s) => s.steps(),
+        }
+    }
+
+    /// True if the stream is empty (never, after `open`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            DataFile::Tokens(t) => t.path(),
+            DataFile::Series(s) => s.path(),
+        }
+    }
+}
+
+/// The number of dimensions a `.npy` file declares (its header only is read).
+fn npy_ndim(path: &Path) -> Result<usize> {
+    use std::io::Read;
+    let err = |msg: String| Error::Data {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .map_err(|e| err(format!("cannot open: {e}")))?
+        .take(1 << 16)
+        .read_to_end(&mut head)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    let header = ndarray_npy::npy::header::Header::from_reader(&mut &head[..])
+        .map_err(|e| err(format!("is not a valid .npy file: {e}")))?;
+    Ok(header.shape.len())
+}
+
+/// A 2-D f32 series [steps, N], memory-mapped when possible. Values are read in place;
+/// a non-finite value is refused when a window reaches it, naming its row and column.
+pub struct SeriesFile {
+    path: PathBuf,
+    bytes: Bytes,
+    start: usize,
+    steps: usize,
+    width: usize,
+}
+
+impl SeriesFile {
+    /// Opens `path`, a `.npy` of a 2-D little-endian f32 array in C order.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::Data {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        // SAFETY: see `map`; the file is opened read-only and only read.
+        let bytes = match unsafe { map(&file) } {
+            Ok(m) => Bytes::Mapped(m),
+            Err(_) => {
+                Bytes::Read(std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?)
+            }
+        };
+        let raw: &[u8] = match &bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Read(v) => v,
+        };
+        let (start, steps, width) = match ArrayView2::<f32>::view_npy(raw) {
+            Ok(v) if !v.is_standard_layout() => {
+                return Err(err(
+                    "is stored in Fortran order; save it with numpy.ascontiguousarray".into(),
+                ))
+            }
+            Ok(v) => (
+                v.as_ptr() as usize - raw.as_ptr() as usize,
+                v.nrows(),
+                v.ncols(),
+            ),
+            Err(ndarray_npy::ViewNpyError::WrongDescriptor(d)) => {
+                return Err(err(format!(
+                    "has element type {d}; a 2-D series must be little-endian f32 \
+                     (numpy: x.astype(numpy.float32))"
+                )))
+            }
+            Err(e) => return Err(err(format!("is not a valid 2-D f32 .npy array: {e}"))),
+        };
+        if width == 0 {
+            return Err(err(format!(
+                "holds [{steps}, 0]: a series needs at least one column"
+            )));
+        }
+        if steps < 2 {
+            return Err(err(format!(
+                "holds {steps} rows; at least 2 are needed (an input and a target)"
+            )));
+        }
+        Ok(SeriesFile {
+            path: path.to_path_buf(),
+            bytes,
+            start,
+            steps,
+            width,
+        })
+    }
+
+    /// A series held in memory (`values` is [steps, width] row-major), named `name`.
+    pub fn from_values(name: &str, width: usize, values: &[f32]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        if width == 0 || values.len() % width != 0 || values.len() / width < 2 {
+            return Err(Error::Data {
+                path,
+                msg: format!(
+                    "{} values are not at least 2 rows of {width} columns",
+                    values.len()
+                ),
+            });
+        }
+        Ok(SeriesFile {
+            path,
+            bytes: Bytes::Read(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            start: 0,
+            steps: values.len() / width,
+            width,
+        })
+    }
+
+    /// Rows (time steps).
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Columns (features per step) N.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Copies row `i` into `out` ([N]), refusing a non-finite value.
+    pub fn read_row(&self, i: usize, out: &mut [f32]) -> Result<()> {
+        let raw = match &self.bytes {
+            Bytes::Mapped(m) => &m[..],
+            Bytes::Read(v) => &v[..],
+        };
+        let w = self.width;
+        let row = &raw[self.start + i * w * 4..self.start + (i + 1) * w * 4];
+        for (j, (o, c)) in out.iter_mut().zip(row.chunks_exact(4)).enumerate() {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !o.is_finite() {
+                return Err(Error::Data {
+                    path: self.path.clone(),
+                    msg: format!("value {o} at row {i}, column {j} is not finite"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The integer type of a token file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,43 +1,94 @@
-//! The job: a `Trainer` owns an executor and an optimiser, runs windows, clips and
-//! updates. Data comes from memory-mapped token files cut into TBPTT windows, or from
-//! any iterator of batches. Allocation happens in `Trainer::new` only.
+//! The job: a `Trainer` owns an executor and an optimiser, loads and checks batches,
+//! runs forward and backward, hands the gradients to an optional hook (where an
+//! all-reduce sits in data-parallel training), clips and updates. `fit` drives it over a
+//! memory-mapped stream cut into TBPTT windows, with a progress callback and a summary.
+//! Allocation happens in `Trainer::new` only.
 
 pub mod data;
+pub mod fit;
 pub mod init;
 pub mod optim;
 pub mod synth;
 pub mod windows;
 
+pub use fit::{fit, FitOptions, Progress, Summary};
+
 use crate::exec::{memory, Executor};
+use crate::layout::ParamLayout;
 use crate::program::Program;
-use crate::spec::TrainSpec;
+use crate::spec::{HeadKind, Input, TrainSpec};
 use crate::{Error, Result};
+use data::DataFile;
 use optim::Optimizer;
 use serde::Serialize;
 
-/// One window of tokens, [T, B] time-major: `input[t·B + b]` predicts `target[t·B + b]`.
+/// A window's inputs, [T, B] time-major (`t·B + b`).
+#[derive(Clone, Copy, Debug)]
+pub enum Inputs<'a> {
+    /// Integer tokens [T·B], for a model with token input.
+    Tokens(&'a [u32]),
+    /// f32 features [T·B·N], for a model with feature input.
+    Features(&'a [f32]),
+}
+
+/// A window's targets.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// A class per position [T·B] (the `lm` head: the next token, or a per-step label).
+    Tokens(&'a [u32]),
+    /// K values per position [T·B·K] (the `regress` head).
+    Values(&'a [f32]),
+    /// One class per batch row [B] (the `classify` head), predicted from the row's last
+    /// step whose mask is set.
+    Labels(&'a [u32]),
+}
+
+/// One window of a batch: inputs, targets, and optionally per position a loss mask and
+/// reset flags, each [T·B] of 0 / 1.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
-    /// Input tokens.
-    pub input: &'a [u32],
-    /// Target tokens (usually the inputs shifted by one step).
-    pub target: &'a [u32],
+    /// The inputs.
+    pub input: Inputs<'a>,
+    /// The targets.
+    pub target: Targets<'a>,
+    /// 1 where the position counts (the loss is the mean over those; a classifier
+    /// predicts from each row's last such step); `None`: every position counts.
+    pub mask: Option<&'a [u8]>,
+    /// 1 where a row starts a new sequence: the state entering that step is zero and
+    /// no gradient flows back across it; `None`: no resets.
+    pub reset: Option<&'a [u8]>,
+}
+
+impl<'a> Batch<'a> {
+    /// A language-model window: input tokens and next-token targets.
+    pub fn tokens(input: &'a [u32], target: &'a [u32]) -> Self {
+        Batch {
+            input: Inputs::Tokens(input),
+            target: Targets::Tokens(target),
+            mask: None,
+            reset: None,
+        }
+    }
 }
 
 /// What one training step measured.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct StepStats {
-    /// Mean cross-entropy over the window's T·B predictions (nats).
+    /// Mean loss over the positions that count (nats for softmax heads).
     pub loss: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
 }
+
+/// A function called with the gradients between backward and the update.
+pub type GradHook = Box<dyn FnMut(&ParamLayout, &mut [f32])>;
 
 /// Trains one compiled model.
 pub struct Trainer {
     exec: Executor,
     optim: Optimizer,
     spec: TrainSpec,
+    hook: Option<GradHook>,
 }
 
 impl Trainer {
@@ -52,7 +103,12 @@ impl Trainer {
         let layout = exec.layout().clone();
         init::init_params(&model, &layout, spec.seed, exec.params_mut());
         let optim = Optimizer::new(spec.optim, layout.total);
-        Ok(Trainer { exec, optim, spec })
+        Ok(Trainer {
+            exec,
+            optim,
+            spec,
+            hook: None,
+        })
     }
 
     /// The executor (parameters, gradients, carried state, program).
@@ -75,37 +131,107 @@ impl Trainer {
         self.optim.steps()
     }
 
-    /// Checks a batch's shape and tokens and copies it into the executor.
+    /// Calls `hook` with the gradients after every backward, before clipping and the
+    /// update (for instance, to sum them across processes).
+    pub fn set_grad_hook(&mut self, hook: impl FnMut(&ParamLayout, &mut [f32]) + 'static) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    /// Checks a batch against the model (kinds, shapes, tokens and labels in range,
+    /// finite values, 0/1 flags) and copies it into the executor. Errors name the
+    /// batch's tensor and the first bad value. Allocates nothing.
     pub fn load_batch(&mut self, batch: Batch<'_>) -> Result<()> {
-        let (t, b, v) = (
-            self.spec.window,
-            self.spec.batch,
-            self.exec.program().model.vocab,
-        );
-        for (name, toks) in [("input", batch.input), ("target", batch.target)] {
-            if toks.len() != t * b {
-                return Err(Error::spec(
-                    format!("batch {name}"),
-                    format!(
-                        "has {} tokens; expected window {t} × batch {b} = {}",
-                        toks.len(),
-                        t * b
-                    ),
-                ));
+        let sz = self.exec.sizes();
+        let (t, b, k) = (sz.window, sz.batch, sz.outputs);
+        let positions = t * b;
+        let model = &self.exec.program().model;
+        let (input, head) = (model.input, model.head);
+        match (batch.input, input) {
+            (Inputs::Tokens(x), Input::Tokens { vocab, .. }) => {
+                check_len("input", x.len(), positions, "window × batch")?;
+                check_below("input", x, vocab, "the vocabulary size")?;
             }
-            if let Some(i) = toks.iter().position(|&x| x as usize >= v) {
-                return Err(Error::spec(
-                    format!("batch {name}"),
-                    format!(
-                        "token {} at index {i} is not below the vocabulary size {v}",
-                        toks[i]
-                    ),
+            (Inputs::Features(x), Input::Features { width }) => {
+                check_len(
+                    "input",
+                    x.len(),
+                    positions * width,
+                    "window × batch × features",
+                )?;
+                check_finite("input", x)?;
+            }
+            (Inputs::Tokens(_), Input::Features { width }) => {
+                return Err(Error::batch(
+                    "input",
+                    format!("holds tokens, but the model reads {width} features per step"),
+                ))
+            }
+            (Inputs::Features(_), Input::Tokens { .. }) => {
+                return Err(Error::batch(
+                    "input",
+                    "holds features, but the model reads tokens through an embedding",
+                ))
+            }
+        }
+        match (batch.target, head) {
+            (Targets::Tokens(y), HeadKind::Lm) => {
+                check_len("target", y.len(), positions, "window × batch")?;
+                check_below("target", y, k, "the head's outputs")?;
+            }
+            (Targets::Values(y), HeadKind::Regress) => {
+                check_len("target", y.len(), positions * k, "window × batch × outputs")?;
+                check_finite("target", y)?;
+            }
+            (Targets::Labels(y), HeadKind::Classify) => {
+                check_len("label", y.len(), b, "batch")?;
+                check_below("label", y, k, "the number of classes")?;
+            }
+            (_, head) => {
+                let want = match head {
+                    HeadKind::Lm => "a class per position (`target` [T, B])",
+                    HeadKind::Regress => "values per position (`target` [T, B, K])",
+                    HeadKind::Classify => "one label per sequence (`label` [B])",
+                };
+                return Err(Error::batch(
+                    "target",
+                    format!("the {head} head needs {want}"),
                 ));
             }
         }
-        let (inp, tgt) = self.exec.batch_mut();
-        inp.copy_from_slice(batch.input);
-        tgt.copy_from_slice(batch.target);
+        for (name, flags) in [("mask", batch.mask), ("reset", batch.reset)] {
+            if let Some(f) = flags {
+                check_len(name, f.len(), positions, "window × batch")?;
+                check_below(name, f, 2, "2 (flags are 0 or 1)")?;
+            }
+        }
+        let slots = self.exec.batch_mut();
+        match batch.input {
+            Inputs::Tokens(x) => slots.tokens.copy_from_slice(x),
+            Inputs::Features(x) => slots.features.copy_from_slice(x),
+        }
+        match batch.mask {
+            Some(m) => slots.mask.copy_from_slice(m),
+            None => slots.mask.fill(1),
+        }
+        match batch.reset {
+            Some(r) => slots.reset.copy_from_slice(r),
+            None => slots.reset.fill(0),
+        }
+        match batch.target {
+            Targets::Tokens(y) => slots.labels.copy_from_slice(y),
+            Targets::Values(y) => slots.values.copy_from_slice(y),
+            Targets::Labels(y) => {
+                // Each row's label sits at its last counted step, the only position of
+                // that row the loss sees.
+                for (row, &label) in y.iter().enumerate() {
+                    let last = (0..t).rev().find(|&s| slots.mask[s * b + row] != 0);
+                    for s in 0..t {
+                        slots.mask[s * b + row] = u8::from(Some(s) == last);
+                    }
+                    slots.labels[last.unwrap_or(0) * b + row] = label;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -115,16 +241,28 @@ impl Trainer {
         self.exec.run()
     }
 
-    /// One training step on the batch already loaded (`load_batch` or a data source):
-    /// forward, backward, clipping, optimiser update. Allocates nothing.
-    pub fn step_loaded(&mut self) -> StepStats {
-        let loss = self.exec.run();
+    /// Clipping and the optimiser's update from the gradients in the executor (after
+    /// `forward_backward` and any hook). Returns the gradient norm before clipping.
+    pub fn update(&mut self) -> f32 {
         let (params, grads) = self.exec.params_and_grads();
         let grad_norm = match self.spec.clip {
             Some(c) => optim::clip_grad_norm(grads, c),
             None => optim::grad_norm(grads),
         };
         self.optim.update(params, grads);
+        grad_norm
+    }
+
+    /// One training step on the batch already loaded (`load_batch` or `load_window`):
+    /// forward, backward, the gradient hook, clipping, optimiser update. Allocates
+    /// nothing.
+    pub fn step_loaded(&mut self) -> StepStats {
+        let loss = self.exec.run();
+        if let Some(hook) = self.hook.as_mut() {
+            let (layout, grads) = self.exec.layout_and_grads_mut();
+            hook(layout, grads);
+        }
+        let grad_norm = self.update();
         StepStats { loss, grad_norm }
     }
 
@@ -150,12 +288,58 @@ impl Trainer {
         Ok(out)
     }
 
-    /// The next window of `data` into the batch slots, resetting the carried state when
-    /// the stream restarts.
-    pub fn load_window(&mut self, data: &data::TokenFile, win: &mut windows::Windows) {
-        let (inp, tgt) = self.exec.batch_mut();
-        if win.fill(data, inp, tgt) {
+    /// The next window of `data` into the batch slots (every position counts, no
+    /// resets), resetting the carried state when the stream restarts. Allocates
+    /// nothing.
+    pub fn load_window(&mut self, data: &DataFile, win: &mut windows::Windows) -> Result<()> {
+        let slots = self.exec.batch_mut();
+        slots.mask.fill(1);
+        slots.reset.fill(0);
+        let restart = match data {
+            DataFile::Tokens(tokens) => win.fill(tokens, slots.tokens, slots.labels),
+            DataFile::Series(series) => win.fill_series(series, slots.features, slots.values)?,
+        };
+        if restart {
             self.exec.reset_state();
         }
+        Ok(())
     }
+
+    /// Saves the weights under PyTorch's names (safetensors, written atomically).
+    pub fn save_weights(&self, path: &std::path::Path) -> Result<()> {
+        crate::io::safetensors::save_params(path, self.exec.layout(), self.exec.params())
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize, of: &str) -> Result<()> {
+    if got != want {
+        return Err(Error::batch(
+            what,
+            format!("has {got} elements; expected {of} = {want}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_below<T: Copy + Into<u64>>(what: &str, xs: &[T], bound: usize, of: &str) -> Result<()> {
+    if let Some(i) = xs.iter().position(|&x| x.into() >= bound as u64) {
+        return Err(Error::batch(
+            what,
+            format!(
+                "holds {} at index {i}, not below {of} {bound}",
+                xs[i].into()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_finite(what: &str, xs: &[f32]) -> Result<()> {
+    if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+        return Err(Error::batch(
+            what,
+            format!("holds {} at index {i}; values must be finite", xs[i]),
+        ));
+    }
+    Ok(())
 }

@@ -39,7 +39,10 @@ fn weights_round_trip_with_pytorch_names() {
     assert_eq!(lay.get("lstm.weight_ih_l0").unwrap().shape, vec![20, 4]);
     assert_eq!(lay.get("lstm.weight_ih_l1").unwrap().shape, vec![20, 5]);
     assert_eq!(lay.get("fc.weight").unwrap().shape, vec![9, 5]);
-    assert_eq!(st::infer_model(&path, &bytes).unwrap(), m);
+    assert_eq!(
+        st::infer_model(&path, &bytes, None, recur::HeadKind::Lm).unwrap(),
+        m
+    );
     let mut back = vec![0.0f32; lay.total];
     st::load_params(&path, &bytes, &lay, &mut back).unwrap();
     let orig = trainer.executor().params();
@@ -70,14 +73,14 @@ fn init_follows_pytorch_bounds() {
             "{name} spreads over its range"
         );
     }
-    let emb = &ex.params()[lay.embedding().range()];
+    let emb = &ex.params()[lay.embedding().unwrap().range()];
     let var = emb.iter().map(|v| v * v).sum::<f32>() / emb.len() as f32;
     assert!(
         (0.7..1.3).contains(&var),
         "embedding ~ N(0, 1): variance {var}"
     );
     let b_ih = &ex.params()[lay.b_ih(0).range()];
-    let b_hh = &ex.params()[lay.b_hh(0).range()];
+    let b_hh = &ex.params()[lay.get("lstm.bias_hh_l0").unwrap().range()];
     assert!(b_ih[16..32].iter().all(|&v| v == 1.0) && b_hh[16..32].iter().all(|&v| v == 0.0));
 }
 
@@ -138,8 +141,24 @@ fn train_writes_model_and_config_that_train_again() {
     }
     assert_eq!(v["steps"], 5);
     let bytes = std::fs::read(p.join("run/model.safetensors")).unwrap();
-    let m = st::infer_model(&p.join("run/model.safetensors"), &bytes).unwrap();
-    assert_eq!((m.vocab, m.embed, m.hidden, m.layers), (256, 8, 16, 1));
+    let m = st::infer_model(
+        &p.join("run/model.safetensors"),
+        &bytes,
+        None,
+        recur::HeadKind::Lm,
+    )
+    .unwrap();
+    assert_eq!(
+        (m.input, m.hidden, m.layers),
+        (
+            recur::Input::Tokens {
+                vocab: 256,
+                embed: 8
+            },
+            16,
+            1
+        )
+    );
     let (code, out2, err) = recur(
         &[
             "train",

@@ -1,21 +1,18 @@
-//! Every gradient of a 2-layer model against central finite differences of the f64
-//! reference, on a window that starts from a non-zero carried state and whose length is
-//! not a multiple of the grain.
+//! Every gradient against central finite differences of the independent f64 reference
+//! (`reference.rs`), for every cell × input × head, with masks and resets inside the
+//! window, on windows that start from a non-zero carried state and whose length is not
+//! a multiple of the grain. The loss and the carried state must match the reference
+//! too.
 
+use crate::cases::{by_name, ref_model, Shape, Window};
 use crate::reference;
-use crate::util::{tiny, tokens};
-use recur::{compile, Batch, Trainer};
+use recur::spec::HeadKind;
+use recur::{compile, CellKind, Trainer};
 
-fn check(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize) {
-    let (m, tr) = tiny(v, e, h, l, b, t, g);
+fn check(shape: Shape) {
+    let (m, tr) = (shape.model(), shape.train());
     let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
-    let (i1, t1) = (tokens(t * b, v, 1), tokens(t * b, v, 2));
-    trainer
-        .load_batch(Batch {
-            input: &i1,
-            target: &t1,
-        })
-        .unwrap();
+    trainer.load_batch(Window::new(shape, 1).batch()).unwrap();
     trainer.forward_backward();
     let state0: Vec<f64> = trainer
         .executor()
@@ -27,60 +24,77 @@ fn check(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize) {
         state0.iter().any(|&x| x != 0.0),
         "first window leaves a carried state"
     );
-    let (i2, t2) = (tokens(t * b, v, 3), tokens(t * b, v, 4));
-    trainer
-        .load_batch(Batch {
-            input: &i2,
-            target: &t2,
-        })
-        .unwrap();
+    let w = Window::new(shape, 2);
+    trainer.load_batch(w.batch()).unwrap();
     let loss = trainer.forward_backward();
     let ex = trainer.executor();
     let lay = ex.layout().clone();
-    let p: Vec<f64> = ex.params().iter().map(|&x| x as f64).collect();
-    let (ref_loss, ref_state) = reference::loss(&m, &lay, &p, &i2, &t2, b, &state0);
+    let p = by_name(&lay, ex.params());
+    let (rm, rb) = (ref_model(&shape), w.reference());
+    let (ref_loss, ref_state) = reference::loss(&rm, &p, &rb, &state0);
+    let what = format!("{shape:?}");
     assert!(
-        (loss as f64 - ref_loss).abs() < 1e-5,
-        "loss {loss} vs reference {ref_loss}"
+        (loss as f64 - ref_loss).abs() < 1e-5 * (1.0 + ref_loss.abs()),
+        "{what}: loss {loss} vs reference {ref_loss}"
     );
     for (k, (&a, &r)) in ex.state().iter().zip(&ref_state).enumerate() {
-        assert!((a as f64 - r).abs() < 1e-5, "carried state {k}: {a} vs {r}");
+        assert!((a as f64 - r).abs() < 1e-5, "{what}: state {k}: {a} vs {r}");
     }
-    let eps = 1e-6;
+    let f =
+        |q: &std::collections::HashMap<String, Vec<f64>>| reference::loss(&rm, q, &rb, &state0).0;
     let mut worst = 0.0f64;
+    let mut nonzero = 0;
     for tensor in &lay.tensors {
-        for idx in tensor.range() {
-            let (mut pp, mut pm) = (p.clone(), p.clone());
-            pp[idx] += eps;
-            pm[idx] -= eps;
-            let lp = reference::loss(&m, &lay, &pp, &i2, &t2, b, &state0).0;
-            let lm = reference::loss(&m, &lay, &pm, &i2, &t2, b, &state0).0;
-            let fd = (lp - lm) / (2.0 * eps);
-            let got = ex.grads()[idx] as f64;
+        for k in 0..tensor.len() {
+            let fd = reference::fd_grad(f, &p, &tensor.name, k, 1e-6);
+            let got = ex.grads()[tensor.offset + k] as f64;
             let err = (got - fd).abs();
             worst = worst.max(err / (1e-3 + fd.abs()));
+            nonzero += usize::from(fd.abs() > 1e-6);
             assert!(
                 err <= 2e-6 + 1e-3 * fd.abs(),
-                "{}[{}]: recur {got:e}, finite difference {fd:e}",
-                tensor.name,
-                idx - tensor.offset
+                "{what}: {}[{k}]: recur {got:e}, finite difference {fd:e}",
+                tensor.name
             );
         }
     }
-    eprintln!("worst scaled gradient error {worst:e}");
+    assert!(
+        nonzero > lay.count() / 3,
+        "{what}: most gradients are non-zero"
+    );
+    eprintln!("{what}: worst scaled gradient error {worst:e}");
+}
+
+/// Every cell × input × head with masks and resets (12 models).
+#[test]
+fn every_cell_input_and_head() {
+    for shape in Shape::all() {
+        check(shape);
+    }
 }
 
 #[test]
-fn two_layers_every_parameter() {
-    check(7, 3, 5, 2, 3, 7, 3);
+fn lstm_language_model_plain() {
+    let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    s.hidden = 5;
+    check(s);
 }
 
 #[test]
 fn one_step_window_and_grain_one() {
-    check(5, 2, 4, 1, 2, 1, 1);
+    for &cell in CellKind::ALL {
+        let mut s = Shape::new(cell, None, HeadKind::Lm);
+        (s.hidden, s.layers, s.batch, s.window, s.grain) = (4, 1, 2, 1, 1);
+        check(s);
+    }
 }
 
 #[test]
 fn three_layers_grain_above_window() {
-    check(6, 4, 3, 3, 2, 5, 8);
+    for &cell in CellKind::ALL {
+        let mut s = Shape::new(cell, Some(2), HeadKind::Regress);
+        (s.hidden, s.layers, s.batch, s.window, s.grain) = (3, 3, 2, 5, 8);
+        s.resets = true;
+        check(s);
+    }
 }

@@ -2,7 +2,7 @@
 //! unigram entropy (which no context-free model can beat), with both optimisers.
 
 use recur::spec::OptimKind;
-use recur::train::data::TokenFile;
+use recur::train::data::{DataFile, TokenFile};
 use recur::train::synth;
 use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
@@ -10,7 +10,7 @@ use recur::{compile, ModelSpec, TrainSpec, Trainer};
 fn learn(kind: OptimKind, lr: f32, steps: usize) -> (f64, f32) {
     let toks = synth::brackets(200_000, 1);
     let baseline = synth::unigram_entropy(&toks);
-    let data = TokenFile::from_bytes("brackets", toks).unwrap();
+    let data = DataFile::Tokens(TokenFile::from_bytes("brackets", toks).unwrap());
     let m = ModelSpec::lstm(synth::BRACKET_VOCAB, 8, 32, 1).unwrap();
     let mut tr = TrainSpec::new(16, 32).unwrap();
     tr.optim.kind = kind;
@@ -19,7 +19,7 @@ fn learn(kind: OptimKind, lr: f32, steps: usize) -> (f64, f32) {
     let mut win = Windows::new(data.len(), 16, 32, data.path()).unwrap();
     let mut last = Vec::new();
     for _ in 0..steps {
-        trainer.load_window(&data, &mut win);
+        trainer.load_window(&data, &mut win).unwrap();
         last.push(trainer.step_loaded().loss);
     }
     let tail = &last[steps - 20..];

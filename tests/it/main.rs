@@ -1,7 +1,9 @@
 //! The integration tests: one binary, one module per concern.
 
 mod blas;
+mod cases;
 mod cli;
+mod fixture;
 mod formats;
 mod golden;
 mod gradcheck;
@@ -11,4 +13,5 @@ mod plan_props;
 mod policies;
 mod pytorch;
 mod reference;
+mod reference_selftest;
 mod util;

@@ -2,37 +2,24 @@
 //! every checkpoint policy and budget, for the same GEMM grain — over random small models
 //! and windows (T = 1, T not a multiple of G, T = 1000), comparing raw bits.
 
-use crate::util::{tiny, tokens};
+use crate::cases::{Shape, Window};
+use crate::util::tiny;
 use proptest::prelude::*;
-use recur::spec::Policy;
-use recur::{compile, Batch, Trainer};
+use recur::spec::{HeadKind, Policy};
+use recur::{compile, CellKind, Trainer};
 
-#[allow(clippy::too_many_arguments)]
 /// Runs two windows (so the second starts from a carried state) and returns the bits of
 /// the second window's loss, gradients and carried state, and the program's arena.
-fn bits(
-    v: usize,
-    e: usize,
-    h: usize,
-    l: usize,
-    b: usize,
-    t: usize,
-    g: usize,
-    policy: Policy,
-) -> (Vec<u32>, u64) {
-    let (m, mut tr) = tiny(v, e, h, l, b, t, g);
+fn bits(shape: Shape, policy: Policy) -> (Vec<u32>, u64) {
+    let (m, mut tr) = (shape.model(), shape.train());
     tr.policy = policy;
     let p = compile(&m, &tr).unwrap();
     let arena = p.arena_bytes;
     let mut trainer = Trainer::new(p).unwrap();
     let mut out = Vec::new();
     for w in 0..2 {
-        let (i, o) = (tokens(t * b, v, 10 + w), tokens(t * b, v, 20 + w));
         trainer
-            .load_batch(Batch {
-                input: &i,
-                target: &o,
-            })
+            .load_batch(Window::new(shape, 10 + w).batch())
             .unwrap();
         out = vec![trainer.forward_backward().to_bits()];
     }
@@ -54,53 +41,83 @@ fn policies(segments: usize) -> Vec<Policy> {
     p
 }
 
-fn check_all(v: usize, e: usize, h: usize, l: usize, b: usize, t: usize, g: usize) {
-    let (want, none_arena) = bits(v, e, h, l, b, t, g, Policy::None);
-    let segments = t.div_ceil(g);
+fn check_all(shape: Shape) {
+    let (want, none_arena) = bits(shape, Policy::None);
+    let segments = shape.window.div_ceil(shape.grain);
     for p in policies(segments) {
-        let (got, _) = bits(v, e, h, l, b, t, g, p);
-        assert!(
-            got == want,
-            "{p}: differs from none (V{v} E{e} H{h} L{l} B{b} T{t} G{g})"
-        );
+        let (got, _) = bits(shape, p);
+        assert!(got == want, "{p}: differs from none ({shape:?})");
     }
     // Budgets from the least that trains to keep-all.
-    let (m, mut tr) = tiny(v, e, h, l, b, t, g);
+    let (m, mut tr) = (shape.model(), shape.train());
     tr.policy = Policy::Revolve(0);
     let least = compile(&m, &tr).unwrap().arena_bytes;
     for frac in [0.0, 0.25, 0.6, 1.0] {
         let budget = least + ((none_arena.saturating_sub(least)) as f64 * frac) as u64;
-        let (got, arena) = bits(v, e, h, l, b, t, g, Policy::Budget(budget));
+        let (got, arena) = bits(shape, Policy::Budget(budget));
         assert!(arena <= budget, "budget {budget}: arena {arena}");
-        assert!(got == want, "budget {budget}: differs from none");
+        assert!(
+            got == want,
+            "budget {budget}: differs from none ({shape:?})"
+        );
     }
 }
 
+fn shape_strategy() -> impl Strategy<Value = Shape> {
+    (
+        (
+            0usize..2,
+            0usize..3,
+            0usize..3,
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (1usize..7, 1usize..4, 1usize..4, 1usize..40, 1usize..8),
+    )
+        .prop_map(|((c, f, h, masks, resets), (hid, l, b, t, g))| {
+            let head = [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify][h];
+            let features = [None, Some(1), Some(4)][f];
+            let mut s = Shape::new(CellKind::ALL[c % CellKind::ALL.len()], features, head);
+            (s.hidden, s.layers, s.batch, s.window, s.grain) = (hid, l, b, t, g);
+            (s.masks, s.resets) = (masks, resets);
+            s
+        })
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn every_policy_is_bit_identical(
-        v in 2usize..9, e in 1usize..5, h in 1usize..7, l in 1usize..4,
-        b in 1usize..4, t in 1usize..40, g in 1usize..8,
-    ) {
-        check_all(v, e, h, l, b, t, g);
+    fn every_policy_is_bit_identical(shape in shape_strategy()) {
+        check_all(shape);
     }
 }
 
 #[test]
 fn one_step_window() {
-    check_all(5, 3, 4, 2, 2, 1, 1);
+    for &cell in CellKind::ALL {
+        let mut s = Shape::new(cell, None, HeadKind::Lm);
+        (s.window, s.grain) = (1, 1);
+        check_all(s);
+    }
 }
 
 #[test]
 fn window_not_a_multiple_of_the_grain() {
-    check_all(7, 3, 5, 2, 3, 23, 4);
+    for mut s in Shape::all() {
+        (s.window, s.grain) = (23, 4);
+        check_all(s);
+    }
 }
 
 #[test]
 fn thousand_steps() {
-    check_all(6, 4, 8, 1, 2, 1000, 8);
+    for &cell in CellKind::ALL {
+        let mut s = Shape::new(cell, Some(3), HeadKind::Regress);
+        (s.hidden, s.layers, s.batch, s.window, s.grain) = (8, 1, 2, 1000, 8);
+        (s.masks, s.resets) = (true, true);
+        check_all(s);
+    }
 }
 
 /// Checkpointing saves memory: sqrt and revolve plan smaller arenas than keep-all on a

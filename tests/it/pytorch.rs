@@ -1,101 +1,167 @@
-//! Against PyTorch itself: `tests/data/torch_lstm2.safetensors` holds a 2-layer
-//! `nn.LSTM` language model with PyTorch's own initialisation, a batch, a non-zero
-//! initial state, and the loss, gradients and final state PyTorch computed
-//! (`scripts/ref/torch_fixture.py` regenerates it). recur loads the weights by their
-//! state-dict names and must agree to f32 rounding.
+//! Against PyTorch itself: each `tests/data/torch_*.safetensors` holds a model built from
+//! `nn.Embedding` (token input only), `nn.LSTM` or `nn.GRU` and `nn.Linear` with
+//! PyTorch's own initialisation, a batch (with a mask where the case has one), a
+//! non-zero initial state, and the loss, gradients and final state PyTorch computed
+//! (`scripts/ref/torch_fixture.py` regenerates them). recur loads the weights by their
+//! state-dict names and must agree within 1e-4 relative, at several grains.
 
-use recur::spec::ModelSpec;
-use recur::{compile, Batch, TrainSpec, Trainer};
-use safetensors::SafeTensors;
+use crate::fixture::{Data, Fixture};
+use recur::spec::{HeadKind, Input, ModelSpec};
+use recur::{compile, Batch, CellKind, Inputs, Targets, TrainSpec, Trainer};
 
-fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture has {name}"));
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn tokens(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    let t = st.tensor(name).unwrap();
-    t.data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect()
-}
-
-fn close(what: &str, got: &[f32], want: &[f32]) {
+fn close(what: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}");
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!(
-            (g - w).abs() <= 2e-6 + 1e-4 * w.abs(),
+            (g as f64 - w).abs() <= 2e-6 + 1e-4 * w.abs(),
             "{what}[{k}]: recur {g:e}, PyTorch {w:e}"
         );
     }
 }
 
-fn run(grain: usize) {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/torch_lstm2.safetensors"
-    ))
-    .unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (v, e, h, l, t, b) = (11, 5, 6, 2, 9, 3);
-    let m = ModelSpec::lstm(v, e, h, l).unwrap();
-    let mut tr = TrainSpec::new(b, t).unwrap();
+fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
+    let fx = Fixture::load(file);
+    let h0 = &fx.tensor("h0").shape;
+    let (layers, batch, hidden) = (h0[0], h0[1], h0[2]);
+    let input = fx.tensor("input");
+    let window = input.shape[0];
+    let (model_input, x_tokens, x_features) = match &input.data {
+        Data::Int(_) => {
+            let e = &fx.tensor("embedding.weight").shape;
+            let tokens = fx.u32s("input");
+            (
+                Input::Tokens {
+                    vocab: e[0],
+                    embed: e[1],
+                },
+                tokens,
+                Vec::new(),
+            )
+        }
+        Data::Float(x) => {
+            let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            (
+                Input::Features {
+                    width: input.shape[2],
+                },
+                Vec::new(),
+                f,
+            )
+        }
+    };
+    let outputs = fx.tensor("fc.weight").shape[0];
+    let m = ModelSpec::new(model_input, cell, hidden, layers, head, outputs).unwrap();
+    let mut tr = TrainSpec::new(batch, window).unwrap();
     tr.grain = grain;
     let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
     let lay = trainer.executor().layout().clone();
     let ex = trainer.executor_mut();
-    for tensor in &lay.tensors {
-        assert_eq!(
-            st.tensor(&tensor.name).unwrap().shape(),
-            tensor.shape.as_slice(),
-            "{}",
-            tensor.name
-        );
-        ex.params_mut()[tensor.range()].copy_from_slice(&f32s(&st, &tensor.name));
+    for t in &lay.tensors {
+        let want = &fx.tensor(&t.name).shape;
+        assert_eq!(want, &t.shape, "{file}: {}", t.name);
+        let v: Vec<f32> = fx.floats(&t.name).iter().map(|&x| x as f32).collect();
+        ex.params_mut()[t.range()].copy_from_slice(&v);
     }
-    // PyTorch's state is [L, B, H] for h and for c; recur's is per layer h then c.
-    let (h0, c0) = (f32s(&st, "h0"), f32s(&st, "c0"));
-    let bh = b * h;
-    for layer in 0..l {
-        let s = &mut ex.state_mut()[2 * layer * bh..2 * (layer + 1) * bh];
-        s[..bh].copy_from_slice(&h0[layer * bh..(layer + 1) * bh]);
-        s[bh..].copy_from_slice(&c0[layer * bh..(layer + 1) * bh]);
-    }
-    let (inp, tgt) = (tokens(&st, "input"), tokens(&st, "target"));
-    trainer
-        .load_batch(Batch {
-            input: &inp,
-            target: &tgt,
-        })
-        .unwrap();
+    // PyTorch's state is [L, B, H] per state tensor; recur's carried state is, per
+    // layer, each state [B, H] in the cell's order (h, c for the LSTM).
+    let names: &[&str] = match cell {
+        CellKind::Lstm => &["h", "c"],
+        CellKind::Gru => &["h"],
+    };
+    let init = fx.state("h0", names.get(1).map(|_| "c0"), layers);
+    let init: Vec<f32> = init.iter().map(|&x| x as f32).collect();
+    ex.state_mut().copy_from_slice(&init);
+    let labels = match head {
+        HeadKind::Classify => fx.u32s("label"),
+        _ => Vec::new(),
+    };
+    let (targets, values) = match head {
+        HeadKind::Lm => (fx.u32s("target"), Vec::new()),
+        HeadKind::Regress => {
+            let y: Vec<f32> = fx.floats("target").iter().map(|&x| x as f32).collect();
+            (Vec::new(), y)
+        }
+        HeadKind::Classify => (Vec::new(), Vec::new()),
+    };
+    let mask = fx.u8s("mask");
+    let b = Batch {
+        input: match model_input {
+            Input::Tokens { .. } => Inputs::Tokens(&x_tokens),
+            Input::Features { .. } => Inputs::Features(&x_features),
+        },
+        target: match head {
+            HeadKind::Lm => Targets::Tokens(&targets),
+            HeadKind::Regress => Targets::Values(&values),
+            HeadKind::Classify => Targets::Labels(&labels),
+        },
+        mask: mask.as_deref(),
+        reset: None,
+    };
+    trainer.load_batch(b).unwrap();
     let loss = trainer.forward_backward();
-    close("loss", &[loss], &f32s(&st, "loss"));
+    let what = format!("{file} (grain {grain})");
+    close(&format!("{what} loss"), &[loss], fx.floats("loss"));
     let ex = trainer.executor();
-    for tensor in &lay.tensors {
-        let name = format!("grad.{}", tensor.name);
-        close(&name, &ex.grads()[tensor.range()], &f32s(&st, &name));
+    for t in &lay.tensors {
+        let name = format!("grad.{}", t.name);
+        close(
+            &format!("{what} {name}"),
+            &ex.grads()[t.range()],
+            fx.floats(&name),
+        );
     }
-    let (hn, cn) = (f32s(&st, "hn"), f32s(&st, "cn"));
-    for layer in 0..l {
-        let s = &ex.state()[2 * layer * bh..2 * (layer + 1) * bh];
-        close("h_n", &s[..bh], &hn[layer * bh..(layer + 1) * bh]);
-        close("c_n", &s[bh..], &cn[layer * bh..(layer + 1) * bh]);
+    let want = fx.state("hn", names.get(1).map(|_| "cn"), layers);
+    close(&format!("{what} final state"), ex.state(), &want);
+}
+
+fn all_grains(file: &str, cell: CellKind, head: HeadKind) {
+    for grain in [1, 4, 9] {
+        run(file, cell, head, grain);
     }
 }
 
 #[test]
-fn matches_pytorch_grain_4() {
-    run(4);
+fn lstm_language_model() {
+    all_grains("torch_lstm2.safetensors", CellKind::Lstm, HeadKind::Lm);
 }
 
 #[test]
-fn matches_pytorch_grain_1_and_whole_window() {
-    run(1);
-    run(9);
+fn gru_language_model_with_a_mask() {
+    all_grains("torch_gru_lm.safetensors", CellKind::Gru, HeadKind::Lm);
+}
+
+#[test]
+fn lstm_regression_on_features() {
+    all_grains(
+        "torch_lstm_regress.safetensors",
+        CellKind::Lstm,
+        HeadKind::Regress,
+    );
+}
+
+#[test]
+fn gru_regression_on_features_with_a_mask() {
+    all_grains(
+        "torch_gru_regress.safetensors",
+        CellKind::Gru,
+        HeadKind::Regress,
+    );
+}
+
+#[test]
+fn gru_classifier_of_uneven_sequences() {
+    all_grains(
+        "torch_gru_classify.safetensors",
+        CellKind::Gru,
+        HeadKind::Classify,
+    );
+}
+
+#[test]
+fn lstm_classifier_over_tokens() {
+    all_grains(
+        "torch_lstm_classify.safetensors",
+        CellKind::Lstm,
+        HeadKind::Classify,
+    );
 }

@@ -1,72 +1,360 @@
-//! An independent f64 reference of the LSTM language model, written from PyTorch's
-//! equations with plain loops (no shared code with the executor beyond the parameter
-//! layout's names and offsets). Used for finite-difference gradient checks.
+//! An independent f64 reference model for finite-difference gradient checks.
+//!
+//! Written from PyTorch's equations with plain loops; it shares no code with the crate
+//! (nothing here uses `recur`). Parameters are looked up by their PyTorch state-dict
+//! names in a map of row-major f64 vectors with PyTorch's shapes:
+//! `embedding.weight` [V, E] (token input only), `lstm.`/`gru.` + `weight_ih_l{k}`
+//! [G*H, I], `weight_hh_l{k}` [G*H, H], `bias_ih_l{k}` / `bias_hh_l{k}` [G*H] (G = 4
+//! for LSTM, gates i, f, g, o; G = 3 for GRU, gates r, z, n), `fc.weight` [K, H] and
+//! `fc.bias` [K].
+//!
+//! Semantics (the project's definitions):
+//! - `reset[t, b] = 1`: the state entering step t for row b is zero (every layer, every
+//!   state);
+//! - the recurrence always runs over all T steps; the mask only selects what the loss
+//!   sees, and the returned state is the one after step T − 1;
+//! - `lm`: mean cross-entropy over the positions with mask = 1 (all when no mask);
+//! - `regress`: squared error summed over unmasked positions / (their count × K), which
+//!   is `nn.MSELoss()` when there is no mask;
+//! - `classify`: row b is predicted from the top layer's h at its last step with
+//!   mask = 1 (step T − 1 when no mask; a row without one contributes nothing);
+//!   cross-entropy mean over the contributing rows;
+//! - a loss with nothing contributing is 0.
 
-use recur::spec::{ModelSpec, ParamLayout};
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefCell {
+    Lstm,
+    Gru,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefHead {
+    Lm,
+    Regress,
+    Classify,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefModel {
+    pub cell: RefCell,
+    pub layers: usize,
+    pub hidden: usize,
+    pub head: RefHead,
+    /// None: token input via `embedding.weight`; Some(n): f32 features of width n
+    pub features: Option<usize>,
+}
+
+/// The input of one window, time-major.
+#[derive(Clone, Debug)]
+pub enum RefInput {
+    /// [T, B]
+    Tokens(Vec<u32>),
+    /// [T, B, N]
+    Features(Vec<f64>),
+}
+
+/// What the head is scored against.
+#[derive(Clone, Debug)]
+pub enum RefTarget {
+    /// [T, B] (lm)
+    Tokens(Vec<u32>),
+    /// [T, B, K] (regress)
+    Values(Vec<f64>),
+    /// [B] (classify)
+    Labels(Vec<u32>),
+}
+
+#[derive(Clone, Debug)]
+pub struct RefBatch {
+    pub batch: usize,
+    pub input: RefInput,
+    pub target: RefTarget,
+    /// [T, B], 1 = the position counts
+    pub mask: Option<Vec<u8>>,
+    /// [T, B], 1 = a new sequence starts at this step for this row
+    pub reset: Option<Vec<u8>>,
+}
+
+impl RefCell {
+    fn prefix(self) -> &'static str {
+        match self {
+            RefCell::Lstm => "lstm",
+            RefCell::Gru => "gru",
+        }
+    }
+
+    /// State tensors per layer: [h, c] or [h].
+    fn states(self) -> usize {
+        match self {
+            RefCell::Lstm => 2,
+            RefCell::Gru => 1,
+        }
+    }
+
+    /// Gate blocks in the weight rows.
+    fn gates(self) -> usize {
+        match self {
+            RefCell::Lstm => 4,
+            RefCell::Gru => 3,
+        }
+    }
+}
+
+fn get<'a>(p: &'a HashMap<String, Vec<f64>>, name: &str) -> &'a [f64] {
+    p.get(name)
+        .unwrap_or_else(|| panic!("reference: no parameter {name}"))
+}
+
+fn param<'a>(p: &'a HashMap<String, Vec<f64>>, name: &str, len: usize) -> &'a [f64] {
+    let v = get(p, name);
+    assert_eq!(
+        v.len(),
+        len,
+        "reference: {name} has {} values, expected {len}",
+        v.len()
+    );
+    v
+}
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Mean cross-entropy of one window ([T, B] time-major tokens) from initial state
-/// `state` (per layer: h [B, H] then c [B, H]); returns the loss and the final state.
-pub fn loss(
-    m: &ModelSpec,
-    lay: &ParamLayout,
-    p: &[f64],
-    input: &[u32],
-    target: &[u32],
-    batch: usize,
-    state: &[f64],
-) -> (f64, Vec<f64>) {
-    let (h, e, v) = (m.hidden, m.embed, m.vocab);
-    let t_len = input.len() / batch;
-    let mut st = state.to_vec();
-    let mut total = 0.0;
-    for t in 0..t_len {
-        for b in 0..batch {
-            let tok = input[t * batch + b] as usize;
-            let emb = &p[lay.embedding().range()];
-            let mut x: Vec<f64> = emb[tok * e..(tok + 1) * e].to_vec();
-            for l in 0..m.layers {
-                let iw = x.len();
-                let (wi, wh) = (&p[lay.w_ih(l).range()], &p[lay.w_hh(l).range()]);
-                let (bi, bh) = (&p[lay.b_ih(l).range()], &p[lay.b_hh(l).range()]);
-                let base = 2 * l * batch * h;
-                let hp: Vec<f64> = st[base + b * h..base + (b + 1) * h].to_vec();
-                let cbase = base + batch * h;
-                let cp: Vec<f64> = st[cbase + b * h..cbase + (b + 1) * h].to_vec();
-                let gate = |k: usize| -> f64 {
-                    let mut s = bi[k] + bh[k];
-                    for j in 0..iw {
-                        s += wi[k * iw + j] * x[j];
-                    }
-                    for j in 0..h {
-                        s += wh[k * h + j] * hp[j];
-                    }
-                    s
-                };
-                let mut hn = vec![0.0; h];
-                for j in 0..h {
-                    let i = sigmoid(gate(j));
-                    let f = sigmoid(gate(h + j));
-                    let g = gate(2 * h + j).tanh();
-                    let o = sigmoid(gate(3 * h + j));
-                    let c = f * cp[j] + i * g;
-                    hn[j] = o * c.tanh();
-                    st[cbase + b * h + j] = c;
-                }
-                st[base + b * h..base + (b + 1) * h].copy_from_slice(&hn);
-                x = hn;
-            }
-            let (fw, fb) = (&p[lay.fc_w().range()], &p[lay.fc_b().range()]);
-            let logits: Vec<f64> = (0..v)
-                .map(|k| fb[k] + (0..h).map(|j| fw[k * h + j] * x[j]).sum::<f64>())
-                .collect();
-            let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = mx + logits.iter().map(|z| (z - mx).exp()).sum::<f64>().ln();
-            total += lse - logits[target[t * batch + b] as usize];
+/// `w x + b` for `w` [b.len(), x.len()] row-major.
+fn affine(w: &[f64], b: &[f64], x: &[f64]) -> Vec<f64> {
+    let n = x.len();
+    assert_eq!(w.len(), b.len() * n, "reference: weight shape");
+    b.iter()
+        .enumerate()
+        .map(|(k, &bk)| {
+            bk + w[k * n..(k + 1) * n]
+                .iter()
+                .zip(x)
+                .map(|(w, x)| w * x)
+                .sum::<f64>()
+        })
+        .collect()
+}
+
+/// −log softmax(logits)[target].
+fn cross_entropy(logits: &[f64], target: u32) -> f64 {
+    let t = target as usize;
+    assert!(t < logits.len(), "reference: class {t} of {}", logits.len());
+    let mx = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = mx + logits.iter().map(|z| (z - mx).exp()).sum::<f64>().ln();
+    lse - logits[t]
+}
+
+/// One layer's weights, `[G*H, I]`, `[G*H, H]`, `[G*H]`, `[G*H]`.
+struct Layer<'a> {
+    w_ih: &'a [f64],
+    w_hh: &'a [f64],
+    b_ih: &'a [f64],
+    b_hh: &'a [f64],
+}
+
+impl<'a> Layer<'a> {
+    fn get(m: &RefModel, p: &'a HashMap<String, Vec<f64>>, l: usize, input: usize) -> Self {
+        let (pre, gh) = (m.cell.prefix(), m.cell.gates() * m.hidden);
+        Layer {
+            w_ih: param(p, &format!("{pre}.weight_ih_l{l}"), gh * input),
+            w_hh: param(p, &format!("{pre}.weight_hh_l{l}"), gh * m.hidden),
+            b_ih: param(p, &format!("{pre}.bias_ih_l{l}"), gh),
+            b_hh: param(p, &format!("{pre}.bias_hh_l{l}"), gh),
         }
     }
-    (total / (t_len * batch) as f64, st)
+
+    /// One LSTM step: (h, c) -> (h', c').
+    fn lstm(&self, x: &[f64], h: &[f64], c: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let n = h.len();
+        let gi = affine(self.w_ih, self.b_ih, x);
+        let gh = affine(self.w_hh, self.b_hh, h);
+        let gate = |k: usize| gi[k] + gh[k];
+        let (mut h2, mut c2) = (vec![0.0; n], vec![0.0; n]);
+        for j in 0..n {
+            let i = sigmoid(gate(j));
+            let f = sigmoid(gate(n + j));
+            let g = gate(2 * n + j).tanh();
+            let o = sigmoid(gate(3 * n + j));
+            c2[j] = f * c[j] + i * g;
+            h2[j] = o * c2[j].tanh();
+        }
+        (h2, c2)
+    }
+
+    /// One GRU step: h -> h'.
+    fn gru(&self, x: &[f64], h: &[f64]) -> Vec<f64> {
+        let n = h.len();
+        let gi = affine(self.w_ih, self.b_ih, x);
+        let gh = affine(self.w_hh, self.b_hh, h);
+        (0..n)
+            .map(|j| {
+                let r = sigmoid(gi[j] + gh[j]);
+                let z = sigmoid(gi[n + j] + gh[n + j]);
+                let cand = (gi[2 * n + j] + r * gh[2 * n + j]).tanh();
+                (1.0 - z) * cand + z * h[j]
+            })
+            .collect()
+    }
+}
+
+/// Loss of one window from `state0` (per layer, per state in order [h, c] for LSTM, [h]
+/// for GRU, each [B, H] row-major; i.e. layer l's h at offset l*S*B*H where S = states
+/// per layer), and the final state in the same layout.
+pub fn loss(
+    m: &RefModel,
+    p: &HashMap<String, Vec<f64>>,
+    b: &RefBatch,
+    state0: &[f64],
+) -> (f64, Vec<f64>) {
+    let (hid, nb, s) = (m.hidden, b.batch, m.cell.states());
+    // The first layer's input width: N, or the embedding width E.
+    let w_ih0 = format!("{}.weight_ih_l0", m.cell.prefix());
+    let in_width = get(p, &w_ih0).len() / (m.cell.gates() * hid);
+    let steps = match (&b.input, m.features) {
+        (RefInput::Tokens(tok), None) => tok.len() / nb,
+        (RefInput::Features(x), Some(n)) => {
+            assert_eq!(n, in_width, "reference: {w_ih0} takes {in_width} features");
+            x.len() / (nb * n)
+        }
+        _ => panic!("reference: input kind does not match the model's"),
+    };
+    let emb: &[f64] = match m.features {
+        None => {
+            let emb = get(p, "embedding.weight");
+            assert!(
+                in_width > 0 && emb.len() % in_width == 0,
+                "reference: embedding.weight shape"
+            );
+            emb
+        }
+        Some(_) => &[],
+    };
+    assert_eq!(
+        state0.len(),
+        m.layers * s * nb * hid,
+        "reference: state0 length"
+    );
+    let layers: Vec<Layer> = (0..m.layers)
+        .map(|l| Layer::get(m, p, l, if l == 0 { in_width } else { hid }))
+        .collect();
+    let flag = |v: &Option<Vec<u8>>, t: usize, r: usize| {
+        v.as_ref().map(|v| {
+            assert_eq!(v.len(), steps * nb, "reference: mask/reset is [T, B]");
+            v[t * nb + r] != 0
+        })
+    };
+
+    let mut st = state0.to_vec();
+    // Top layer's h at every (t, b): [T, B, H].
+    let mut top = vec![0.0; steps * nb * hid];
+    for t in 0..steps {
+        for r in 0..nb {
+            if flag(&b.reset, t, r) == Some(true) {
+                for l in 0..m.layers {
+                    for k in 0..s {
+                        let at = ((l * s + k) * nb + r) * hid;
+                        st[at..at + hid].fill(0.0);
+                    }
+                }
+            }
+            let mut x: Vec<f64> = match &b.input {
+                RefInput::Tokens(tok) => {
+                    let row = tok[t * nb + r] as usize;
+                    emb[row * in_width..(row + 1) * in_width].to_vec()
+                }
+                RefInput::Features(f) => {
+                    f[(t * nb + r) * in_width..(t * nb + r + 1) * in_width].to_vec()
+                }
+            };
+            for (l, layer) in layers.iter().enumerate() {
+                let h_at = (l * s * nb + r) * hid;
+                let h = st[h_at..h_at + hid].to_vec();
+                let h2 = match m.cell {
+                    RefCell::Lstm => {
+                        let c_at = h_at + nb * hid;
+                        let (h2, c2) = layer.lstm(&x, &h, &st[c_at..c_at + hid]);
+                        st[c_at..c_at + hid].copy_from_slice(&c2);
+                        h2
+                    }
+                    RefCell::Gru => layer.gru(&x, &h),
+                };
+                st[h_at..h_at + hid].copy_from_slice(&h2);
+                x = h2;
+            }
+            top[(t * nb + r) * hid..(t * nb + r + 1) * hid].copy_from_slice(&x);
+        }
+    }
+
+    let fc_b = get(p, "fc.bias");
+    let k_out = fc_b.len();
+    let fc_w = param(p, "fc.weight", k_out * hid);
+    let head =
+        |t: usize, r: usize| affine(fc_w, fc_b, &top[(t * nb + r) * hid..(t * nb + r + 1) * hid]);
+    let counts = |t: usize, r: usize| flag(&b.mask, t, r).unwrap_or(true);
+    let (mut total, mut n) = (0.0, 0usize);
+    match (m.head, &b.target) {
+        (RefHead::Lm, RefTarget::Tokens(y)) => {
+            assert_eq!(y.len(), steps * nb, "reference: lm target is [T, B]");
+            for t in 0..steps {
+                for r in (0..nb).filter(|&r| counts(t, r)) {
+                    total += cross_entropy(&head(t, r), y[t * nb + r]);
+                    n += 1;
+                }
+            }
+        }
+        (RefHead::Regress, RefTarget::Values(y)) => {
+            assert_eq!(
+                y.len(),
+                steps * nb * k_out,
+                "reference: regress target is [T, B, K]"
+            );
+            for t in 0..steps {
+                for r in (0..nb).filter(|&r| counts(t, r)) {
+                    let want = &y[(t * nb + r) * k_out..(t * nb + r + 1) * k_out];
+                    total += head(t, r)
+                        .iter()
+                        .zip(want)
+                        .map(|(a, w)| (a - w).powi(2))
+                        .sum::<f64>();
+                    n += k_out;
+                }
+            }
+        }
+        (RefHead::Classify, RefTarget::Labels(y)) => {
+            assert_eq!(y.len(), nb, "reference: labels are [B]");
+            for (r, &label) in y.iter().enumerate() {
+                if let Some(t) = (0..steps).rev().find(|&t| counts(t, r)) {
+                    total += cross_entropy(&head(t, r), label);
+                    n += 1;
+                }
+            }
+        }
+        (head, _) => panic!("reference: target kind does not match head {head:?}"),
+    }
+    let loss = if n == 0 { 0.0 } else { total / n as f64 };
+    (loss, st)
+}
+
+/// Central difference (f(p + eps e) − f(p − eps e)) / 2 eps along `name[idx]`.
+pub fn fd_grad(
+    f: impl Fn(&HashMap<String, Vec<f64>>) -> f64,
+    p: &HashMap<String, Vec<f64>>,
+    name: &str,
+    idx: usize,
+    eps: f64,
+) -> f64 {
+    let mut q = p.clone();
+    let x = *q
+        .get(name)
+        .and_then(|v| v.get(idx))
+        .unwrap_or_else(|| panic!("reference: no {name}[{idx}]"));
+    let mut at = |v: f64| {
+        q.get_mut(name).unwrap()[idx] = v;
+        f(&q)
+    };
+    let (up, down) = (at(x + eps), at(x - eps));
+    (up - down) / (2.0 * eps)
 }

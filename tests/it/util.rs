@@ -5,21 +5,6 @@ use recur::spec::{ModelSpec, TrainSpec};
 use std::path::Path;
 use std::process::Command;
 
-/// A deterministic token stream (splitmix-style hash), tokens below `vocab`.
-pub fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    (0..n as u64)
-        .map(|i| {
-            let mut z = seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-            z ^= z >> 31;
-            z = z.wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 29;
-            (z % vocab as u64) as u32
-        })
-        .collect()
-}
-
 /// A tiny LSTM and window.
 pub fn tiny(
     v: usize,

@@ -1,0 +1,190 @@
+//! `Sizes`: the element count of every kind of buffer, derived once from the specs and
+//! the cell's declarations. `graph::unroll`, the compiler's size checks and memory
+//! categories, the executor's allocations and its slicing of carried state all read
+//! these; nothing else multiplies B by H.
+
+use crate::cell::{SavedDecl, StateDecl};
+use crate::spec::{HeadKind, Input, ModelSpec, OptimKind, TrainSpec};
+use serde::Serialize;
+
+/// Sizes of one compiled window, in f32 elements unless a name says bytes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sizes {
+    /// Batch rows B.
+    pub batch: usize,
+    /// Window length T.
+    pub window: usize,
+    /// GEMM grain G: steps per segment.
+    pub grain: usize,
+    /// Segments ⌈T / G⌉.
+    pub segments: usize,
+    /// Layers L.
+    pub layers: usize,
+    /// Hidden width H.
+    pub hidden: usize,
+    /// Gate columns of a layer, `gates · H`.
+    pub gate_width: usize,
+    /// Embedding width E of a token input (the width of its gathered rows).
+    pub embed: Option<usize>,
+    /// Features per step N of a feature input.
+    pub features: Option<usize>,
+    /// Outputs of the head K.
+    pub outputs: usize,
+    /// The head.
+    pub head: HeadKind,
+    /// The cell's state tensors.
+    pub states: Vec<StateDecl>,
+    /// The cell's per-step saved tensors.
+    pub saved: Vec<SavedDecl>,
+    /// Scratch of one forward call of the cell.
+    pub forward_scratch: usize,
+    /// Scratch of one backward call of the cell.
+    pub backward_scratch: usize,
+    /// Optimiser moments per parameter (Adam 2, SGD 1).
+    pub moments: usize,
+}
+
+impl Sizes {
+    /// The sizes of `model` under `train` (both validated).
+    pub fn new(model: &ModelSpec, train: &TrainSpec) -> Self {
+        let cell = model.cell.cell();
+        let (b, h) = (train.batch, model.hidden);
+        let (embed, features) = match model.input {
+            Input::Tokens { embed, .. } => (Some(embed), None),
+            Input::Features { width } => (None, Some(width)),
+        };
+        Sizes {
+            batch: b,
+            window: train.window,
+            grain: train.grain,
+            segments: train.segments(),
+            layers: model.layers,
+            hidden: h,
+            gate_width: model.gate_width(),
+            embed,
+            features,
+            outputs: model.outputs,
+            head: model.head,
+            states: cell.states(h),
+            saved: cell.saved(h),
+            forward_scratch: cell.forward_scratch(b, h),
+            backward_scratch: cell.backward_scratch(b, h),
+            moments: match train.optim.kind {
+                OptimKind::Adam => 2,
+                OptimKind::Sgd => 1,
+            },
+        }
+    }
+
+    /// Steps in segment `s` (the last may be shorter than G).
+    pub fn seg_len(&self, s: usize) -> usize {
+        self.grain.min(self.window - s * self.grain)
+    }
+
+    /// Rows of a segment's per-step matrices: steps · B.
+    pub fn seg_rows(&self, s: usize) -> usize {
+        self.seg_len(s) * self.batch
+    }
+
+    /// Input width of layer `l`: E or N for layer 0, H above.
+    pub fn input_width(&self, l: usize) -> usize {
+        if l > 0 {
+            self.hidden
+        } else {
+            self.embed.or(self.features).unwrap_or(0)
+        }
+    }
+
+    /// State `i`'s buffer for segment `s`: its entry blocks, then one block per step.
+    pub fn state_elems(&self, s: usize, i: usize) -> usize {
+        let st = &self.states[i];
+        (st.history + self.seg_len(s)) * self.batch * st.width
+    }
+
+    /// State `i`'s entry blocks: what the carried state and a checkpoint hold of it,
+    /// per layer.
+    pub fn state_block(&self, i: usize) -> usize {
+        let st = &self.states[i];
+        st.history * self.batch * st.width
+    }
+
+    /// Carried-state elements per layer: every state's entry blocks, in declared order.
+    pub fn carried_per_layer(&self) -> usize {
+        (0..self.states.len()).map(|i| self.state_block(i)).sum()
+    }
+
+    /// Offset of state `i` of layer `l` in the carried state (and in a checkpoint).
+    pub fn carried_offset(&self, l: usize, i: usize) -> usize {
+        l * self.carried_per_layer() + (0..i).map(|k| self.state_block(k)).sum::<usize>()
+    }
+
+    /// The carried state of every layer (also the size of one checkpoint).
+    pub fn carried(&self) -> usize {
+        self.layers * self.carried_per_layer()
+    }
+
+    /// A segment's gate buffer, [steps·B, G·H].
+    pub fn gates_elems(&self, s: usize) -> usize {
+        self.seg_rows(s) * self.gate_width
+    }
+
+    /// Saved tensor `i` of a segment, [steps·B, width].
+    pub fn saved_elems(&self, s: usize, i: usize) -> usize {
+        self.seg_rows(s) * self.saved[i].width
+    }
+
+    /// A segment's embedded tokens, [steps·B, E] (0 for a feature input).
+    pub fn embedded_elems(&self, s: usize) -> usize {
+        self.seg_rows(s) * self.embed.unwrap_or(0)
+    }
+
+    /// dL/dh of a segment's layer outputs, [steps·B, H].
+    pub fn delta_elems(&self, s: usize) -> usize {
+        self.seg_rows(s) * self.hidden
+    }
+
+    /// The head's workspace of a segment (logits or predictions), [steps·B, K].
+    pub fn head_elems(&self, s: usize) -> usize {
+        self.seg_rows(s) * self.outputs
+    }
+
+    /// Per layer: dL/dstate carried backward through time, then the cell's backward
+    /// scratch.
+    pub fn carry_elems(&self) -> usize {
+        self.carried_per_layer() + self.backward_scratch
+    }
+
+    /// What one forward execution of segment `s` keeps for its backward: every
+    /// layer's gates, states and saved tensors, and the embedded tokens.
+    pub fn kept_segment_elems(&self, s: usize) -> u64 {
+        let per_layer = self.gates_elems(s)
+            + (0..self.states.len())
+                .map(|i| self.state_elems(s, i))
+                .sum::<usize>()
+            + (0..self.saved.len())
+                .map(|i| self.saved_elems(s, i))
+                .sum::<usize>();
+        (self.layers * per_layer + self.embedded_elems(s)) as u64
+    }
+
+    /// Elements of one input step row: 1 token or N features.
+    pub fn input_row(&self) -> usize {
+        self.features.unwrap_or(1)
+    }
+
+    /// Elements of one target row: 1 label, or K values for a regression.
+    pub fn target_row(&self) -> usize {
+        match self.head {
+            HeadKind::Regress => self.outputs,
+            HeadKind::Lm | HeadKind::Classify => 1,
+        }
+    }
+
+    /// Bytes of the window's batch as the executor holds it: inputs (u32 tokens or f32
+    /// features), targets (u32 labels or f32 values, per position), and one byte each
+    /// of loss mask and reset flag per position. Wide, so absurd sizes can be refused.
+    pub fn batch_bytes(&self) -> u128 {
+        let positions = self.window as u128 * self.batch as u128;
+        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2)
+    }
+}

@@ -66,7 +66,16 @@ pub fn run() -> Result<()> {
             let msg = e.to_string();
             let line = msg.lines().next().unwrap_or("invalid arguments");
             let line = line.trim_start_matches("error: ");
-            return Err(Error::spec("arguments", line.to_string()));
+            // clap puts the accepted values on a line of their own; keep them.
+            let values = msg
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("[possible values"));
+            let line = match values {
+                Some(v) => format!("{line} {v}"),
+                None => line.to_string(),
+            };
+            return Err(Error::spec("arguments", line));
         }
     };
     match cli.command {

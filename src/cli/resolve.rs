@@ -177,7 +177,9 @@ pub fn model_and_window(
             if let Some(k) = get!(outputs).filter(|&k| k != vocab) {
                 return Err(Error::spec(
                     "--outputs",
-                    format!("{k}: a language model over the data predicts its {vocab} tokens"),
+                    format!(
+                        "{k} disagrees: a language model over the data predicts its {vocab} tokens"
+                    ),
                 ));
             }
             vocab
@@ -186,10 +188,20 @@ pub fn model_and_window(
             if let Some(k) = get!(outputs).filter(|&k| k != width) {
                 return Err(Error::spec(
                     "--outputs",
-                    format!("{k}: the target of a series is its next row, {width} values"),
+                    format!(
+                        "{k} disagrees: the target of a series is its next row, {width} values"
+                    ),
                 ));
             }
             width
+        }
+        (DataShape::Tokens { .. } | DataShape::Series { .. }, HeadKind::Classify, _) => {
+            return Err(Error::spec(
+                "--head",
+                "classify needs one label per sequence, which recur train does not read yet \
+                 (sets of sequences with labels come next); `recur grads` and the library \
+                 take labels today",
+            ))
         }
         (DataShape::Tokens { .. }, h, _) => {
             return Err(Error::spec(
@@ -278,10 +290,7 @@ fn needs(h: HeadKind) -> &'static str {
     match h {
         HeadKind::Lm => "a class per step (a token stream)",
         HeadKind::Regress => "f32 targets (a 2-D f32 .npy series [steps, N])",
-        HeadKind::Classify => {
-            "one label per sequence, which recur train does not read yet (sets of sequences \
-             with labels come next; `recur grads` and the library take labels today)"
-        }
+        HeadKind::Classify => "one label per sequence",
     }
 }
 

@@ -477,3 +477,129 @@ fn budgets_are_monotone() {
         assert!(last.is_finite(), "some budget fits");
     }
 }
+
+/// Bad input across cells, inputs and heads: one line naming the first mismatching
+/// tensor or value, a non-zero exit, no panic.
+#[test]
+fn mismatched_weights_batches_and_series() {
+    use crate::cases::{Shape, Window};
+    use crate::grads::write_batch;
+    use recur::io::safetensors as st;
+    use recur::spec::HeadKind;
+    use recur::CellKind;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let save = |name: &str, s: &Shape| {
+        let lay = recur::layout::ParamLayout::new(&s.model());
+        st::save_params(&p.join(name), &lay, &vec![0.01f32; lay.total]).unwrap();
+    };
+    let lstm_lm = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    let gru_reg = Shape::new(CellKind::Gru, Some(3), HeadKind::Regress);
+    let gru_cls = Shape::new(CellKind::Gru, Some(3), HeadKind::Classify);
+    save("lstm.safetensors", &lstm_lm);
+    save("gru.safetensors", &gru_reg);
+    save("gru_cls.safetensors", &gru_cls);
+    write_batch(&p.join("lm.safetensors"), &Window::new(lstm_lm, 1));
+    write_batch(&p.join("reg.safetensors"), &Window::new(gru_reg, 1));
+    let grads = |w: &str, b: &str, extra: &[&str]| {
+        let mut a = vec![
+            "grads",
+            "--weights",
+            w,
+            "--batch",
+            b,
+            "--out",
+            "g.safetensors",
+        ];
+        a.extend_from_slice(extra);
+        fails(&a, p)
+    };
+    // A weights file of one cell given with --cell of another.
+    let e = grads("lstm.safetensors", "lm.safetensors", &["--cell", "gru"]);
+    assert!(
+        e.contains("lstm.weight_hh_l0") && e.contains("gru.weight_hh_l0"),
+        "{e}"
+    );
+    // A feature width that disagrees with the weights.
+    let mut wide = gru_reg;
+    wide.features = Some(4);
+    write_batch(&p.join("wide.safetensors"), &Window::new(wide, 1));
+    let e = grads("gru.safetensors", "wide.safetensors", &[]);
+    assert!(
+        e.contains("`input` has 4 features") && e.contains("gru.weight_ih_l0"),
+        "{e}"
+    );
+    // Tokens for a feature model, features for a token model.
+    let e = grads("gru.safetensors", "lm.safetensors", &[]);
+    assert!(e.contains("`input` holds integer tokens"), "{e}");
+    let e = grads("lstm.safetensors", "reg.safetensors", &[]);
+    assert!(e.contains("`input` holds f32 features"), "{e}");
+    // A target of the wrong shape: [T, B, 3] for a head of 2 outputs, and [T, B, 2]
+    // of another window length.
+    write_k3(&p.join("k3.safetensors"), &gru_reg);
+    let e = grads("gru.safetensors", "k3.safetensors", &[]);
+    assert!(
+        e.contains("`target` has 3 values per step") && e.contains("fc.weight"),
+        "{e}"
+    );
+    // Labels out of range: class 9 of 4.
+    let mut w = Window::new(gru_cls, 1);
+    w.labels[1] = 9;
+    write_batch(&p.join("cls.safetensors"), &w);
+    let e = grads("gru_cls.safetensors", "cls.safetensors", &[]);
+    assert!(
+        e.contains("`label`") && e.contains("holds 9 at index 1"),
+        "{e}"
+    );
+    // A mask holding 2.
+    let mut w = Window::new(gru_reg, 1);
+    w.mask = Some(vec![2; gru_reg.window * gru_reg.batch]);
+    write_batch(&p.join("mask.safetensors"), &w);
+    let e = grads("gru.safetensors", "mask.safetensors", &[]);
+    assert!(e.contains("`mask` holds 2 at index 0"), "{e}");
+    // A series with a NaN: refused when the window reaches it, naming row and column.
+    let mut vals: Vec<f32> = (0..400 * 2).map(|i| (i as f32 * 0.1).sin()).collect();
+    vals[2 * 37 + 1] = f32::NAN;
+    ndarray::Array2::from_shape_vec((400, 2), vals)
+        .unwrap()
+        .write_npy(std::fs::File::create(p.join("nan.npy")).unwrap())
+        .unwrap();
+    let e = fails(
+        &[
+            "train", "--data", "nan.npy", "--hidden", "4", "--batch", "2", "--window", "40",
+            "--steps", "3", "--json",
+        ],
+        p,
+    );
+    assert!(e.contains("row 37, column 1") && e.contains("NaN"), "{e}");
+    // A series of f64, and a head the data cannot feed.
+    ndarray::Array2::<f64>::zeros((50, 2))
+        .write_npy(std::fs::File::create(p.join("f64.npy")).unwrap())
+        .unwrap();
+    let e = fails(&["train", "--data", "f64.npy", "--steps", "1"], p);
+    assert!(e.contains("<f8") && e.contains("f32"), "{e}");
+    let e = fails(
+        &["train", "--data", "nan.npy", "--head", "lm", "--steps", "1"],
+        p,
+    );
+    assert!(e.contains("--head"), "{e}");
+}
+
+/// A regression batch of `s` whose targets have 3 values per step.
+fn write_k3(path: &Path, s: &crate::cases::Shape) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let (t, b, n) = (s.window, s.batch, s.features.unwrap_or(1));
+    let f = |len: usize| -> Vec<u8> { (0..len).flat_map(|i| (i as f32).to_le_bytes()).collect() };
+    let (x, y) = (f(t * b * n), f(t * b * 3));
+    let views = [
+        (
+            "input",
+            TensorView::new(Dtype::F32, vec![t, b, n], &x).unwrap(),
+        ),
+        (
+            "target",
+            TensorView::new(Dtype::F32, vec![t, b, 3], &y).unwrap(),
+        ),
+    ];
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}

@@ -9,6 +9,7 @@ mod golden;
 mod gradcheck;
 mod grads;
 mod learn;
+mod masks;
 mod plan_props;
 mod policies;
 mod pytorch;

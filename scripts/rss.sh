@@ -5,22 +5,41 @@
 # baseline after the BLAS runtime is set up (one GEMM of each of the window's shapes:
 # OpenBLAS's thread pool and packing buffers, the design's "small fixed runtime
 # overhead") and resets the peak there.
-# Usage: scripts/rss.sh [threads]     (B32 H256 E64 L1 T1000, 3 steps each)
+# Usage: scripts/rss.sh [threads] [cell] [tokens|features] [policies...]
+#   B32 H256 L1 T1000, 3 steps each; tokens: E64 over random bytes; features: N = 64
+#   (a series, the next row as target). Default policies: none, sqrt, revolve:8,
+#   revolve:2, budgets of 64, 24 and 12 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OPENBLAS_NUM_THREADS="${1:-2}"
+cell="${2:-lstm}"
+input="${3:-tokens}"
+shift $(( $# < 3 ? $# : 3 ))
+policies=("$@")
+if [ ${#policies[@]} -eq 0 ]; then
+  policies=("--checkpoint none" "--checkpoint sqrt" "--checkpoint revolve:8" "--checkpoint revolve:2"
+            "--memory-budget 64MiB" "--memory-budget 24MiB" "--memory-budget 12MiB")
+fi
 cargo build --release --quiet
-data=$(mktemp --suffix=.bin)
-trap 'rm -f "$data" "$data.time"' EXIT
-head -c 2000000 /dev/urandom > "$data"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+if [ "$input" = features ]; then
+  data="$dir/series.npy"
+  python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(0).standard_normal((40000, 64)).astype(np.float32))" "$data"
+  model=()
+else
+  data="$dir/tokens.bin"
+  head -c 2000000 /dev/urandom > "$data"
+  model=(--embed 64)
+fi
 
+echo "$cell, $input input"
 printf '%-40s %10s %10s %10s %9s %9s\n' policy planned measured process "meas/plan" recompute
-for pol in "--checkpoint none" "--checkpoint sqrt" "--checkpoint revolve:8" "--checkpoint revolve:2" \
-           "--memory-budget 64MiB" "--memory-budget 24MiB" "--memory-budget 12MiB"; do
+for pol in "${policies[@]}"; do
   # shellcheck disable=SC2086
-  out=$(/usr/bin/time -v target/release/recur train --data "$data" --steps 3 --json --report-rss \
-        --hidden 256 --embed 64 --batch 32 --window 1000 $pol 2>"$data.time")
-  python3 - "$out" "$(grep 'Maximum resident' "$data.time" | awk '{print $NF}')" <<'PY'
+  out=$(/usr/bin/time -v target/release/recur train --data "$data" --cell "$cell" --steps 3 --json \
+        --report-rss --hidden 256 ${model[@]+"${model[@]}"} --batch 32 --window 1000 $pol 2>"$dir/time")
+  python3 - "$out" "$(grep 'Maximum resident' "$dir/time" | awk '{print $NF}')" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1]); M = 2**20
 plan, used = s["total_bytes"], s["peak_rss_bytes"] - s["rss_before_compile_bytes"]

@@ -16,8 +16,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --all-targets 2>&1 | tee "$log"
 cargo test --doc 2>&1 | tee -a "$log"
-echo "== example"
+echo "== examples"
 cargo run --quiet --release --example embed >/dev/null
+cargo run --quiet --release --example series >/dev/null
 echo "== OpenBLAS link"
 cargo build --release --quiet
 scripts/check_blas.sh target/release/recur

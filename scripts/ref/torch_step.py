@@ -1,47 +1,91 @@
-"""Times one PyTorch training step (forward + backward + Adam) of the model recur's
-benchmarks use, for a same-machine comparison (scripts/peers.sh runs it).
+"""Times one PyTorch training step (forward + backward + clipping + Adam) of the models
+recur's benchmarks use, for a same-machine comparison (scripts/peers.sh runs it).
 
-Usage: python3 scripts/ref/torch_step.py B E H L T [steps]
+Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [policy]
+  cell      lstm (default) or gru: nn.LSTM / nn.GRU
+  features  0 (default): a token language model, nn.Embedding(256, E) -> cell ->
+            nn.Linear(H, 256), cross-entropy at every step; N > 0: N f32 features per
+            step straight into the cell -> nn.Linear(H, N), nn.MSELoss against the next
+            row
+  policy    none (default): keep every activation; sqrt: torch.utils.checkpoint over
+            chunks of ceil(sqrt(T)) steps (the cell is recomputed per chunk in
+            backward; the head runs on the whole window outside the checkpoints)
+
 Prints one JSON line: median step seconds over `steps` steps after one warm-up step,
-and peak RSS.
+and the process's peak RSS.
 """
 
 import json
+import math
 import resource
 import statistics
 import sys
 import time
 
 import torch
+import torch.utils.checkpoint
 
 B, E, H, L, T = (int(x) for x in sys.argv[1:6])
 steps = int(sys.argv[6]) if len(sys.argv) > 6 else 5
+CELL = sys.argv[7] if len(sys.argv) > 7 else "lstm"
+N = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+POLICY = sys.argv[9] if len(sys.argv) > 9 else "none"
 V = 256
 torch.manual_seed(0)
 
 
-class LM(torch.nn.Module):
+class Model(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.embedding = torch.nn.Embedding(V, E)
-        self.lstm = torch.nn.LSTM(E, H, num_layers=L)
-        self.fc = torch.nn.Linear(H, V)
+        rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[CELL]
+        if N == 0:
+            self.embedding = torch.nn.Embedding(V, E)
+        self.rnn = rnn(N or E, H, num_layers=L)
+        self.fc = torch.nn.Linear(H, N or V)
+
+    def cells(self, x, state):
+        if POLICY == "none":
+            return self.rnn(x, state)
+        chunk = math.ceil(math.sqrt(T))
+        outs = []
+        for s in range(0, T, chunk):
+            out, state = torch.utils.checkpoint.checkpoint(
+                self.rnn, x[s:s + chunk], state, use_reentrant=False)
+            outs.append(out)
+        return torch.cat(outs), state
 
     def forward(self, x, state):
-        out, state = self.lstm(self.embedding(x), state)
+        if N == 0:
+            x = self.embedding(x)
+        out, state = self.cells(x, state)
         return self.fc(out), state
 
 
-model = LM()
+def zero_state():
+    h = torch.zeros(L, B, H)
+    return (h, torch.zeros(L, B, H)) if CELL == "lstm" else h
+
+
+def detach(state):
+    return tuple(s.detach() for s in state) if CELL == "lstm" else state.detach()
+
+
+model = Model()
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-data = torch.randint(0, V, (T + 1, B))
-state = None
+if N == 0:
+    data = torch.randint(0, V, (T + 1, B))
+else:
+    data = torch.randn(T + 1, B, N)
+state = zero_state()
 times = []
 for i in range(steps + 1):
     t0 = time.perf_counter()
-    logits, state = model(data[:-1], state)
-    state = tuple(s.detach() for s in state)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(T * B, V), data[1:].reshape(T * B))
+    out, state = model(data[:-1], state)
+    state = detach(state)
+    if N == 0:
+        loss = torch.nn.functional.cross_entropy(out.reshape(T * B, V), data[1:].reshape(T * B))
+    else:
+        loss = torch.nn.functional.mse_loss(out, data[1:])
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -51,5 +95,6 @@ for i in range(steps + 1):
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({
     "framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
+    "cell": CELL, "features": N, "policy": POLICY,
     "step_s": statistics.median(times), "peak_rss_bytes": rss,
 }))

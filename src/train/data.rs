@@ -95,6 +95,11 @@ impl SeriesFile {
                 Bytes::Read(std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?)
             }
         };
+        if let Bytes::Mapped(m) = &bytes {
+            // Windows read short runs of rows all over the file: no read-ahead or
+            // fault-around beyond what is read, so `release` leaves nothing behind.
+            let _ = m.advise(memmap2::Advice::Random);
+        }
         let raw: &[u8] = match &bytes {
             Bytes::Mapped(m) => m,
             Bytes::Read(v) => v,
@@ -171,6 +176,29 @@ impl SeriesFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Lets the operating system drop rows `from..to` from this process's resident
+    /// memory: they stay in the page cache and come back on the next access. The
+    /// windows call it after reading, so a series far larger than memory does not
+    /// accumulate in the process's RSS. A no-op for series held in memory.
+    pub fn release(&self, from: usize, to: usize) {
+        const PAGE: usize = 4096;
+        if let Bytes::Mapped(m) = &self.bytes {
+            let w = self.width * 4;
+            let start = (self.start + from * w) / PAGE * PAGE;
+            let end = (self.start + to * w).div_ceil(PAGE) * PAGE;
+            let end = end.min(m.len());
+            if end > start {
+                // SAFETY: `m` is a read-only shared mapping of a file: dropping its pages
+                // loses nothing (they are read back from the file), and no slice into
+                // the dropped range is alive (`read_row` borrows only while copying).
+                // A failure (e.g. another page size) only leaves the pages resident.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
     }
 
     /// Copies row `i` into `out` ([N]), refusing a non-finite value.

@@ -90,6 +90,7 @@ impl Windows {
                 data.read_row(start + t, &mut input[at..at + n])?;
                 data.read_row(start + t + 1, &mut target[at..at + n])?;
             }
+            data.release(start, start + self.window + 1);
         }
         Ok(restart)
     }

@@ -603,3 +603,23 @@ fn write_k3(path: &Path, s: &crate::cases::Shape) {
     ];
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
+
+/// The library names spec fields; the command line shows the flags that set them.
+#[test]
+fn library_errors_name_fields_and_the_cli_names_flags() {
+    let e = recur::ModelSpec::lstm(8, 4, 0, 1).unwrap_err();
+    assert!(e.to_string().starts_with("model.hidden:"), "{e}");
+    assert_eq!(
+        recur::cli::render(&e),
+        e.to_string().replacen("model.hidden", "--hidden", 1)
+    );
+    let mut t = recur::TrainSpec::new(4, 8).unwrap();
+    t.grain = 0;
+    let e = t.validate().unwrap_err();
+    assert!(e.to_string().starts_with("train.grain:"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let e = fails(&["plan", "--grain", "0"], d.path());
+    assert!(e.starts_with("recur: --grain:"), "{e}");
+    let e = fails(&["plan", "--cell", "gru", "--forget-bias", "1"], d.path());
+    assert!(e.contains("--forget-bias") && e.contains("gru"), "{e}");
+}

@@ -173,3 +173,60 @@ fn train_writes_model_and_config_that_train_again() {
     assert_eq!(code, 0, "{err}");
     assert!(out2.contains("\"steps\":2"), "{out2}");
 }
+
+/// A 2-D f32 `.npy` selects feature input and a next-row regression: `recur train`
+/// writes a GRU with no embedding whose config trains again, and its weights and a
+/// batch of the series give `recur grads` the same model back.
+#[test]
+fn a_series_trains_a_feature_model() {
+    use ndarray::Array2;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let x = Array2::from_shape_fn((3000, 3), |(t, c)| ((t as f32) * 0.05 + c as f32).sin());
+    x.write_npy(std::fs::File::create(p.join("x.npy")).unwrap())
+        .unwrap();
+    let args = [
+        "train", "--data", "x.npy", "--cell", "gru", "--hidden", "12", "--batch", "4", "--window",
+        "32", "--steps", "30", "--lr", "0.01", "--out", "run", "--json",
+    ];
+    let (code, out, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (first, last) = (
+        v["first_loss"].as_f64().unwrap(),
+        v["final_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        last < 0.5 * first,
+        "the regression learns: {first} → {last}"
+    );
+    let bytes = std::fs::read(p.join("run/model.safetensors")).unwrap();
+    let path = p.join("run/model.safetensors");
+    let m = st::infer_model(&path, &bytes, None, recur::HeadKind::Regress).unwrap();
+    assert_eq!(m.input, recur::Input::Features { width: 3 });
+    assert_eq!((m.cell, m.hidden, m.outputs), (recur::CellKind::Gru, 12, 3));
+    let safetensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(safetensors.tensor("embedding.weight").is_err());
+    assert_eq!(
+        safetensors.tensor("gru.weight_ih_l0").unwrap().shape(),
+        [36, 3]
+    );
+    let config = std::fs::read_to_string(p.join("run/config.toml")).unwrap();
+    assert!(
+        config.contains("cell = \"gru\"") && config.contains("features = 3"),
+        "{config}"
+    );
+    let (code, out, err) = recur(
+        &[
+            "train",
+            "--config",
+            "run/config.toml",
+            "--steps",
+            "2",
+            "--json",
+        ],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"steps\":2"), "{out}");
+}

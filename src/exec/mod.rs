@@ -93,6 +93,9 @@ pub struct BatchSlots<'a> {
     pub mask: &'a mut [u8],
     /// 1 where a row starts a new sequence [T·B].
     pub reset: &'a mut [u8],
+    /// Raw bytes of one stripe of a series window, `(T + 1)·N·4` (feature models;
+    /// empty otherwise): where `train::windows` reads rows before converting them.
+    pub stage: &'a mut [u8],
 }
 
 /// Owns the memory of a compiled window and runs it.
@@ -112,6 +115,7 @@ pub struct Executor {
     values: AlignedBuf,
     mask: Vec<u8>,
     reset: Vec<u8>,
+    stage: Vec<u8>,
 }
 
 impl Executor {
@@ -135,6 +139,7 @@ impl Executor {
             values: AlignedBuf::zeros(if softmax { 0 } else { positions * sz.outputs }),
             mask: vec![1; positions],
             reset: vec![0; positions],
+            stage: vec![0; sz.stage_bytes()],
             prog,
         }
     }
@@ -211,6 +216,7 @@ impl Executor {
             values: self.values.as_mut_slice(),
             mask: &mut self.mask,
             reset: &mut self.reset,
+            stage: &mut self.stage,
         }
     }
 

@@ -180,11 +180,21 @@ impl Sizes {
         }
     }
 
+    /// Bytes of the staging buffer a series window is read through: one row's stripe,
+    /// `(T + 1)·N·4` (0 for a token input).
+    pub fn stage_bytes(&self) -> usize {
+        self.features.map_or(0, |n| (self.window + 1) * n * 4)
+    }
+
     /// Bytes of the window's batch as the executor holds it: inputs (u32 tokens or f32
-    /// features), targets (u32 labels or f32 values, per position), and one byte each
-    /// of loss mask and reset flag per position. Wide, so absurd sizes can be refused.
+    /// features), targets (u32 labels or f32 values, per position), one byte each of
+    /// loss mask and reset flag per position, and a series' staging buffer. Wide, so
+    /// absurd sizes can be refused.
     pub fn batch_bytes(&self) -> u128 {
         let positions = self.window as u128 * self.batch as u128;
-        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2)
+        let stage = self
+            .features
+            .map_or(0, |n| (self.window as u128 + 1) * n as u128 * 4);
+        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + stage
     }
 }

@@ -1,11 +1,12 @@
-//! Streams from files, memory-mapped and read in place: NumPy `.npy` 1-D integer token
-//! arrays (u8, u16, u32, i32, i64; little-endian, C order), 2-D f32 series [steps, N],
-//! or any other file as raw bytes (vocabulary 256). Every token is checked once, when
-//! the file is opened; series values are checked window by window as they are read.
+//! Streams from files: NumPy `.npy` 1-D integer token arrays (u8, u16, u32, i32, i64;
+//! little-endian, C order) memory-mapped and read in place, 2-D f32 series [steps, N]
+//! read window by window, or any other file as raw bytes (vocabulary 256). Every token
+//! is checked once, when the file is opened; series values are checked as windows read
+//! them.
 
 use crate::{Error, Result};
 use memmap2::Mmap;
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::ArrayView1;
 use ndarray_npy::ViewNpyExt;
 use std::path::{Path, PathBuf};
 
@@ -70,59 +71,57 @@ fn npy_ndim(path: &Path) -> Result<usize> {
     Ok(header.shape.len())
 }
 
-/// A 2-D f32 series [steps, N], memory-mapped when possible. Values are read in place;
-/// a non-finite value is refused when a window reaches it, naming its row and column.
+/// A 2-D f32 series [steps, N]. Rows are read with positioned reads (through the page
+/// cache, not mapped into the process), one stripe of a window at a time into a staging
+/// buffer the plan counts, so the process's memory does not grow with the file however
+/// large it is. A non-finite value is refused when a window reaches it, naming its row
+/// and column.
 pub struct SeriesFile {
     path: PathBuf,
-    bytes: Bytes,
-    start: usize,
+    source: Source,
+    start: u64,
     steps: usize,
     width: usize,
 }
 
+enum Source {
+    File(std::fs::File),
+    Memory(Vec<u8>),
+}
+
 impl SeriesFile {
-    /// Opens `path`, a `.npy` of a 2-D little-endian f32 array in C order.
+    /// Opens `path`, a `.npy` of a 2-D little-endian f32 array in C order; only its
+    /// header is read.
     pub fn open(path: &Path) -> Result<Self> {
+        use std::io::Read;
         let err = |msg: String| Error::Data {
             path: path.to_path_buf(),
             msg,
         };
-        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        // SAFETY: see `map`; the file is opened read-only and only read.
-        let bytes = match unsafe { map(&file) } {
-            Ok(m) => Bytes::Mapped(m),
-            Err(_) => {
-                Bytes::Read(std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?)
-            }
-        };
-        if let Bytes::Mapped(m) = &bytes {
-            // Windows read short runs of rows all over the file: no read-ahead or
-            // fault-around beyond what is read, so `release` leaves nothing behind.
-            let _ = m.advise(memmap2::Advice::Random);
+        let mut file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let mut head = Vec::new();
+        (&mut file)
+            .take(1 << 16)
+            .read_to_end(&mut head)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut cursor = &head[..];
+        let header = ndarray_npy::npy::header::Header::from_reader(&mut cursor)
+            .map_err(|e| err(format!("is not a valid .npy file: {e}")))?;
+        let start = (head.len() - cursor.len()) as u64;
+        let dtype = header.type_descriptor.to_string();
+        if dtype.trim_matches('\'') != "<f4" {
+            return Err(err(format!(
+                "has element type {dtype}; a 2-D series must be little-endian f32 \
+                 (numpy: x.astype(numpy.float32))"
+            )));
         }
-        let raw: &[u8] = match &bytes {
-            Bytes::Mapped(m) => m,
-            Bytes::Read(v) => v,
-        };
-        let (start, steps, width) = match ArrayView2::<f32>::view_npy(raw) {
-            Ok(v) if !v.is_standard_layout() => {
-                return Err(err(
-                    "is stored in Fortran order; save it with numpy.ascontiguousarray".into(),
-                ))
-            }
-            Ok(v) => (
-                v.as_ptr() as usize - raw.as_ptr() as usize,
-                v.nrows(),
-                v.ncols(),
-            ),
-            Err(ndarray_npy::ViewNpyError::WrongDescriptor(d)) => {
-                return Err(err(format!(
-                    "has element type {d}; a 2-D series must be little-endian f32 \
-                     (numpy: x.astype(numpy.float32))"
-                )))
-            }
-            Err(e) => return Err(err(format!("is not a valid 2-D f32 .npy array: {e}"))),
-        };
+        if header.layout.is_fortran() {
+            return Err(err(
+                "is stored in Fortran order; save it with numpy.ascontiguousarray".into(),
+            ));
+        }
+        let [steps, width] = <[usize; 2]>::try_from(header.shape.as_slice())
+            .map_err(|_| err(format!("holds shape {:?}; a series is 2-D", header.shape)))?;
         if width == 0 {
             return Err(err(format!(
                 "holds [{steps}, 0]: a series needs at least one column"
@@ -133,9 +132,21 @@ impl SeriesFile {
                 "holds {steps} rows; at least 2 are needed (an input and a target)"
             )));
         }
+        let len = file
+            .metadata()
+            .map_err(|e| err(format!("cannot read: {e}")))?
+            .len();
+        let need = (steps as u128 * width as u128 * 4) as u64;
+        if len.saturating_sub(start) < need {
+            return Err(err(format!(
+                "is truncated: its header says [{steps}, {width}] f32 ({need} bytes), but \
+                 {} bytes follow it",
+                len.saturating_sub(start)
+            )));
+        }
         Ok(SeriesFile {
             path: path.to_path_buf(),
-            bytes,
+            source: Source::File(file),
             start,
             steps,
             width,
@@ -156,7 +167,7 @@ impl SeriesFile {
         }
         Ok(SeriesFile {
             path,
-            bytes: Bytes::Read(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            source: Source::Memory(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
             start: 0,
             steps: values.len() / width,
             width,
@@ -178,38 +189,31 @@ impl SeriesFile {
         &self.path
     }
 
-    /// Lets the operating system drop rows `from..to` from this process's resident
-    /// memory: they stay in the page cache and come back on the next access. The
-    /// windows call it after reading, so a series far larger than memory does not
-    /// accumulate in the process's RSS. A no-op for series held in memory.
-    pub fn release(&self, from: usize, to: usize) {
-        const PAGE: usize = 4096;
-        if let Bytes::Mapped(m) = &self.bytes {
-            let w = self.width * 4;
-            let start = (self.start + from * w) / PAGE * PAGE;
-            let end = (self.start + to * w).div_ceil(PAGE) * PAGE;
-            let end = end.min(m.len());
-            if end > start {
-                // SAFETY: `m` is a read-only shared mapping of a file: dropping its pages
-                // loses nothing (they are read back from the file), and no slice into
-                // the dropped range is alive (`read_row` borrows only while copying).
-                // A failure (e.g. another page size) only leaves the pages resident.
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-                };
+    /// Reads rows `first..first + rows` as raw little-endian bytes into `out`
+    /// (`rows · N · 4` bytes). Allocates nothing.
+    pub fn read_rows(&self, first: usize, rows: usize, out: &mut [u8]) -> Result<()> {
+        let w = self.width * 4;
+        let out = &mut out[..rows * w];
+        let at = self.start + (first * w) as u64;
+        match &self.source {
+            Source::File(f) => {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(out, at).map_err(|e| Error::Data {
+                    path: self.path.clone(),
+                    msg: format!("cannot read rows {first}..{}: {e}", first + rows),
+                })
+            }
+            Source::Memory(v) => {
+                out.copy_from_slice(&v[at as usize..at as usize + out.len()]);
+                Ok(())
             }
         }
     }
 
-    /// Copies row `i` into `out` ([N]), refusing a non-finite value.
-    pub fn read_row(&self, i: usize, out: &mut [f32]) -> Result<()> {
-        let raw = match &self.bytes {
-            Bytes::Mapped(m) => &m[..],
-            Bytes::Read(v) => &v[..],
-        };
-        let w = self.width;
-        let row = &raw[self.start + i * w * 4..self.start + (i + 1) * w * 4];
-        for (j, (o, c)) in out.iter_mut().zip(row.chunks_exact(4)).enumerate() {
+    /// Converts row `i` of the stream, held as bytes in `bytes`, into `out` ([N]),
+    /// refusing a non-finite value.
+    pub fn decode_row(&self, i: usize, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        for (j, (o, c)) in out.iter_mut().zip(bytes.chunks_exact(4)).enumerate() {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             if !o.is_finite() {
                 return Err(Error::Data {

@@ -297,7 +297,9 @@ impl Trainer {
         slots.reset.fill(0);
         let restart = match data {
             DataFile::Tokens(tokens) => win.fill(tokens, slots.tokens, slots.labels),
-            DataFile::Series(series) => win.fill_series(series, slots.features, slots.values)?,
+            DataFile::Series(series) => {
+                win.fill_series(series, slots.stage, slots.features, slots.values)?
+            }
         };
         if restart {
             self.exec.reset_state();

@@ -73,11 +73,13 @@ impl Windows {
     }
 
     /// Fills `input` and `target` ([T, B, N] time-major) with the next window of a
-    /// series: each target row is the next input row. Returns true if this window
-    /// starts a new pass; refuses a non-finite value.
+    /// series: each target row is the next input row. Each row's stripe is read at once
+    /// into `stage` (`(T + 1) · N · 4` bytes). Returns true if this window starts a new
+    /// pass; refuses a non-finite value.
     pub fn fill_series(
         &mut self,
         data: &SeriesFile,
+        stage: &mut [u8],
         input: &mut [f32],
         target: &mut [f32],
     ) -> Result<bool> {
@@ -85,12 +87,13 @@ impl Windows {
         let n = data.width();
         for b in 0..self.batch {
             let start = b * self.stripe + k * self.window;
+            data.read_rows(start, self.window + 1, stage)?;
             for t in 0..self.window {
                 let at = (t * self.batch + b) * n;
-                data.read_row(start + t, &mut input[at..at + n])?;
-                data.read_row(start + t + 1, &mut target[at..at + n])?;
+                let row = |r: usize| &stage[r * n * 4..(r + 1) * n * 4];
+                data.decode_row(start + t, row(t), &mut input[at..at + n])?;
+                data.decode_row(start + t + 1, row(t + 1), &mut target[at..at + n])?;
             }
-            data.release(start, start + self.window + 1);
         }
         Ok(restart)
     }

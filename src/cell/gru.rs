@@ -21,8 +21,8 @@
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
-    Backward, Cell, Dims, Forward, Init, Mat, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, Role, SavedDecl, StateDecl, Tr,
+    Backward, Cell, Dims, Forward, gate_params, Mat, MatMul, ParamDecl, Params, ParamsMut,
+    RecurrentGrads, SavedDecl, StateDecl, Tr,
 };
 
 /// PyTorch's `nn.GRU` cell.
@@ -54,19 +54,7 @@ impl Cell for Gru {
     }
 
     fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
-        let g = 3 * hidden;
-        let p = |name, shape, role| ParamDecl {
-            name,
-            shape,
-            role,
-            init: Init::Uniform,
-        };
-        vec![
-            p("weight_ih", vec![g, input], Role::InputWeight),
-            p("weight_hh", vec![g, hidden], Role::Own),
-            p("bias_ih", vec![g], Role::InputBias),
-            p("bias_hh", vec![g], Role::Own),
-        ]
+        gate_params(3, input, hidden)
     }
 
     fn saved(&self, hidden: usize) -> Vec<SavedDecl> {

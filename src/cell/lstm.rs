@@ -19,8 +19,8 @@
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
-    Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads,
-    Role, StateDecl, Tr,
+    Backward, Cell, Dims, Forward, gate_params, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads,
+    StateDecl, Tr,
 };
 
 /// PyTorch's `nn.LSTM` cell.
@@ -61,19 +61,7 @@ impl Cell for Lstm {
     }
 
     fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
-        let g = 4 * hidden;
-        let p = |name, shape, role| ParamDecl {
-            name,
-            shape,
-            role,
-            init: Init::Uniform,
-        };
-        vec![
-            p("weight_ih", vec![g, input], Role::InputWeight),
-            p("weight_hh", vec![g, hidden], Role::Own),
-            p("bias_ih", vec![g], Role::InputBias),
-            p("bias_hh", vec![g], Role::Own),
-        ]
+        gate_params(4, input, hidden)
     }
 
     fn backward_scratch(&self, _batch: usize, hidden: usize) -> usize {

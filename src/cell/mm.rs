@@ -42,6 +42,20 @@ impl<'a> Mat<'a> {
             tr: Tr::T,
         }
     }
+
+    /// A contiguous operand whose logical shape (`op(A)`) is `rows × cols`: stored
+    /// [rows, cols] for `Tr::N`, [cols, rows] for `Tr::T`.
+    pub fn contiguous(data: &'a [f32], rows: usize, cols: usize, tr: Tr) -> Self {
+        let ld = match tr {
+            Tr::N => cols,
+            Tr::T => rows,
+        };
+        Mat {
+            data,
+            ld: ld.max(1),
+            tr,
+        }
+    }
 }
 
 /// `C[m×n] = op(A)[m×k] · op(B)[k×n] + β·C`, all row-major. `c_ld` is the distance
@@ -76,18 +90,7 @@ pub trait MatMul {
         beta: f32,
         c: &mut [f32],
     ) {
-        let lda = if ta == Tr::N { k } else { m };
-        let ldb = if tb == Tr::N { n } else { k };
-        let a = Mat {
-            data: a,
-            ld: lda,
-            tr: ta,
-        };
-        let b = Mat {
-            data: b,
-            ld: ldb,
-            tr: tb,
-        };
+        let (a, b) = (Mat::contiguous(a, m, k, ta), Mat::contiguous(b, k, n, tb));
         self.mm(m, n, k, a, b, beta, c, n);
     }
 }

@@ -24,8 +24,12 @@
 
 pub mod act;
 pub mod mm;
+mod steps;
 
 pub use mm::{Mat, MatMul, Tr};
+pub use steps::{
+    add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
+};
 
 use std::ops::Range;
 
@@ -81,6 +85,24 @@ pub struct ParamDecl {
     pub role: Role,
     /// Its initialisation.
     pub init: Init,
+}
+
+/// PyTorch's four tensors of a gated layer with `gates` gates: `weight_ih` [G·H, I],
+/// `weight_hh` [G·H, H], `bias_ih`, `bias_hh` [G·H] (in that order), all U(−1/√H, 1/√H).
+pub fn gate_params(gates: usize, input: usize, hidden: usize) -> Vec<ParamDecl> {
+    let g = gates * hidden;
+    let p = |name, shape, role| ParamDecl {
+        name,
+        shape,
+        role,
+        init: Init::Uniform,
+    };
+    vec![
+        p("weight_ih", vec![g, input], Role::InputWeight),
+        p("weight_hh", vec![g, hidden], Role::Own),
+        p("bias_ih", vec![g], Role::InputBias),
+        p("bias_hh", vec![g], Role::Own),
+    ]
 }
 
 /// A tensor one step saves for backward beyond the gates and the states.
@@ -256,6 +278,7 @@ macro_rules! cells {
             serde::Deserialize, clap::ValueEnum,
         )]
         #[serde(rename_all = "lowercase")]
+        #[value(rename_all = "lower")]
         pub enum CellKind {
             $(#[$doc0])* #[default] $ty0,
             $($(#[$doc])* $ty,)*
@@ -291,99 +314,6 @@ impl std::fmt::Display for CellKind {
     }
 }
 
-/// `out[B, n] (β·out +) = h_prev[B, k] · wᵀ` for the batch rows that do not start a new
-/// sequence at this step (`reset_t[r] == 0`); rows that do are left as they are (their
-/// previous state is zero, so it adds nothing). One product when no row resets.
-#[allow(clippy::too_many_arguments)]
-pub fn recurrent_product(
-    mm: &dyn MatMul,
-    batch: usize,
-    n: usize,
-    k: usize,
-    h_prev: &[f32],
-    w: &[f32],
-    beta: f32,
-    out: &mut [f32],
-    reset_t: &[u8],
-) {
-    if !reset_t.contains(&1) {
-        mm.gemm(batch, n, k, h_prev, Tr::N, w, Tr::T, beta, out);
-        return;
-    }
-    let mut r = 0;
-    while r < batch {
-        if reset_t[r] != 0 {
-            r += 1;
-            continue;
-        }
-        let end = (r..batch).find(|&e| reset_t[e] != 0).unwrap_or(batch);
-        mm.gemm(
-            end - r,
-            n,
-            k,
-            &h_prev[r * k..end * k],
-            Tr::N,
-            w,
-            Tr::T,
-            beta,
-            &mut out[r * n..end * n],
-        );
-        r = end;
-    }
-}
-
-/// Zeroes the rows of `rows` ([B, width]) whose flag in `reset_t` is set.
-pub fn zero_reset_rows_of(rows: &mut [f32], width: usize, reset_t: &[u8]) {
-    for (row, &f) in rows.chunks_exact_mut(width).zip(reset_t) {
-        if f != 0 {
-            row.fill(0.0);
-        }
-    }
-}
-
-/// Zeroes, in a state buffer with one entry block (`[(1 + steps)·B, width]`), the rows
-/// a step read as its previous state where that step starts a new sequence: what the
-/// recurrent weight gradient must see.
-pub fn zero_reset_rows(state: &mut [f32], batch: usize, width: usize, reset: &[u8]) {
-    if reset.is_empty() {
-        return;
-    }
-    for (block, flags) in state
-        .chunks_exact_mut(batch * width)
-        .zip(reset.chunks_exact(batch))
-    {
-        zero_reset_rows_of(block, width, flags);
-    }
-}
-
-/// `dst += src`, elementwise.
-pub fn add_assign(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += s;
-    }
-}
-
-/// Adds the sum of the rows of `m` (rows `ld` apart, the first `acc.len()` columns)
-/// onto `acc`.
-pub fn add_col_sums(acc: &mut [f32], m: &[f32], ld: usize) {
-    let w = acc.len();
-    for row in m.chunks(ld) {
-        for (a, x) in acc.iter_mut().zip(&row[..w]) {
-            *a += x;
-        }
-    }
-}
-
-/// The reset flags of step `t` of a segment ([steps·B] flags), or an empty slice.
-#[inline]
-pub fn step_flags(reset: &[u8], t: usize, batch: usize) -> &[u8] {
-    if reset.is_empty() {
-        reset
-    } else {
-        &reset[t * batch..(t + 1) * batch]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,27 +342,16 @@ mod tests {
             names.sort_unstable();
             names.dedup();
             assert_eq!(names.len(), p.len(), "{k}");
-            assert_eq!(k.to_string(), c.name());
-        }
-    }
-
-    #[test]
-    fn recurrent_product_skips_reset_rows() {
-        let (b, n, k) = (4, 3, 2);
-        let h: Vec<f32> = (0..b * k).map(|x| x as f32 + 1.0).collect();
-        let w: Vec<f32> = (0..n * k).map(|x| 0.5 * x as f32 - 1.0).collect();
-        let mut full = vec![1.0f32; b * n];
-        recurrent_product(&mm::NaiveMatMul, b, n, k, &h, &w, 1.0, &mut full, &[]);
-        let mut cut = vec![1.0f32; b * n];
-        let flags = [0, 1, 0, 0];
-        recurrent_product(&mm::NaiveMatMul, b, n, k, &h, &w, 1.0, &mut cut, &flags);
-        for r in 0..b {
-            let (f, c) = (&full[r * n..(r + 1) * n], &cut[r * n..(r + 1) * n]);
-            if flags[r] == 1 {
-                assert!(c.iter().all(|&x| x == 1.0));
-            } else {
-                assert_eq!(f, c);
-            }
+            // One spelling everywhere: the flag value, the config value, the weight prefix.
+            use clap::ValueEnum;
+            let flag = k
+                .to_possible_value()
+                .expect("a value")
+                .get_name()
+                .to_string();
+            let config = serde_json::to_string(&k).expect("serialises");
+            assert_eq!(flag, c.name(), "{k:?}");
+            assert_eq!(config, format!("\"{}\"", c.name()), "{k:?}");
         }
     }
 }

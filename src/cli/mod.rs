@@ -229,9 +229,10 @@ fn grads(c: GradsCmd) -> Result<()> {
         mask: file.mask.as_deref(),
         reset: file.reset.as_deref(),
     };
-    trainer
-        .load_batch(batch)
-        .map_err(|e| bad(render(&e).trim_start_matches("batch ").to_string()))?;
+    trainer.load_batch(batch).map_err(|e| match e {
+        Error::BadBatch { what, msg } => bad(format!("`{what}` {msg}")),
+        e => e,
+    })?;
     let loss = trainer.forward_backward();
     st::save_grads(&c.out, &layout, loss, trainer.executor().grads())?;
     println!("loss {loss:.6}  wrote {}", c.out.display());

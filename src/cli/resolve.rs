@@ -162,6 +162,12 @@ pub fn model_and_window(
                 },
             },
         };
+    if let (Input::Features { .. }, Some(v)) = (input, get!(vocab)) {
+        return Err(Error::spec(
+            "--vocab",
+            format!("{v} given, but a feature input has no vocabulary"),
+        ));
+    }
     if let (Input::Features { .. }, Some(e)) = (input, get!(embed)) {
         return Err(Error::spec(
             "--embed",

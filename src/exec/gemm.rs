@@ -100,20 +100,7 @@ pub fn gemm(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "gemm shapes"
     );
-    let lda = if ta == Tr::N { k } else { m }.max(1);
-    let ldb = if tb == Tr::N { n } else { k }.max(1);
-    let (a, b) = (
-        Mat {
-            data: a,
-            ld: lda,
-            tr: ta,
-        },
-        Mat {
-            data: b,
-            ld: ldb,
-            tr: tb,
-        },
-    );
+    let (a, b) = (Mat::contiguous(a, m, k, ta), Mat::contiguous(b, k, n, tb));
     gemm_mat(m, n, k, a, b, beta, c, n);
 }
 
@@ -229,18 +216,7 @@ pub fn sgemm_direct(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "gemm shapes"
     );
-    let lda = if ta == Tr::N { k } else { m };
-    let ldb = if tb == Tr::N { n } else { k };
-    let a = Mat {
-        data: a,
-        ld: lda.max(1),
-        tr: ta,
-    };
-    let b = Mat {
-        data: b,
-        ld: ldb.max(1),
-        tr: tb,
-    };
+    let (a, b) = (Mat::contiguous(a, m, k, ta), Mat::contiguous(b, k, n, tb));
     cblas(m, n, k, a, b, beta, c, n.max(1));
 }
 

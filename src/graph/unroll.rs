@@ -141,6 +141,17 @@ impl Unroller<'_> {
         BufId::new(self.buffers.len() - 1)
     }
 
+    /// `n` consecutive buffers, the i-th of kind and size `each(i)`.
+    fn run(&mut self, n: usize, each: impl Fn(usize) -> (BufKind, usize)) -> Bufs {
+        let ids: Vec<BufId> = (0..n)
+            .map(|i| {
+                let (kind, elems) = each(i);
+                self.push(kind, elems)
+            })
+            .collect();
+        Bufs::new(&ids)
+    }
+
     /// Embedding, then per layer: entry state, input projection, recurrence.
     fn forward(&mut self, s: usize, entry: Entry<'_>) -> SegFwd {
         let sz = self.sz;
@@ -159,17 +170,14 @@ impl Unroller<'_> {
         };
         for l in 0..nl {
             let lu = l as u32;
-            let ids: Vec<BufId> = (0..sz.states.len())
-                .map(|i| {
-                    let kind = BufKind::State {
-                        state: i as u8,
-                        layer: lu,
-                        seg: su,
-                    };
-                    self.push(kind, sz.state_elems(s, i))
-                })
-                .collect();
-            let states = Bufs::new(&ids);
+            let states = self.run(sz.states.len(), |i| {
+                let kind = BufKind::State {
+                    state: i as u8,
+                    layer: lu,
+                    seg: su,
+                };
+                (kind, sz.state_elems(s, i))
+            });
             let src = match &entry {
                 Entry::Carried => StateSrc::Carried,
                 Entry::Prev(p) => StateSrc::Prev(p.states[l]),
@@ -188,22 +196,17 @@ impl Unroller<'_> {
                 x: f.input(l),
                 gates: g,
             });
-            let ids: Vec<BufId> = (0..sz.saved.len())
-                .map(|i| {
-                    let kind = BufKind::Saved {
-                        saved: i as u8,
-                        layer: lu,
-                        seg: su,
-                    };
-                    self.push(kind, sz.saved_elems(s, i))
-                })
-                .collect();
-            let saved = Bufs::new(&ids);
-            let work: Vec<BufId> = (sz.forward_scratch > 0)
-                .then(|| self.push(BufKind::Work { layer: lu, seg: su }, sz.forward_scratch))
-                .into_iter()
-                .collect();
-            let work = Bufs::new(&work);
+            let saved = self.run(sz.saved.len(), |i| {
+                let kind = BufKind::Saved {
+                    saved: i as u8,
+                    layer: lu,
+                    seg: su,
+                };
+                (kind, sz.saved_elems(s, i))
+            });
+            let work = self.run(usize::from(sz.forward_scratch > 0), |_| {
+                (BufKind::Work { layer: lu, seg: su }, sz.forward_scratch)
+            });
             self.ops.push(Op::CellForward {
                 layer: lu,
                 seg: su,

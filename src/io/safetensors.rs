@@ -110,26 +110,59 @@ pub fn infer_model(
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
     let shape = |name: &str| st.tensor(name).ok().map(|t| t.shape().to_vec());
-    let found = CellKind::ALL
-        .iter()
-        .copied()
-        .find(|k| shape(&format!("{k}.weight_hh_l0")).is_some());
-    let kind = match (found, cell) {
-        (Some(f), Some(c)) if f != c => {
+    // A cell is present when every tensor it declares for layer 0 is; the most specific
+    // such cell wins (one whose tensors include another's).
+    let layer0 = |k: CellKind| -> Vec<String> {
+        let c = k.cell();
+        (c.params(1, 1).iter())
+            .map(|d| format!("{}.{}_l0", c.name(), d.name))
+            .collect()
+    };
+    let missing = |k: CellKind| layer0(k).into_iter().find(|n| shape(n).is_none());
+    let present: Vec<CellKind> = (CellKind::ALL.iter().copied())
+        .filter(|&k| missing(k).is_none())
+        .collect();
+    let specific: Vec<CellKind> = (present.iter().copied())
+        .filter(|&k| {
+            let mine = layer0(k);
+            !present
+                .iter()
+                .any(|&o| o != k && mine.iter().all(|n| layer0(o).contains(n)))
+        })
+        .collect();
+    let kind = match (specific.as_slice(), cell) {
+        (&[a, b, ..], _) => {
             return Err(err(format!(
-                "holds a {f} model (`{f}.weight_hh_l0`), not {c}: it has no tensor \
-                 `{c}.weight_hh_l0`"
+                "holds tensors of two cells, {a} (`{a}.weight_hh_l0`) and {b} \
+                 (`{b}.weight_hh_l0`)"
             )))
         }
-        (Some(f), _) => f,
-        (None, Some(c)) => return Err(err(format!("has no tensor `{c}.weight_hh_l0`"))),
-        (None, None) => {
+        (&[f], Some(c)) if f != c => {
+            let want = missing(c).unwrap_or_else(|| format!("{c}.weight_hh_l0"));
+            return Err(err(format!(
+                "holds {f} weights (`{f}.weight_hh_l0`), not {c}: it has no tensor `{want}`"
+            )));
+        }
+        (&[f], _) => f,
+        (&[], Some(c)) => {
+            let want = missing(c).unwrap_or_else(|| format!("{c}.weight_hh_l0"));
+            return Err(err(format!("has no tensor `{want}`")));
+        }
+        (&[], None) => {
+            // Part of a cell is there: name the first of its tensors that is not.
+            let partial = (CellKind::ALL.iter().copied())
+                .find(|k| shape(&format!("{k}.weight_hh_l0")).is_some())
+                .and_then(missing);
+            if let Some(want) = partial {
+                return Err(err(format!("has no tensor `{want}`")));
+            }
             let names: Vec<String> = CellKind::ALL
                 .iter()
                 .map(|k| format!("`{k}.weight_hh_l0`"))
                 .collect();
             return Err(err(format!(
-                "has no recurrent layer: expected {}",
+                "has no complete recurrent layer: expected {} (with its weight_ih, bias_ih \
+                 and bias_hh)",
                 names.join(" or ")
             )));
         }

@@ -445,7 +445,10 @@ fn npy_layout(raw: &[u8]) -> Result<(usize, usize, Dtype), String> {
                     return Ok((start, v.len(), $d));
                 }
                 Err(ndarray_npy::ViewNpyError::WrongNdim(_, n)) => {
-                    return Err(format!("holds a {n}-D array; expected 1-D integer tokens"))
+                    return Err(format!(
+                        "holds a {n}-D array; expected 1-D integer tokens or a 2-D f32 series \
+                         [steps, N]"
+                    ))
                 }
                 Err(e) => e,
             }
@@ -457,6 +460,12 @@ fn npy_layout(raw: &[u8]) -> Result<(usize, usize, Dtype), String> {
     try_view!(i32, Dtype::I32);
     let last = try_view!(i64, Dtype::I64);
     Err(match last {
+        ndarray_npy::ViewNpyError::WrongDescriptor(d) if d.to_string().contains('f') => {
+            format!(
+                "holds 1-D {d} values; a series must be 2-D f32 [steps, N] (numpy: \
+                 x.reshape(-1, 1).astype(numpy.float32)), tokens 1-D integers"
+            )
+        }
         ndarray_npy::ViewNpyError::WrongDescriptor(d) => {
             format!("has element type {d}; expected little-endian u1, u2, u4, i4 or i8 tokens")
         }

@@ -45,6 +45,13 @@ pub enum Targets<'a> {
 
 /// One window of a batch: inputs, targets, and optionally per position a loss mask and
 /// reset flags, each [T·B] of 0 / 1.
+///
+/// The window starts from the state the previous one left (truncated BPTT over a
+/// stream); a batch of independent sequences sets `reset` at step 0 of every row. With
+/// nothing counted (an all-zero mask) the loss is 0 and every gradient zero (PyTorch's
+/// mean over nothing would be NaN). Resets in some rows split that step's recurrent
+/// product into runs of rows, so the bits of the other rows may differ (by rounding)
+/// from a batch without resets; every checkpoint policy still gives identical bits.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
     /// The inputs.
@@ -266,14 +273,16 @@ impl Trainer {
         StepStats { loss, grad_norm }
     }
 
-    /// `load_batch` then `step_loaded`.
+    /// `load_batch` then `step_loaded`. The state the window ends in carries into the
+    /// next batch (truncated BPTT over a stream); for independent sequences, set `reset`
+    /// at their first step (or call `executor_mut().reset_state()`).
     pub fn step(&mut self, batch: Batch<'_>) -> Result<StepStats> {
         self.load_batch(batch)?;
         Ok(self.step_loaded())
     }
 
     /// One step per batch of `batches`, calling `on_step(step index, stats)` after each.
-    /// The carried state flows from each batch into the next, as in TBPTT.
+    /// The carried state flows from each batch into the next, as in TBPTT (see `step`).
     pub fn train<'a, I, F>(&mut self, batches: I, mut on_step: F) -> Result<Vec<StepStats>>
     where
         I: IntoIterator<Item = Batch<'a>>,

@@ -54,7 +54,7 @@ fn bad_data_files() {
     assert!(e.contains("negative"), "{e}");
     write_npy(&p.join("f.npy"), vec![1.0f32, 2.0]);
     let e = fails(&["train", "--data", "f.npy", "--steps", "1"], p);
-    assert!(e.contains("element type"), "{e}");
+    assert!(e.contains("1-D") && e.contains("reshape(-1, 1)"), "{e}");
     std::fs::write(p.join("junk.npy"), b"not an npy file at all").unwrap();
     let e = fails(&["train", "--data", "junk.npy", "--steps", "1"], p);
     assert!(e.contains("junk.npy"), "{e}");
@@ -517,7 +517,31 @@ fn mismatched_weights_batches_and_series() {
     // A weights file of one cell given with --cell of another.
     let e = grads("lstm.safetensors", "lm.safetensors", &["--cell", "gru"]);
     assert!(
-        e.contains("lstm.weight_hh_l0") && e.contains("gru.weight_hh_l0"),
+        e.contains("lstm.weight_hh_l0") && e.contains("gru.weight_ih_l0"),
+        "{e}"
+    );
+    // A file with tensors of two cells.
+    let mut t: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for s in [&lstm_lm, &gru_reg] {
+        let lay = recur::layout::ParamLayout::new(&s.model());
+        for x in &lay.tensors {
+            t.push((x.name.clone(), x.shape.clone(), vec![0u8; 4 * x.len()]));
+        }
+    }
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t.dedup_by(|a, b| a.0 == b.0);
+    let views = t.iter().map(|(n, s, b)| {
+        let v = safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, s.clone(), b);
+        (n.as_str(), v.unwrap())
+    });
+    std::fs::write(
+        p.join("both.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    let e = grads("both.safetensors", "lm.safetensors", &[]);
+    assert!(
+        e.contains("two cells") && e.contains("lstm") && e.contains("gru"),
         "{e}"
     );
     // A feature width that disagrees with the weights.

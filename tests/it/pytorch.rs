@@ -64,10 +64,11 @@ fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
     }
     // PyTorch's state is [L, B, H] per state tensor; recur's carried state is, per
     // layer, each state [B, H] in the cell's order (h, c for the LSTM).
-    let names: &[&str] = match cell {
-        CellKind::Lstm => &["h", "c"],
-        CellKind::Gru => &["h"],
-    };
+    let names: Vec<&str> = cell.cell().states(hidden).iter().map(|s| s.name).collect();
+    assert!(
+        names == ["h"] || names == ["h", "c"],
+        "{file}: fixtures hold h0 (and c0)"
+    );
     let init = fx.state("h0", names.get(1).map(|_| "c0"), layers);
     let init: Vec<f32> = init.iter().map(|&x| x as f32).collect();
     ex.state_mut().copy_from_slice(&init);

@@ -1,0 +1,365 @@
+//! The instruction loop: one function per kind of op over arena slices. The cell's
+//! step loops run through the seam with `Blas` as their `MatMul`; the input projection,
+//! the input side of the weight gradients and the head are the same for every cell and
+//! live here.
+
+use super::gemm::{self, gemm, Tr};
+use super::ops;
+use crate::cell::{
+    add_col_sums, Backward, Cell, Dims, Forward, Mat, MatMul, Params, ParamsMut, RecurrentGrads,
+    MAX_SAVED, MAX_STATES,
+};
+use crate::graph::{Bufs, Input, Op, StateSrc};
+use crate::ids::BufId;
+use crate::layout::{ParamLayout, Sizes};
+use crate::program::Program;
+use crate::spec::HeadKind;
+
+/// The arena as a raw base pointer, so disjoint buffers can be borrowed at once.
+pub(super) struct Arena<'p> {
+    pub(super) base: *mut f32,
+    pub(super) len: usize,
+    pub(super) prog: &'p Program,
+}
+
+impl Arena<'_> {
+    /// Buffer `id` as a mutable slice.
+    ///
+    /// SAFETY (of the unsafe block): the plan gives buffers that are live together
+    /// disjoint byte ranges (checked by `plan::verify`), each op borrows each of its
+    /// buffers once, and the borrows end with the op.
+    #[allow(clippy::mut_from_ref)]
+    fn buf(&self, id: BufId) -> &mut [f32] {
+        let p = &self.prog.buffers[id.index()];
+        let (off, len) = ((p.offset / 4) as usize, p.buffer.elems);
+        assert!(off + len <= self.len, "buffer outside the arena");
+        // SAFETY: see above; bounds asserted.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(off), len) }
+    }
+
+    /// The buffers of `bufs` the op touches, in declared order; empty slices for the
+    /// others.
+    fn bufs<const N: usize>(&self, bufs: Bufs) -> [&mut [f32]; N] {
+        let mut out: [&mut [f32]; N] = std::array::from_fn(|_| Default::default());
+        for (i, o) in out.iter_mut().enumerate().take(bufs.len()) {
+            if let Some(id) = bufs.get(i) {
+                *o = self.buf(id);
+            }
+        }
+        out
+    }
+}
+
+/// Products through the one BLAS gateway, for the cells' kernels.
+pub(super) struct Blas;
+
+impl MatMul for Blas {
+    fn mm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Mat<'_>,
+        b: Mat<'_>,
+        beta: f32,
+        c: &mut [f32],
+        c_ld: usize,
+    ) {
+        gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
+    }
+}
+
+pub(super) struct Ctx<'a> {
+    pub(super) sz: &'a Sizes,
+    pub(super) lay: &'a ParamLayout,
+    pub(super) cell: &'static dyn Cell,
+    pub(super) p: &'a [f32],
+    pub(super) g: &'a mut [f32],
+    pub(super) state: &'a [f32],
+    pub(super) state_next: &'a mut [f32],
+    pub(super) tokens: &'a [u32],
+    pub(super) features: &'a [f32],
+    pub(super) labels: &'a [u32],
+    pub(super) values: &'a [f32],
+    pub(super) mask: &'a [u8],
+    /// Empty when no position resets.
+    pub(super) reset: &'a [u8],
+    pub(super) scale: f32,
+    pub(super) loss: f64,
+}
+
+impl<'a> Ctx<'a> {
+    /// Positions [T·B] of segment `s`.
+    fn positions(&self, s: u32) -> std::ops::Range<usize> {
+        let start = s as usize * self.sz.grain * self.sz.batch;
+        start..start + self.sz.seg_rows(s as usize)
+    }
+
+    /// The reset flags of segment `s`, or an empty slice.
+    fn reset_of(&self, s: u32) -> &'a [u8] {
+        let reset: &'a [u8] = self.reset;
+        if reset.is_empty() {
+            reset
+        } else {
+            &reset[self.positions(s)]
+        }
+    }
+
+    fn dims(&self, seg: u32) -> Dims {
+        Dims {
+            batch: self.sz.batch,
+            hidden: self.sz.hidden,
+            steps: self.sz.seg_len(seg as usize),
+        }
+    }
+
+    pub(super) fn exec(&mut self, op: &Op, ar: &Arena) {
+        match *op {
+            Op::Embed { seg, x } => {
+                let e = self.lay.embedding().map_or(0..0, |t| t.range());
+                let toks = &self.tokens[self.positions(seg)];
+                ops::gather_rows(&self.p[e], self.sz.input_width(0), toks, ar.buf(x));
+            }
+            Op::LoadState {
+                layer, states, src, ..
+            } => self.load_state(ar, layer as usize, states, src),
+            Op::SaveCheckpoint {
+                layer,
+                ckpt,
+                states,
+            } => {
+                let ck = ar.buf(ckpt);
+                self.copy_out(ar, layer as usize, states, ck);
+            }
+            Op::StoreState { layer, states } => {
+                let next = std::mem::take(&mut self.state_next);
+                self.copy_out(ar, layer as usize, states, next);
+                self.state_next = next;
+            }
+            Op::InputProj {
+                layer,
+                seg,
+                x,
+                gates,
+            } => self.input_proj(ar, layer as usize, seg, x, gates),
+            Op::CellForward {
+                layer,
+                seg,
+                gates,
+                states,
+                saved,
+                work,
+            } => {
+                let io = Forward {
+                    gates: ar.buf(gates),
+                    states: ar.bufs::<MAX_STATES>(states),
+                    saved: ar.bufs::<MAX_SAVED>(saved),
+                    scratch: work.get(0).map_or(&mut [][..], |w| ar.buf(w)),
+                    reset: self.reset_of(seg),
+                };
+                let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
+                self.cell.forward(self.dims(seg), &w, io, &Blas);
+            }
+            Op::Head { seg, h, out, dh } => self.head(ar, seg, h, out, dh),
+            Op::ZeroCarry { carry, .. } => ar.buf(carry).fill(0.0),
+            Op::CellBackward {
+                layer,
+                seg,
+                gates,
+                states,
+                saved,
+                dh,
+                carry,
+            } => {
+                let read = ar.bufs::<MAX_STATES>(states);
+                let io = Backward {
+                    gates: ar.buf(gates),
+                    states: read.map(|s| &*s),
+                    saved: ar.bufs::<MAX_SAVED>(saved),
+                    dh: ar.buf(dh),
+                    carry: ar.buf(carry),
+                    reset: self.reset_of(seg),
+                    first_segment: seg == 0,
+                };
+                let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
+                self.cell.backward(self.dims(seg), &w, io, &Blas);
+            }
+            Op::WeightGrad {
+                layer,
+                seg,
+                gates,
+                x,
+                states,
+                saved,
+            } => self.weight_grad(ar, layer as usize, seg, gates, x, states, saved),
+            Op::InputGrad {
+                layer,
+                seg,
+                gates,
+                dx,
+            } => {
+                let l = layer as usize;
+                let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
+                let (a, dx) = (ar.buf(gates), ar.buf(dx));
+                let rows = a.len() / gw;
+                let w_ih = &self.p[self.lay.w_ih(l).range()];
+                gemm(rows, iw, gw, a, Tr::N, w_ih, Tr::N, 0.0, dx);
+                if let (0, Some(e)) = (l, self.lay.embedding()) {
+                    let toks = &self.tokens[self.positions(seg)];
+                    ops::scatter_add_rows(&mut self.g[e.range()], iw, toks, dx);
+                }
+            }
+        }
+    }
+
+    /// Fills the entry blocks of every state with the state entering the segment.
+    fn load_state(&self, ar: &Arena, l: usize, states: Bufs, src: StateSrc) {
+        let sz = self.sz;
+        for i in 0..states.len() {
+            let n = sz.state_block(i);
+            let dst = &mut ar.buf(states.id(i))[..n];
+            match src {
+                StateSrc::Prev(prev) => {
+                    let p = ar.buf(prev.id(i));
+                    dst.copy_from_slice(&p[p.len() - n..]);
+                }
+                StateSrc::Checkpoint(b) => {
+                    dst.copy_from_slice(&ar.buf(b)[sz.carried_offset(l, i)..][..n]);
+                }
+                StateSrc::Carried => {
+                    dst.copy_from_slice(&self.state[sz.carried_offset(l, i)..][..n]);
+                }
+            }
+        }
+    }
+
+    /// Copies the last blocks of every state of a segment into `dst`, a block in the
+    /// carried-state layout (a checkpoint or the next window's carried state).
+    fn copy_out(&self, ar: &Arena, l: usize, states: Bufs, dst: &mut [f32]) {
+        let sz = self.sz;
+        for i in 0..states.len() {
+            let n = sz.state_block(i);
+            let s = ar.buf(states.id(i));
+            dst[sz.carried_offset(l, i)..][..n].copy_from_slice(&s[s.len() - n..]);
+        }
+    }
+
+    /// The rows a layer reads as input, and their width: the embedded tokens, the
+    /// batch's features, or the output state of the layer below without its entry
+    /// blocks.
+    fn input_rows<'b>(&self, ar: &'b Arena, x: Input, seg: u32, l: usize) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        let w = self.sz.input_width(l);
+        let features: &'a [f32] = self.features;
+        match x {
+            Input::Embedded(b) => &*ar.buf(b),
+            Input::Features => {
+                let pos = self.positions(seg);
+                &features[pos.start * w..pos.end * w]
+            }
+            Input::Hidden(b) => &ar.buf(b)[self.sz.state_block(0)..],
+        }
+    }
+
+    /// `gates = x W_ihᵀ + bias`, the bias row as the cell declares it.
+    fn input_proj(&self, ar: &Arena, l: usize, seg: u32, x: Input, gates: BufId) {
+        let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
+        let x = self.input_rows(ar, x, seg, l);
+        let a = ar.buf(gates);
+        let rows = a.len() / gw;
+        let (first, rest) = a.split_at_mut(gw);
+        let w = Params::new(self.p, &self.lay.layer(l).ranges);
+        self.cell.input_bias(&w, first);
+        ops::broadcast_bias(rest, first);
+        let w_ih = &self.p[self.lay.w_ih(l).range()];
+        gemm(rows, gw, iw, x, Tr::N, w_ih, Tr::T, 1.0, a);
+    }
+
+    /// The input side of the weight gradients (one GEMM over the segment and the bias
+    /// column sums), then the cell's own tensors.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad(
+        &mut self,
+        ar: &Arena,
+        l: usize,
+        seg: u32,
+        gates: BufId,
+        x: Input,
+        states: Bufs,
+        saved: Bufs,
+    ) {
+        let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
+        let a = &*ar.buf(gates);
+        let rows = a.len() / gw;
+        {
+            let x = self.input_rows(ar, x, seg, l);
+            let g = &mut *self.g;
+            gemm(
+                gw,
+                iw,
+                rows,
+                a,
+                Tr::T,
+                x,
+                Tr::N,
+                1.0,
+                &mut g[self.lay.w_ih(l).range()],
+            );
+            add_col_sums(&mut g[self.lay.b_ih(l).range()], a, gw);
+        }
+        let saved = ar.bufs::<MAX_SAVED>(saved);
+        let io = RecurrentGrads {
+            gates: a,
+            states: ar.bufs::<MAX_STATES>(states),
+            saved: saved.map(|s| &*s),
+            reset: self.reset_of(seg),
+        };
+        let d = self.dims(seg);
+        let lay: &'a ParamLayout = self.lay;
+        let mut g = ParamsMut::new(self.g, &lay.layer(l).ranges);
+        self.cell.recurrent_grads(d, io, &mut g, &Blas);
+    }
+
+    /// The head of a segment and its backward: outputs, loss, dL/dfc, dL/dh.
+    fn head(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId, dh: BufId) {
+        let (hd, k) = (self.sz.hidden, self.sz.outputs);
+        let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
+        let pos = self.positions(seg);
+        let dh = ar.buf(dh);
+        let mask = &self.mask[pos.clone()];
+        if mask.iter().all(|&m| m == 0) {
+            // Nothing of this segment counts: no loss, no gradient.
+            dh.fill(0.0);
+            return;
+        }
+        let h = &ar.buf(h)[self.sz.state_block(0)..];
+        let z = ar.buf(out);
+        let rows = z.len() / k;
+        ops::broadcast_bias(z, &self.p[fb.clone()]);
+        gemm(rows, k, hd, h, Tr::N, &self.p[fw.clone()], Tr::T, 1.0, z);
+        self.loss += match self.sz.head {
+            HeadKind::Regress => {
+                let y = &self.values[pos.start * k..pos.end * k];
+                ops::squared_error(z, k, y, mask, self.scale)
+            }
+            HeadKind::Lm | HeadKind::Classify => {
+                ops::softmax_xent(z, k, &self.labels[pos], mask, self.scale)
+            }
+        };
+        gemm(
+            k,
+            hd,
+            rows,
+            z,
+            Tr::T,
+            h,
+            Tr::N,
+            1.0,
+            &mut self.g[fw.clone()],
+        );
+        add_col_sums(&mut self.g[fb], z, k);
+        gemm(rows, hd, k, z, Tr::N, &self.p[fw], Tr::N, 0.0, dh);
+    }
+}

@@ -287,7 +287,7 @@ fn demo(c: DemoCmd) -> Result<()> {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
         println!("{v}");
     } else {
-        train::print_summary(&s, false);
+        train::print_summary(&s, false, train::unit(&data));
         let below = 100.0 * (1.0 - s.final_loss_avg10 as f64 / baseline);
         println!(
             "final loss {:.4} nats/token: {below:.1}% below the unigram baseline {baseline:.4}",

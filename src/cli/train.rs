@@ -145,7 +145,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         })?;
         crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
     }
-    print_summary(&summary, json);
+    print_summary(&summary, json, unit(&data));
     Ok(())
 }
 
@@ -168,12 +168,20 @@ fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
     ]);
 }
 
-pub(super) fn print_summary(s: &Summary, json: bool) {
+/// What a stream's positions are called in progress and summary lines.
+pub(super) fn unit(data: &DataFile) -> &'static str {
+    match data {
+        DataFile::Tokens(_) => "tokens",
+        DataFile::Series(_) => "rows",
+    }
+}
+
+pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
     } else {
         println!(
-            "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} positions/s  {:.1} s in steps  memory {} planned",
+            "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} {unit}/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
     }

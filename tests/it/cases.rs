@@ -116,9 +116,9 @@ pub struct Window {
 }
 
 impl Window {
-    /// A window of `shape` from `seed`. Masks keep about three positions in four (and,
-    /// for a classifier, a prefix of every row, one row empty when B > 2); resets fall
-    /// on about one position in six, never on step 0 only.
+    /// A window of `shape` from `seed`. Masks keep about three positions in four (for a
+    /// classifier, a prefix of every row, one row empty when B > 2); resets fall on
+    /// about one position in six, step 0 included.
     pub fn new(shape: Shape, seed: u64) -> Self {
         let (t, b) = (shape.window, shape.batch);
         let n = t * b;

@@ -201,13 +201,7 @@ fn grads(c: GradsCmd) -> Result<()> {
         window: Some(file.window),
         ..Default::default()
     };
-    let (_, train) = resolve::model_and_window(
-        &flags,
-        None,
-        &Default::default(),
-        None,
-        DataShape::Tokens { vocab: 2 },
-    )?;
+    let train = resolve::train_spec(&flags, None, &Default::default(), None)?;
     let mut trainer = Trainer::new(compile(&model, &train)?)?;
     let layout = trainer.executor().layout().clone();
     st::load_params(

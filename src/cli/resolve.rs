@@ -121,11 +121,6 @@ pub fn model_and_window(
             pick(&flags.$f, config.map(|c| &c.$f))
         };
     }
-    macro_rules! run {
-        ($f:ident) => {
-            pick(&run.$f, run_config.map(|c| &c.$f))
-        };
-    }
     let features = get!(features);
     let input =
         match data {
@@ -249,6 +244,28 @@ pub fn model_and_window(
         forget_bias: get!(forget_bias),
     };
     model.validate()?;
+    let train = train_spec(flags, config, run, run_config)?;
+    Ok((model, train))
+}
+
+/// The window, policy and run settings alone, merged and validated (flags win over the
+/// config).
+pub fn train_spec(
+    flags: &ModelFlags,
+    config: Option<&ModelFlags>,
+    run: &RunFlags,
+    run_config: Option<&RunFlags>,
+) -> Result<TrainSpec> {
+    macro_rules! get {
+        ($f:ident) => {
+            pick(&flags.$f, config.map(|c| &c.$f))
+        };
+    }
+    macro_rules! run {
+        ($f:ident) => {
+            pick(&run.$f, run_config.map(|c| &c.$f))
+        };
+    }
     let window = get!(window).unwrap_or(64);
     let policy = match (get!(checkpoint), get!(memory_budget)) {
         (Some(_), Some(_)) => {
@@ -288,7 +305,7 @@ pub fn model_and_window(
         seed: run!(seed).unwrap_or(defaults.seed),
     };
     train.validate()?;
-    Ok((model, train))
+    Ok(train)
 }
 
 /// What a head needs from the data, for error messages.

@@ -42,6 +42,7 @@ extern crate blas_src;
 
 pub mod cell;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;

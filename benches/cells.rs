@@ -7,9 +7,9 @@
 //! `OPENBLAS_NUM_THREADS=2 cargo bench --bench cells`; see docs/PERFORMANCE.md.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use recur::data::windows::Windows;
+use recur::data::{DataFile, SeriesFile, TokenFile};
 use recur::spec::{HeadKind, Input, Policy};
-use recur::train::data::{DataFile, SeriesFile, TokenFile};
-use recur::train::windows::Windows;
 use recur::units::fmt_bytes;
 use recur::{compile, CellKind, ModelSpec, TrainSpec, Trainer};
 use std::time::Instant;

@@ -6,10 +6,10 @@
 //! `OPENBLAS_NUM_THREADS=2 cargo bench --bench policies`; see docs/PERFORMANCE.md.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use recur::data::windows::Windows;
+use recur::data::{DataFile, TokenFile};
 use recur::report::fmt_bytes;
 use recur::spec::Policy;
-use recur::train::data::{DataFile, TokenFile};
-use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
 use std::time::Instant;
 

@@ -8,9 +8,9 @@
 //! `OPENBLAS_NUM_THREADS=1 cargo bench --bench step` (and =2); see docs/PERFORMANCE.md.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use recur::data::windows::Windows;
+use recur::data::{DataFile, TokenFile};
 use recur::exec::gemm::{self, sgemm_direct, GemmRecord};
-use recur::train::data::{DataFile, TokenFile};
-use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
 use std::time::Instant;
 

@@ -8,9 +8,9 @@
 
 use ndarray::Array2;
 use ndarray_npy::WriteNpyExt;
+use recur::data::DataFile;
 use recur::spec::{HeadKind, Input};
-use recur::train::data::DataFile;
-use recur::train::{fit, FitOptions};
+use recur::train::{fit, Feed, FitOptions};
 use recur::units::fmt_bytes;
 use recur::{compile, CellKind, ModelSpec, TrainSpec, Trainer};
 
@@ -75,7 +75,8 @@ fn main() -> recur::Result<()> {
         steps: 400,
         seconds: None,
     };
-    let summary = fit(&mut trainer, &data, opts, |p| {
+    let mut feed = Feed::stream(&data, &train)?;
+    let summary = fit(&mut trainer, &mut feed, opts, |p| {
         if p.step % 100 == 0 {
             println!("step {:4}  mse {:.5}", p.step, p.loss);
         }

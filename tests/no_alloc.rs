@@ -5,9 +5,9 @@
 //! heads, masks and resets, on multi-layer models whose window is not a multiple of the
 //! grain.
 
+use recur::data::windows::Windows;
+use recur::data::{DataFile, SeriesFile, TokenFile};
 use recur::spec::OptimKind;
-use recur::train::data::{DataFile, SeriesFile, TokenFile};
-use recur::train::windows::Windows;
 use recur::{
     compile, Batch, CellKind, HeadKind, Input, Inputs, ModelSpec, Targets, TrainSpec, Trainer,
 };

@@ -23,7 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// Train on a stream: a token file (.npy integers, or any file as bytes) for a
     /// language model, or an f32 series (a 2-D .npy [steps, N]) for next-step regression.
-    Train(TrainCmd),
+    Train(Box<TrainCmd>),
     /// Compile a model and print its memory plan, without data or training.
     Plan(PlanCmd),
     /// Loss and gradients of one batch, for comparison with other frameworks.
@@ -69,9 +69,15 @@ pub struct ModelFlags {
     /// Batch rows B [32].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Window length T, steps of truncated BPTT [64].
+    /// Window length T, steps of truncated BPTT [64; a set of sequences: its longest
+    /// sequence, exact BPTT].
     #[arg(long)]
     pub window: Option<usize>,
+    /// TBPTT(k1, k2): each window advances k1 steps along the stream and counts only
+    /// its last k1 positions, back-propagating through all T = k2 (a multiple of the
+    /// grain) [T].
+    #[arg(long, value_name = "K1")]
+    pub advance: Option<usize>,
     /// GEMM grain G: steps per segment [min(16, T)].
     #[arg(long)]
     pub grain: Option<usize>,
@@ -90,9 +96,12 @@ pub struct ModelFlags {
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RunFlags {
-    /// Training steps (windows) [200].
+    /// Training steps (optimiser updates) [200].
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Windows whose gradients are averaged into each optimiser step [1].
+    #[arg(long, value_name = "N")]
+    pub accumulate: Option<usize>,
     /// Learning rate [2e-3].
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
@@ -102,7 +111,7 @@ pub struct RunFlags {
     /// Clip the global gradient norm to this value; 0 disables [1.0].
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
-    /// Seed of the initialisation [0].
+    /// Seed of the initialisation and of the order of sequences [0].
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -114,6 +123,28 @@ pub struct TrainCmd {
     /// each row predicts the next), or any other file read as bytes.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Row splits of a set of sequences in --data (1-D int64, n + 1 entries from 0 to
+    /// the data's steps): each sequence trains on its own, from a zero state.
+    #[arg(long)]
+    pub offsets: Option<PathBuf>,
+    /// One integer class per sequence of the set (1-D, n entries): trains a classifier.
+    #[arg(long, requires = "offsets")]
+    pub labels: Option<PathBuf>,
+    /// Batch sequences of similar lengths (less padding).
+    #[arg(long, requires = "offsets")]
+    pub bucket: bool,
+    /// Held-out data in the same form as --data, measured every --valid-every steps.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Row splits of the held-out set.
+    #[arg(long, requires = "valid")]
+    pub valid_offsets: Option<PathBuf>,
+    /// Labels of the held-out set.
+    #[arg(long, requires = "valid_offsets")]
+    pub valid_labels: Option<PathBuf>,
+    /// Steps between validations [a tenth of --steps].
+    #[arg(long, value_name = "N")]
+    pub valid_every: Option<usize>,
     /// Output directory for model.safetensors and config.toml.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -237,6 +268,20 @@ impl<'de> Deserialize<'de> for Size {
 pub struct ConfigFile {
     /// `--data`.
     pub data: Option<PathBuf>,
+    /// `--offsets`.
+    pub offsets: Option<PathBuf>,
+    /// `--labels`.
+    pub labels: Option<PathBuf>,
+    /// `--bucket`.
+    pub bucket: Option<bool>,
+    /// `--valid`.
+    pub valid: Option<PathBuf>,
+    /// `--valid-offsets`.
+    pub valid_offsets: Option<PathBuf>,
+    /// `--valid-labels`.
+    pub valid_labels: Option<PathBuf>,
+    /// `--valid-every`.
+    pub valid_every: Option<usize>,
     /// `--out`.
     pub out: Option<PathBuf>,
     /// `--json`.

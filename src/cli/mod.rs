@@ -7,12 +7,12 @@ pub mod args;
 pub mod resolve;
 mod train;
 
+use crate::data::{DataFile, Source, TokenFile};
 use crate::io::batch::{read_batch, FileInput, FileTarget};
 use crate::io::safetensors as st;
 use crate::plan::{compile, compile_with, CompileOptions};
 use crate::report::PlanReport;
 use crate::spec::{Input, ModelSpec, Policy, TrainSpec};
-use crate::train::data::{DataFile, TokenFile};
 use crate::train::{synth, Batch, FitOptions, Inputs, Targets, Trainer};
 use crate::{Error, Result};
 use args::{Cli, Command, DemoCmd, GradsCmd, PlanCmd};
@@ -79,7 +79,7 @@ pub fn run() -> Result<()> {
         }
     };
     match cli.command {
-        Command::Train(c) => train::train(c),
+        Command::Train(c) => train::train(*c),
         Command::Plan(c) => plan(c),
         Command::Grads(c) => grads(c),
         Command::Demo(c) => demo(c),
@@ -201,7 +201,7 @@ fn grads(c: GradsCmd) -> Result<()> {
         window: Some(file.window),
         ..Default::default()
     };
-    let train = resolve::train_spec(&flags, None, &Default::default(), None)?;
+    let train = resolve::train_spec(&flags, None, &Default::default(), None, None)?;
     let mut trainer = Trainer::new(compile(&model, &train)?)?;
     let layout = trainer.executor().layout().clone();
     st::load_params(
@@ -239,7 +239,10 @@ fn demo(c: DemoCmd) -> Result<()> {
     }
     let tokens = synth::brackets(2_000_000, 7);
     let baseline = synth::unigram_entropy(&tokens);
-    let data = DataFile::Tokens(TokenFile::from_bytes("<built-in bracket stream>", tokens)?);
+    let data = Source::Stream(DataFile::Tokens(TokenFile::from_bytes(
+        "<built-in bracket stream>",
+        tokens,
+    )?));
     let flags = args::ModelFlags {
         cell: c.cell,
         vocab: Some(synth::BRACKET_VOCAB),
@@ -256,6 +259,7 @@ fn demo(c: DemoCmd) -> Result<()> {
     };
     let shape = DataShape::Tokens {
         vocab: synth::BRACKET_VOCAB,
+        set: None,
     };
     let (model, train) = resolve::model_and_window(&flags, None, &run, None, shape)?;
     let program = compile(&model, &train)?;
@@ -276,12 +280,14 @@ fn demo(c: DemoCmd) -> Result<()> {
         steps: usize::MAX,
         seconds: Some(c.seconds),
     };
-    let s = train::fit_with_progress(&mut trainer, &data, opts, c.json)?;
+    let mut feed =
+        crate::train::Feed::new(&data, &trainer.program().train.clone(), model.head, false)?;
+    let s = train::fit_with_progress(&mut trainer, &mut feed, opts, c.json)?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
         println!("{v}");
     } else {
-        train::print_summary(&s, false, train::unit(&data));
+        train::print_summary(&s, false, data.unit());
         let below = 100.0 * (1.0 - s.final_loss_avg10 as f64 / baseline);
         println!(
             "final loss {:.4} nats/token: {below:.1}% below the unigram baseline {baseline:.4}",

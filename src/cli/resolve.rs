@@ -12,6 +12,13 @@ use std::path::Path;
 /// and `--json` (a test checks the two lists agree).
 pub const CONFIG_KEYS: &[&str] = &[
     "data",
+    "offsets",
+    "labels",
+    "bucket",
+    "valid",
+    "valid-offsets",
+    "valid-labels",
+    "valid-every",
     "out",
     "cell",
     "vocab",
@@ -24,11 +31,13 @@ pub const CONFIG_KEYS: &[&str] = &[
     "forget-bias",
     "batch",
     "window",
+    "advance",
     "grain",
     "checkpoint",
     "memory-budget",
     "optimizer",
     "steps",
+    "accumulate",
     "lr",
     "momentum",
     "clip",
@@ -65,7 +74,16 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         toml::from_str(&text).map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
     // Relative paths in a config file are relative to the file, not to where recur runs.
     let base = path.parent().unwrap_or(Path::new(""));
-    for p in [&mut cfg.data, &mut cfg.out].into_iter().flatten() {
+    let paths = [
+        &mut cfg.data,
+        &mut cfg.offsets,
+        &mut cfg.labels,
+        &mut cfg.valid,
+        &mut cfg.valid_offsets,
+        &mut cfg.valid_labels,
+        &mut cfg.out,
+    ];
+    for p in paths.into_iter().flatten() {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -95,16 +113,38 @@ fn pick<T: Clone>(flag: &Option<T>, config: Option<&Option<T>>) -> Option<T> {
 pub enum DataShape {
     /// No data (`recur plan`): token input unless `--features` is given.
     None,
-    /// A token stream whose vocabulary defaults to `vocab`.
+    /// Tokens whose vocabulary defaults to `vocab`.
     Tokens {
         /// The default vocabulary.
         vocab: usize,
+        /// A set's sequence shape, if the data is a set of sequences.
+        set: Option<SetShape>,
     },
-    /// An f32 series of `width` columns: feature input, the next row as target.
+    /// f32 rows of `width` columns: feature input, the next row as target.
     Series {
         /// Columns N.
         width: usize,
+        /// A set's sequence shape, if the data is a set of sequences.
+        set: Option<SetShape>,
     },
+}
+
+/// What a set of sequences says about the model and window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetShape {
+    /// Classes its labels need (largest + 1), if it has labels.
+    pub classes: Option<usize>,
+    /// Inputs of its longest sequence: the window of exact BPTT.
+    pub longest: usize,
+}
+
+impl DataShape {
+    fn set(&self) -> Option<SetShape> {
+        match *self {
+            DataShape::None => None,
+            DataShape::Tokens { set, .. } | DataShape::Series { set, .. } => set,
+        }
+    }
 }
 
 /// The model and window, merged and validated. Flags win over the config; what the
@@ -124,7 +164,7 @@ pub fn model_and_window(
     let features = get!(features);
     let input =
         match data {
-            DataShape::Series { width } => {
+            DataShape::Series { width, .. } => {
                 if let Some(n) = features.filter(|&n| n != width) {
                     return Err(Error::spec(
                         "--features",
@@ -145,7 +185,7 @@ pub fn model_and_window(
                 "--features",
                 "given, but the data holds tokens; features come from a 2-D f32 .npy [steps, N]",
             )),
-            DataShape::Tokens { vocab } => Input::Tokens {
+            DataShape::Tokens { vocab, .. } => Input::Tokens {
                 vocab: get!(vocab).unwrap_or(vocab),
                 embed: get!(embed).unwrap_or(64),
             },
@@ -169,11 +209,41 @@ pub fn model_and_window(
             format!("{e} given, but a feature input has no embedding"),
         ));
     }
-    let head = get!(head).unwrap_or(match input {
-        Input::Tokens { .. } => HeadKind::Lm,
-        Input::Features { .. } => HeadKind::Regress,
+    let classes = data.set().and_then(|s| s.classes);
+    let head = get!(head).unwrap_or(match (classes, input) {
+        (Some(_), _) => HeadKind::Classify,
+        (None, Input::Tokens { .. }) => HeadKind::Lm,
+        (None, Input::Features { .. }) => HeadKind::Regress,
     });
+    if let (Some(_), HeadKind::Lm | HeadKind::Regress) = (classes, head) {
+        return Err(Error::spec(
+            "--labels",
+            format!(
+                "given, but the {head} head predicts each next step, not a label per sequence \
+                 (use --head classify, or drop --labels)"
+            ),
+        ));
+    }
     let outputs = match (data, head, input) {
+        (DataShape::Tokens { .. } | DataShape::Series { .. }, HeadKind::Classify, _) => {
+            let Some(c) = classes else {
+                return Err(Error::spec(
+                    "--head",
+                    "classify needs one label per sequence: a set of sequences with \
+                     --offsets FILE --labels FILE",
+                ));
+            };
+            match get!(outputs) {
+                Some(k) if k < c => {
+                    return Err(Error::spec(
+                        "--outputs",
+                        format!("{k} classes, but the labels hold class {}", c - 1),
+                    ))
+                }
+                Some(k) => k,
+                None => c.max(2),
+            }
+        }
         (DataShape::Tokens { .. }, HeadKind::Lm, Input::Tokens { vocab, .. }) => {
             if let Some(k) = get!(outputs).filter(|&k| k != vocab) {
                 return Err(Error::spec(
@@ -185,7 +255,7 @@ pub fn model_and_window(
             }
             vocab
         }
-        (DataShape::Series { width }, HeadKind::Regress, _) => {
+        (DataShape::Series { width, .. }, HeadKind::Regress, _) => {
             if let Some(k) = get!(outputs).filter(|&k| k != width) {
                 return Err(Error::spec(
                     "--outputs",
@@ -195,14 +265,6 @@ pub fn model_and_window(
                 ));
             }
             width
-        }
-        (DataShape::Tokens { .. } | DataShape::Series { .. }, HeadKind::Classify, _) => {
-            return Err(Error::spec(
-                "--head",
-                "classify needs one label per sequence, which recur train does not read yet \
-                 (sets of sequences with labels come next); `recur grads` and the library \
-                 take labels today",
-            ))
         }
         (DataShape::Tokens { .. }, h, _) => {
             return Err(Error::spec(
@@ -244,17 +306,23 @@ pub fn model_and_window(
         forget_bias: get!(forget_bias),
     };
     model.validate()?;
-    let train = train_spec(flags, config, run, run_config)?;
+    // A set's default window is exact BPTT: its longest sequence's inputs.
+    let window = data.set().map(|s| match head {
+        HeadKind::Classify => s.longest,
+        HeadKind::Lm | HeadKind::Regress => (s.longest - 1).max(1),
+    });
+    let train = train_spec(flags, config, run, run_config, window)?;
     Ok((model, train))
 }
 
 /// The window, policy and run settings alone, merged and validated (flags win over the
-/// config).
+/// config); the window defaults to `window`, else 64.
 pub fn train_spec(
     flags: &ModelFlags,
     config: Option<&ModelFlags>,
     run: &RunFlags,
     run_config: Option<&RunFlags>,
+    window: Option<usize>,
 ) -> Result<TrainSpec> {
     macro_rules! get {
         ($f:ident) => {
@@ -266,7 +334,7 @@ pub fn train_spec(
             pick(&run.$f, run_config.map(|c| &c.$f))
         };
     }
-    let window = get!(window).unwrap_or(64);
+    let window = get!(window).or(window).unwrap_or(64);
     let policy = match (get!(checkpoint), get!(memory_budget)) {
         (Some(_), Some(_)) => {
             let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
@@ -303,6 +371,8 @@ pub fn train_spec(
         clip,
         steps: run!(steps).unwrap_or(defaults.steps),
         seed: run!(seed).unwrap_or(defaults.seed),
+        accumulate: run!(accumulate).unwrap_or(1),
+        advance: get!(advance),
     };
     train.validate()?;
     Ok(train)
@@ -342,6 +412,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             forget_bias: model.forget_bias,
             batch: Some(train.batch),
             window: Some(train.window),
+            advance: train.advance,
             grain: Some(train.grain),
             checkpoint: match train.policy {
                 Policy::Budget(_) => None,
@@ -355,10 +426,12 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
         },
         run: RunFlags {
             steps: Some(train.steps),
+            accumulate: Some(train.accumulate),
             lr: Some(train.optim.lr),
             momentum: Some(train.optim.momentum),
             clip: Some(train.clip.unwrap_or(0.0)),
             seed: Some(train.seed),
         },
+        ..Default::default()
     }
 }

@@ -3,11 +3,11 @@
 //! JSON line), save the model and its config, and `--report-rss`.
 
 use super::args::TrainCmd;
-use super::resolve::{self, DataShape};
+use super::resolve::{self, DataShape, SetShape};
+use crate::data::Source;
 use crate::plan::compile;
-use crate::train::data::DataFile;
-use crate::train::windows::Windows;
-use crate::train::{fit, FitOptions, Summary, Trainer};
+use crate::spec::HeadKind;
+use crate::train::{fit, Feed, FitOptions, Summary, Trainer};
 use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// `train::fit` with a progress bar on the terminal (hidden when `quiet`).
 pub(super) fn fit_with_progress(
     trainer: &mut Trainer,
-    data: &DataFile,
+    feed: &mut Feed<'_>,
     opts: FitOptions,
     quiet: bool,
 ) -> Result<Summary> {
@@ -31,11 +31,11 @@ pub(super) fn fit_with_progress(
     bar.set_style(
         ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let unit = match data {
-        DataFile::Tokens(_) => "tok/s",
-        DataFile::Series(_) => "rows/s",
+    let unit = match feed.unit() {
+        "tokens" => "tok/s",
+        _ => "rows/s",
     };
-    let result = fit(trainer, data, opts, |p| {
+    let result = fit(trainer, feed, opts, |p| {
         bar.set_message(format!(
             "loss {:.4}  {:.0} {unit}",
             p.loss, p.positions_per_s
@@ -69,30 +69,27 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         // Before any work: a run must not train for hours and then fail to save.
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let data = DataFile::open(&data_path)?;
-    let shape = match &data {
-        DataFile::Tokens(t) => {
-            let is_npy = data_path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-            let vocab = if is_npy {
-                t.max_token() as usize + 1
-            } else {
-                256
-            };
-            DataShape::Tokens {
-                vocab: vocab.max(2),
-            }
-        }
-        DataFile::Series(s) => DataShape::Series { width: s.width() },
+    let pick = |flag: &Option<std::path::PathBuf>,
+                key: fn(&super::args::ConfigFile) -> Option<std::path::PathBuf>| {
+        flag.clone().or_else(|| config.as_ref().and_then(key))
     };
+    let offsets = pick(&c.offsets, |f| f.offsets.clone());
+    let labels = pick(&c.labels, |f| f.labels.clone());
+    let bucket = c.bucket || config.as_ref().and_then(|f| f.bucket).unwrap_or(false);
+    if offsets.is_none() && (labels.is_some() || bucket) {
+        let flag = if bucket { "--bucket" } else { "--labels" };
+        return Err(Error::spec(
+            flag,
+            "applies to a set of sequences: give their row splits with --offsets",
+        ));
+    }
+    let source = Source::open(&data_path, offsets.as_deref(), labels.as_deref())?;
+    let shape = data_shape(&source);
     let cm = config.as_ref().map(|f| &f.model);
     let cr = config.as_ref().map(|f| &f.run);
     let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
-    if let (DataFile::Tokens(t), Some(v)) = (&data, model.input.vocab()) {
-        t.check_vocab(v)?;
-    }
-    Windows::new(data.len(), train.batch, train.window, &data_path)?;
+    check_data(&source, &model, &train)?;
+    Feed::new(&source, &train, model.head, bucket)?;
     let rss_before = if report_rss {
         warm_blas(&model, &train);
         crate::exec::memory::reset_peak_rss();
@@ -117,7 +114,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         steps: train.steps,
         seconds: None,
     };
-    let mut summary = fit_with_progress(&mut trainer, &data, opts, json)?;
+    let mut feed = Feed::new(&source, &train, model.head, bucket)?;
+    let mut summary = fit_with_progress(&mut trainer, &mut feed, opts, json)?;
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
@@ -145,7 +143,71 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         })?;
         crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
     }
-    print_summary(&summary, json, unit(&data));
+    print_summary(&summary, json, source.unit());
+    Ok(())
+}
+
+/// What the data says about the model: tokens (vocabulary: largest + 1, or 256 for
+/// raw bytes) or rows, and for a set its classes and longest sequence.
+pub(super) fn data_shape(source: &Source) -> DataShape {
+    let set = match source {
+        Source::Stream(_) => None,
+        Source::Set(s) => Some(SetShape {
+            classes: s.has_labels().then_some(s.classes()),
+            longest: s.longest(),
+        }),
+    };
+    match (source.tokens(), source.width()) {
+        (Some(t), _) => {
+            let vocab = if t.is_raw_bytes() {
+                256
+            } else {
+                t.max_token() as usize + 1
+            };
+            DataShape::Tokens {
+                vocab: vocab.max(2),
+                set,
+            }
+        }
+        (None, width) => DataShape::Series {
+            width: width.unwrap_or(1),
+            set,
+        },
+    }
+}
+
+/// The data against the resolved model and window: tokens below the vocabulary,
+/// labels below the classes, enough steps for a stream's windows.
+pub(super) fn check_data(
+    source: &Source,
+    model: &crate::ModelSpec,
+    train: &crate::TrainSpec,
+) -> Result<()> {
+    if let (Some(t), Some(v)) = (source.tokens(), model.input.vocab()) {
+        t.check_vocab(v)?;
+    }
+    match source {
+        Source::Stream(d) => {
+            crate::data::windows::Windows::with_stride(
+                d.len(),
+                train.batch,
+                train.window,
+                train.stride(),
+                d.path(),
+            )?;
+        }
+        Source::Set(s) => {
+            if train.advance.is_some() {
+                return Err(Error::spec(
+                    "--advance",
+                    "applies to a stream; a set of sequences starts each from a zero state",
+                ));
+            }
+            if model.head == HeadKind::Classify {
+                s.check_classes(model.outputs)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -168,14 +230,6 @@ fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
     ]);
 }
 
-/// What a stream's positions are called in progress and summary lines.
-pub(super) fn unit(data: &DataFile) -> &'static str {
-    match data {
-        DataFile::Tokens(_) => "tokens",
-        DataFile::Series(_) => "rows",
-    }
-}
-
 pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
@@ -184,5 +238,13 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
             "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} {unit}/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
+        if s.padding_fraction > 0.0 {
+            println!(
+                "windows {}  padding {:.1}% of positions  epochs {}",
+                s.windows,
+                100.0 * s.padding_fraction,
+                s.epochs
+            );
+        }
     }
 }

@@ -5,3 +5,74 @@
 //! a time and hands the pages back, so memory does not grow with the data.
 
 pub mod npy;
+pub mod stream;
+pub mod windows;
+
+pub use sets::{SeqSet, SetBatches, Task};
+pub use stream::{DataFile, SeriesFile, TokenFile};
+pub mod sets;
+
+use crate::Result;
+use std::path::Path;
+
+/// Training or held-out data: one stream, or a set of sequences.
+pub enum Source {
+    /// A stream (tokens or a series).
+    Stream(DataFile),
+    /// A set of sequences.
+    Set(Box<SeqSet>),
+}
+
+impl Source {
+    /// Opens `values` as a stream, or with `offsets` as a set of sequences (with
+    /// `labels`, one class each).
+    pub fn open(values: &Path, offsets: Option<&Path>, labels: Option<&Path>) -> Result<Self> {
+        match offsets {
+            None => DataFile::open(values).map(Source::Stream),
+            Some(o) => Ok(Source::Set(Box::new(SeqSet::open(values, o, labels)?))),
+        }
+    }
+
+    /// The values' path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Stream(d) => d.path(),
+            Source::Set(s) => s.path(),
+        }
+    }
+
+    /// What a position is called: `tokens` or `rows`.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Source::Stream(d) => d.unit(),
+            Source::Set(s) => match s.values() {
+                sets::Values::Tokens(_) => "tokens",
+                sets::Values::Features(_) => "rows",
+            },
+        }
+    }
+
+    /// The token values, if the data holds tokens.
+    pub fn tokens(&self) -> Option<&TokenFile> {
+        match self {
+            Source::Stream(DataFile::Tokens(t)) => Some(t),
+            Source::Set(s) => match s.values() {
+                sets::Values::Tokens(t) => Some(t),
+                sets::Values::Features(_) => None,
+            },
+            Source::Stream(DataFile::Series(_)) => None,
+        }
+    }
+
+    /// Columns per step, if the data holds f32 rows.
+    pub fn width(&self) -> Option<usize> {
+        match self {
+            Source::Stream(DataFile::Series(s)) => Some(s.width()),
+            Source::Set(s) => match s.values() {
+                sets::Values::Features(f) => Some(f.width()),
+                sets::Values::Tokens(_) => None,
+            },
+            Source::Stream(DataFile::Tokens(_)) => None,
+        }
+    }
+}

@@ -363,7 +363,8 @@ fn parse_header(head: &[u8]) -> Result<(Dtype, Vec<usize>, usize), String> {
     let dtype = Dtype::parse(descr).ok_or_else(|| {
         format!(
             "has element type {descr}; recur reads uint8, uint16, uint32, int32 or int64 \
-             tokens and little-endian float32 values"
+             tokens and little-endian float32 values (numpy: x.astype(numpy.float32) or \
+             x.astype(numpy.int64))"
         )
     })?;
     if header.layout.is_fortran() && header.shape.iter().filter(|&&d| d > 1).count() > 1 {

@@ -35,9 +35,6 @@ pub struct BatchSlots<'a> {
     pub mask: &'a mut [u8],
     /// 1 where a row starts a new sequence [T·B].
     pub reset: &'a mut [u8],
-    /// Raw bytes of one stripe of a series window, `(T + 1)·N·4` (feature models;
-    /// empty otherwise): where `train::windows` reads rows before converting them.
-    pub stage: &'a mut [u8],
 }
 
 /// Owns the memory of a compiled window and runs it.
@@ -57,7 +54,6 @@ pub struct Executor {
     values: AlignedBuf,
     mask: Vec<u8>,
     reset: Vec<u8>,
-    stage: Vec<u8>,
 }
 
 impl Executor {
@@ -81,7 +77,6 @@ impl Executor {
             values: AlignedBuf::zeros(if softmax { 0 } else { positions * sz.outputs }),
             mask: vec![1; positions],
             reset: vec![0; positions],
-            stage: vec![0; sz.stage_bytes()],
             prog,
         }
     }
@@ -158,7 +153,6 @@ impl Executor {
             values: self.values.as_mut_slice(),
             mask: &mut self.mask,
             reset: &mut self.reset,
-            stage: &mut self.stage,
         }
     }
 
@@ -167,6 +161,12 @@ impl Executor {
     /// (0 if none does).
     pub fn run(&mut self) -> f32 {
         self.grads.as_mut_slice().fill(0.0);
+        self.run_accumulate(1.0)
+    }
+
+    /// Runs one window like `run`, but adds `weight` · dL/dθ to the gradients already
+    /// there (gradient accumulation over windows: `weight` = 1 / windows).
+    pub fn run_accumulate(&mut self, weight: f32) -> f32 {
         let sz = &self.prog.sizes;
         let counted = self.mask.iter().filter(|&&m| m != 0).count();
         let terms = match sz.head {
@@ -193,7 +193,11 @@ impl Executor {
             values: self.values.as_slice(),
             mask: &self.mask,
             reset: if any_reset { &self.reset } else { &[] },
-            scale: if terms == 0 { 0.0 } else { 1.0 / terms as f32 },
+            scale: if terms == 0 {
+                0.0
+            } else {
+                weight / terms as f32
+            },
             loss: 0.0,
         };
         for op in &self.prog.ops {

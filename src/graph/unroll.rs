@@ -81,7 +81,9 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
                 if checkpoint {
                     ckpt[s + 1] = Some(u.checkpoint(&f));
                 }
-                if s + 1 == ns && !stored {
+                // The state the next window starts from: after the window, or after
+                // its first k1 steps (TBPTT(k1, k2)).
+                if s + 1 == train.stride().div_ceil(train.grain) && !stored {
                     u.store_state(&f);
                     stored = true;
                 }

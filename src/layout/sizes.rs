@@ -180,21 +180,27 @@ impl Sizes {
         }
     }
 
-    /// Bytes of the staging buffer a series window is read through: one row's stripe,
-    /// `(T + 1)·N·4` (0 for a token input).
-    pub fn stage_bytes(&self) -> usize {
-        self.features.map_or(0, |n| (self.window + 1) * n * 4)
+    /// Bytes of the data file a window may hold mapped: per row, its T + 1 steps (an
+    /// 8-byte token bound, or N f32) and the kernel's fault-around (64 KiB of the
+    /// following pages). Rows release their pages once read (`data::windows`).
+    pub fn mapped_bytes(&self) -> usize {
+        let row = self.features.map_or(8, |n| n * 4);
+        self.batch * ((self.window + 1) * row + FAULT_AROUND)
     }
 
     /// Bytes of the window's batch as the executor holds it: inputs (u32 tokens or f32
     /// features), targets (u32 labels or f32 values, per position), one byte each of
-    /// loss mask and reset flag per position, and a series' staging buffer. Wide, so
+    /// loss mask and reset flag per position, and the file pages a window maps
+    /// (`mapped_bytes`). Wide, so
     /// absurd sizes can be refused.
     pub fn batch_bytes(&self) -> u128 {
         let positions = self.window as u128 * self.batch as u128;
-        let stage = self
-            .features
-            .map_or(0, |n| (self.window as u128 + 1) * n as u128 * 4);
-        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + stage
+        let row = self.features.map_or(8, |n| n as u128 * 4);
+        let mapped = self.batch as u128 * ((self.window as u128 + 1) * row + FAULT_AROUND as u128);
+        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + mapped
     }
 }
+
+/// Bytes the kernel maps around a faulting page of a file mapping (Linux's default
+/// `fault_around_bytes`).
+pub const FAULT_AROUND: usize = 64 << 10;

@@ -65,10 +65,24 @@ pub struct TrainSpec {
     /// Clip the global gradient norm to this value (PyTorch's `clip_grad_norm_`). Default
     /// 1.0; `None` disables clipping.
     pub clip: Option<f32>,
-    /// Training steps (windows). Default 200.
+    /// Training steps (optimiser updates). Default 200.
     pub steps: usize,
-    /// Seed for initialisation. Default 0.
+    /// Seed for initialisation and the order of sequences. Default 0.
     pub seed: u64,
+    /// Windows whose gradients are averaged into one optimiser step. Default 1.
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    /// TBPTT(k1, k2) with k2 = T: each window advances `k1` steps along the stream
+    /// (the next window starts k1 steps after this one, from the state after its first
+    /// k1 steps), and only its last k1 positions count, so every step's loss is counted
+    /// once with at least T − k1 steps of context behind it. A multiple of the grain.
+    /// Default `None`: k1 = T, windows side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<usize>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainSpec {
@@ -82,6 +96,8 @@ impl Default for TrainSpec {
             clip: Some(1.0),
             steps: 200,
             seed: 0,
+            accumulate: 1,
+            advance: None,
         }
     }
 }
@@ -126,6 +142,20 @@ impl TrainSpec {
         if self.steps == 0 {
             return Err(Error::spec("train.steps", "must be at least 1"));
         }
+        check_range("train.accumulate", self.accumulate, 1, 1 << 20)?;
+        if let Some(k1) = self.advance {
+            check_range("train.advance", k1, 1, self.window)?;
+            if k1 % self.grain != 0 {
+                return Err(Error::spec(
+                    "train.advance",
+                    format!(
+                        "{k1} is not a multiple of the grain {}: the state after k1 steps is \
+                         taken at a segment boundary (set `train.grain` to a divisor of {k1})",
+                        self.grain
+                    ),
+                ));
+            }
+        }
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(Error::spec(
@@ -140,6 +170,11 @@ impl TrainSpec {
     /// Number of segments in a window: ⌈T / G⌉.
     pub fn segments(&self) -> usize {
         self.window.div_ceil(self.grain)
+    }
+
+    /// Steps each window advances along the stream: k1, or T.
+    pub fn stride(&self) -> usize {
+        self.advance.unwrap_or(self.window)
     }
 
     /// Steps in segment `s` (the last may be shorter than G).

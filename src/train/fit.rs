@@ -1,11 +1,10 @@
-//! `fit`: the training loop over a stream. Windows of the memory-mapped data go through
-//! the trainer one step at a time; a callback sees every step's progress (the CLI draws
-//! its bar from it), and a summary comes back at the end. A diverging loss stops the run
-//! with an error naming the learning rate.
+//! `fit`: the training loop. Windows of the memory-mapped data (a stream, or a set of
+//! sequences) go through the trainer, `accumulate` windows per optimiser step; a
+//! callback sees every step's progress (the CLI draws its bar from it), and a summary
+//! comes back at the end. A diverging loss stops the run with an error naming the
+//! learning rate.
 
-use super::data::DataFile;
-use super::windows::Windows;
-use super::Trainer;
+use super::{Feed, Trainer};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -13,7 +12,7 @@ use std::time::Instant;
 /// How long to train.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FitOptions {
-    /// Training steps (windows).
+    /// Training steps (optimiser updates).
     pub steps: usize,
     /// Stop once this many seconds were spent in steps, if set.
     pub seconds: Option<f64>,
@@ -47,8 +46,17 @@ pub struct Summary {
     pub first_loss: f32,
     /// Positions (tokens, or rows of a series) per second over the training steps only.
     pub tokens_per_s: f64,
-    /// Steps taken.
+    /// Steps taken (optimiser updates).
     pub steps: usize,
+    /// Windows run (`accumulate` per step, and a set's windows with nothing counted).
+    pub windows: usize,
+    /// Positions with data, over all windows.
+    pub positions: u64,
+    /// Share of the windows' positions that were padding (sets of sequences; 0 for a
+    /// stream).
+    pub padding_fraction: f64,
+    /// Passes completed over the data.
+    pub epochs: u64,
     /// Seconds spent in training steps.
     pub seconds: f64,
     /// Planned activation arena bytes.
@@ -68,44 +76,56 @@ pub struct Summary {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Trains on windows of `data` for `opts.steps` steps (or until `opts.seconds`),
-/// calling `on_step` after each. The windows walk B cursors through the stream; the
-/// carried state resets when they restart. Allocates nothing per step.
+/// Trains on windows of `feed` for `opts.steps` optimiser steps (or until
+/// `opts.seconds`), calling `on_step` after each. Each step averages the gradients of
+/// `accumulate` windows that count something; a window of a set with nothing counted
+/// (a long sequence's early windows under `classify`) only carries the state on.
+/// Allocates nothing per step.
 pub fn fit(
     trainer: &mut Trainer,
-    data: &DataFile,
+    feed: &mut Feed<'_>,
     opts: FitOptions,
     mut on_step: impl FnMut(&Progress),
 ) -> Result<Summary> {
-    let t = &trainer.program().train;
-    let positions = (t.batch * t.window) as f64;
-    let mut win = Windows::new(data.len(), t.batch, t.window, data.path())?;
+    let acc = trainer.program().train.accumulate;
+    let weight = 1.0 / acc as f32;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
+    let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
     while done < opts.steps {
-        trainer.load_window(data, &mut win)?;
+        trainer.zero_grads();
+        let (mut loss, mut counted_windows) = (0.0f32, 0);
         let t0 = Instant::now();
-        let s = trainer.step_loaded();
+        while counted_windows < acc {
+            let f = trainer.load(feed)?;
+            real += f.real as u64;
+            total += f.positions as u64;
+            epochs += u64::from(f.epoch_end);
+            windows += 1;
+            let l = trainer.accumulate(weight);
+            if f.counted > 0 {
+                loss += l * weight;
+                counted_windows += 1;
+            }
+        }
+        let grad_norm = trainer.apply_gradients();
         seconds += t0.elapsed().as_secs_f64();
-        if !s.loss.is_finite() {
+        if !loss.is_finite() {
             return Err(Error::spec(
                 "train.optim.lr",
-                format!(
-                    "training diverged at step {done} (loss {}); lower the learning rate",
-                    s.loss
-                ),
+                format!("training diverged at step {done} (loss {loss}); lower the learning rate"),
             ));
         }
         if done == 0 {
-            first = s.loss;
+            first = loss;
         }
-        last10[done % 10] = s.loss;
+        last10[done % 10] = loss;
         done += 1;
         on_step(&Progress {
             step: done,
             steps: opts.steps,
-            loss: s.loss,
-            grad_norm: s.grad_norm,
-            positions_per_s: positions * done as f64 / seconds.max(1e-9),
+            loss,
+            grad_norm,
+            positions_per_s: real as f64 / seconds.max(1e-9),
             seconds,
         });
         if opts.seconds.is_some_and(|d| seconds >= d) {
@@ -118,8 +138,12 @@ pub fn fit(
         final_loss: last10[(done.max(1) - 1) % 10],
         final_loss_avg10: tail.iter().sum::<f32>() / tail.len().max(1) as f32,
         first_loss: first,
-        tokens_per_s: positions * done as f64 / seconds.max(1e-9),
+        tokens_per_s: real as f64 / seconds.max(1e-9),
         steps: done,
+        windows,
+        positions: real,
+        padding_fraction: 1.0 - real as f64 / total.max(1) as f64,
+        epochs,
         seconds,
         arena_bytes: p.arena_bytes,
         total_bytes: p.total_bytes(),

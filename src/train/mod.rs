@@ -4,21 +4,22 @@
 //! memory-mapped stream cut into TBPTT windows, with a progress callback and a summary.
 //! Allocation happens in `Trainer::new` only.
 
-pub mod data;
+pub mod feed;
 pub mod fit;
 pub mod init;
 pub mod optim;
 pub mod synth;
-pub mod windows;
 
+pub use feed::{Feed, Filled};
 pub use fit::{fit, FitOptions, Progress, Summary};
 
+use crate::data::windows::Windows;
+use crate::data::DataFile;
 use crate::exec::{memory, Executor};
 use crate::layout::ParamLayout;
 use crate::program::Program;
 use crate::spec::{HeadKind, Input, TrainSpec};
 use crate::{Error, Result};
-use data::DataFile;
 use optim::Optimizer;
 use serde::Serialize;
 
@@ -248,6 +249,33 @@ impl Trainer {
         self.exec.run()
     }
 
+    /// Zeroes the gradients (before accumulating windows with `accumulate`).
+    pub fn zero_grads(&mut self) {
+        self.exec.grads_mut().fill(0.0);
+    }
+
+    /// Loss of the loaded batch, adding `weight` · its gradients to those already in
+    /// the executor (gradient accumulation: `weight` = 1 / windows per update).
+    pub fn accumulate(&mut self, weight: f32) -> f32 {
+        self.exec.run_accumulate(weight)
+    }
+
+    /// The gradient hook, clipping and the optimiser's update from the gradients in the
+    /// executor (after `forward_backward` or `accumulate`). Returns the gradient norm
+    /// before clipping.
+    pub fn apply_gradients(&mut self) -> f32 {
+        if let Some(hook) = self.hook.as_mut() {
+            let (layout, grads) = self.exec.layout_and_grads_mut();
+            hook(layout, grads);
+        }
+        self.update()
+    }
+
+    /// Writes the next window of `feed` into the batch slots. Allocates nothing.
+    pub fn load(&mut self, feed: &mut Feed<'_>) -> Result<Filled> {
+        feed.fill(&mut self.exec)
+    }
+
     /// Clipping and the optimiser's update from the gradients in the executor (after
     /// `forward_backward` and any hook). Returns the gradient norm before clipping.
     pub fn update(&mut self) -> f32 {
@@ -265,11 +293,7 @@ impl Trainer {
     /// nothing.
     pub fn step_loaded(&mut self) -> StepStats {
         let loss = self.exec.run();
-        if let Some(hook) = self.hook.as_mut() {
-            let (layout, grads) = self.exec.layout_and_grads_mut();
-            hook(layout, grads);
-        }
-        let grad_norm = self.update();
+        let grad_norm = self.apply_gradients();
         StepStats { loss, grad_norm }
     }
 
@@ -297,18 +321,16 @@ impl Trainer {
         Ok(out)
     }
 
-    /// The next window of `data` into the batch slots (every position counts, no
+    /// The next window of a stream into the batch slots (every position counts, no
     /// resets), resetting the carried state when the stream restarts. Allocates
     /// nothing.
-    pub fn load_window(&mut self, data: &DataFile, win: &mut windows::Windows) -> Result<()> {
+    pub fn load_window(&mut self, data: &DataFile, win: &mut Windows) -> Result<()> {
         let slots = self.exec.batch_mut();
         slots.mask.fill(1);
         slots.reset.fill(0);
         let restart = match data {
             DataFile::Tokens(tokens) => win.fill(tokens, slots.tokens, slots.labels),
-            DataFile::Series(series) => {
-                win.fill_series(series, slots.stage, slots.features, slots.values)?
-            }
+            DataFile::Series(series) => win.fill_series(series, slots.features, slots.values),
         };
         if restart {
             self.exec.reset_state();

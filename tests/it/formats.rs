@@ -6,8 +6,8 @@
 use crate::util::{recur, tiny};
 use ndarray::Array1;
 use ndarray_npy::WriteNpyExt;
+use recur::data::TokenFile;
 use recur::io::safetensors as st;
-use recur::train::data::TokenFile;
 use recur::{compile, Trainer};
 
 #[test]

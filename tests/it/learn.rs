@@ -1,10 +1,10 @@
 //! Training learns: on the built-in bracket stream the loss falls well below the
 //! unigram entropy (which no context-free model can beat), with both optimisers.
 
+use recur::data::windows::Windows;
+use recur::data::{DataFile, TokenFile};
 use recur::spec::OptimKind;
-use recur::train::data::{DataFile, TokenFile};
 use recur::train::synth;
-use recur::train::windows::Windows;
 use recur::{compile, ModelSpec, TrainSpec, Trainer};
 
 fn learn(kind: OptimKind, lr: f32, steps: usize) -> (f64, f32) {

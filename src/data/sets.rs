@@ -1,0 +1,622 @@
+//! Sets of variable-length sequences: `values` (tokens [steps] or features [steps, N]),
+//! `offsets` (integer row splits, n + 1 entries from 0 to steps, as
+//! `tf.RaggedTensor.row_splits` or an Arrow list array) and optionally `labels` (one
+//! integer class per sequence). All three are memory-mapped and validated in chunks.
+//!
+//! `SetBatches` draws B sequences per batch in an order shuffled per epoch, pads them to
+//! the longest, and cuts a batch longer than the window into windows with the state
+//! carried. The shuffle is a keyed permutation of `0..n` computed on the fly, so it
+//! needs no memory however many sequences there are; `--bucket` sorts a pool of
+//! `BUCKET_POOL` batches' worth of sequences by length (memory: the pool's indices).
+
+use super::npy::{Npy, SCAN_CHUNK};
+use super::stream::{data_err, DataFile, SeriesFile, TokenFile};
+use crate::{Error, Result};
+use std::ops::Range;
+use std::path::Path;
+
+/// The values of a set: tokens or feature rows.
+pub enum Values {
+    /// Integer tokens [steps].
+    Tokens(TokenFile),
+    /// f32 rows [steps, N].
+    Features(SeriesFile),
+}
+
+/// A validated set of sequences.
+pub struct SeqSet {
+    values: Values,
+    offsets: Npy,
+    labels: Option<Npy>,
+    n: usize,
+    longest: usize,
+    shortest: usize,
+    classes: usize,
+}
+
+impl SeqSet {
+    /// Opens and validates the three files: offsets integers, starting at 0, strictly
+    /// increasing, ending at the values' length; labels (if given) one non-negative
+    /// integer per sequence.
+    pub fn open(values: &Path, offsets: &Path, labels: Option<&Path>) -> Result<Self> {
+        let values = match DataFile::from_npy(Npy::open(values)?)? {
+            DataFile::Tokens(t) => Values::Tokens(t),
+            DataFile::Series(s) => Values::Features(s),
+        };
+        let offsets = Npy::open(offsets)?;
+        let labels = labels.map(Npy::open).transpose()?;
+        SeqSet::new(values, offsets, labels)
+    }
+
+    /// Validates a set from its parts (see `open`).
+    pub fn new(values: Values, offsets: Npy, labels: Option<Npy>) -> Result<Self> {
+        let steps = match &values {
+            Values::Tokens(t) => t.len(),
+            Values::Features(s) => s.steps(),
+        };
+        let op = offsets.path().to_path_buf();
+        if offsets.shape().len() != 1 || !offsets.dtype().is_int() {
+            return Err(data_err(
+                &op,
+                format!(
+                    "holds a {}-D {} array; offsets are 1-D integers (int64 row splits, n + 1 \
+                     entries from 0 to the values' length)",
+                    offsets.shape().len(),
+                    offsets.dtype()
+                ),
+            ));
+        }
+        let m = offsets.elems();
+        if m < 2 {
+            return Err(data_err(
+                &op,
+                format!("holds {m} entries; offsets of n sequences hold n + 1 (at least 2)"),
+            ));
+        }
+        let first = offsets.get_i64(0);
+        if first != 0 {
+            return Err(data_err(
+                &op,
+                format!("starts at {first}; offsets start at 0"),
+            ));
+        }
+        let dtype = offsets.dtype();
+        let (mut longest, mut shortest, mut prev) = (0usize, usize::MAX, 0i64);
+        offsets.scan(1..m, SCAN_CHUNK, |at, bytes| {
+            for k in 0..bytes.len() / dtype.size() {
+                let v = dtype.get_i64(bytes, k);
+                if v <= prev {
+                    let i = at + k;
+                    return Err(data_err(
+                        &op,
+                        format!(
+                            "are not increasing: entry {i} is {v}, after {prev} (every \
+                             sequence needs at least one step)"
+                        ),
+                    ));
+                }
+                let len = (v - prev) as usize;
+                longest = longest.max(len);
+                shortest = shortest.min(len);
+                prev = v;
+            }
+            Ok(())
+        })?;
+        if prev as u64 != steps as u64 {
+            return Err(data_err(
+                &op,
+                format!(
+                    "end at {prev}, but the values hold {steps} steps; the last offset is \
+                     the values' length"
+                ),
+            ));
+        }
+        let n = m - 1;
+        let mut classes = 0;
+        if let Some(l) = &labels {
+            let lp = l.path();
+            if l.shape().len() != 1 || !l.dtype().is_int() {
+                return Err(data_err(
+                    lp,
+                    format!(
+                        "holds a {}-D {} array; labels are 1-D integers, one per sequence",
+                        l.shape().len(),
+                        l.dtype()
+                    ),
+                ));
+            }
+            if l.elems() != n {
+                return Err(data_err(
+                    lp,
+                    format!(
+                        "holds {} labels, but the offsets describe {n} sequences",
+                        l.elems()
+                    ),
+                ));
+            }
+            let ld = l.dtype();
+            let mut max = 0i64;
+            l.scan(0..n, SCAN_CHUNK, |at, bytes| {
+                for k in 0..bytes.len() / ld.size() {
+                    let v = ld.get_i64(bytes, k);
+                    if !(0..=super::stream::MAX_TOKEN).contains(&v) {
+                        return Err(data_err(
+                            lp,
+                            format!("label {v} of sequence {} is not a class index", at + k),
+                        ));
+                    }
+                    max = max.max(v);
+                }
+                Ok(())
+            })?;
+            classes = max as usize + 1;
+        }
+        Ok(SeqSet {
+            values,
+            offsets,
+            labels,
+            n,
+            longest,
+            shortest,
+            classes,
+        })
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True if there are none (never, after `open`).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The values.
+    pub fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// The values' path.
+    pub fn path(&self) -> &Path {
+        match &self.values {
+            Values::Tokens(t) => t.path(),
+            Values::Features(s) => s.path(),
+        }
+    }
+
+    /// Steps of the longest sequence.
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// Steps of the shortest sequence.
+    pub fn shortest(&self) -> usize {
+        self.shortest
+    }
+
+    /// Largest label + 1 (0 without labels).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// True if the set has labels.
+    pub fn has_labels(&self) -> bool {
+        self.labels.is_some()
+    }
+
+    /// The steps of sequence `i` in the values.
+    #[inline]
+    pub fn seq(&self, i: usize) -> Range<usize> {
+        self.offsets.get_i64(i) as usize..self.offsets.get_i64(i + 1) as usize
+    }
+
+    /// The label of sequence `i` (0 without labels).
+    #[inline]
+    pub fn label(&self, i: usize) -> u32 {
+        self.labels.as_ref().map_or(0, |l| l.get_i64(i) as u32)
+    }
+
+    /// Checks that labels are below `classes`.
+    pub fn check_classes(&self, classes: usize) -> Result<()> {
+        if let Some(l) = &self.labels {
+            if self.classes > classes {
+                let i = (0..self.n).find(|&i| self.label(i) as usize >= classes);
+                let i = i.unwrap_or(0);
+                return Err(data_err(
+                    l.path(),
+                    format!(
+                        "label {} of sequence {i} is not below the number of classes {classes}",
+                        self.label(i)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the pages of the value steps `steps` back to the kernel.
+    fn release_steps(&self, steps: Range<usize>) {
+        match &self.values {
+            Values::Tokens(t) => t.release(steps),
+            Values::Features(s) => s.release(steps),
+        }
+    }
+
+    /// Hands the pages of sequence `i`'s offsets and label back to the kernel.
+    fn release_meta(&self, i: usize) {
+        self.offsets.release(i..i + 2);
+        if let Some(l) = &self.labels {
+            l.release(i..i + 1);
+        }
+    }
+}
+
+/// What the model makes of a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Each step predicts the next (a token or a row): a sequence of L steps gives L − 1
+    /// inputs with targets.
+    Next,
+    /// One label per sequence, predicted from its last step: L inputs.
+    Label,
+}
+
+impl Task {
+    fn inputs(self, len: usize) -> usize {
+        match self {
+            Task::Next => len - 1,
+            Task::Label => len,
+        }
+    }
+}
+
+/// A permutation of `0..n` from a key: a 4-round Feistel network over the next power of
+/// two with cycle walking. O(1) memory; every index appears exactly once.
+#[derive(Clone, Copy, Debug)]
+struct Permutation {
+    n: u64,
+    half: u32,
+    keys: [u64; 4],
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+impl Permutation {
+    fn new(n: usize, key: u64) -> Self {
+        let bits = (64 - (n.max(2) as u64 - 1).leading_zeros()).max(2);
+        let half = bits.div_ceil(2);
+        let mut k = key;
+        let keys = std::array::from_fn(|_| {
+            k = mix(k.wrapping_add(0x9e3779b97f4a7c15));
+            k
+        });
+        Permutation {
+            n: n as u64,
+            half,
+            keys,
+        }
+    }
+
+    fn round(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half) - 1;
+        let (mut l, mut r) = (x >> self.half, x & mask);
+        for k in self.keys {
+            let f = mix(r ^ k) & mask;
+            (l, r) = (r, l ^ f);
+        }
+        (l << self.half) | r
+    }
+
+    fn get(&self, i: usize) -> usize {
+        let mut x = self.round(i as u64);
+        while x >= self.n {
+            x = self.round(x);
+        }
+        x as usize
+    }
+}
+
+/// Batches of sequences in the order of the pool sorted by length, when bucketing.
+pub const BUCKET_POOL: usize = 64;
+
+/// What one window of a set held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetWindow {
+    /// Positions holding a step of a sequence.
+    pub real: usize,
+    /// Positions counted in the loss.
+    pub counted: usize,
+    /// True if this window is the last of its batch.
+    pub batch_end: bool,
+    /// True if the batch completed an epoch.
+    pub epoch_end: bool,
+}
+
+/// Draws batches of B sequences from a set and cuts them into windows of T steps.
+pub struct SetBatches {
+    batch: usize,
+    window: usize,
+    task: Task,
+    seed: u64,
+    bucket: bool,
+    epoch: u64,
+    /// Next index into the epoch's permutation.
+    drawn: usize,
+    perm: Permutation,
+    /// Sequences of the current pool, in batch order (bucketing), and the next one due.
+    pool: Vec<u32>,
+    pool_next: usize,
+    /// The current batch's sequences (`u32::MAX`: an empty row).
+    rows: Vec<u32>,
+    /// Windows of the current batch, and the next one.
+    windows: usize,
+    next_window: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl SetBatches {
+    /// Batches of `batch` sequences of `set` in windows of `window` steps, shuffled per
+    /// epoch from `seed`; with `bucket`, batches of similar lengths. Allocates the batch
+    /// and, when bucketing, the pool.
+    pub fn new(
+        set: &SeqSet,
+        batch: usize,
+        window: usize,
+        task: Task,
+        seed: u64,
+        bucket: bool,
+    ) -> Result<Self> {
+        if set.len() >= EMPTY as usize {
+            return Err(data_err(
+                set.path(),
+                format!("holds {} sequences; at most {}", set.len(), EMPTY - 1),
+            ));
+        }
+        if task == Task::Next && set.shortest() < 2 {
+            return Err(data_err(
+                set.path(),
+                "holds a sequence of 1 step, which has no next step to predict".into(),
+            ));
+        }
+        Ok(SetBatches {
+            batch,
+            window,
+            task,
+            seed,
+            bucket,
+            epoch: 0,
+            drawn: 0,
+            perm: Permutation::new(set.len(), seed),
+            pool: Vec::with_capacity(if bucket { BUCKET_POOL * batch } else { 0 }),
+            pool_next: 0,
+            rows: vec![EMPTY; batch],
+            windows: 0,
+            next_window: 0,
+        })
+    }
+
+    /// Epochs completed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The window length T a set needs for exact BPTT: its longest sequence's inputs.
+    pub fn exact_window(set: &SeqSet, task: Task) -> usize {
+        task.inputs(set.longest())
+    }
+
+    /// Next sequence of the epoch, or None at its end.
+    fn draw(&mut self, set: &SeqSet) -> Option<u32> {
+        if self.bucket {
+            if self.pool_next == self.pool.len() {
+                self.pool.clear();
+                self.pool_next = 0;
+                let take = (BUCKET_POOL * self.batch).min(set.len() - self.drawn);
+                for _ in 0..take {
+                    self.pool.push(self.perm.get(self.drawn) as u32);
+                    self.drawn += 1;
+                }
+                self.pool.sort_by_key(|&i| set.seq(i as usize).len());
+                // The pool's batches in a shuffled order, so lengths do not rise
+                // through the epoch.
+                let nb = self.pool.len().div_ceil(self.batch);
+                let order = Permutation::new(nb, mix(self.seed ^ self.epoch ^ self.drawn as u64));
+                let mut shuffled = Vec::new();
+                std::mem::swap(&mut shuffled, &mut self.pool);
+                for j in 0..nb {
+                    let b = order.get(j);
+                    let chunk =
+                        &shuffled[b * self.batch..((b + 1) * self.batch).min(shuffled.len())];
+                    self.pool.extend_from_slice(chunk);
+                    self.pool
+                        .extend(std::iter::repeat_n(EMPTY, self.batch - chunk.len()));
+                }
+                drop(shuffled);
+            }
+            let s = self.pool.get(self.pool_next).copied();
+            self.pool_next += 1;
+            s
+        } else if self.drawn < set.len() {
+            self.drawn += 1;
+            Some(self.perm.get(self.drawn - 1) as u32)
+        } else {
+            None
+        }
+    }
+
+    fn new_batch(&mut self, set: &SeqSet) -> bool {
+        let mut end = false;
+        for b in 0..self.batch {
+            self.rows[b] = match self.draw(set) {
+                Some(s) => s,
+                None => {
+                    end = true;
+                    EMPTY
+                }
+            };
+        }
+        if self.bucket && self.pool_next >= self.pool.len() && self.drawn == set.len() {
+            end = true;
+        }
+        if !self.bucket && self.drawn == set.len() {
+            end = true;
+        }
+        let longest = (self.rows.iter())
+            .filter(|&&s| s != EMPTY)
+            .map(|&s| self.task.inputs(set.seq(s as usize).len()))
+            .max()
+            .unwrap_or(1);
+        self.windows = longest.div_ceil(self.window);
+        self.next_window = 0;
+        end
+    }
+
+    fn next_epoch(&mut self, set: &SeqSet) {
+        self.epoch += 1;
+        self.drawn = 0;
+        self.pool.clear();
+        self.pool_next = 0;
+        self.perm = Permutation::new(set.len(), mix(self.seed ^ mix(self.epoch)));
+    }
+
+    /// Fills the next window into the batch slots ([T, B] time-major): inputs (tokens or
+    /// features), targets (the next token into `labels`, the next row into `values`,
+    /// or the sequence's label into `labels` at its last step), the loss mask (1 where
+    /// a target counts) and the resets (1 at each sequence's first step).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill(
+        &mut self,
+        set: &SeqSet,
+        tokens: &mut [u32],
+        features: &mut [f32],
+        labels: &mut [u32],
+        values: &mut [f32],
+        mask: &mut [u8],
+        reset: &mut [u8],
+    ) -> SetWindow {
+        let mut epoch_end = false;
+        if self.next_window == self.windows {
+            epoch_end = self.new_batch(set);
+        }
+        let (bs, t, k) = (self.batch, self.window, self.next_window);
+        self.next_window += 1;
+        let batch_end = self.next_window == self.windows;
+        if epoch_end {
+            self.next_epoch(set);
+        }
+        let width = match set.values() {
+            Values::Features(s) => s.width(),
+            Values::Tokens(_) => 1,
+        };
+        let (mut real, mut counted) = (0, 0);
+        for b in 0..bs {
+            let s = self.rows[b];
+            let (seq, n_in) = if s == EMPTY {
+                (0..0, 0)
+            } else {
+                let r = set.seq(s as usize);
+                let n = self.task.inputs(r.len());
+                (r, n)
+            };
+            let from = k * t;
+            let here = n_in.saturating_sub(from).min(t);
+            real += here;
+            for i in 0..t {
+                let p = i * bs + b;
+                reset[p] = u8::from(k == 0 && i == 0);
+                let on = i < here;
+                let counts = on
+                    && match self.task {
+                        Task::Next => true,
+                        Task::Label => from + i + 1 == n_in,
+                    };
+                mask[p] = u8::from(counts);
+                counted += usize::from(counts);
+                if !on {
+                    match set.values() {
+                        Values::Tokens(_) => tokens[p] = 0,
+                        Values::Features(_) => features[p * width..(p + 1) * width].fill(0.0),
+                    }
+                    if !labels.is_empty() {
+                        labels[p] = 0;
+                    }
+                    if !values.is_empty() {
+                        values[p * width..(p + 1) * width].fill(0.0);
+                    }
+                    continue;
+                }
+                let at = seq.start + from + i;
+                match set.values() {
+                    Values::Tokens(tf) => {
+                        tokens[p] = tf.get(at);
+                        if self.task == Task::Next {
+                            labels[p] = tf.get(at + 1);
+                        }
+                    }
+                    Values::Features(sf) => {
+                        sf.read_row(at, &mut features[p * width..(p + 1) * width]);
+                        if self.task == Task::Next {
+                            sf.read_row(at + 1, &mut values[p * width..(p + 1) * width]);
+                        }
+                    }
+                }
+                if self.task == Task::Label {
+                    labels[p] = if counts { set.label(s as usize) } else { 0 };
+                }
+            }
+            if here > 0 {
+                let a = seq.start + from;
+                set.release_steps(a..a + here + usize::from(self.task == Task::Next));
+            }
+            if s != EMPTY && batch_end {
+                set.release_meta(s as usize);
+            }
+        }
+        SetWindow {
+            real,
+            counted,
+            batch_end,
+            epoch_end,
+        }
+    }
+}
+
+/// Why a set cannot train a model, for the CLI.
+pub fn task_error(path: &Path, msg: impl Into<String>) -> Error {
+    data_err(path, msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::npy::Dtype;
+
+    #[test]
+    fn permutation_visits_every_index_once() {
+        for n in [1usize, 2, 3, 5, 17, 64, 1000, 4097] {
+            let p = Permutation::new(n, 42);
+            let mut seen = vec![false; n];
+            for i in 0..n {
+                let j = p.get(i);
+                assert!(!seen[j], "n {n}: {j} twice");
+                seen[j] = true;
+            }
+            let q = Permutation::new(n, 43);
+            if n > 4 {
+                assert!((0..n).any(|i| p.get(i) != q.get(i)), "keys differ");
+            }
+        }
+    }
+
+    #[test]
+    fn dtype_of_offsets_is_any_integer() {
+        assert!(Dtype::I64.is_int() && Dtype::U32.is_int());
+    }
+}

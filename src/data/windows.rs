@@ -1,0 +1,134 @@
+//! Chunked truncated BPTT over a stream: B batch rows walk B evenly spaced cursors, one
+//! window of T steps at a time, so each row's carried state continues its own part of
+//! the stream. Step t's input predicts step t + 1 (the next token, or the next row of a
+//! series). When the rows reach the end of their stripes they all restart, and the
+//! carried state is reset. Each row's pages are handed back to the kernel once its
+//! window is read, so what stays resident of the file is bounded by the window, not the
+//! file.
+
+use super::stream::{SeriesFile, TokenFile};
+use crate::{Error, Result};
+
+/// The cursor state of a stream cut into windows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Windows {
+    batch: usize,
+    window: usize,
+    stride: usize,
+    stripe: usize,
+    per_pass: usize,
+    next: usize,
+}
+
+impl Windows {
+    /// Cursors for a stream of `steps` steps (tokens or rows), windows side by side.
+    /// Refuses a stream too short to give every row one full window (T inputs and
+    /// their T targets).
+    pub fn new(steps: usize, batch: usize, window: usize, path: &std::path::Path) -> Result<Self> {
+        Self::with_stride(steps, batch, window, window, path)
+    }
+
+    /// Cursors whose windows start `stride` steps apart (TBPTT(k1, k2) with k1 =
+    /// `stride`, k2 = `window`).
+    pub fn with_stride(
+        steps: usize,
+        batch: usize,
+        window: usize,
+        stride: usize,
+        path: &std::path::Path,
+    ) -> Result<Self> {
+        let stripe = steps.saturating_sub(1) / batch.max(1);
+        if stripe < window || window == 0 {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "holds {steps} steps; batch {batch} × window {window} needs at least {}",
+                    batch * window + 1
+                ),
+            });
+        }
+        let stride = stride.clamp(1, window);
+        Ok(Windows {
+            batch,
+            window,
+            stride,
+            stripe,
+            per_pass: (stripe - window) / stride + 1,
+            next: 0,
+        })
+    }
+
+    /// Windows in one pass over the stream.
+    pub fn per_pass(&self) -> usize {
+        self.per_pass
+    }
+
+    /// Index of the next window (counting from the start of the run).
+    pub fn position(&self) -> usize {
+        self.next
+    }
+
+    /// Advances to the next window: its index within the pass, and whether it starts a
+    /// new pass (the carried state must then be reset first).
+    fn advance(&mut self) -> (usize, bool) {
+        let k = self.next % self.per_pass;
+        self.next += 1;
+        (k, k == 0)
+    }
+
+    /// First step of row `b`'s part of window `k`.
+    fn start(&self, b: usize, k: usize) -> usize {
+        b * self.stripe + k * self.stride
+    }
+
+    /// Fills `input` and `target` ([T, B] time-major) with the next window of tokens.
+    /// Returns true if this window starts a new pass.
+    pub fn fill(&mut self, data: &TokenFile, input: &mut [u32], target: &mut [u32]) -> bool {
+        let (k, restart) = self.advance();
+        let (bs, t) = (self.batch, self.window);
+        for b in 0..bs {
+            let start = self.start(b, k);
+            data.each(start..start + t + 1, |i, tok| {
+                if i < t {
+                    input[i * bs + b] = tok;
+                }
+                if i > 0 {
+                    target[(i - 1) * bs + b] = tok;
+                }
+            });
+            data.release(start..start + self.stride);
+        }
+        restart
+    }
+
+    /// Fills `input` and `target` ([T, B, N] time-major) with the next window of a
+    /// series: each target row is the next input row. Returns true if this window
+    /// starts a new pass.
+    pub fn fill_series(
+        &mut self,
+        data: &SeriesFile,
+        input: &mut [f32],
+        target: &mut [f32],
+    ) -> bool {
+        let (k, restart) = self.advance();
+        let (bs, t, n) = (self.batch, self.window, data.width());
+        for b in 0..bs {
+            let start = self.start(b, k);
+            for i in 0..t {
+                let at = (i * bs + b) * n;
+                data.read_row(start + i, &mut input[at..at + n]);
+                data.read_row(start + i + 1, &mut target[at..at + n]);
+            }
+            data.release(start..start + self.stride);
+        }
+        restart
+    }
+
+    /// The loss mask of a window: every position, or with a stride k1 < T only the
+    /// last k1 steps of each row (the earlier ones were counted by the window before).
+    pub fn fill_mask(&self, mask: &mut [u8]) {
+        let skip = (self.window - self.stride) * self.batch;
+        mask[..skip].fill(0);
+        mask[skip..].fill(1);
+    }
+}

@@ -332,6 +332,8 @@ pub struct SetWindow {
     pub real: usize,
     /// Positions counted in the loss.
     pub counted: usize,
+    /// Steps of the window holding data in some row (the rest is padding in every row).
+    pub steps: usize,
     /// True if this window is the last of its batch.
     pub batch_end: bool,
     /// True if the batch completed an epoch.
@@ -515,7 +517,7 @@ impl SetBatches {
             Values::Features(s) => s.width(),
             Values::Tokens(_) => 1,
         };
-        let (mut real, mut counted) = (0, 0);
+        let (mut real, mut counted, mut steps) = (0, 0, 0);
         for b in 0..bs {
             let s = self.rows[b];
             let (seq, n_in) = if s == EMPTY {
@@ -528,6 +530,7 @@ impl SetBatches {
             let from = k * t;
             let here = n_in.saturating_sub(from).min(t);
             real += here;
+            steps = steps.max(here);
             for i in 0..t {
                 let p = i * bs + b;
                 reset[p] = u8::from(k == 0 && i == 0);
@@ -582,6 +585,7 @@ impl SetBatches {
         SetWindow {
             real,
             counted,
+            steps,
             batch_end,
             epoch_end,
         }

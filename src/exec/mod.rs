@@ -54,6 +54,9 @@ pub struct Executor {
     values: AlignedBuf,
     mask: Vec<u8>,
     reset: Vec<u8>,
+    /// Per op, the last segment it touches (0 for ops of every segment): a window
+    /// whose data ends early runs only the ops of the segments holding it.
+    op_seg: Vec<u32>,
 }
 
 impl Executor {
@@ -64,7 +67,19 @@ impl Executor {
         let positions = sz.window * sz.batch;
         let softmax = sz.head != HeadKind::Regress;
         let total = prog.params.total;
+        let op_seg = (prog.ops.iter())
+            .map(|op| {
+                let mut last = 0;
+                op.accesses(|b, _| {
+                    if let Some(s) = prog.buffers[b.index()].buffer.kind.seg() {
+                        last = last.max(s);
+                    }
+                });
+                last
+            })
+            .collect();
         Executor {
+            op_seg,
             cell: prog.model.cell.cell(),
             arena: AlignedBuf::zeros((prog.arena_bytes / 4) as usize),
             params: AlignedBuf::zeros(total),
@@ -167,6 +182,18 @@ impl Executor {
     /// Runs one window like `run`, but adds `weight` · dL/dθ to the gradients already
     /// there (gradient accumulation over windows: `weight` = 1 / windows).
     pub fn run_accumulate(&mut self, weight: f32) -> f32 {
+        self.run_prefix(self.prog.sizes.segments, weight)
+    }
+
+    /// Runs the first `segments` segments of the window only (the positions after
+    /// them must count for nothing: a batch of sequences that all end early), adding
+    /// `weight` · dL/dθ to the gradients. Any schedule restricted to a prefix of the
+    /// segments is still a schedule of that prefix: a segment's forward needs only
+    /// earlier segments, and the backward carry of the first skipped segment is zero.
+    /// The state leaving a shortened window is not computed; the carried state is
+    /// zeroed instead.
+    pub fn run_prefix(&mut self, segments: usize, weight: f32) -> f32 {
+        let all = segments >= self.prog.sizes.segments;
         let sz = &self.prog.sizes;
         let counted = self.mask.iter().filter(|&&m| m != 0).count();
         let terms = match sz.head {
@@ -200,8 +227,10 @@ impl Executor {
             },
             loss: 0.0,
         };
-        for op in &self.prog.ops {
-            cx.exec(op, &arena);
+        for (op, &s) in self.prog.ops.iter().zip(&self.op_seg) {
+            if all || (s as usize) < segments {
+                cx.exec(op, &arena);
+            }
         }
         let loss = if terms == 0 {
             0.0
@@ -209,6 +238,9 @@ impl Executor {
             (cx.loss / terms as f64) as f32
         };
         std::mem::swap(&mut self.state, &mut self.state_next);
+        if !all {
+            self.reset_state();
+        }
         loss
     }
 }

@@ -121,6 +121,24 @@ pub enum BufKind {
 }
 
 impl BufKind {
+    /// The segment whose ops use the buffer (a checkpoint: the segment it enters);
+    /// `None` for buffers of every segment (the carried deltas).
+    pub fn seg(&self) -> Option<u32> {
+        match *self {
+            BufKind::Embedded { seg }
+            | BufKind::Gates { seg, .. }
+            | BufKind::State { seg, .. }
+            | BufKind::Saved { seg, .. }
+            | BufKind::Work { seg, .. }
+            | BufKind::DeltaIn { seg, .. }
+            | BufKind::Logits { seg }
+            | BufKind::Predictions { seg }
+            | BufKind::DeltaEmbedded { seg } => Some(seg),
+            BufKind::Checkpoint { boundary } => Some(boundary),
+            BufKind::Carry { .. } => None,
+        }
+    }
+
     /// The buffer's name in reports, with the cell's names for its tensors (`h[l0,s3]`).
     pub fn name(&self, sz: &Sizes) -> String {
         match *self {

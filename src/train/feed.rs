@@ -36,6 +36,9 @@ pub struct Filled {
     pub counted: usize,
     /// All positions, T · B.
     pub positions: usize,
+    /// Steps of the window holding data in some row: the executor may stop after the
+    /// segments holding them.
+    pub steps: usize,
     /// True if the window ended an epoch (a set's sequences all drawn, or a stream's
     /// cursors back at their starts).
     pub epoch_end: bool,
@@ -113,6 +116,7 @@ impl<'a> Feed<'a> {
                     real: positions,
                     counted,
                     positions,
+                    steps: exec.sizes().window,
                     epoch_end: restart && windows.position() > 1,
                 })
             }
@@ -125,6 +129,7 @@ impl<'a> Feed<'a> {
                     real: w.real,
                     counted: w.counted,
                     positions,
+                    steps: w.steps,
                     epoch_end: w.epoch_end,
                 })
             }

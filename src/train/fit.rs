@@ -52,8 +52,8 @@ pub struct Summary {
     pub windows: usize,
     /// Positions with data, over all windows.
     pub positions: u64,
-    /// Share of the windows' positions that were padding (sets of sequences; 0 for a
-    /// stream).
+    /// Share of the positions computed that were padding (sets of sequences; 0 for a
+    /// stream). A window stops after the segment holding its batch's last step.
     pub padding_fraction: f64,
     /// Passes completed over the data.
     pub epochs: u64,
@@ -98,10 +98,10 @@ pub fn fit(
         while counted_windows < acc {
             let f = trainer.load(feed)?;
             real += f.real as u64;
-            total += f.positions as u64;
             epochs += u64::from(f.epoch_end);
             windows += 1;
-            let l = trainer.accumulate(weight);
+            let (l, computed) = trainer.accumulate_steps(weight, f.steps);
+            total += computed as u64;
             if f.counted > 0 {
                 loss += l * weight;
                 counted_windows += 1;

@@ -260,6 +260,16 @@ impl Trainer {
         self.exec.run_accumulate(weight)
     }
 
+    /// `accumulate` over the first `steps` steps of the window only: the segments
+    /// after them are skipped (their positions must count for nothing). Returns the loss
+    /// and the positions computed.
+    pub fn accumulate_steps(&mut self, weight: f32, steps: usize) -> (f32, usize) {
+        let sz = self.exec.sizes();
+        let segments = steps.div_ceil(sz.grain).max(1);
+        let positions = (segments * sz.grain).min(sz.window) * sz.batch;
+        (self.exec.run_prefix(segments, weight), positions)
+    }
+
     /// The gradient hook, clipping and the optimiser's update from the gradients in the
     /// executor (after `forward_backward` or `accumulate`). Returns the gradient norm
     /// before clipping.

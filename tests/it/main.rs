@@ -15,4 +15,5 @@ mod policies;
 mod pytorch;
 mod reference;
 mod reference_selftest;
+mod sets;
 mod util;

@@ -66,17 +66,17 @@ fn every_sequence_reaches_the_slots_once_per_epoch() {
                 &mut mask,
                 &mut reset,
             );
-            for r in 0..b {
+            for (r, row) in rows.iter_mut().enumerate() {
                 for s in 0..t {
                     let p = s * b + r;
                     if reset[p] == 1 {
                         assert_eq!(s, 0, "resets only at a window's first step");
-                        if !rows[r].is_empty() {
-                            got.push(std::mem::take(&mut rows[r]));
+                        if !row.is_empty() {
+                            got.push(std::mem::take(row));
                         }
                     }
                     if mask[p] == 1 {
-                        rows[r].push((tok[p], lab[p]));
+                        row.push((tok[p], lab[p]));
                     }
                 }
             }

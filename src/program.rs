@@ -49,6 +49,9 @@ pub struct Program {
     pub recompute_factor: f64,
     /// GEMM floating-point operations of one training step.
     pub flops: u64,
+    /// True for an evaluation program: forward and loss only, no gradients or optimiser
+    /// state.
+    pub eval: bool,
 }
 
 impl Program {

@@ -28,6 +28,9 @@ pub enum Command {
     Plan(PlanCmd),
     /// Loss and gradients of one batch, for comparison with other frameworks.
     Grads(GradsCmd),
+    /// Measure trained weights on data: loss and bits per token, MSE or accuracy, as
+    /// one JSON line.
+    Eval(EvalCmd),
     /// The built-in job: learn a stream with long-range dependencies for about a minute.
     Demo(DemoCmd),
 }
@@ -218,6 +221,32 @@ pub struct GradsCmd {
     /// Bound the activation arena (e.g. 256MiB).
     #[arg(long)]
     pub memory_budget: Option<Size>,
+}
+
+/// `recur eval`.
+#[derive(Args, Debug)]
+pub struct EvalCmd {
+    /// Weights (safetensors, as `recur train --out` writes them).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// The data, in the same form as training's --data.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Row splits of a set of sequences in --data.
+    #[arg(long)]
+    pub offsets: Option<PathBuf>,
+    /// Labels of the set's sequences (a classifier's weights).
+    #[arg(long, requires = "offsets")]
+    pub labels: Option<PathBuf>,
+    /// The cell the weights must hold [whatever their names say].
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
+    /// Batch rows B [the training config's, else 32; fewer if the data is short].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Window T [the training config's, else 64; a set: its longest sequence].
+    #[arg(long)]
+    pub window: Option<usize>,
 }
 
 /// `recur demo`.

@@ -36,6 +36,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("train.optim.momentum", "--momentum"),
     ("train.clip", "--clip"),
     ("train.steps", "--steps"),
+    ("train.accumulate", "--accumulate"),
+    ("train.advance", "--advance"),
 ];
 
 /// An error as the command line shows it: spec fields become the flags that set them.
@@ -82,6 +84,7 @@ pub fn run() -> Result<()> {
         Command::Train(c) => train::train(*c),
         Command::Plan(c) => plan(c),
         Command::Grads(c) => grads(c),
+        Command::Eval(c) => train::eval(c),
         Command::Demo(c) => demo(c),
     }
 }
@@ -282,7 +285,7 @@ fn demo(c: DemoCmd) -> Result<()> {
     };
     let mut feed =
         crate::train::Feed::new(&data, &trainer.program().train.clone(), model.head, false)?;
-    let s = train::fit_with_progress(&mut trainer, &mut feed, opts, c.json)?;
+    let s = train::fit_with_progress(&mut trainer, &mut feed, opts, None, c.json)?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
         println!("{v}");

@@ -2,12 +2,14 @@
 //! training loop (`train::fit`) under a progress bar, print the summary (a table or one
 //! JSON line), save the model and its config, and `--report-rss`.
 
-use super::args::TrainCmd;
+use super::args::{EvalCmd, TrainCmd};
 use super::resolve::{self, DataShape, SetShape};
 use crate::data::Source;
 use crate::plan::compile;
 use crate::spec::HeadKind;
-use crate::train::{fit, Feed, FitOptions, Summary, Trainer};
+use crate::train::{
+    fit_validated, Evaluator, Feed, FitOptions, Metrics, Summary, Trainer, Validation,
+};
 use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +19,7 @@ pub(super) fn fit_with_progress(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
     opts: FitOptions,
+    valid: Option<Validation<'_>>,
     quiet: bool,
 ) -> Result<Summary> {
     let bar = if quiet {
@@ -35,9 +38,12 @@ pub(super) fn fit_with_progress(
         "tokens" => "tok/s",
         _ => "rows/s",
     };
-    let result = fit(trainer, feed, opts, |p| {
+    let result = fit_validated(trainer, feed, opts, valid, |p| {
+        let v = p.valid.map_or(String::new(), |m| {
+            format!("  valid {:.4} {}", m.loss, m.headline())
+        });
         bar.set_message(format!(
-            "loss {:.4}  {:.0} {unit}",
+            "loss {:.4}  {:.0} {unit}{v}",
             p.loss, p.positions_per_s
         ));
         bar.inc(1);
@@ -90,6 +96,39 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
     check_data(&source, &model, &train)?;
     Feed::new(&source, &train, model.head, bucket)?;
+    let valid_path = pick(&c.valid, |f| f.valid.clone());
+    let valid_offsets = pick(&c.valid_offsets, |f| f.valid_offsets.clone());
+    let valid_labels = pick(&c.valid_labels, |f| f.valid_labels.clone());
+    let valid = match &valid_path {
+        None => None,
+        Some(p) => {
+            if offsets.is_some() != valid_offsets.is_some() {
+                return Err(Error::spec(
+                    "--valid-offsets",
+                    "held-out data takes the form of the training data: a set of sequences \
+                     needs --valid-offsets (and --valid-labels with --labels), a stream none",
+                ));
+            }
+            if labels.is_some() != valid_labels.is_some() {
+                return Err(Error::spec(
+                    "--valid-labels",
+                    "is needed exactly when --labels is given",
+                ));
+            }
+            let v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
+            check_same_form(&source, &v)?;
+            let spec = eval_spec(&train, &v);
+            check_data(&v, &model, &spec)?;
+            Some((v, spec))
+        }
+    };
+    let valid_every = c
+        .valid_every
+        .or_else(|| config.as_ref().and_then(|f| f.valid_every))
+        .unwrap_or((train.steps / 10).max(1));
+    if valid_every == 0 {
+        return Err(Error::spec("--valid-every", "must be at least 1"));
+    }
     let rss_before = if report_rss {
         warm_blas(&model, &train);
         crate::exec::memory::reset_peak_rss();
@@ -99,6 +138,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     };
     let program = compile(&model, &train)?;
     let mut trainer = Trainer::new(program)?;
+    let mut evaluator = match &valid {
+        Some((_, spec)) => Some(Evaluator::new(&model, spec)?),
+        None => None,
+    };
     if !json {
         let p = trainer.program();
         eprintln!(
@@ -109,13 +152,29 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             fmt_bytes(p.persistent_bytes()),
             fmt_bytes(p.total_bytes())
         );
+        if let Some(e) = &evaluator {
+            eprintln!(
+                "validation: every {valid_every} steps, its own window B{} T{}: {} more",
+                e.program().train.batch,
+                e.program().train.window,
+                fmt_bytes(e.program().total_bytes())
+            );
+        }
     }
     let opts = FitOptions {
         steps: train.steps,
         seconds: None,
     };
     let mut feed = Feed::new(&source, &train, model.head, bucket)?;
-    let mut summary = fit_with_progress(&mut trainer, &mut feed, opts, json)?;
+    let validation = match (&valid, evaluator.as_mut()) {
+        (Some((data, _)), Some(eval)) => Some(Validation {
+            eval,
+            data,
+            every: valid_every,
+        }),
+        _ => None,
+    };
+    let mut summary = fit_with_progress(&mut trainer, &mut feed, opts, validation, json)?;
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
@@ -238,6 +297,14 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
             "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} {unit}/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
+        if let Some(v) = &s.valid {
+            println!(
+                "valid loss {:.4}  {}  ({} {unit})",
+                v.loss,
+                v.headline(),
+                v.positions
+            );
+        }
         if s.padding_fraction > 0.0 {
             println!(
                 "windows {}  padding {:.1}% of positions  epochs {}",
@@ -247,4 +314,132 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
             );
         }
     }
+}
+
+/// Refuses held-out data of another form than the training data (tokens vs rows,
+/// columns).
+fn check_same_form(train: &Source, valid: &Source) -> Result<()> {
+    let form = |s: &Source| match (s.tokens(), s.width()) {
+        (Some(_), _) => "tokens".to_string(),
+        (None, w) => format!("rows of {} columns", w.unwrap_or(0)),
+    };
+    let (a, b) = (form(train), form(valid));
+    if a != b {
+        return Err(Error::Data {
+            path: valid.path().to_path_buf(),
+            msg: format!("holds {b}, but the training data holds {a}"),
+        });
+    }
+    Ok(())
+}
+
+/// The window of an evaluation over `data`: `train`'s, with fewer rows (then a shorter
+/// window) when a stream is too short to give every row one window.
+pub(super) fn eval_spec(train: &crate::TrainSpec, data: &Source) -> crate::TrainSpec {
+    let mut spec = crate::TrainSpec {
+        advance: None,
+        ..train.clone()
+    };
+    if let Source::Stream(d) = data {
+        let steps = d.len().saturating_sub(1);
+        spec.batch = spec.batch.min(steps / spec.window).max(1);
+        if steps < spec.window {
+            spec.window = steps.max(1);
+            spec.grain = spec.grain.min(spec.window);
+        }
+    }
+    spec
+}
+
+/// `recur eval`: the weights' model over the data, as one JSON line.
+pub(super) fn eval(c: EvalCmd) -> Result<()> {
+    let source = Source::open(&c.data, c.offsets.as_deref(), c.labels.as_deref())?;
+    let head = match (&source, c.labels.is_some()) {
+        (_, true) => HeadKind::Classify,
+        (s, false) if s.tokens().is_some() => HeadKind::Lm,
+        _ => HeadKind::Regress,
+    };
+    let bytes = crate::io::safetensors::read(&c.weights)?;
+    let model = crate::io::safetensors::infer_model(&c.weights, &bytes, c.cell, head)?;
+    // The training run's config beside the weights gives the default window.
+    let config = c
+        .weights
+        .parent()
+        .map(|d| d.join("config.toml"))
+        .filter(|p| p.is_file())
+        .map(|p| resolve::read_config(&p))
+        .transpose()?;
+    let trained = config.as_ref().map(|f| &f.model);
+    let flags = super::args::ModelFlags {
+        batch: c.batch,
+        window: c.window,
+        ..Default::default()
+    };
+    let set_window = match &source {
+        Source::Set(s) => Some(match head {
+            HeadKind::Classify => s.longest(),
+            _ => (s.longest() - 1).max(1),
+        }),
+        Source::Stream(_) => None,
+    };
+    let window = c.window.or(set_window).or(trained.and_then(|m| m.window));
+    let flags = super::args::ModelFlags { window, ..flags };
+    let spec = resolve::train_spec(
+        &flags,
+        trained
+            .map(|m| super::args::ModelFlags {
+                batch: m.batch,
+                ..Default::default()
+            })
+            .as_ref(),
+        &Default::default(),
+        None,
+        None,
+    )?;
+    let spec = eval_spec(&spec, &source);
+    if let (Some(t), Some(v)) = (source.tokens(), model.input.vocab()) {
+        t.check_vocab(v)?;
+    }
+    if let (Some(w), crate::spec::Input::Features { width }) = (source.width(), model.input) {
+        if w != width {
+            return Err(Error::Data {
+                path: c.data.clone(),
+                msg: format!("holds {w} columns, but the weights read {width} features"),
+            });
+        }
+    }
+    match (&source, model.input) {
+        (s, crate::spec::Input::Tokens { .. }) if s.tokens().is_none() => {
+            return Err(Error::Data {
+                path: c.data.clone(),
+                msg: "holds f32 rows, but the weights embed tokens".into(),
+            })
+        }
+        (s, crate::spec::Input::Features { .. }) if s.tokens().is_some() => {
+            return Err(Error::Data {
+                path: c.data.clone(),
+                msg: "holds tokens, but the weights read f32 features".into(),
+            })
+        }
+        _ => {}
+    }
+    check_data(&source, &model, &spec)?;
+    let mut evaluator = Evaluator::new(&model, &spec)?;
+    let layout = evaluator.executor().layout().clone();
+    crate::io::safetensors::load_params(
+        &c.weights,
+        &bytes,
+        &layout,
+        evaluator.executor_mut().params_mut(),
+    )?;
+    let m: Metrics = evaluator.evaluate(&source)?;
+    let line = serde_json::json!({
+        "model": model.describe(),
+        "data": c.data,
+        "batch": spec.batch,
+        "window": spec.window,
+        "metrics": m,
+    });
+    println!("{line}");
+    Ok(())
 }

@@ -336,7 +336,7 @@ pub struct SetWindow {
     pub steps: usize,
     /// True if this window is the last of its batch.
     pub batch_end: bool,
-    /// True if the batch completed an epoch.
+    /// True if the window ended the last batch of an epoch.
     pub epoch_end: bool,
 }
 
@@ -358,6 +358,8 @@ pub struct SetBatches {
     rows: Vec<u32>,
     /// Windows of the current batch, and the next one.
     windows: usize,
+    /// True if the current batch is its epoch's last.
+    last_batch: bool,
     next_window: usize,
 }
 
@@ -400,6 +402,7 @@ impl SetBatches {
             pool_next: 0,
             rows: vec![EMPTY; batch],
             windows: 0,
+            last_batch: false,
             next_window: 0,
         })
     }
@@ -503,16 +506,17 @@ impl SetBatches {
         mask: &mut [u8],
         reset: &mut [u8],
     ) -> SetWindow {
-        let mut epoch_end = false;
         if self.next_window == self.windows {
-            epoch_end = self.new_batch(set);
+            self.last_batch = self.new_batch(set);
+            if self.last_batch {
+                // The rows are drawn; the next batch draws from the next epoch's order.
+                self.next_epoch(set);
+            }
         }
         let (bs, t, k) = (self.batch, self.window, self.next_window);
         self.next_window += 1;
         let batch_end = self.next_window == self.windows;
-        if epoch_end {
-            self.next_epoch(set);
-        }
+        let epoch_end = self.last_batch && batch_end;
         let width = match set.values() {
             Values::Features(s) => s.width(),
             Values::Tokens(_) => 1,

@@ -37,6 +37,21 @@ pub struct BatchSlots<'a> {
     pub reset: &'a mut [u8],
 }
 
+/// What a run counted: the loss summed over the terms that count, the terms (positions,
+/// × K for a regression), and the positions whose most likely class was the target
+/// (softmax heads).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Sum of the loss terms.
+    pub loss_sum: f64,
+    /// Loss terms counted.
+    pub terms: usize,
+    /// Positions counted.
+    pub positions: usize,
+    /// Counted positions whose arg-max output was the target class.
+    pub correct: usize,
+}
+
 /// Owns the memory of a compiled window and runs it.
 pub struct Executor {
     prog: Program,
@@ -54,6 +69,10 @@ pub struct Executor {
     values: AlignedBuf,
     mask: Vec<u8>,
     reset: Vec<u8>,
+    /// The last step's head outputs [B, K] (evaluation programs; empty otherwise).
+    outputs: Vec<f32>,
+    /// What the last run counted.
+    counts: Counts,
     /// Per op, the last segment it touches (0 for ops of every segment): a window
     /// whose data ends early runs only the ops of the segments holding it.
     op_seg: Vec<u32>,
@@ -83,7 +102,9 @@ impl Executor {
             cell: prog.model.cell.cell(),
             arena: AlignedBuf::zeros((prog.arena_bytes / 4) as usize),
             params: AlignedBuf::zeros(total),
-            grads: AlignedBuf::zeros(total),
+            grads: AlignedBuf::zeros(if prog.eval { 0 } else { total }),
+            outputs: vec![0.0; if prog.eval { sz.batch * sz.outputs } else { 0 }],
+            counts: Counts::default(),
             state: AlignedBuf::zeros(sz.carried()),
             state_next: AlignedBuf::zeros(sz.carried()),
             tokens: vec![0; if sz.embed.is_some() { positions } else { 0 }],
@@ -141,6 +162,18 @@ impl Executor {
     pub fn state_mut(&mut self) -> &mut [f32] {
         self.state.as_mut_slice()
     }
+    /// The head's outputs at the last step of the last run, [B, K] row-major: logits
+    /// of a softmax head, predictions of a regression (evaluation programs only; empty
+    /// otherwise).
+    pub fn outputs(&self) -> &[f32] {
+        &self.outputs
+    }
+
+    /// What the last run counted.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
     /// Zeroes the carried state of every layer.
     pub fn reset_state(&mut self) {
         self.state.as_mut_slice().fill(0.0);
@@ -226,6 +259,8 @@ impl Executor {
                 weight / terms as f32
             },
             loss: 0.0,
+            correct: 0,
+            outputs: &mut self.outputs,
         };
         for (op, &s) in self.prog.ops.iter().zip(&self.op_seg) {
             if all || (s as usize) < segments {
@@ -236,6 +271,12 @@ impl Executor {
             0.0
         } else {
             (cx.loss / terms as f64) as f32
+        };
+        self.counts = Counts {
+            loss_sum: cx.loss,
+            terms,
+            positions: counted,
+            correct: cx.correct,
         };
         std::mem::swap(&mut self.state, &mut self.state_next);
         if !all {

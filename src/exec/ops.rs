@@ -27,6 +27,17 @@ pub fn broadcast_bias(out: &mut [f32], a: &[f32]) {
     }
 }
 
+/// The index of the largest value (the first of equals).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// Softmax cross-entropy over the rows of `logits` ([rows, V]) against `targets`, for
 /// the rows whose `mask` is set. Returns the summed loss (f64) and replaces the logits
 /// by dL/dlogits · `scale` (zero on masked rows), where `scale` is 1 / (number of terms

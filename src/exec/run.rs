@@ -86,6 +86,10 @@ pub(super) struct Ctx<'a> {
     pub(super) reset: &'a [u8],
     pub(super) scale: f32,
     pub(super) loss: f64,
+    /// Counted positions predicted right (evaluation).
+    pub(super) correct: usize,
+    /// The last step's outputs [B, K] (evaluation).
+    pub(super) outputs: &'a mut [f32],
 }
 
 impl<'a> Ctx<'a> {
@@ -161,6 +165,7 @@ impl<'a> Ctx<'a> {
                 self.cell.forward(self.dims(seg), &w, io, &Blas);
             }
             Op::Head { seg, h, out, dh } => self.head(ar, seg, h, out, dh),
+            Op::HeadEval { seg, h, out } => self.head_eval(ar, seg, h, out),
             Op::ZeroCarry { carry, .. } => ar.buf(carry).fill(0.0),
             Op::CellBackward {
                 layer,
@@ -320,6 +325,41 @@ impl<'a> Ctx<'a> {
         let lay: &'a ParamLayout = self.lay;
         let mut g = ParamsMut::new(self.g, &lay.layer(l).ranges);
         self.cell.recurrent_grads(d, io, &mut g, &Blas);
+    }
+
+    /// The head of a segment, forward only: outputs (the window's last step's kept),
+    /// loss, and the counted positions whose arg-max is the target.
+    fn head_eval(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId) {
+        let (hd, k, b) = (self.sz.hidden, self.sz.outputs, self.sz.batch);
+        let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
+        let pos = self.positions(seg);
+        let h = &ar.buf(h)[self.sz.state_block(0)..];
+        let z = ar.buf(out);
+        let rows = z.len() / k;
+        ops::broadcast_bias(z, &self.p[fb]);
+        gemm(rows, k, hd, h, Tr::N, &self.p[fw], Tr::T, 1.0, z);
+        if seg as usize + 1 == self.sz.segments {
+            self.outputs.copy_from_slice(&z[(rows - b) * k..]);
+        }
+        let mask = &self.mask[pos.clone()];
+        if mask.iter().all(|&m| m == 0) {
+            return;
+        }
+        self.loss += match self.sz.head {
+            HeadKind::Regress => {
+                let y = &self.values[pos.start * k..pos.end * k];
+                ops::squared_error(z, k, y, mask, 0.0)
+            }
+            HeadKind::Lm | HeadKind::Classify => {
+                let labels = &self.labels[pos];
+                for ((row, &t), &m) in z.chunks_exact(k).zip(labels).zip(mask) {
+                    if m != 0 && ops::argmax(row) == t as usize {
+                        self.correct += 1;
+                    }
+                }
+                ops::softmax_xent(z, k, labels, mask, 0.0)
+            }
+        };
     }
 
     /// The head of a segment and its backward: outputs, loss, dL/dfc, dL/dh.

@@ -29,6 +29,7 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
         Op::CellBackward { seg, .. } => 2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * h,
         // outputs, dW_fc, dh
         Op::Head { seg, .. } => 3 * 2 * rows(seg) * k * h,
+        Op::HeadEval { seg, .. } => 2 * rows(seg) * k * h,
         Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + h),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }

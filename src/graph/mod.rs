@@ -8,7 +8,7 @@ mod unroll;
 
 pub use cost::{flops, CostClass};
 pub use op::{Access, Bufs, Input, Op, StateSrc, MAX_BUFS};
-pub use unroll::unroll;
+pub use unroll::{unroll, unroll_eval};
 
 use crate::ids::BufId;
 use crate::layout::Sizes;

@@ -152,6 +152,10 @@ pub enum Op {
     StoreState { layer: u32, states: Bufs },
     /// Zero the gradients carried through time before the backward pass.
     ZeroCarry { layer: u32, carry: BufId },
+    /// Head and loss of the segment, forward only (an evaluation program): outputs,
+    /// the loss and the positions predicted right; the window's last step's outputs
+    /// are kept for sampling.
+    HeadEval { seg: u32, h: BufId, out: BufId },
     /// Head and loss of the segment, with the head's backward at once: outputs, loss,
     /// dL/dfc, and dL/dh of the top layer into `dh`. It runs once per segment, in the
     /// backward sweep, whatever the policy: recomputation repeats the cells only, and
@@ -242,6 +246,10 @@ impl Op {
                 states.iter().for_each(|b| f(b, ReadWrite));
                 saved.iter().for_each(|b| f(b, Write));
                 work.iter().for_each(|b| f(b, Write));
+            }
+            Op::HeadEval { h, out, .. } => {
+                f(h, Read);
+                f(out, Write);
             }
             Op::Head { h, out, dh, .. } => {
                 f(h, Read);

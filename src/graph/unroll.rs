@@ -37,6 +37,40 @@ enum Entry<'f> {
     Checkpoint(BufId),
 }
 
+/// The graph of an evaluation window: every segment's forward, each followed by its
+/// head and loss (no backward, nothing kept), and the state after the window (or after
+/// `train.advance` steps) stored for the next one.
+pub fn unroll_eval(model: &ModelSpec, train: &TrainSpec) -> Graph {
+    let sizes = Sizes::new(model, train);
+    let mut u = Unroller {
+        sz: &sizes,
+        buffers: Vec::new(),
+        ops: Vec::new(),
+    };
+    let store = train.stride().div_ceil(train.grain);
+    let mut last: Option<SegFwd> = None;
+    for s in 0..sizes.segments {
+        let entry = match &last {
+            None => Entry::Carried,
+            Some(p) => Entry::Prev(p),
+        };
+        let f = u.forward(s, entry);
+        if s + 1 == store {
+            u.store_state(&f);
+        }
+        u.head_eval(&f);
+        last = Some(f);
+    }
+    let (buffers, ops) = (u.buffers, u.ops);
+    Graph {
+        model: model.clone(),
+        train: train.clone(),
+        sizes,
+        buffers,
+        ops,
+    }
+}
+
 /// Unrolls `actions` into a graph.
 ///
 /// # Panics
@@ -245,6 +279,21 @@ impl Unroller<'_> {
                 states: f.states[l],
             });
         }
+    }
+
+    /// The head and loss of a segment, forward only.
+    fn head_eval(&mut self, f: &SegFwd) {
+        let (sz, su) = (self.sz, f.seg as u32);
+        let kind = match sz.head {
+            HeadKind::Regress => BufKind::Predictions { seg: su },
+            HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg: su },
+        };
+        let out = self.push(kind, sz.head_elems(f.seg));
+        self.ops.push(Op::HeadEval {
+            seg: su,
+            h: f.states[sz.layers - 1].id(0),
+            out,
+        });
     }
 
     /// Per layer: the gradients carried through time and the cell's backward scratch.

@@ -92,6 +92,36 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
     Ok(program)
 }
 
+/// Compiles an evaluation window of `model`: every segment's forward and its head's
+/// loss, nothing kept for a backward (the arena holds about two segments), no
+/// gradients or optimiser state.
+pub fn compile_eval(model: &ModelSpec, train: &TrainSpec) -> Result<Program> {
+    model.validate()?;
+    train.validate()?;
+    let sizes = Sizes::new(model, train);
+    check_size(&sizes)?;
+    let graph = graph::unroll_eval(model, train);
+    let lifetimes = liveness(&graph.buffers, &graph.ops);
+    let scratch = Bump::new();
+    let layout = assign_offsets(&graph.buffers, &lifetimes.spans, true, &scratch);
+    let no_reuse = assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size;
+    let mut program = link(
+        graph,
+        Resolved::Fixed(Policy::None),
+        1.0,
+        &lifetimes,
+        layout,
+        no_reuse,
+        true,
+    );
+    program.train.policy = Policy::None;
+    #[cfg(debug_assertions)]
+    if let Err(e) = verify(&program) {
+        panic!("compiler produced an invalid evaluation plan: {e}");
+    }
+    Ok(program)
+}
+
 /// The passes after the policy: unroll → liveness → arena → program.
 fn lower(
     model: &ModelSpec,
@@ -113,6 +143,7 @@ fn lower(
         &lifetimes,
         layout,
         no_reuse,
+        false,
     )
 }
 
@@ -210,6 +241,7 @@ fn link(
     lifetimes: &Lifetimes,
     layout: ArenaLayout,
     no_reuse: u64,
+    eval: bool,
 ) -> Program {
     let Graph {
         model,
@@ -219,7 +251,7 @@ fn link(
         ops,
     } = graph;
     let params = ParamLayout::new(&model);
-    let mut by_category = persistent_bytes(&sizes, &params);
+    let mut by_category = persistent_bytes(&sizes, &params, eval);
     for c in Category::ALL.into_iter().filter(|c| !c.is_persistent()) {
         let peak = lifetimes.peak_pos;
         let live: u64 = (buffers.iter().zip(&lifetimes.spans))
@@ -256,19 +288,24 @@ fn link(
         by_category,
         recompute_factor,
         flops,
+        eval,
     }
 }
 
 /// Bytes of the persistent categories, exactly as `exec` and `train` allocate them.
-fn persistent_bytes(sz: &Sizes, params: &ParamLayout) -> Vec<(Category, u64)> {
+/// An evaluation program has no gradients or optimiser state, and keeps the last
+/// step's outputs ([B, K]).
+fn persistent_bytes(sz: &Sizes, params: &ParamLayout, eval: bool) -> Vec<(Category, u64)> {
     let p = params.total as u64 * 4;
+    let train = u64::from(!eval);
+    let outputs = if eval { sz.batch * sz.outputs * 4 } else { 0 };
     vec![
         (Category::Parameters, p),
-        (Category::Gradients, p),
-        (Category::OptimizerState, sz.moments as u64 * p),
+        (Category::Gradients, train * p),
+        (Category::OptimizerState, train * sz.moments as u64 * p),
         // The state entering the window and the one leaving it (double-buffered, so a
         // recomputation of segment 0 still finds the old one).
         (Category::CarriedState, 2 * sz.carried() as u64 * 4),
-        (Category::Batch, sz.batch_bytes() as u64),
+        (Category::Batch, sz.batch_bytes() as u64 + outputs as u64),
     ]
 }

@@ -242,6 +242,7 @@ fn op_text(op: &Op, p: &Program) -> String {
             let parts = [n(gates), list(states), list(saved), list(work)];
             format!("cell_forward     {}", join(&parts))
         }
+        Op::HeadEval { h, out, .. } => format!("head_eval        {} -> {}", n(h), n(out)),
         Op::Head { h, out, dh, .. } => {
             format!("head             {} -> {}, {}", n(h), n(out), n(dh))
         }

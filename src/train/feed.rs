@@ -39,6 +39,8 @@ pub struct Filled {
     /// Steps of the window holding data in some row: the executor may stop after the
     /// segments holding them.
     pub steps: usize,
+    /// True if the window is the last of its batch (a set; always for a stream).
+    pub batch_end: bool,
     /// True if the window ended an epoch (a set's sequences all drawn, or a stream's
     /// cursors back at their starts).
     pub epoch_end: bool,
@@ -117,6 +119,7 @@ impl<'a> Feed<'a> {
                     counted,
                     positions,
                     steps: exec.sizes().window,
+                    batch_end: true,
                     epoch_end: restart && windows.position() > 1,
                 })
             }
@@ -130,6 +133,7 @@ impl<'a> Feed<'a> {
                     counted: w.counted,
                     positions,
                     steps: w.steps,
+                    batch_end: w.batch_end,
                     epoch_end: w.epoch_end,
                 })
             }

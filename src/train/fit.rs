@@ -4,7 +4,8 @@
 //! comes back at the end. A diverging loss stops the run with an error naming the
 //! learning rate.
 
-use super::{Feed, Trainer};
+use super::{Evaluator, Feed, Metrics, Trainer};
+use crate::data::Source;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -33,6 +34,18 @@ pub struct Progress {
     pub positions_per_s: f64,
     /// Seconds spent in steps so far.
     pub seconds: f64,
+    /// The latest validation, if any ran.
+    pub valid: Option<Metrics>,
+}
+
+/// Held-out data measured during training, every `every` steps and at the end.
+pub struct Validation<'a> {
+    /// The evaluation program (its parameters are copied from the trainer each time).
+    pub eval: &'a mut Evaluator,
+    /// The held-out data.
+    pub data: &'a Source,
+    /// Steps between validations.
+    pub every: usize,
 }
 
 /// The summary of a training run (`recur train --json` prints it as one line).
@@ -57,6 +70,12 @@ pub struct Summary {
     pub padding_fraction: f64,
     /// Passes completed over the data.
     pub epochs: u64,
+    /// The last validation (at the end of the run), if held-out data was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid: Option<Metrics>,
+    /// Every validation: (step, metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub valid_history: Vec<(usize, Metrics)>,
     /// Seconds spent in training steps.
     pub seconds: f64,
     /// Planned activation arena bytes.
@@ -85,8 +104,22 @@ pub fn fit(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
     opts: FitOptions,
+    on_step: impl FnMut(&Progress),
+) -> Result<Summary> {
+    fit_validated(trainer, feed, opts, None, on_step)
+}
+
+/// `fit`, measuring held-out data every `valid.every` steps and after the last one
+/// (the time it takes is not counted in the summary's seconds). Validation copies the
+/// parameters into its own program and leaves the trainer untouched.
+pub fn fit_validated(
+    trainer: &mut Trainer,
+    feed: &mut Feed<'_>,
+    opts: FitOptions,
+    mut valid: Option<Validation<'_>>,
     mut on_step: impl FnMut(&Progress),
 ) -> Result<Summary> {
+    let mut history = Vec::new();
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
@@ -120,6 +153,17 @@ pub fn fit(
         }
         last10[done % 10] = loss;
         done += 1;
+        let out_of_time = opts.seconds.is_some_and(|d| seconds >= d);
+        let last = done == opts.steps || out_of_time;
+        let mut latest = history.last().map(|&(_, m)| m);
+        if let Some(v) = valid.as_mut() {
+            if done % v.every.max(1) == 0 || last {
+                v.eval.load_params(trainer.executor().params());
+                let m = v.eval.evaluate(v.data)?;
+                history.push((done, m));
+                latest = Some(m);
+            }
+        }
         on_step(&Progress {
             step: done,
             steps: opts.steps,
@@ -127,8 +171,9 @@ pub fn fit(
             grad_norm,
             positions_per_s: real as f64 / seconds.max(1e-9),
             seconds,
+            valid: latest,
         });
-        if opts.seconds.is_some_and(|d| seconds >= d) {
+        if out_of_time {
             break;
         }
     }
@@ -144,6 +189,8 @@ pub fn fit(
         positions: real,
         padding_fraction: 1.0 - real as f64 / total.max(1) as f64,
         epochs,
+        valid: history.last().map(|&(_, m)| m),
+        valid_history: history,
         seconds,
         arena_bytes: p.arena_bytes,
         total_bytes: p.total_bytes(),

@@ -4,14 +4,16 @@
 //! memory-mapped stream cut into TBPTT windows, with a progress callback and a summary.
 //! Allocation happens in `Trainer::new` only.
 
+pub mod eval;
 pub mod feed;
 pub mod fit;
 pub mod init;
 pub mod optim;
 pub mod synth;
 
+pub use eval::{Evaluator, Metrics};
 pub use feed::{Feed, Filled};
-pub use fit::{fit, FitOptions, Progress, Summary};
+pub use fit::{fit, fit_validated, FitOptions, Progress, Summary, Validation};
 
 use crate::data::windows::Windows;
 use crate::data::DataFile;
@@ -149,98 +151,7 @@ impl Trainer {
     /// finite values, 0/1 flags) and copies it into the executor. Errors name the
     /// batch's tensor and the first bad value. Allocates nothing.
     pub fn load_batch(&mut self, batch: Batch<'_>) -> Result<()> {
-        let sz = self.exec.sizes();
-        let (t, b, k) = (sz.window, sz.batch, sz.outputs);
-        let positions = t * b;
-        let model = &self.exec.program().model;
-        let (input, head) = (model.input, model.head);
-        match (batch.input, input) {
-            (Inputs::Tokens(x), Input::Tokens { vocab, .. }) => {
-                check_len("input", x.len(), positions, "window × batch")?;
-                check_below("input", x, vocab, "the vocabulary size")?;
-            }
-            (Inputs::Features(x), Input::Features { width }) => {
-                check_len(
-                    "input",
-                    x.len(),
-                    positions * width,
-                    "window × batch × features",
-                )?;
-                check_finite("input", x)?;
-            }
-            (Inputs::Tokens(_), Input::Features { width }) => {
-                return Err(Error::batch(
-                    "input",
-                    format!("holds tokens, but the model reads {width} features per step"),
-                ))
-            }
-            (Inputs::Features(_), Input::Tokens { .. }) => {
-                return Err(Error::batch(
-                    "input",
-                    "holds features, but the model reads tokens through an embedding",
-                ))
-            }
-        }
-        match (batch.target, head) {
-            (Targets::Tokens(y), HeadKind::Lm) => {
-                check_len("target", y.len(), positions, "window × batch")?;
-                check_below("target", y, k, "the head's outputs")?;
-            }
-            (Targets::Values(y), HeadKind::Regress) => {
-                check_len("target", y.len(), positions * k, "window × batch × outputs")?;
-                check_finite("target", y)?;
-            }
-            (Targets::Labels(y), HeadKind::Classify) => {
-                check_len("label", y.len(), b, "batch")?;
-                check_below("label", y, k, "the number of classes")?;
-            }
-            (_, head) => {
-                let want = match head {
-                    HeadKind::Lm => "a class per position (`target` [T, B])",
-                    HeadKind::Regress => "values per position (`target` [T, B, K])",
-                    HeadKind::Classify => "one label per sequence (`label` [B])",
-                };
-                return Err(Error::batch(
-                    "target",
-                    format!("the {head} head needs {want}"),
-                ));
-            }
-        }
-        for (name, flags) in [("mask", batch.mask), ("reset", batch.reset)] {
-            if let Some(f) = flags {
-                check_len(name, f.len(), positions, "window × batch")?;
-                check_below(name, f, 2, "2 (flags are 0 or 1)")?;
-            }
-        }
-        let slots = self.exec.batch_mut();
-        match batch.input {
-            Inputs::Tokens(x) => slots.tokens.copy_from_slice(x),
-            Inputs::Features(x) => slots.features.copy_from_slice(x),
-        }
-        match batch.mask {
-            Some(m) => slots.mask.copy_from_slice(m),
-            None => slots.mask.fill(1),
-        }
-        match batch.reset {
-            Some(r) => slots.reset.copy_from_slice(r),
-            None => slots.reset.fill(0),
-        }
-        match batch.target {
-            Targets::Tokens(y) => slots.labels.copy_from_slice(y),
-            Targets::Values(y) => slots.values.copy_from_slice(y),
-            Targets::Labels(y) => {
-                // Each row's label sits at its last counted step, the only position of
-                // that row the loss sees.
-                for (row, &label) in y.iter().enumerate() {
-                    let last = (0..t).rev().find(|&s| slots.mask[s * b + row] != 0);
-                    for s in 0..t {
-                        slots.mask[s * b + row] = u8::from(Some(s) == last);
-                    }
-                    slots.labels[last.unwrap_or(0) * b + row] = label;
-                }
-            }
-        }
-        Ok(())
+        load_batch_into(&mut self.exec, batch)
     }
 
     /// Loss and gradients of the loaded batch, without updating anything but the carried
@@ -352,6 +263,102 @@ impl Trainer {
     pub fn save_weights(&self, path: &std::path::Path) -> Result<()> {
         crate::io::safetensors::save_params(path, self.exec.layout(), self.exec.params())
     }
+}
+
+/// `Trainer::load_batch` on any executor (an evaluator's too).
+pub(crate) fn load_batch_into(exec: &mut Executor, batch: Batch<'_>) -> Result<()> {
+    let sz = exec.sizes();
+    let (t, b, k) = (sz.window, sz.batch, sz.outputs);
+    let positions = t * b;
+    let model = &exec.program().model;
+    let (input, head) = (model.input, model.head);
+    match (batch.input, input) {
+        (Inputs::Tokens(x), Input::Tokens { vocab, .. }) => {
+            check_len("input", x.len(), positions, "window × batch")?;
+            check_below("input", x, vocab, "the vocabulary size")?;
+        }
+        (Inputs::Features(x), Input::Features { width }) => {
+            check_len(
+                "input",
+                x.len(),
+                positions * width,
+                "window × batch × features",
+            )?;
+            check_finite("input", x)?;
+        }
+        (Inputs::Tokens(_), Input::Features { width }) => {
+            return Err(Error::batch(
+                "input",
+                format!("holds tokens, but the model reads {width} features per step"),
+            ))
+        }
+        (Inputs::Features(_), Input::Tokens { .. }) => {
+            return Err(Error::batch(
+                "input",
+                "holds features, but the model reads tokens through an embedding",
+            ))
+        }
+    }
+    match (batch.target, head) {
+        (Targets::Tokens(y), HeadKind::Lm) => {
+            check_len("target", y.len(), positions, "window × batch")?;
+            check_below("target", y, k, "the head's outputs")?;
+        }
+        (Targets::Values(y), HeadKind::Regress) => {
+            check_len("target", y.len(), positions * k, "window × batch × outputs")?;
+            check_finite("target", y)?;
+        }
+        (Targets::Labels(y), HeadKind::Classify) => {
+            check_len("label", y.len(), b, "batch")?;
+            check_below("label", y, k, "the number of classes")?;
+        }
+        (_, head) => {
+            let want = match head {
+                HeadKind::Lm => "a class per position (`target` [T, B])",
+                HeadKind::Regress => "values per position (`target` [T, B, K])",
+                HeadKind::Classify => "one label per sequence (`label` [B])",
+            };
+            return Err(Error::batch(
+                "target",
+                format!("the {head} head needs {want}"),
+            ));
+        }
+    }
+    for (name, flags) in [("mask", batch.mask), ("reset", batch.reset)] {
+        if let Some(f) = flags {
+            check_len(name, f.len(), positions, "window × batch")?;
+            check_below(name, f, 2, "2 (flags are 0 or 1)")?;
+        }
+    }
+    let slots = exec.batch_mut();
+    match batch.input {
+        Inputs::Tokens(x) => slots.tokens.copy_from_slice(x),
+        Inputs::Features(x) => slots.features.copy_from_slice(x),
+    }
+    match batch.mask {
+        Some(m) => slots.mask.copy_from_slice(m),
+        None => slots.mask.fill(1),
+    }
+    match batch.reset {
+        Some(r) => slots.reset.copy_from_slice(r),
+        None => slots.reset.fill(0),
+    }
+    match batch.target {
+        Targets::Tokens(y) => slots.labels.copy_from_slice(y),
+        Targets::Values(y) => slots.values.copy_from_slice(y),
+        Targets::Labels(y) => {
+            // Each row's label sits at its last counted step, the only position of
+            // that row the loss sees.
+            for (row, &label) in y.iter().enumerate() {
+                let last = (0..t).rev().find(|&s| slots.mask[s * b + row] != 0);
+                for s in 0..t {
+                    slots.mask[s * b + row] = u8::from(Some(s) == last);
+                }
+                slots.labels[last.unwrap_or(0) * b + row] = label;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_len(what: &str, got: usize, want: usize, of: &str) -> Result<()> {

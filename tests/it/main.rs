@@ -3,6 +3,7 @@
 mod blas;
 mod cases;
 mod cli;
+mod eval;
 mod fixture;
 mod formats;
 mod golden;

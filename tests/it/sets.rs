@@ -54,7 +54,6 @@ fn every_sequence_reaches_the_slots_once_per_epoch() {
         );
         let mut got: Vec<Vec<(u32, u32)>> = Vec::new();
         let mut rows: Vec<Vec<(u32, u32)>> = vec![Vec::new(); b];
-        let mut epoch_end = false;
         for guard in 0.. {
             assert!(guard < 100);
             let w = batches.fill(
@@ -81,9 +80,10 @@ fn every_sequence_reaches_the_slots_once_per_epoch() {
                 }
             }
             assert!(w.counted <= w.real && w.steps <= t);
-            // The epoch ends with the batch that drew its last sequences.
-            epoch_end |= w.epoch_end;
-            if epoch_end && w.batch_end {
+            // The epoch ends with the last window of the batch that drew its last
+            // sequences.
+            if w.epoch_end {
+                assert!(w.batch_end);
                 break;
             }
         }

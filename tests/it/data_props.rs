@@ -107,7 +107,7 @@ proptest! {
             && offsets[0] == 0
             && offsets.windows(2).all(|w| w[1] > w[0])
             && *offsets.last().unwrap() as usize == steps;
-        let valid_labels = nl == n && !(neg_label && !labels.is_empty());
+        let valid_labels = nl == n && (!neg_label || labels.is_empty());
         let i64s = |name: &str, v: &[i64]| {
             Npy::from_bytes(name, Dtype::I64, vec![v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())
         };

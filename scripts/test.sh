@@ -19,6 +19,7 @@ cargo test --doc 2>&1 | tee -a "$log"
 echo "== examples"
 cargo run --quiet --release --example embed >/dev/null
 cargo run --quiet --release --example series >/dev/null
+cargo run --quiet --release --example long_sequence >/dev/null
 echo "== OpenBLAS link"
 cargo build --release --quiet
 scripts/check_blas.sh target/release/recur

@@ -5,4 +5,5 @@
 //! a time and hands the pages back, so memory does not grow with the data.
 
 pub mod convert;
+pub mod info;
 pub mod npy;

@@ -4,6 +4,7 @@
 //! shows them as the flags a user typed (`--hidden`).
 
 pub mod args;
+mod data;
 pub mod resolve;
 mod train;
 
@@ -83,6 +84,7 @@ pub fn run() -> Result<()> {
         Command::Plan(c) => plan(c),
         Command::Grads(c) => grads(c),
         Command::Demo(c) => demo(c),
+        Command::Data(c) => data::run(c),
     }
 }
 

@@ -3,6 +3,7 @@
 mod blas;
 mod cases;
 mod cli;
+mod data_cmd;
 mod fixture;
 mod formats;
 mod golden;

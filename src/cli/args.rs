@@ -2,6 +2,7 @@
 //! can fill what the flags leave out. The same structs deserialize the config file, so
 //! every flag has a key of the same name.
 
+pub use super::data::DataCmd;
 use crate::cell::CellKind;
 use crate::spec::{HeadKind, OptimKind, Policy};
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,8 @@ pub enum Command {
     Eval(EvalCmd),
     /// The built-in job: learn a stream with long-range dependencies for about a minute.
     Demo(DemoCmd),
+    /// Make .npy files from text or CSV, and describe .npy files.
+    Data(DataCmd),
 }
 
 /// Model and window settings shared by `train` and `plan`; also the config file's keys.

@@ -4,6 +4,7 @@
 //! shows them as the flags a user typed (`--hidden`).
 
 pub mod args;
+mod data;
 pub mod resolve;
 mod train;
 
@@ -86,6 +87,7 @@ pub fn run() -> Result<()> {
         Command::Grads(c) => grads(c),
         Command::Eval(c) => train::eval(c),
         Command::Demo(c) => demo(c),
+        Command::Data(c) => data::run(c),
     }
 }
 

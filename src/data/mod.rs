@@ -4,6 +4,8 @@
 //! `recur data` (`convert`, `info`). Everything here reads a bounded window of a file at
 //! a time and hands the pages back, so memory does not grow with the data.
 
+pub mod convert;
+pub mod info;
 pub mod npy;
 pub mod stream;
 pub mod windows;

@@ -459,6 +459,12 @@ impl NpyWriter {
         &self.tmp
     }
 
+    /// Byte offset of the first row in the temporary file (the header's fixed size),
+    /// for an in-place pass before `finish`.
+    pub fn data_offset(&self) -> u64 {
+        WRITER_HEADER as u64
+    }
+
     /// Flushes what was written so far (before reading the temporary file back).
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|e| Error::io(&self.tmp, e))

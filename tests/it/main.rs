@@ -3,6 +3,7 @@
 mod blas;
 mod cases;
 mod cli;
+mod data_cmd;
 mod data_props;
 mod eval;
 mod fixture;

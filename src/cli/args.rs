@@ -32,6 +32,9 @@ pub enum Command {
     /// Measure trained weights on data: loss and bits per token, MSE or accuracy, as
     /// one JSON line.
     Eval(EvalCmd),
+    /// Use trained weights: text from a language model, or a forecast continuing a
+    /// series.
+    Sample(SampleCmd),
     /// The built-in job: learn a stream with long-range dependencies for about a minute.
     Demo(DemoCmd),
     /// Make .npy files from text or CSV, and describe .npy files.
@@ -250,6 +253,43 @@ pub struct EvalCmd {
     /// Window T [the training config's, else 64; a set: its longest sequence].
     #[arg(long)]
     pub window: Option<usize>,
+}
+
+/// `recur sample`.
+#[derive(Args, Debug)]
+pub struct SampleCmd {
+    /// Weights (safetensors, as `recur train --out` writes them; a vocab.json beside
+    /// them gives the characters).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Text the model reads first [a newline].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Tokens to generate [200].
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Softmax temperature; 0 takes the most likely token [1.0].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// Draw from the K most likely tokens only; 0: all [0].
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed of the draws [0].
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the series in --data by N steps (a regression model), printed as CSV in
+    /// the data's units.
+    #[arg(long, value_name = "N")]
+    pub forecast: Option<usize>,
+    /// The series to continue (2-D f32 .npy).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Rows of --data the model reads before forecasting [all].
+    #[arg(long, value_name = "ROWS")]
+    pub context: Option<usize>,
+    /// The cell the weights must hold [whatever their names say].
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
 }
 
 /// `recur demo`.

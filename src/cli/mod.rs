@@ -6,6 +6,7 @@
 pub mod args;
 mod data;
 pub mod resolve;
+mod sample;
 mod train;
 
 use crate::data::{DataFile, Source, TokenFile};
@@ -86,6 +87,7 @@ pub fn run() -> Result<()> {
         Command::Plan(c) => plan(c),
         Command::Grads(c) => grads(c),
         Command::Eval(c) => train::eval(c),
+        Command::Sample(c) => sample::sample(c),
         Command::Demo(c) => demo(c),
         Command::Data(c) => data::run(c),
     }

@@ -115,7 +115,9 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                     "is needed exactly when --labels is given",
                 ));
             }
-            let v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
+            let mut v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
+            let norm = crate::data::convert::norm_path(&data_path);
+            super::sample::scale_like_model(&mut v, p, &norm, json)?;
             check_same_form(&source, &v)?;
             let spec = eval_spec(&train, &v);
             check_data(&v, &model, &spec)?;
@@ -193,6 +195,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     }
     if let Some(dir) = out {
         trainer.save_weights(&dir.join("model.safetensors"))?;
+        super::sample::keep_side_files(&data_path, &dir)?;
         let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
         let cfg = resolve::to_config(&model, &train, Some(&data_abs));
         let path = dir.join("config.toml");
@@ -353,7 +356,13 @@ pub(super) fn eval_spec(train: &crate::TrainSpec, data: &Source) -> crate::Train
 
 /// `recur eval`: the weights' model over the data, as one JSON line.
 pub(super) fn eval(c: EvalCmd) -> Result<()> {
-    let source = Source::open(&c.data, c.offsets.as_deref(), c.labels.as_deref())?;
+    let mut source = Source::open(&c.data, c.offsets.as_deref(), c.labels.as_deref())?;
+    super::sample::scale_like_model(
+        &mut source,
+        &c.data,
+        &super::sample::model_norm(&c.weights),
+        false,
+    )?;
     let head = match (&source, c.labels.is_some()) {
         (_, true) => HeadKind::Classify,
         (s, false) if s.tokens().is_some() => HeadKind::Lm,

@@ -66,6 +66,18 @@ impl Source {
         }
     }
 
+    /// The f32 rows, if the data holds them (to standardise them as they are read).
+    pub fn series_mut(&mut self) -> Option<&mut SeriesFile> {
+        match self {
+            Source::Stream(DataFile::Series(s)) => Some(s),
+            Source::Set(s) => match s.values_mut() {
+                sets::Values::Features(f) => Some(f),
+                sets::Values::Tokens(_) => None,
+            },
+            Source::Stream(DataFile::Tokens(_)) => None,
+        }
+    }
+
     /// Columns per step, if the data holds f32 rows.
     pub fn width(&self) -> Option<usize> {
         match self {

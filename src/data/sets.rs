@@ -177,6 +177,11 @@ impl SeqSet {
         &self.values
     }
 
+    /// The values, mutably (to standardise a series as it is read).
+    pub fn values_mut(&mut self) -> &mut Values {
+        &mut self.values
+    }
+
     /// The values' path.
     pub fn path(&self) -> &Path {
         match &self.values {

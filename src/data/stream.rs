@@ -268,10 +268,13 @@ impl TokenFile {
     }
 }
 
-/// A validated 2-D f32 series [steps, N], read in place.
+/// A validated 2-D f32 series [steps, N], read in place, optionally standardised on
+/// the way out (`set_scaling`).
 pub struct SeriesFile {
     npy: Npy,
     width: usize,
+    /// Per column (mean, 1 / std), applied by `read_row`.
+    scaling: Option<Vec<(f32, f32)>>,
 }
 
 impl SeriesFile {
@@ -319,7 +322,11 @@ impl SeriesFile {
             }
             Ok(())
         })?;
-        Ok(SeriesFile { npy, width })
+        Ok(SeriesFile {
+            npy,
+            width,
+            scaling: None,
+        })
     }
 
     /// A series held in memory (`values` is [steps, width] row-major), named `name`.
@@ -350,6 +357,27 @@ impl SeriesFile {
         self.npy.path()
     }
 
+    /// Standardises every row read from now on: column j becomes (x − mean[j]) /
+    /// std[j] (a model trained on standardised data, given the raw series).
+    pub fn set_scaling(&mut self, mean: &[f64], std: &[f64]) -> Result<()> {
+        if mean.len() != self.width || std.len() != self.width {
+            return Err(data_err(
+                self.path(),
+                format!(
+                    "has {} columns, but the standardisation has {}",
+                    self.width,
+                    mean.len()
+                ),
+            ));
+        }
+        let s = mean
+            .iter()
+            .zip(std)
+            .map(|(&m, &s)| (m as f32, (1.0 / s) as f32));
+        self.scaling = Some(s.collect());
+        Ok(())
+    }
+
     /// Row `i` into `out` ([N]).
     #[inline]
     pub fn read_row(&self, i: usize, out: &mut [f32]) {
@@ -357,6 +385,11 @@ impl SeriesFile {
         let b = &self.npy.data()[i * n * 4..(i + 1) * n * 4];
         for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        if let Some(s) = &self.scaling {
+            for (o, &(m, r)) in out.iter_mut().zip(s) {
+                *o = (*o - m) * r;
+            }
         }
     }
 

@@ -1,0 +1,316 @@
+//! `recur sample`: text from a language model, or a forecast from a regression model,
+//! one step at a time through an evaluation program of one row and one step. Also the
+//! files a model directory keeps beside its weights (`vocab.json`, `norm.json`) and the
+//! rule that applies a model's standardisation to raw data.
+
+use super::args::SampleCmd;
+use crate::data::convert::{norm_path, vocab_path, Norm, Vocab};
+use crate::data::{DataFile, Source};
+use crate::io::safetensors as st;
+use crate::spec::{HeadKind, Input, TrainSpec};
+use crate::train::Evaluator;
+use crate::{Batch, Error, Inputs, Result, Targets};
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The vocabulary a model directory keeps beside its weights.
+pub(super) const VOCAB_FILE: &str = "vocab.json";
+/// The standardisation a model directory keeps beside its weights.
+pub(super) const NORM_FILE: &str = "norm.json";
+
+fn beside(weights: &Path, name: &str) -> PathBuf {
+    weights.parent().unwrap_or(Path::new("")).join(name)
+}
+
+/// Copies the data's vocabulary and standardisation (`X.vocab.json`, `X.norm.json`
+/// beside `X.npy`), if any, into the model directory `dir`.
+pub(super) fn keep_side_files(data: &Path, dir: &Path) -> Result<()> {
+    for (from, name) in [(vocab_path(data), VOCAB_FILE), (norm_path(data), NORM_FILE)] {
+        if from.is_file() {
+            let to = dir.join(name);
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            crate::io::safetensors::write_atomic(&to, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The standardisation kept beside weights, if any.
+pub(super) fn model_norm(weights: &Path) -> PathBuf {
+    beside(weights, NORM_FILE)
+}
+
+/// Applies a model's standardisation (`model_norm`, the `norm.json` beside its weights,
+/// or the training data's) to raw data: when `model_norm` exists and the data has none
+/// beside it, its rows are standardised as they are read (a note says so); when both
+/// exist they must agree. Returns the model's standardisation.
+pub(super) fn scale_like_model(
+    source: &mut Source,
+    data: &Path,
+    model_norm: &Path,
+    quiet: bool,
+) -> Result<Option<Norm>> {
+    if !model_norm.is_file() {
+        return Ok(None);
+    }
+    let norm = Norm::load(&model_norm)?;
+    let Some(series) = source.series_mut() else {
+        return Ok(Some(norm));
+    };
+    let data_norm = norm_path(data);
+    if data_norm.is_file() {
+        let theirs = Norm::load(&data_norm)?;
+        if theirs.mean != norm.mean || theirs.std != norm.std {
+            return Err(Error::Data {
+                path: data.to_path_buf(),
+                msg: format!(
+                    "was standardised with other statistics ({}) than the model's ({}); \
+                     convert the raw CSV with `recur data csv --norm {}`",
+                    data_norm.display(),
+                    model_norm.display(),
+                    model_norm.display()
+                ),
+            });
+        }
+        return Ok(Some(norm));
+    }
+    series.set_scaling(&norm.mean, &norm.std)?;
+    if !quiet {
+        eprintln!(
+            "note: standardising {} with the model's {}",
+            data.display(),
+            model_norm.display()
+        );
+    }
+    Ok(Some(norm))
+}
+
+/// Draws a class from `logits`: greedy at temperature 0, else softmax(logits / T) over
+/// the `top_k` largest (all if 0).
+pub fn draw(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) -> usize {
+    if temperature <= 0.0 {
+        return crate::exec::ops::argmax(logits);
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if top_k > 0 {
+        order.truncate(top_k);
+    }
+    let max = logits[order[0]];
+    let w: Vec<f64> = (order.iter())
+        .map(|&i| (((logits[i] - max) / temperature) as f64).exp())
+        .collect();
+    let mut u = rng.random::<f64>() * w.iter().sum::<f64>();
+    for (&i, &wi) in order.iter().zip(&w) {
+        if u < wi {
+            return i;
+        }
+        u -= wi;
+    }
+    order[order.len() - 1]
+}
+
+/// One row, one step: an evaluator that feeds its own outputs back.
+fn stepper(weights: &Path, bytes: &[u8], model: &crate::ModelSpec) -> Result<Evaluator> {
+    let mut train = TrainSpec::new(1, 1)?;
+    train.grain = 1;
+    let mut ev = Evaluator::new(model, &train)?;
+    let layout = ev.executor().layout().clone();
+    st::load_params(weights, bytes, &layout, ev.executor_mut().params_mut())?;
+    Ok(ev)
+}
+
+pub(super) fn sample(c: SampleCmd) -> Result<()> {
+    if !(c.temperature.is_finite() && c.temperature >= 0.0) {
+        return Err(Error::spec(
+            "--temperature",
+            format!(
+                "must be a number ≥ 0 (0: the most likely), got {}",
+                c.temperature
+            ),
+        ));
+    }
+    let bytes = st::read(&c.weights)?;
+    let head = if c.forecast.is_some() {
+        HeadKind::Regress
+    } else {
+        HeadKind::Lm
+    };
+    let model = st::infer_model(&c.weights, &bytes, c.cell, head)?;
+    match (c.forecast, model.input) {
+        (Some(n), Input::Features { width }) => forecast(&c, &bytes, &model, width, n),
+        (Some(_), Input::Tokens { .. }) => Err(Error::spec(
+            "--forecast",
+            "continues a series, but the weights embed tokens (a language model: drop \
+             --forecast to sample text)",
+        )),
+        (None, Input::Tokens { .. }) => text(&c, &bytes, &model),
+        (None, Input::Features { .. }) => Err(Error::spec(
+            "--forecast",
+            "is needed: the weights read f32 features (a series model); give --forecast N \
+             --data SERIES.npy",
+        )),
+    }
+}
+
+/// Text from a language model: the prompt fed token by token, then `--steps` tokens
+/// drawn and fed back, printed as they come.
+fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
+    if c.data.is_some() {
+        return Err(Error::spec(
+            "--data",
+            "is read by --forecast (a series model); a language model starts from --prompt",
+        ));
+    }
+    let k = model.outputs;
+    let vocab_file = beside(&c.weights, VOCAB_FILE);
+    let vocab = vocab_file
+        .is_file()
+        .then(|| Vocab::load(&vocab_file))
+        .transpose()?;
+    let prompt = c.prompt.clone().unwrap_or_else(|| "\n".into());
+    let tokens: Vec<u32> = match &vocab {
+        Some(v) => v
+            .encode(&prompt)
+            .map_err(|e| Error::spec("--prompt", e.to_string().replacen("text: ", "", 1)))?,
+        None => prompt.bytes().map(u32::from).collect(),
+    };
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= k) {
+        return Err(Error::spec(
+            "--prompt",
+            format!("holds token {t}, beyond the model's vocabulary of {k}"),
+        ));
+    }
+    if tokens.is_empty() {
+        return Err(Error::spec("--prompt", "is empty"));
+    }
+    let mut ev = stepper(&c.weights, bytes, model)?;
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(c.seed);
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let emit = |t: u32, out: &mut std::io::StdoutLock| -> std::io::Result<()> {
+        match &vocab {
+            Some(v) => write!(out, "{}", v.decode(&[t])),
+            None if k <= 256 => out.write_all(&[t as u8]),
+            None => write!(out, "{t} "),
+        }
+    };
+    let io = |e| Error::io("<stdout>", e);
+    let mask = [0u8];
+    for &t in &tokens {
+        emit(t, &mut out).map_err(io)?;
+        feed_token(&mut ev, t, &mask)?;
+    }
+    for _ in 0..c.steps {
+        let next = draw(ev.executor().outputs(), c.temperature, c.top_k, &mut rng) as u32;
+        emit(next, &mut out).map_err(io)?;
+        feed_token(&mut ev, next, &mask)?;
+    }
+    writeln!(out).map_err(io)?;
+    out.flush().map_err(io)
+}
+
+fn feed_token(ev: &mut Evaluator, t: u32, mask: &[u8]) -> Result<()> {
+    ev.load_batch(Batch {
+        input: Inputs::Tokens(&[t]),
+        target: Targets::Tokens(&[0]),
+        mask: Some(mask),
+        reset: None,
+    })?;
+    ev.run();
+    Ok(())
+}
+
+/// A forecast: the series' rows fed in order (the last `--context` of them), then
+/// `--forecast` predictions, each fed back as the next input; printed as CSV in the
+/// data's units (the model's standardisation inverted).
+fn forecast(
+    c: &SampleCmd,
+    bytes: &[u8],
+    model: &crate::ModelSpec,
+    width: usize,
+    steps: usize,
+) -> Result<()> {
+    let path = c.data.as_ref().ok_or_else(|| {
+        Error::spec(
+            "--data",
+            "is needed by --forecast: the series to continue (2-D f32 .npy)",
+        )
+    })?;
+    if c.prompt.is_some() {
+        return Err(Error::spec(
+            "--prompt",
+            "starts text; a forecast continues --data",
+        ));
+    }
+    if model.outputs != width {
+        return Err(Error::Weights {
+            path: c.weights.clone(),
+            msg: format!(
+                "predict {} values per step but read {width}: a forecast feeds each \
+                 prediction back as the next input",
+                model.outputs
+            ),
+        });
+    }
+    let mut source = Source::Stream(DataFile::open(path)?);
+    let Some(n) = source.width() else {
+        return Err(Error::Data {
+            path: path.clone(),
+            msg: "holds tokens; --forecast continues a 2-D f32 series".into(),
+        });
+    };
+    if n != width {
+        return Err(Error::Data {
+            path: path.clone(),
+            msg: format!("has {n} columns, but the weights read {width}"),
+        });
+    }
+    let norm = scale_like_model(&mut source, path, &model_norm(&c.weights), false)?;
+    let Source::Stream(DataFile::Series(series)) = &source else {
+        return Err(Error::Data {
+            path: path.clone(),
+            msg: "is not a series".into(),
+        });
+    };
+    let rows = series.steps();
+    let context = c.context.unwrap_or(rows).min(rows);
+    let mut ev = stepper(&c.weights, bytes, model)?;
+    let mut x = vec![0.0f32; width];
+    let (mask, zeros) = ([0u8], vec![0.0f32; width]);
+    let feed = |ev: &mut Evaluator, x: &[f32]| -> Result<()> {
+        ev.load_batch(Batch {
+            input: Inputs::Features(x),
+            target: Targets::Values(&zeros),
+            mask: Some(&mask),
+            reset: None,
+        })?;
+        ev.run();
+        Ok(())
+    };
+    for i in rows - context..rows {
+        series.read_row(i, &mut x);
+        feed(&mut ev, &x)?;
+        series.release(i..i + 1);
+    }
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let io = |e| Error::io("<stdout>", e);
+    let names: Vec<String> = match &norm {
+        Some(n) if n.columns.len() == width => n.columns.clone(),
+        _ => (0..width).map(|j| j.to_string()).collect(),
+    };
+    writeln!(out, "step,{}", names.join(",")).map_err(io)?;
+    for s in 0..steps {
+        x.copy_from_slice(ev.executor().outputs());
+        let mut shown = x.clone();
+        if let Some(n) = &norm {
+            n.invert(&mut shown);
+        }
+        let cells: Vec<String> = shown.iter().map(|v| format!("{v}")).collect();
+        writeln!(out, "{},{}", rows + s, cells.join(",")).map_err(io)?;
+        feed(&mut ev, &x)?;
+    }
+    out.flush().map_err(io)
+}

@@ -54,7 +54,7 @@ pub(super) fn scale_like_model(
     if !model_norm.is_file() {
         return Ok(None);
     }
-    let norm = Norm::load(&model_norm)?;
+    let norm = Norm::load(model_norm)?;
     let Some(series) = source.series_mut() else {
         return Ok(Some(norm));
     };

@@ -70,6 +70,18 @@ pub fn run() -> Result<()> {
             let msg = e.to_string();
             let line = msg.lines().next().unwrap_or("invalid arguments");
             let line = line.trim_start_matches("error: ");
+            // clap lists missing arguments on the lines after the first; keep them.
+            let more: Vec<&str> = (msg.lines().skip(1))
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .filter(|l| !l.starts_with("[possible values"))
+                .collect();
+            let line = if more.is_empty() {
+                line.to_string()
+            } else {
+                format!("{line} {}", more.join(", "))
+            };
+            let line = line.as_str();
             // clap puts the accepted values on a line of their own; keep them.
             let values = msg
                 .lines()

@@ -19,4 +19,5 @@ mod pytorch;
 mod reference;
 mod reference_selftest;
 mod sets;
+mod use_cmd;
 mod util;

@@ -180,12 +180,13 @@ impl Sizes {
         }
     }
 
-    /// Bytes of the data file a window may hold mapped: per row, its T + 1 steps (an
-    /// 8-byte token bound, or N f32) and the kernel's fault-around (64 KiB of the
-    /// following pages). Rows release their pages once read (`data::windows`).
+    /// Bytes of the data file a window may hold mapped: the T + 1 steps of the row
+    /// being read (an 8-byte token bound, or N f32), and per row the kernel's
+    /// fault-around (up to 64 KiB of following pages it maps with a read). Each row
+    /// releases its pages once read (`data::windows`, `data::sets`).
     pub fn mapped_bytes(&self) -> usize {
         let row = self.features.map_or(8, |n| n * 4);
-        self.batch * ((self.window + 1) * row + FAULT_AROUND)
+        (self.window + 1) * row + self.batch * FAULT_AROUND
     }
 
     /// Bytes of the window's batch as the executor holds it: inputs (u32 tokens or f32
@@ -196,7 +197,7 @@ impl Sizes {
     pub fn batch_bytes(&self) -> u128 {
         let positions = self.window as u128 * self.batch as u128;
         let row = self.features.map_or(8, |n| n as u128 * 4);
-        let mapped = self.batch as u128 * ((self.window as u128 + 1) * row + FAULT_AROUND as u128);
+        let mapped = (self.window as u128 + 1) * row + (self.batch * FAULT_AROUND) as u128;
         positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + mapped
     }
 }

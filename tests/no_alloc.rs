@@ -110,6 +110,46 @@ fn training_steps_do_not_allocate() {
         });
         assert_eq!(n, 0, "{cell} classify: {n} allocations in 5 steps");
     }
+    // A set of ragged sequences, bucketed, through `Feed` and shortened windows.
+    let lens: Vec<usize> = (0..300).map(|i| 2 + (i * 37) % 40).collect();
+    let mut offsets = vec![0i64];
+    for l in &lens {
+        offsets.push(offsets.last().unwrap() + *l as i64);
+    }
+    let total = *offsets.last().unwrap() as usize;
+    let values: Vec<f32> = (0..total * 3).map(|i| (i as f32 * 0.1).sin()).collect();
+    let npy = |v: &[i64]| {
+        let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        recur::data::npy::Npy::from_bytes("o", recur::data::npy::Dtype::I64, vec![v.len()], b)
+    };
+    let labels: Vec<i64> = (0..lens.len() as i64).map(|i| i % 4).collect();
+    let set = recur::data::SeqSet::new(
+        recur::data::sets::Values::Features(SeriesFile::from_values("v", 3, &values).unwrap()),
+        npy(&offsets),
+        Some(npy(&labels)),
+    )
+    .unwrap();
+    let source = recur::data::Source::Set(Box::new(set));
+    let f3 = Input::Features { width: 3 };
+    let m = ModelSpec::new(f3, CellKind::Lstm, 8, 2, HeadKind::Classify, 4).unwrap();
+    let mut tr = TrainSpec::new(4, 16).unwrap();
+    tr.grain = 4;
+    let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
+    let mut feed = recur::train::Feed::new(&source, &tr, HeadKind::Classify, true).unwrap();
+    for _ in 0..3 {
+        let f = trainer.load(&mut feed).unwrap();
+        trainer.accumulate_steps(1.0, f.steps);
+    }
+    // Many windows: several pool refills and epochs.
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for _ in 0..400 {
+        trainer.zero_grads();
+        let f = trainer.load(&mut feed).unwrap();
+        trainer.accumulate_steps(0.5, f.steps);
+        trainer.apply_gradients();
+    }
+    let n = ALLOCS.load(Ordering::SeqCst) - before;
+    assert_eq!(n, 0, "set feed: {n} allocations in 400 windows");
     // The counter counts: an allocation would have been seen. (One test only: a second
     // test thread allocating meanwhile would pollute the count.)
     let before = ALLOCS.load(Ordering::SeqCst);

@@ -356,8 +356,11 @@ pub struct SetBatches {
     /// Next index into the epoch's permutation.
     drawn: usize,
     perm: Permutation,
-    /// Sequences of the current pool, in batch order (bucketing), and the next one due.
+    /// Sequences of the current pool, in batch order (bucketing), and the next one due;
+    /// `sorted` is the pool by length before its batches are shuffled (both allocated
+    /// once).
     pool: Vec<u32>,
+    sorted: Vec<u32>,
     pool_next: usize,
     /// The current batch's sequences (`u32::MAX`: an empty row).
     rows: Vec<u32>,
@@ -404,6 +407,7 @@ impl SetBatches {
             drawn: 0,
             perm: Permutation::new(set.len(), seed),
             pool: Vec::with_capacity(if bucket { BUCKET_POOL * batch } else { 0 }),
+            sorted: Vec::with_capacity(if bucket { BUCKET_POOL * batch } else { 0 }),
             pool_next: 0,
             rows: vec![EMPTY; batch],
             windows: 0,
@@ -427,28 +431,29 @@ impl SetBatches {
         if self.bucket {
             if self.pool_next == self.pool.len() {
                 self.pool.clear();
+                self.sorted.clear();
                 self.pool_next = 0;
                 let take = (BUCKET_POOL * self.batch).min(set.len() - self.drawn);
                 for _ in 0..take {
-                    self.pool.push(self.perm.get(self.drawn) as u32);
+                    self.sorted.push(self.perm.get(self.drawn) as u32);
                     self.drawn += 1;
                 }
-                self.pool.sort_by_key(|&i| set.seq(i as usize).len());
+                // By length, in place (an unstable sort allocates nothing; the index
+                // breaks ties, so the order is the same on every run).
+                self.sorted
+                    .sort_unstable_by_key(|&i| (set.seq(i as usize).len(), i));
                 // The pool's batches in a shuffled order, so lengths do not rise
                 // through the epoch.
-                let nb = self.pool.len().div_ceil(self.batch);
+                let nb = self.sorted.len().div_ceil(self.batch);
                 let order = Permutation::new(nb, mix(self.seed ^ self.epoch ^ self.drawn as u64));
-                let mut shuffled = Vec::new();
-                std::mem::swap(&mut shuffled, &mut self.pool);
                 for j in 0..nb {
                     let b = order.get(j);
-                    let chunk =
-                        &shuffled[b * self.batch..((b + 1) * self.batch).min(shuffled.len())];
-                    self.pool.extend_from_slice(chunk);
+                    let end = ((b + 1) * self.batch).min(self.sorted.len());
                     self.pool
-                        .extend(std::iter::repeat_n(EMPTY, self.batch - chunk.len()));
+                        .extend_from_slice(&self.sorted[b * self.batch..end]);
+                    let pad = (b + 1) * self.batch - end;
+                    self.pool.extend(std::iter::repeat_n(EMPTY, pad));
                 }
-                drop(shuffled);
             }
             let s = self.pool.get(self.pool_next).copied();
             self.pool_next += 1;
@@ -492,6 +497,7 @@ impl SetBatches {
         self.epoch += 1;
         self.drawn = 0;
         self.pool.clear();
+        self.sorted.clear();
         self.pool_next = 0;
         self.perm = Permutation::new(set.len(), mix(self.seed ^ mix(self.epoch)));
     }

@@ -22,8 +22,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train on a stream: a token file (.npy integers, or any file as bytes) for a
-    /// language model, or an f32 series (a 2-D .npy [steps, N]) for next-step regression.
+    /// Train on a stream (token .npy or any file as bytes: a language model; a 2-D f32
+    /// .npy series: next-step regression) or on a set of sequences (--offsets, with
+    /// --labels a classifier).
     Train(Box<TrainCmd>),
     /// Compile a model and print its memory plan, without data or training.
     Plan(PlanCmd),
@@ -262,7 +263,7 @@ pub struct SampleCmd {
     /// them gives the characters).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Text the model reads first [a newline].
+    /// Text the model reads first [a newline, or the vocabulary's first character].
     #[arg(long)]
     pub prompt: Option<String>,
     /// Tokens to generate [200].

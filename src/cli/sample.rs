@@ -169,7 +169,15 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         .is_file()
         .then(|| Vocab::load(&vocab_file))
         .transpose()?;
-    let prompt = c.prompt.clone().unwrap_or_else(|| "\n".into());
+    // Without a prompt: a newline, or the vocabulary's first character if it has none.
+    let prompt = match (&c.prompt, &vocab) {
+        (Some(p), _) => p.clone(),
+        (None, Some(v)) if v.index('\n').is_none() => v
+            .chars()
+            .first()
+            .map_or_else(String::new, |c| c.to_string()),
+        (None, _) => "\n".into(),
+    };
     let tokens: Vec<u32> = match &vocab {
         Some(v) => v
             .encode(&prompt)

@@ -133,9 +133,10 @@ impl Bytes {
 ///
 /// # Safety
 /// The mapping reflects later writes to the file by other processes. recur only reads
-/// it; a concurrent writer could change values after they were validated, which at
-/// worst gives a wrong token or a bounds-checked panic. Callers accept that risk by
-/// using this function.
+/// it; a concurrent writer could change values after they were validated (a wrong token,
+/// or a bounds-checked panic), and a concurrent truncation makes reads past the new end
+/// fault (SIGBUS), as with any memory-mapped reader. Callers accept that risk by using
+/// this function: do not rewrite a data file while a job reads it.
 unsafe fn map(file: &std::fs::File) -> std::io::Result<Mmap> {
     // SAFETY: delegated to the caller, as documented above.
     unsafe { Mmap::map(file) }
@@ -300,21 +301,29 @@ impl Npy {
 
     /// Hands the pages holding elements `elems` back to the kernel: they leave the
     /// process's resident set (the page cache keeps them, so reading them again costs a
-    /// minor fault). Whole pages overlapping the range go, so a neighbour's next read
-    /// may fault one page back in. A no-op for data held in memory.
+    /// minor fault). A read fault maps more than the page read: the kernel maps the
+    /// page cache's whole folio around it (up to `MAP_UNIT`, 2 MiB) and fault-around
+    /// pages beyond it, so the range is widened to whole `MAP_UNIT` blocks of the file,
+    /// with `FAULT_AROUND` of margin on each side; releasing only the bytes read would
+    /// leave the rest of the folio mapped for good. A neighbour's next read may fault
+    /// pages back in. A no-op for data held in memory.
     pub fn release(&self, elems: Range<usize>) {
         if let Bytes::Mapped(m) = &self.bytes {
             let s = self.dtype.size();
             let (a, b) = (self.start + elems.start * s, self.start + elems.end * s);
-            if b > a {
-                // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only
-                // drops the pages from this process's page tables; later reads fault them
-                // back in from the file, unchanged. No reference into the range outlives
-                // a read (callers copy out of the mapping).
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
-                };
+            if b <= a {
+                return;
             }
+            let (unit, margin) = (crate::layout::MAP_UNIT, crate::layout::FAULT_AROUND);
+            let lo = a.saturating_sub(margin) / unit * unit;
+            let hi = ((b + margin).div_ceil(unit) * unit).min(m.len());
+            // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only
+            // drops the pages from this process's page tables; later reads fault them
+            // back in from the file, unchanged, so slices into the mapping stay valid
+            // and keep their contents.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
         }
     }
 

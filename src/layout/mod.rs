@@ -6,4 +6,4 @@ mod params;
 mod sizes;
 
 pub use params::{LayerTensors, ParamLayout, ParamTensor, TensorInit};
-pub use sizes::Sizes;
+pub use sizes::{Sizes, FAULT_AROUND, MAP_UNIT};

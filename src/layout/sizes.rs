@@ -181,12 +181,14 @@ impl Sizes {
     }
 
     /// Bytes of the data file a window may hold mapped: the T + 1 steps of the row
-    /// being read (an 8-byte token bound, or N f32), and per row the kernel's
-    /// fault-around (up to 64 KiB of following pages it maps with a read). Each row
-    /// releases its pages once read (`data::windows`, `data::sets`).
+    /// being read (an 8-byte token bound, or N f32), widened to the kernel's mapping
+    /// unit on both sides (a read fault maps the page cache's whole folio, up to
+    /// `MAP_UNIT`). Each row hands those blocks back before the next row reads
+    /// (`data::npy::Npy::release`), so one row's window is all that is resident at a
+    /// time, however long the run.
     pub fn mapped_bytes(&self) -> usize {
         let row = self.features.map_or(8, |n| n * 4);
-        (self.window + 1) * row + self.batch * FAULT_AROUND
+        (self.window + 1) * row + 2 * MAP_UNIT
     }
 
     /// Bytes of the window's batch as the executor holds it: inputs (u32 tokens or f32
@@ -197,11 +199,15 @@ impl Sizes {
     pub fn batch_bytes(&self) -> u128 {
         let positions = self.window as u128 * self.batch as u128;
         let row = self.features.map_or(8, |n| n as u128 * 4);
-        let mapped = (self.window as u128 + 1) * row + (self.batch * FAULT_AROUND) as u128;
+        let mapped = (self.window as u128 + 1) * row + 2 * MAP_UNIT as u128;
         positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + mapped
     }
 }
 
-/// Bytes the kernel maps around a faulting page of a file mapping (Linux's default
-/// `fault_around_bytes`).
+/// Bytes the kernel maps around a faulting page of a file mapping beyond its folio
+/// (Linux's default `fault_around_bytes`).
 pub const FAULT_AROUND: usize = 64 << 10;
+
+/// The most a read fault of a file mapping maps at once: the page cache's largest
+/// folio (2 MiB, a PMD; Linux maps a faulting page's whole folio since 6.18).
+pub const MAP_UNIT: usize = 2 << 20;

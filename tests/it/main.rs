@@ -18,6 +18,7 @@ mod policies;
 mod pytorch;
 mod reference;
 mod reference_selftest;
+mod resident;
 mod sets;
 mod use_cmd;
 mod util;

@@ -351,7 +351,7 @@ impl Npy {
 }
 
 /// Bytes a scan reads between releases.
-pub const SCAN_CHUNK: usize = 8 << 20;
+pub const SCAN_CHUNK: usize = 2 << 20;
 
 fn fmt_shape(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();

@@ -24,13 +24,16 @@ fn beside(weights: &Path, name: &str) -> PathBuf {
 }
 
 /// Copies the data's vocabulary and standardisation (`X.vocab.json`, `X.norm.json`
-/// beside `X.npy`), if any, into the model directory `dir`.
+/// beside `X.npy`), if any, into the model directory `dir`, and removes those an
+/// earlier run left there when the data has none.
 pub(super) fn keep_side_files(data: &Path, dir: &Path) -> Result<()> {
     for (from, name) in [(vocab_path(data), VOCAB_FILE), (norm_path(data), NORM_FILE)] {
+        let to = dir.join(name);
         if from.is_file() {
-            let to = dir.join(name);
             let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
             crate::io::safetensors::write_atomic(&to, &bytes)?;
+        } else if to.is_file() {
+            std::fs::remove_file(&to).map_err(|e| Error::io(&to, e))?;
         }
     }
     Ok(())
@@ -169,6 +172,18 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         .is_file()
         .then(|| Vocab::load(&vocab_file))
         .transpose()?;
+    if let Some(v) = &vocab {
+        if v.len() != k {
+            return Err(Error::Weights {
+                path: c.weights.clone(),
+                msg: format!(
+                    "predict {k} tokens, but {} beside them holds {} characters",
+                    vocab_file.display(),
+                    v.len()
+                ),
+            });
+        }
+    }
     // Without a prompt: a newline, or the vocabulary's first character if it has none.
     let prompt = match (&c.prompt, &vocab) {
         (Some(p), _) => p.clone(),
@@ -185,9 +200,14 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         None => prompt.bytes().map(u32::from).collect(),
     };
     if let Some(&t) = tokens.iter().find(|&&t| t as usize >= k) {
+        let which = if c.prompt.is_some() {
+            "holds"
+        } else {
+            "is not given, and the default (a newline) is"
+        };
         return Err(Error::spec(
             "--prompt",
-            format!("holds token {t}, beyond the model's vocabulary of {k}"),
+            format!("{which} token {t}, beyond the model's vocabulary of {k}"),
         ));
     }
     if tokens.is_empty() {
@@ -283,6 +303,12 @@ fn forecast(
         });
     };
     let rows = series.steps();
+    if c.context == Some(0) {
+        return Err(Error::spec(
+            "--context",
+            "must be at least 1: a forecast starts from the rows it has read",
+        ));
+    }
     let context = c.context.unwrap_or(rows).min(rows);
     let mut ev = stepper(&c.weights, bytes, model)?;
     let mut x = vec![0.0f32; width];

@@ -139,11 +139,15 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         None
     };
     let program = compile(&model, &train)?;
-    let mut trainer = Trainer::new(program)?;
-    let mut evaluator = match &valid {
-        Some((_, spec)) => Some(Evaluator::new(&model, spec)?),
+    let eval_program = match &valid {
+        Some((_, spec)) => Some(crate::plan::compile_eval(&model, spec)?),
         None => None,
     };
+    // Training and validation together must fit, before either allocates.
+    let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
+    crate::exec::memory::check_fits(program.total_bytes() + eval_bytes)?;
+    let mut trainer = Trainer::new(program)?;
+    let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
     if !json {
         let p = trainer.program();
         eprintln!(
@@ -183,7 +187,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         if !json {
             if let (Some(a), Some(b)) = (rss_before, summary.peak_rss_bytes) {
                 let used = b.saturating_sub(a);
-                let plan = summary.total_bytes;
+                let plan = summary.total_bytes + summary.valid_total_bytes.unwrap_or(0);
                 eprintln!(
                     "memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
                     fmt_bytes(plan),
@@ -197,7 +201,19 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         trainer.save_weights(&dir.join("model.safetensors"))?;
         super::sample::keep_side_files(&data_path, &dir)?;
         let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
-        let cfg = resolve::to_config(&model, &train, Some(&data_abs));
+        let mut cfg = resolve::to_config(&model, &train, Some(&data_abs));
+        // The set and the held-out data too, so the config trains again as it is.
+        let abs = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+        };
+        cfg.offsets = abs(&offsets);
+        cfg.labels = abs(&labels);
+        cfg.bucket = bucket.then_some(true);
+        cfg.valid = abs(&valid_path);
+        cfg.valid_offsets = abs(&valid_offsets);
+        cfg.valid_labels = abs(&valid_labels);
+        cfg.valid_every = valid_path.is_some().then_some(valid_every);
         let path = dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| Error::Config {
             path: path.clone(),

@@ -153,13 +153,20 @@ fn check_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A note about a stale file beside the output that this conversion does not write.
+/// Removes a file beside the output that this conversion does not write (left by an
+/// earlier run: `train` would copy it beside the model, and `sample` or `eval` would
+/// apply it), with a note saying so.
 fn stale_note(path: &Path, what: &str) -> Option<String> {
-    path.exists().then(|| {
-        format!(
-            "{} (from an earlier run) does not describe this output: {what}",
+    path.exists().then(|| match std::fs::remove_file(path) {
+        Ok(()) => format!(
+            "removed {} (from an earlier run): it does not describe this output: {what}",
             path.display()
-        )
+        ),
+        Err(e) => format!(
+            "{} (from an earlier run) does not describe this output ({what}), and could not \
+             be removed: {e}",
+            path.display()
+        ),
     })
 }
 

@@ -363,9 +363,34 @@ fn parse_header(head: &[u8]) -> Result<(Dtype, Vec<usize>, usize), String> {
     if !head.starts_with(b"\x93NUMPY") {
         return Err("is not a .npy file (no \\x93NUMPY magic); save arrays with numpy.save".into());
     }
+    // The header's declared length, checked against the bytes there before anything
+    // is allocated for it.
+    let (len, at) = match head.get(6) {
+        Some(1) if head.len() >= 10 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
+        Some(2 | 3) if head.len() >= 12 => {
+            let l = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+            (l as usize, 12)
+        }
+        Some(v @ (1..=3)) => return Err(format!("has a truncated .npy header (version {v})")),
+        v => {
+            return Err(format!(
+                "has an unknown .npy format version {}",
+                v.copied().unwrap_or(0)
+            ))
+        }
+    };
+    if head.len() < at + len {
+        return Err(format!(
+            "has a truncated .npy header: it declares {len} bytes, {} follow",
+            head.len() - at
+        ));
+    }
     let mut cursor = head;
-    let header = ndarray_npy::npy::header::Header::from_reader(&mut cursor)
-        .map_err(|e| format!("has a malformed .npy header: {e}"))?;
+    let header = ndarray_npy::npy::header::Header::from_reader(&mut cursor).map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("").trim_end_matches(':');
+        format!("has a malformed .npy header ({first})")
+    })?;
     let start = head.len() - cursor.len();
     let descr = header.type_descriptor.to_string();
     let descr = descr.trim_matches('\'');

@@ -421,11 +421,6 @@ impl SetBatches {
         self.epoch
     }
 
-    /// The window length T a set needs for exact BPTT: its longest sequence's inputs.
-    pub fn exact_window(set: &SeqSet, task: Task) -> usize {
-        task.inputs(set.longest())
-    }
-
     /// Next sequence of the epoch, or None at its end.
     fn draw(&mut self, set: &SeqSet) -> Option<u32> {
         if self.bucket {
@@ -635,7 +630,38 @@ mod tests {
     }
 
     #[test]
-    fn dtype_of_offsets_is_any_integer() {
-        assert!(Dtype::I64.is_int() && Dtype::U32.is_int());
+    fn offsets_of_any_integer_type_describe_the_same_set() {
+        let lens = [3usize, 1, 4, 1, 5];
+        let offsets: Vec<i64> = std::iter::once(0)
+            .chain(lens.iter().scan(0i64, |a, &l| {
+                *a += l as i64;
+                Some(*a)
+            }))
+            .collect();
+        let values = || Values::Tokens(TokenFile::from_bytes("v", vec![1u8; 14]).unwrap());
+        let as_bytes = |d: Dtype| -> Vec<u8> {
+            (offsets.iter())
+                .flat_map(|&o| match d {
+                    Dtype::U16 => (o as u16).to_le_bytes().to_vec(),
+                    Dtype::I32 => (o as i32).to_le_bytes().to_vec(),
+                    _ => o.to_le_bytes().to_vec(),
+                })
+                .collect()
+        };
+        for d in [Dtype::U16, Dtype::I32, Dtype::I64] {
+            let npy = Npy::from_bytes("o", d, vec![offsets.len()], as_bytes(d));
+            let set = SeqSet::new(values(), npy, None).unwrap();
+            assert_eq!(set.len(), 5, "{d}");
+            let got: Vec<usize> = (0..5).map(|i| set.seq(i).len()).collect();
+            assert_eq!(got, lens, "{d}");
+            assert_eq!((set.longest(), set.shortest()), (5, 1));
+        }
+        // Floats are not offsets.
+        let f: Vec<u8> = offsets
+            .iter()
+            .flat_map(|&o| (o as f32).to_le_bytes())
+            .collect();
+        let npy = Npy::from_bytes("o", Dtype::F32, vec![offsets.len()], f);
+        assert!(SeqSet::new(values(), npy, None).is_err());
     }
 }

@@ -273,8 +273,8 @@ impl TokenFile {
 pub struct SeriesFile {
     npy: Npy,
     width: usize,
-    /// Per column (mean, 1 / std), applied by `read_row`.
-    scaling: Option<Vec<(f32, f32)>>,
+    /// Per column (mean, std), applied by `read_row` as `recur data csv` does.
+    scaling: Option<Vec<(f64, f64)>>,
 }
 
 impl SeriesFile {
@@ -370,11 +370,7 @@ impl SeriesFile {
                 ),
             ));
         }
-        let s = mean
-            .iter()
-            .zip(std)
-            .map(|(&m, &s)| (m as f32, (1.0 / s) as f32));
-        self.scaling = Some(s.collect());
+        self.scaling = Some(mean.iter().copied().zip(std.iter().copied()).collect());
         Ok(())
     }
 
@@ -387,8 +383,9 @@ impl SeriesFile {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         if let Some(s) = &self.scaling {
-            for (o, &(m, r)) in out.iter_mut().zip(s) {
-                *o = (*o - m) * r;
+            // In f64, as the converter standardises, so both give the same bits.
+            for (o, &(m, sd)) in out.iter_mut().zip(s) {
+                *o = ((*o as f64 - m) / sd) as f32;
             }
         }
     }

@@ -162,6 +162,11 @@ impl Executor {
     pub fn state_mut(&mut self) -> &mut [f32] {
         self.state.as_mut_slice()
     }
+    /// The loss mask of the loaded window [T·B].
+    pub fn mask(&self) -> &[u8] {
+        &self.mask
+    }
+
     /// The head's outputs at the last step of the last run, [B, K] row-major: logits
     /// of a softmax head, predictions of a regression (evaluation programs only; empty
     /// otherwise).

@@ -27,8 +27,11 @@ pub enum Category {
     OptimizerState,
     /// The cell's states of every layer, carried between windows (persistent).
     CarriedState,
-    /// The window's input and target tokens (persistent).
+    /// The window's inputs, targets, loss mask and resets (persistent).
     Batch,
+    /// Pages of the memory-mapped data file a window may hold resident: an upper bound
+    /// (one row's window widened to the kernel's 2 MiB mapping unit on each side).
+    DataPages,
     /// The compiled program's own tables: instructions and the buffer table (host
     /// memory held while training).
     Program,
@@ -44,12 +47,13 @@ pub enum Category {
 
 impl Category {
     /// Every category, in report order.
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 11] = [
         Category::Parameters,
         Category::Gradients,
         Category::OptimizerState,
         Category::CarriedState,
         Category::Batch,
+        Category::DataPages,
         Category::Program,
         Category::Checkpoints,
         Category::SavedActivations,
@@ -66,6 +70,7 @@ impl Category {
                 | Category::OptimizerState
                 | Category::CarriedState
                 | Category::Batch
+                | Category::DataPages
                 | Category::Program
         )
     }
@@ -78,6 +83,7 @@ impl Category {
             Category::OptimizerState => "optimizer_state",
             Category::CarriedState => "carried_state",
             Category::Batch => "batch",
+            Category::DataPages => "data_pages",
             Category::Program => "program",
             Category::Checkpoints => "checkpoints",
             Category::SavedActivations => "saved_activations",

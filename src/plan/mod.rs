@@ -306,6 +306,10 @@ fn persistent_bytes(sz: &Sizes, params: &ParamLayout, eval: bool) -> Vec<(Catego
         // The state entering the window and the one leaving it (double-buffered, so a
         // recomputation of segment 0 still finds the old one).
         (Category::CarriedState, 2 * sz.carried() as u64 * 4),
-        (Category::Batch, sz.batch_bytes() as u64 + outputs as u64),
+        (
+            Category::Batch,
+            (sz.batch_bytes() - sz.mapped_bytes() as u128) as u64 + outputs as u64,
+        ),
+        (Category::DataPages, sz.mapped_bytes() as u64),
     ]
 }

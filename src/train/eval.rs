@@ -62,7 +62,18 @@ impl Evaluator {
             advance: None,
             ..train.clone()
         };
-        let program = compile_eval(model, &train)?;
+        Evaluator::from_program(compile_eval(model, &train)?)
+    }
+
+    /// Allocates an evaluation program compiled by `plan::compile_eval`, refusing a plan
+    /// larger than the available memory.
+    pub fn from_program(program: Program) -> Result<Self> {
+        if !program.eval {
+            return Err(crate::Error::spec(
+                "program",
+                "is a training program; an evaluator runs one from plan::compile_eval",
+            ));
+        }
         memory::check_fits(program.total_bytes())?;
         Ok(Evaluator {
             exec: Executor::new(program),

@@ -80,8 +80,11 @@ pub struct Summary {
     pub seconds: f64,
     /// Planned activation arena bytes.
     pub arena_bytes: u64,
-    /// Planned total bytes (persistent + arena).
+    /// Planned total bytes (persistent + arena) of training.
     pub total_bytes: u64,
+    /// Planned total bytes of the validation program, held beside training's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_total_bytes: Option<u64>,
     /// The policy as resolved.
     pub policy: String,
     /// Forward steps executed ÷ T.
@@ -120,6 +123,7 @@ pub fn fit_validated(
     mut on_step: impl FnMut(&Progress),
 ) -> Result<Summary> {
     let mut history = Vec::new();
+    let valid_total_bytes = valid.as_ref().map(|v| v.eval.program().total_bytes());
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
@@ -194,6 +198,7 @@ pub fn fit_validated(
         seconds,
         arena_bytes: p.arena_bytes,
         total_bytes: p.total_bytes(),
+        valid_total_bytes,
         policy: p.policy.to_string(),
         recompute_factor: p.recompute_factor,
         rss_before_compile_bytes: None,

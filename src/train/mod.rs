@@ -176,6 +176,12 @@ impl Trainer {
     /// and the positions computed.
     pub fn accumulate_steps(&mut self, weight: f32, steps: usize) -> (f32, usize) {
         let sz = self.exec.sizes();
+        debug_assert!(
+            self.exec.mask()[steps.min(sz.window) * sz.batch..]
+                .iter()
+                .all(|&m| m == 0),
+            "positions after the steps run must count for nothing"
+        );
         let segments = steps.div_ceil(sz.grain).max(1);
         let positions = (segments * sz.grain).min(sz.window) * sz.batch;
         (self.exec.run_prefix(segments, weight), positions)
@@ -242,13 +248,14 @@ impl Trainer {
         Ok(out)
     }
 
-    /// The next window of a stream into the batch slots (every position counts, no
-    /// resets), resetting the carried state when the stream restarts. Allocates
-    /// nothing.
+    /// The next window of a stream into the batch slots (every position counts, or the
+    /// last k1 with a stride; no resets), resetting the carried state when the stream
+    /// restarts. Allocates nothing.
     pub fn load_window(&mut self, data: &DataFile, win: &mut Windows) -> Result<()> {
         let slots = self.exec.batch_mut();
         slots.mask.fill(1);
         slots.reset.fill(0);
+        win.fill_mask(slots.mask);
         let restart = match data {
             DataFile::Tokens(tokens) => win.fill(tokens, slots.tokens, slots.labels),
             DataFile::Series(series) => win.fill_series(series, slots.features, slots.values),

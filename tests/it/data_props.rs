@@ -125,3 +125,44 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+
+    /// Offsets and labels files that are random bytes, truncated or of the wrong type
+    /// or rank: an error or a valid set, never a panic; a truncated one is refused.
+    #[test]
+    fn offsets_and_labels_files_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        cut in 1usize..30,
+        which in 0usize..4,
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let values: Vec<u8> = (0..12u8).collect();
+        std::fs::write(p.join("v.npy"), npy_bytes("|u1", "(12,)", &values)).unwrap();
+        let offs: Vec<u8> = [0i64, 5, 12].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let good_o = npy_bytes("<i8", "(3,)", &offs);
+        let labs: Vec<u8> = [1i64, 0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let good_l = npy_bytes("<i8", "(2,)", &labs);
+        let bad = match which {
+            0 => bytes.clone(),
+            1 => good_o[..good_o.len() - cut.min(good_o.len())].to_vec(),
+            2 => npy_bytes("<i8", "(1, 3)", &offs),
+            _ => npy_bytes("<i8", "(3,)", &[i64::MAX, 5, 12].iter().flat_map(|x: &i64| x.to_le_bytes()).collect::<Vec<u8>>()),
+        };
+        std::fs::write(p.join("good_o.npy"), &good_o).unwrap();
+        std::fs::write(p.join("good_l.npy"), &good_l).unwrap();
+        std::fs::write(p.join("bad.npy"), &bad).unwrap();
+        let (v, go, gl, b) = (p.join("v.npy"), p.join("good_o.npy"), p.join("good_l.npy"), p.join("bad.npy"));
+        prop_assert!(SeqSet::open(&v, &go, Some(&gl)).is_ok());
+        let as_offsets = SeqSet::open(&v, &b, None);
+        let as_labels = SeqSet::open(&v, &go, Some(&b));
+        if which >= 1 {
+            prop_assert!(as_offsets.is_err(), "bad offsets accepted ({which})");
+        }
+        if which == 1 || which == 2 {
+            prop_assert!(as_labels.is_err(), "bad labels accepted ({which})");
+        }
+    }
+}

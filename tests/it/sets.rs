@@ -156,7 +156,14 @@ fn classify_model(cell: CellKind) -> ModelSpec {
 #[test]
 fn a_window_that_ends_early_gives_the_same_bits_run_short() {
     for cell in CellKind::ALL.iter().copied() {
-        for policy in [Policy::None, Policy::Sqrt, Policy::Revolve(2)] {
+        for policy in [
+            Policy::None,
+            Policy::Sqrt,
+            Policy::Every(2),
+            Policy::Revolve(2),
+            Policy::Revolve(0),
+            Policy::Budget(6000),
+        ] {
             let (b, t, k) = (3, 20, 9);
             let mut tr = TrainSpec::new(b, t).unwrap();
             tr.grain = 4;
@@ -227,35 +234,96 @@ fn accumulation_averages_the_windows_gradients() {
 #[test]
 fn tbptt_k1_carries_the_state_after_k1_steps() {
     let toks: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 23) as u8).collect();
-    let data = DataFile::Tokens(TokenFile::from_bytes("t", toks).unwrap());
+    let data = DataFile::Tokens(TokenFile::from_bytes("t", toks.clone()).unwrap());
     let m = ModelSpec::lstm(23, 4, 8, 2).unwrap();
-    let mut k2 = TrainSpec::new(3, 12).unwrap();
-    k2.grain = 4;
-    k2.advance = Some(8);
-    let mut k1 = TrainSpec::new(3, 8).unwrap();
-    k1.grain = 4;
-    let mut long = Trainer::new(compile(&m, &k2).unwrap()).unwrap();
-    let mut short = Trainer::new(compile(&m, &k1).unwrap()).unwrap();
-    let p = long.executor().params().to_vec();
-    short.executor_mut().params_mut().copy_from_slice(&p);
-    let (mut fl, mut fs) = (
-        Feed::stream(&data, &k2).unwrap(),
-        Feed::stream(&data, &k1).unwrap(),
+    for policy in [
+        Policy::None,
+        Policy::Sqrt,
+        Policy::Revolve(1),
+        Policy::Every(2),
+    ] {
+        let mut k2 = TrainSpec::new(3, 12).unwrap();
+        k2.grain = 4;
+        k2.advance = Some(8);
+        k2.policy = policy;
+        let mut k1 = TrainSpec::new(3, 8).unwrap();
+        k1.grain = 4;
+        let mut long = Trainer::new(compile(&m, &k2).unwrap()).unwrap();
+        let mut short = Trainer::new(compile(&m, &k1).unwrap()).unwrap();
+        let p = long.executor().params().to_vec();
+        short.executor_mut().params_mut().copy_from_slice(&p);
+        let mut fl = Feed::stream(&data, &k2).unwrap();
+        let mut fs = Feed::stream(&data, &k1).unwrap();
+        // Window 1 of each starts at the same place: after it, the long window's
+        // carried state is the state after 8 steps (the first forward of segment 1,
+        // whatever the policy recomputes later), which the 8-step window ends in.
+        long.load(&mut fl).unwrap();
+        short.load(&mut fs).unwrap();
+        long.forward_backward();
+        short.forward_backward();
+        let same = (long.executor().state().iter().zip(short.executor().state()))
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{policy}: state after k1 steps");
+        // The long window counted only its last 8 positions.
+        let slots = long.executor_mut().batch_mut();
+        assert_eq!(slots.mask.iter().filter(|&&m| m == 1).count(), 8 * 3);
+        assert!(slots.mask[..4 * 3].iter().all(|&m| m == 0));
+        // Window 2 starts 8 steps after window 1, in every row's stripe.
+        long.load(&mut fl).unwrap();
+        let stripe = (toks.len() - 1) / 3;
+        let slots = long.executor_mut().batch_mut();
+        for b in 0..3 {
+            for t in 0..12 {
+                assert_eq!(slots.tokens[t * 3 + b], toks[b * stripe + 8 + t] as u32);
+            }
+        }
+    }
+}
+
+#[test]
+fn bucketing_cuts_padding_and_still_draws_every_sequence() {
+    // Lengths spread widely, so random batches pad a lot; more sequences than one pool
+    // (64 batches) holds, so pools refill within an epoch.
+    let lens: Vec<usize> = (0..1500).map(|i| 2 + (i * 7919) % 97).collect();
+    let (set, _) = token_set(&lens, None);
+    let (b, t) = (4, 96);
+    let mut padding = Vec::new();
+    for bucket in [false, true] {
+        let mut batches = SetBatches::new(&set, b, t, Task::Next, 5, bucket).unwrap();
+        let (mut tok, mut lab, mut mask, mut reset) = (
+            vec![0u32; t * b],
+            vec![0u32; t * b],
+            vec![0u8; t * b],
+            vec![0u8; t * b],
+        );
+        let (mut real, mut computed, mut starts) = (0, 0, 0);
+        loop {
+            let w = batches.fill(
+                &set,
+                &mut tok,
+                &mut [],
+                &mut lab,
+                &mut [],
+                &mut mask,
+                &mut reset,
+            );
+            real += w.real;
+            computed += w.steps * b;
+            starts += (0..b).filter(|&r| reset[r] == 1 && mask[r] == 1).count();
+            if w.epoch_end {
+                break;
+            }
+        }
+        assert_eq!(starts, lens.len(), "bucket {bucket}: every sequence once");
+        assert_eq!(real, lens.iter().map(|l| l - 1).sum::<usize>());
+        padding.push(1.0 - real as f64 / computed as f64);
+    }
+    assert!(
+        padding[1] < 0.5 * padding[0],
+        "padding {:.3} bucketed vs {:.3}",
+        padding[1],
+        padding[0]
     );
-    // Window 1 of each starts at the same place: after it, the long window's carried
-    // state is the state after 8 steps, which the 8-step window also ends in.
-    long.load(&mut fl).unwrap();
-    short.load(&mut fs).unwrap();
-    long.forward_backward();
-    short.forward_backward();
-    let same = (long.executor().state().iter().zip(short.executor().state()))
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    assert!(same, "state after k1 steps");
-    // The long window counted only its last 8 positions.
-    let slots = long.executor_mut().batch_mut();
-    let counted = slots.mask.iter().filter(|&&m| m == 1).count();
-    assert_eq!(counted, 8 * 3);
-    assert!(slots.mask[..4 * 3].iter().all(|&m| m == 0));
 }
 
 #[test]

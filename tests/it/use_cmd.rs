@@ -404,3 +404,107 @@ fn bad_sets_and_uses_are_one_line_each() {
     let e = fails(&["sample", "--weights", "none.safetensors"], p);
     assert!(e.contains("none.safetensors"), "{e}");
 }
+
+#[test]
+fn malformed_headers_stale_side_files_and_saved_sets() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // A header whose dictionary does not parse, and one that declares more bytes than
+    // the file holds: one line each.
+    let mut bytes = Vec::new();
+    Array1::from(vec![1u16, 2, 3, 4, 5])
+        .write_npy(&mut bytes)
+        .unwrap();
+    let q = bytes.iter().position(|&b| b == b'\'').unwrap();
+    let mut broken = bytes.clone();
+    broken[q] = b'"';
+    broken[q + 3] = b'{';
+    std::fs::write(p.join("broken.npy"), &broken).unwrap();
+    let e = fails(&["data", "info", "broken.npy"], p);
+    assert!(
+        e.contains("broken.npy") && e.contains("malformed .npy header"),
+        "{e}"
+    );
+    let mut long = bytes.clone();
+    long[8] = 0xff;
+    long[9] = 0x7f;
+    std::fs::write(p.join("long.npy"), &long).unwrap();
+    let e = fails(&["train", "--data", "long.npy"], p);
+    assert!(e.contains("truncated .npy header"), "{e}");
+    // A stale norm.json beside the data goes when the file is converted again without
+    // standardising; a model directory drops a stale vocab.json.
+    std::fs::write(p.join("s.csv"), "a,b\n1,2\n2,3\n3,5\n4,4\n5,1\n").unwrap();
+    ok(&["data", "csv", "s.csv", "s.npy", "--standardize"], p);
+    assert!(p.join("s.norm.json").is_file());
+    ok(&["data", "csv", "s.csv", "s.npy"], p);
+    assert!(
+        !p.join("s.norm.json").exists(),
+        "a stale norm.json would be applied"
+    );
+    std::fs::create_dir(p.join("m")).unwrap();
+    std::fs::write(p.join("m/vocab.json"), r#"{"kind":"chars","chars":["a"]}"#).unwrap();
+    std::fs::write(p.join("t.txt"), "abcdefgh".repeat(200)).unwrap();
+    ok(
+        &[
+            "train", "--data", "t.txt", "--hidden", "4", "--batch", "2", "--window", "8",
+            "--steps", "1", "--out", "m",
+        ],
+        p,
+    );
+    assert!(
+        !p.join("m/vocab.json").exists(),
+        "byte tokens need no vocabulary"
+    );
+    // A set and its held-out data are in the saved config, which trains again as it
+    // is; the summary names the validation program's memory.
+    write_set(p, "", 20, 0);
+    write_set(p, "v", 10, 3);
+    let out = ok(
+        &[
+            "train",
+            "--data",
+            "values.npy",
+            "--offsets",
+            "offsets.npy",
+            "--labels",
+            "labels.npy",
+            "--valid",
+            "vvalues.npy",
+            "--valid-offsets",
+            "voffsets.npy",
+            "--valid-labels",
+            "vlabels.npy",
+            "--hidden",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "2",
+            "--bucket",
+            "--out",
+            "run",
+            "--json",
+        ],
+        p,
+    );
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(s["valid_total_bytes"].as_u64().unwrap() > 0);
+    let cfg = std::fs::read_to_string(p.join("run/config.toml")).unwrap();
+    for key in [
+        "offsets",
+        "labels",
+        "bucket",
+        "valid-offsets",
+        "valid-labels",
+        "valid-every",
+    ] {
+        assert!(
+            cfg.lines().any(|l| l.starts_with(&format!("{key} ="))),
+            "{key}: {cfg}"
+        );
+    }
+    let again = ok(&["train", "--config", "run/config.toml", "--json"], p);
+    let a: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    assert_eq!(a["valid"]["positions"].as_u64(), Some(10), "{again}");
+    assert!(a["padding_fraction"].as_f64().unwrap() > 0.0);
+}

@@ -124,6 +124,78 @@ fn stepper(weights: &Path, bytes: &[u8], model: &crate::ModelSpec) -> Result<Eva
     Ok(ev)
 }
 
+/// Steps of context read a window at a time before the last ones go through the
+/// one-step program.
+const CONTEXT_WINDOW: usize = 256;
+
+/// Reads `n` steps of context into `step`'s carried state: all but the last 1..=256
+/// through a one-row evaluation window of 256 steps (whose state is then copied
+/// over), the rest one step at a time, so `step`'s outputs are those after the last
+/// context step. `input(i, x)` writes step i's input (one token, or N features) into x.
+fn read_context(
+    step: &mut Evaluator,
+    model: &crate::ModelSpec,
+    n: usize,
+    mut input: impl FnMut(usize, &mut [f32], &mut u32),
+) -> Result<()> {
+    let feats = model.input.width();
+    let tokens_in = model.input.vocab().is_some();
+    let long = n.saturating_sub(1) / CONTEXT_WINDOW * CONTEXT_WINDOW;
+    if long > 0 {
+        let mut train = TrainSpec::new(1, CONTEXT_WINDOW)?;
+        train.grain = 16;
+        let mut ev = Evaluator::new(model, &train)?;
+        ev.load_params(step.executor().params());
+        let t = CONTEXT_WINDOW;
+        let (mut x, mut tok) = (vec![0.0f32; t * feats], vec![0u32; t]);
+        let (mask, y_tok, y_val) = (vec![0u8; t], vec![0u32; t], vec![0.0f32; t * model.outputs]);
+        for w in 0..long / t {
+            for s in 0..t {
+                input(w * t + s, &mut x[s * feats..(s + 1) * feats], &mut tok[s]);
+            }
+            ev.load_batch(Batch {
+                input: if tokens_in {
+                    Inputs::Tokens(&tok)
+                } else {
+                    Inputs::Features(&x)
+                },
+                target: if tokens_in {
+                    Targets::Tokens(&y_tok)
+                } else {
+                    Targets::Values(&y_val)
+                },
+                mask: Some(&mask),
+                reset: None,
+            })?;
+            ev.run();
+        }
+        step.executor_mut()
+            .state_mut()
+            .copy_from_slice(ev.executor().state());
+    }
+    let (mut x, mut tok) = (vec![0.0f32; feats], 0u32);
+    let (y_val, mask) = (vec![0.0f32; model.outputs], [0u8]);
+    for i in long..n {
+        input(i, &mut x, &mut tok);
+        step.load_batch(Batch {
+            input: if tokens_in {
+                Inputs::Tokens(std::slice::from_ref(&tok))
+            } else {
+                Inputs::Features(&x)
+            },
+            target: if tokens_in {
+                Targets::Tokens(&[0])
+            } else {
+                Targets::Values(&y_val)
+            },
+            mask: Some(&mask),
+            reset: None,
+        })?;
+        step.run();
+    }
+    Ok(())
+}
+
 pub(super) fn sample(c: SampleCmd) -> Result<()> {
     if !(c.temperature.is_finite() && c.temperature >= 0.0) {
         return Err(Error::spec(
@@ -228,8 +300,8 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
     let mask = [0u8];
     for &t in &tokens {
         emit(t, &mut out).map_err(io)?;
-        feed_token(&mut ev, t, &mask)?;
     }
+    read_context(&mut ev, model, tokens.len(), |i, _, tok| *tok = tokens[i])?;
     for _ in 0..c.steps {
         let next = draw(ev.executor().outputs(), c.temperature, c.top_k, &mut rng) as u32;
         emit(next, &mut out).map_err(io)?;
@@ -323,11 +395,15 @@ fn forecast(
         ev.run();
         Ok(())
     };
-    for i in rows - context..rows {
-        series.read_row(i, &mut x);
-        feed(&mut ev, &x)?;
-        series.release(i..i + 1);
-    }
+    let first = rows - context;
+    read_context(&mut ev, model, context, |i, row, _| {
+        series.read_row(first + i, row);
+        // Hand the pages back a window at a time.
+        if (i + 1) % CONTEXT_WINDOW == 0 || i + 1 == context {
+            let from = (i + 1).saturating_sub(CONTEXT_WINDOW);
+            series.release(first + from..first + i + 1);
+        }
+    })?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let io = |e| Error::io("<stdout>", e);
@@ -347,4 +423,77 @@ fn forecast(
         feed(&mut ev, &x)?;
     }
     out.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CellKind, HeadKind, Input, ModelSpec};
+
+    /// Context read a window at a time leaves the state (and the outputs) that feeding
+    /// it step by step does, up to the rounding of the batched input projection.
+    #[test]
+    fn windowed_context_matches_step_by_step() {
+        for input in [
+            Input::Features { width: 3 },
+            Input::Tokens {
+                vocab: 11,
+                embed: 4,
+            },
+        ] {
+            let k = if input.vocab().is_some() { 11 } else { 3 };
+            let head = if input.vocab().is_some() {
+                HeadKind::Lm
+            } else {
+                HeadKind::Regress
+            };
+            let model = ModelSpec::new(input, CellKind::Gru, 6, 2, head, k).unwrap();
+            let mut one = TrainSpec::new(1, 1).unwrap();
+            one.grain = 1;
+            let (mut a, mut b) = (
+                Evaluator::new(&model, &one).unwrap(),
+                Evaluator::new(&model, &one).unwrap(),
+            );
+            let p: Vec<f32> = (0..a.executor().params().len())
+                .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.6)
+                .collect();
+            a.load_params(&p);
+            b.load_params(&p);
+            let n = 2 * CONTEXT_WINDOW + 37;
+            let row = |i: usize, x: &mut [f32], t: &mut u32| {
+                for (j, v) in x.iter_mut().enumerate() {
+                    *v = ((i * 3 + j) as f32 * 0.37).sin();
+                }
+                *t = (i * 7 % 11) as u32;
+            };
+            read_context(&mut a, &model, n, row).unwrap();
+            let (mut x, mut t) = (vec![0.0f32; model.input.width()], 0u32);
+            for i in 0..n {
+                row(i, &mut x, &mut t);
+                let y = vec![0.0f32; k];
+                b.load_batch(Batch {
+                    input: if input.vocab().is_some() {
+                        Inputs::Tokens(std::slice::from_ref(&t))
+                    } else {
+                        Inputs::Features(&x[..3])
+                    },
+                    target: if input.vocab().is_some() {
+                        Targets::Tokens(&[0])
+                    } else {
+                        Targets::Values(&y)
+                    },
+                    mask: Some(&[0]),
+                    reset: None,
+                })
+                .unwrap();
+                b.run();
+            }
+            for (u, v) in a.executor().state().iter().zip(b.executor().state()) {
+                assert!((u - v).abs() < 1e-5, "{input:?}: state {u} vs {v}");
+            }
+            for (u, v) in a.executor().outputs().iter().zip(b.executor().outputs()) {
+                assert!((u - v).abs() < 1e-5, "{input:?}: output {u} vs {v}");
+            }
+        }
+    }
 }

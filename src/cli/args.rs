@@ -266,16 +266,16 @@ pub struct SampleCmd {
     /// Text the model reads first [a newline, or the vocabulary's first character].
     #[arg(long)]
     pub prompt: Option<String>,
-    /// Tokens to generate [200].
+    /// Tokens to generate.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
-    /// Softmax temperature; 0 takes the most likely token [1.0].
+    /// Softmax temperature; 0 takes the most likely token.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f32,
-    /// Draw from the K most likely tokens only; 0: all [0].
+    /// Draw from the K most likely tokens only; 0: all.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
-    /// Seed of the draws [0].
+    /// Seed of the draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Continue the series in --data by N steps (a regression model), printed as CSV in

@@ -37,10 +37,16 @@ pub struct TextCmd {
     /// The token file to write (.npy).
     #[arg(value_name = "OUT")]
     pub out: PathBuf,
-    /// Tokens: bytes (uint8, vocabulary 256) or chars (the file's distinct characters,
-    /// sorted; saved as OUT.vocab.json).
+    /// Tokens: bytes (uint8: each byte's value; train with --vocab 256 to accept every
+    /// byte later, else the vocabulary is the largest byte seen + 1) or chars (the
+    /// file's distinct characters, sorted; saved as OUT.vocab.json).
     #[arg(long, value_enum, default_value_t = TextVocab::Bytes)]
     pub vocab: TextVocab,
+    /// Encode with an existing character vocabulary (a model's vocab.json, or the
+    /// training file's X.vocab.json), so held-out text gets the same tokens; implies
+    /// chars.
+    #[arg(long, value_name = "FILE", conflicts_with = "vocab")]
+    pub vocab_from: Option<PathBuf>,
 }
 
 /// `recur data csv`.
@@ -94,7 +100,10 @@ fn note(msg: &str) {
 }
 
 fn text(c: TextCmd) -> Result<()> {
-    let s = convert::text_to_npy(&c.input, &c.out, c.vocab)?;
+    let s = match &c.vocab_from {
+        Some(v) => convert::text_to_npy_with_vocab(&c.input, &c.out, &convert::Vocab::load(v)?)?,
+        None => convert::text_to_npy(&c.input, &c.out, c.vocab)?,
+    };
     println!(
         "wrote {}: {} tokens ({})",
         c.out.display(),

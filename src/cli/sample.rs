@@ -89,6 +89,51 @@ pub(super) fn scale_like_model(
     Ok(Some(norm))
 }
 
+/// Refuses token data encoded with another vocabulary than the model's: `model_vocab`
+/// is the `vocab.json` beside the weights (or the training data's `X.vocab.json`), the
+/// data's is `X.vocab.json` beside it. Both absent (bytes or integer ids) or equal is
+/// fine.
+pub(super) fn check_same_vocab(data: &Path, model_vocab: &Path) -> Result<()> {
+    let theirs = vocab_path(data);
+    let err = |msg: String| {
+        Err(Error::Data {
+            path: data.to_path_buf(),
+            msg,
+        })
+    };
+    match (model_vocab.is_file(), theirs.is_file()) {
+        (false, false) => Ok(()),
+        (true, false) => err(format!(
+            "has no character vocabulary beside it, but the model's tokens are the characters \
+             of {}; encode the text with `recur data text IN OUT.npy --vocab-from {}`",
+            model_vocab.display(),
+            model_vocab.display()
+        )),
+        (false, true) => err(format!(
+            "was encoded as characters ({}), but the model's tokens are bytes or ids",
+            theirs.display()
+        )),
+        (true, true) => {
+            if Vocab::load(model_vocab)? == Vocab::load(&theirs)? {
+                Ok(())
+            } else {
+                err(format!(
+                    "was encoded with another character vocabulary ({}) than the model's ({}); \
+                     encode the text with `recur data text IN OUT.npy --vocab-from {}`",
+                    theirs.display(),
+                    model_vocab.display(),
+                    model_vocab.display()
+                ))
+            }
+        }
+    }
+}
+
+/// The vocabulary kept beside weights, if any.
+pub(super) fn model_vocab(weights: &Path) -> PathBuf {
+    beside(weights, VOCAB_FILE)
+}
+
 /// Draws a class from `logits`: greedy at temperature 0, else softmax(logits / T) over
 /// the `top_k` largest (all if 0).
 pub fn draw(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) -> usize {
@@ -206,6 +251,18 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
             ),
         ));
     }
+    let trained = beside(&c.weights, "config.toml");
+    if trained.is_file() {
+        let cfg = super::resolve::read_config(&trained)?;
+        if cfg.model.head == Some(HeadKind::Classify) {
+            return Err(Error::Weights {
+                path: c.weights.clone(),
+                msg: "are a classifier's (config.toml beside them): one label per sequence, \
+                      nothing to sample; measure them with `recur eval`"
+                    .into(),
+            });
+        }
+    }
     let bytes = st::read(&c.weights)?;
     let head = if c.forecast.is_some() {
         HeadKind::Regress
@@ -283,7 +340,10 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         ));
     }
     if tokens.is_empty() {
-        return Err(Error::spec("--prompt", "is empty"));
+        return Err(Error::spec(
+            "--prompt",
+            "is empty; leave it out to start from a newline",
+        ));
     }
     let mut ev = stepper(&c.weights, bytes, model)?;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(c.seed);

@@ -118,6 +118,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             let mut v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
             let norm = crate::data::convert::norm_path(&data_path);
             super::sample::scale_like_model(&mut v, p, &norm, json)?;
+            if v.tokens().is_some() {
+                let vocab = crate::data::convert::vocab_path(&data_path);
+                super::sample::check_same_vocab(p, &vocab)?;
+            }
             check_same_form(&source, &v)?;
             let spec = eval_spec(&train, &v);
             check_data(&v, &model, &spec)?;
@@ -379,14 +383,8 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         &super::sample::model_norm(&c.weights),
         false,
     )?;
-    let head = match (&source, c.labels.is_some()) {
-        (_, true) => HeadKind::Classify,
-        (s, false) if s.tokens().is_some() => HeadKind::Lm,
-        _ => HeadKind::Regress,
-    };
-    let bytes = crate::io::safetensors::read(&c.weights)?;
-    let model = crate::io::safetensors::infer_model(&c.weights, &bytes, c.cell, head)?;
-    // The training run's config beside the weights gives the default window.
+    // The training run's config beside the weights says the head (and gives the
+    // default window); without it the data does.
     let config = c
         .weights
         .parent()
@@ -394,6 +392,61 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         .filter(|p| p.is_file())
         .map(|p| resolve::read_config(&p))
         .transpose()?;
+    let from_data = match (&source, c.labels.is_some()) {
+        (_, true) => HeadKind::Classify,
+        (s, false) if s.tokens().is_some() => HeadKind::Lm,
+        _ => HeadKind::Regress,
+    };
+    let head = match config.as_ref().and_then(|f| f.model.head) {
+        Some(HeadKind::Classify) if c.labels.is_none() => {
+            return Err(Error::spec(
+                "--labels",
+                "is needed: the weights are a classifier (config.toml beside them); give the \
+                 held-out set's --offsets and --labels",
+            ))
+        }
+        Some(h) if h != HeadKind::Classify && c.labels.is_some() => {
+            return Err(Error::spec(
+                "--labels",
+                format!(
+                    "given, but the weights are a {h} model (config.toml beside them), which \
+                     predicts each next step; drop --labels"
+                ),
+            ))
+        }
+        Some(h) => h,
+        None => from_data,
+    };
+    let bytes = crate::io::safetensors::read(&c.weights)?;
+    let model = crate::io::safetensors::infer_model(&c.weights, &bytes, c.cell, head)?;
+    // What the data must be for this head: a regression predicts the next row (K = N).
+    if let (HeadKind::Regress, Some(w)) = (head, source.width()) {
+        if model.outputs != w {
+            return Err(Error::Data {
+                path: c.data.clone(),
+                msg: format!(
+                    "holds rows of {w} columns, but the weights' head predicts {} values per \
+                     step{}",
+                    model.outputs,
+                    if config.is_none() {
+                        " (if they are a classifier's, give --offsets and --labels)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+    }
+    if source.tokens().is_some() {
+        super::sample::check_same_vocab(&c.data, &super::sample::model_vocab(&c.weights))?;
+    }
+    if let (HeadKind::Lm, Some(t)) = (head, source.tokens()) {
+        t.check_vocab(
+            model
+                .outputs
+                .min(model.input.vocab().unwrap_or(model.outputs)),
+        )?;
+    }
     let trained = config.as_ref().map(|f| &f.model);
     let flags = super::args::ModelFlags {
         batch: c.batch,

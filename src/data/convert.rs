@@ -234,7 +234,15 @@ pub struct TextSummary {
 /// KiB for ordinary text, under 50 MiB if every Unicode scalar value occurs) — whatever
 /// the file's size.
 pub fn text_to_npy(input: &Path, out: &Path, vocab: TextVocab) -> Result<TextSummary> {
-    text_to_npy_with(input, out, vocab, CHUNK)
+    text_to_npy_with(input, out, vocab, CHUNK, None)
+}
+
+/// Converts `input` with an existing character vocabulary (a model's, so held-out text
+/// gets the same token for the same character); a character outside it is refused,
+/// naming it. The vocabulary is saved beside the output as [`vocab_path`]`(out)`.
+/// Memory as [`text_to_npy`].
+pub fn text_to_npy_with_vocab(input: &Path, out: &Path, vocab: &Vocab) -> Result<TextSummary> {
+    text_to_npy_with(input, out, TextVocab::Chars, CHUNK, Some(vocab))
 }
 
 fn text_to_npy_with(
@@ -242,6 +250,7 @@ fn text_to_npy_with(
     out: &Path,
     vocab: TextVocab,
     buf_size: usize,
+    given: Option<&Vocab>,
 ) -> Result<TextSummary> {
     let vpath = vocab_path(out);
     match vocab {
@@ -274,29 +283,35 @@ fn text_to_npy_with(
         }
         TextVocab::Chars => {
             check_out(out)?;
-            // Pass 1: the distinct characters.
-            let mut ascii = [false; 128];
-            let mut other = BTreeSet::new();
-            let chars = scan_utf8(input, open_input(input)?, buf_size, |s| {
-                for c in s.chars() {
-                    match ascii.get_mut(c as usize) {
-                        Some(seen) => *seen = true,
-                        None => {
-                            other.insert(c);
+            // Pass 1: the distinct characters (unless a vocabulary is given).
+            let (v, chars) = match given {
+                Some(v) => (v.clone(), None),
+                None => {
+                    let mut ascii = [false; 128];
+                    let mut other = BTreeSet::new();
+                    let chars = scan_utf8(input, open_input(input)?, buf_size, |s| {
+                        for c in s.chars() {
+                            match ascii.get_mut(c as usize) {
+                                Some(seen) => *seen = true,
+                                None => {
+                                    other.insert(c);
+                                }
+                            }
                         }
+                        Ok(())
+                    })?;
+                    if chars == 0 {
+                        return Err(data_err(input, "is empty: there is no text to convert"));
                     }
+                    let v = Vocab::new(
+                        (0u8..128)
+                            .filter(|&b| ascii[b as usize])
+                            .map(char::from)
+                            .chain(other),
+                    );
+                    (v, Some(chars))
                 }
-                Ok(())
-            })?;
-            if chars == 0 {
-                return Err(data_err(input, "is empty: there is no text to convert"));
-            }
-            let v = Vocab::new(
-                (0u8..128)
-                    .filter(|&b| ascii[b as usize])
-                    .map(char::from)
-                    .chain(other),
-            );
+            };
             let dtype = Dtype::for_count(v.len() as u64);
             // Pass 2: the tokens.
             let f = open_input(input)?;
@@ -306,13 +321,19 @@ fn text_to_npy_with(
                 scan_utf8(input, f, buf_size, |s| {
                     for c in s.chars() {
                         let t = v.index(c).ok_or_else(|| {
-                            data_err(
-                                input,
-                                format!(
+                            let msg = match chars {
+                                Some(_) => format!(
                                     "changed while being converted: character {c:?} was not \
                                      there on the first reading"
                                 ),
-                            )
+                                None => format!(
+                                    "character {c:?} (U+{:04X}) at character {count} is not in \
+                                     the given vocabulary of {} characters",
+                                    c as u32,
+                                    v.len()
+                                ),
+                            };
+                            data_err(input, msg)
                         })?;
                         match dtype {
                             Dtype::U8 => buf.push(t as u8),
@@ -328,12 +349,16 @@ fn text_to_npy_with(
                     Ok(())
                 })?;
                 w.write_raw(&buf)?;
-                if count != chars {
+                if count == 0 {
+                    return Err(data_err(input, "is empty: there is no text to convert"));
+                }
+                if chars.is_some_and(|n| n != count) {
                     return Err(data_err(
                         input,
                         format!(
-                            "changed while being converted: {chars} characters on the first \
-                             reading, {count} on the second"
+                            "changed while being converted: {} characters on the first \
+                             reading, {count} on the second",
+                            chars.unwrap_or(0)
                         ),
                     ));
                 }
@@ -899,7 +924,24 @@ fn cell_err(path: &Path, line: u64, col: &str, cell: &[u8], why: Bad) -> Error {
     data_err(path, msg)
 }
 
-fn csv_err(path: &Path, e: csv::Error) -> Error {
+/// True if the file's first line ends in CRLF (read from its first 64 KiB).
+fn ends_in_crlf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let _ = std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head));
+    head.iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|i| i > 0 && head[i - 1] == b'\r')
+}
+
+/// The line (1-based, as an editor shows it) a record starts on. The csv reader counts
+/// a CRLF file's lines one short after the first record (it starts the next record at
+/// the `\n` of the terminator), so those get one back.
+fn line_of(pos: Option<&csv::Position>, crlf: bool) -> u64 {
+    pos.map_or(0, |p| p.line() + u64::from(crlf && p.byte() > 0))
+}
+
+fn csv_err(path: &Path, e: csv::Error, crlf: bool) -> Error {
     let msg = match e.kind() {
         csv::ErrorKind::UnequalLengths {
             pos,
@@ -907,7 +949,7 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
             len,
         } => format!(
             "line {}: {len} fields, but the first row has {expected_len}",
-            pos.as_ref().map_or(0, |p| p.line())
+            line_of(pos.as_ref(), crlf)
         ),
         csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
         _ => format!("cannot parse as CSV: {e}"),
@@ -965,7 +1007,7 @@ fn csv_to_npy_with(
     chunk: usize,
 ) -> Result<CsvSummary> {
     check_out(out)?;
-    let given = match &opts.scaling {
+    let mut given = match &opts.scaling {
         Scaling::Norm(p) => {
             let (n, text) = Norm::load_text(p)?;
             Some((p.clone(), n, text))
@@ -978,7 +1020,8 @@ fn csv_to_npy_with(
         .delimiter(opts.delimiter)
         .buffer_capacity(CSV_BUF)
         .from_reader(open_csv(input)?);
-    let err = |e| csv_err(input, e);
+    let crlf = ends_in_crlf(input);
+    let err = |e| csv_err(input, e, crlf);
     let mut rec = csv::ByteRecord::new();
     if !rdr.read_byte_record(&mut rec).map_err(err)? {
         return Err(data_err(input, "is empty: no rows"));
@@ -994,7 +1037,7 @@ fn csv_to_npy_with(
     let h = header.as_deref();
     let (sel, skip) = select_columns(h, &rec, opts.columns.as_deref())?;
     if sel.is_empty() {
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = line_of(rec.position(), crlf);
         return Err(data_err(
             input,
             format!(
@@ -1012,7 +1055,7 @@ fn csv_to_npy_with(
     let columns: Vec<Column> = sel.iter().map(|&i| column(i)).collect();
     let labels: Vec<String> = sel.iter().map(|&i| col_label(h, i)).collect();
     let mut notes = Vec::new();
-    if let Some((p, n, _)) = &given {
+    if let Some((p, n, text)) = &mut given {
         if n.width() != sel.len() {
             return Err(data_err(
                 p,
@@ -1030,7 +1073,38 @@ fn csv_to_npy_with(
             ));
         }
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        if n.columns != names {
+        let mut sorted_theirs: Vec<&str> = n.columns.iter().map(String::as_str).collect();
+        let mut sorted_ours = names.clone();
+        sorted_theirs.sort_unstable();
+        sorted_ours.sort_unstable();
+        if n.columns != names && h.is_some() && sorted_theirs == sorted_ours {
+            // The same columns in another order: the statistics follow the names.
+            let at = |c: &str| n.columns.iter().position(|x| x == c).unwrap_or(0);
+            let order: Vec<usize> = names.iter().map(|c| at(c)).collect();
+            let mut notes_kept = std::mem::take(&mut n.notes);
+            *n = Norm {
+                columns: order.iter().map(|&i| n.columns[i].clone()).collect(),
+                mean: order.iter().map(|&i| n.mean[i]).collect(),
+                std: order.iter().map(|&i| n.std[i]).collect(),
+                notes: std::mem::take(&mut notes_kept),
+            };
+            *text = n.to_json();
+            notes.push(format!(
+                "the statistics in {} follow the columns by name (in the order {})",
+                p.display(),
+                names.join(", ")
+            ));
+        } else if n.columns != names && h.is_some() {
+            return Err(data_err(
+                p,
+                format!(
+                    "holds statistics of columns {}, but the selected columns are {}; select \
+                     the same columns (--columns), or standardize anew",
+                    n.columns.join(", "),
+                    names.join(", ")
+                ),
+            ));
+        } else if n.columns != names {
             notes.push(format!(
                 "the statistics in {} are of columns {} and are applied to columns {}, in \
                  that order",
@@ -1049,7 +1123,7 @@ fn csv_to_npy_with(
         let mut row = vec![0f32; width];
         let mut stats = vec![Welford::default(); width];
         loop {
-            let line = rec.position().map_or(0, |p| p.line());
+            let line = line_of(rec.position(), crlf);
             for (k, &c) in sel.iter().enumerate() {
                 let cell = rec.get(c).unwrap_or_default();
                 row[k] =
@@ -1248,8 +1322,8 @@ mod tests {
         std::fs::write(d.path().join("in.txt"), text).unwrap();
         let out = d.path().join("c.npy");
         for size in [1, 2, 3, 5, 1 << 20] {
-            let s =
-                text_to_npy_with(&d.path().join("in.txt"), &out, TextVocab::Chars, size).unwrap();
+            let s = text_to_npy_with(&d.path().join("in.txt"), &out, TextVocab::Chars, size, None)
+                .unwrap();
             let v = Vocab::load(&vocab_path(&out)).unwrap();
             let mut want: Vec<char> = text.chars().collect();
             want.sort();

@@ -43,8 +43,23 @@ impl SeqSet {
             DataFile::Tokens(t) => Values::Tokens(t),
             DataFile::Series(s) => Values::Features(s),
         };
-        let offsets = Npy::open(offsets)?;
-        let labels = labels.map(Npy::open).transpose()?;
+        // Floats are the usual mistake here: say what these files hold.
+        let ints = |what: &'static str| {
+            move |e: Error| match e {
+                Error::Data { path, msg } if msg.contains("has element type") => Error::Data {
+                    msg: format!(
+                        "{}; {what} are integers (numpy: np.asarray(x, dtype=np.int64))",
+                        msg.split(';').next().unwrap_or(&msg)
+                    ),
+                    path,
+                },
+                e => e,
+            }
+        };
+        let offsets = Npy::open(offsets).map_err(ints("offsets"))?;
+        let labels = labels
+            .map(|l| Npy::open(l).map_err(ints("labels")))
+            .transpose()?;
         SeqSet::new(values, offsets, labels)
     }
 

@@ -42,7 +42,8 @@ impl Windows {
             return Err(Error::Data {
                 path: path.to_path_buf(),
                 msg: format!(
-                    "holds {steps} steps; batch {batch} × window {window} needs at least {}",
+                    "holds {steps} steps; batch {batch} × window {window} needs at least {} \
+                     (lower --batch or --window)",
                     batch * window + 1
                 ),
             });

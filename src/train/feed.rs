@@ -97,9 +97,65 @@ impl<'a> Feed<'a> {
         }
     }
 
+    /// Refuses data of another form than the model's: tokens for a feature input or the
+    /// other way round, a column count other than the features, or (a regression's
+    /// next-row target) other than the outputs.
+    fn check(&self, exec: &Executor) -> Result<()> {
+        let sz = exec.sizes();
+        let (path, width) = match self {
+            Feed::Stream { data, .. } => (
+                data.path(),
+                match data {
+                    DataFile::Tokens(_) => None,
+                    DataFile::Series(s) => Some(s.width()),
+                },
+            ),
+            Feed::Set { set, .. } => (
+                set.path(),
+                match set.values() {
+                    Values::Tokens(_) => None,
+                    Values::Features(f) => Some(f.width()),
+                },
+            ),
+        };
+        let bad = |msg: String| {
+            Err(crate::Error::Data {
+                path: path.to_path_buf(),
+                msg,
+            })
+        };
+        let labelled = matches!(self, Feed::Set { set, .. } if set.has_labels());
+        if (sz.head == HeadKind::Classify) != labelled {
+            return bad(if labelled {
+                format!(
+                    "has labels, but the model's {} head predicts each next step",
+                    sz.head
+                )
+            } else {
+                "has no labels (one per sequence), which the classify head needs".into()
+            });
+        }
+        match (width, sz.features) {
+            (None, Some(n)) => bad(format!("holds tokens, but the model reads {n} features")),
+            (Some(w), None) => bad(format!(
+                "holds rows of {w} columns, but the model embeds tokens"
+            )),
+            (Some(w), Some(n)) if w != n => bad(format!(
+                "holds rows of {w} columns, but the model reads {n} features"
+            )),
+            (Some(w), _) if sz.head == HeadKind::Regress && sz.outputs != w => bad(format!(
+                "holds rows of {w} columns, but the model predicts {} values per step (the \
+                 next row)",
+                sz.outputs
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the next window into `exec`'s batch slots, resetting the carried state
     /// where the data starts over. Allocates nothing.
     pub fn fill(&mut self, exec: &mut Executor) -> Result<Filled> {
+        self.check(exec)?;
         let positions = exec.sizes().window * exec.sizes().batch;
         match self {
             Feed::Stream { data, windows } => {

@@ -508,3 +508,214 @@ fn malformed_headers_stale_side_files_and_saved_sets() {
     assert_eq!(a["valid"]["positions"].as_u64(), Some(10), "{again}");
     assert!(a["padding_fraction"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn heads_vocabularies_and_statistics_must_match_the_model() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // A classifier's weights: eval needs the labels, and does not take a regression's.
+    write_set(p, "", 40, 0);
+    ok(
+        &[
+            "train",
+            "--data",
+            "values.npy",
+            "--offsets",
+            "offsets.npy",
+            "--labels",
+            "labels.npy",
+            "--hidden",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            "cls",
+        ],
+        p,
+    );
+    for args in [
+        vec![
+            "eval",
+            "--weights",
+            "cls/model.safetensors",
+            "--data",
+            "values.npy",
+        ],
+        vec![
+            "eval",
+            "--weights",
+            "cls/model.safetensors",
+            "--data",
+            "values.npy",
+            "--offsets",
+            "offsets.npy",
+        ],
+    ] {
+        let e = fails(&args, p);
+        assert!(e.contains("--labels") && e.contains("classifier"), "{e}");
+    }
+    let e = fails(&["sample", "--weights", "cls/model.safetensors"], p);
+    assert!(e.contains("classifier"), "{e}");
+    ok(
+        &[
+            "train",
+            "--data",
+            "values.npy",
+            "--offsets",
+            "offsets.npy",
+            "--hidden",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            "reg",
+        ],
+        p,
+    );
+    let e = fails(
+        &[
+            "eval",
+            "--weights",
+            "reg/model.safetensors",
+            "--data",
+            "values.npy",
+            "--offsets",
+            "offsets.npy",
+            "--labels",
+            "labels.npy",
+        ],
+        p,
+    );
+    assert!(e.contains("--labels") && e.contains("regress"), "{e}");
+    // Float offsets name what offsets are.
+    save(Array1::from(vec![0.0f64, 5.0]), &p.join("f64.npy"));
+    let e = fails(
+        &["train", "--data", "values.npy", "--offsets", "f64.npy"],
+        p,
+    );
+    assert!(
+        e.contains("offsets are integers") && e.contains("int64"),
+        "{e}"
+    );
+    // Held-out text takes the model's characters, not its own.
+    std::fs::write(p.join("a.txt"), "abcabd cab ".repeat(300)).unwrap();
+    std::fs::write(p.join("b.txt"), "cd dc dd ".repeat(100)).unwrap();
+    ok(&["data", "text", "a.txt", "a.npy", "--vocab", "chars"], p);
+    ok(
+        &["data", "text", "b.txt", "b_own.npy", "--vocab", "chars"],
+        p,
+    );
+    ok(
+        &[
+            "data",
+            "text",
+            "b.txt",
+            "b.npy",
+            "--vocab-from",
+            "a.vocab.json",
+        ],
+        p,
+    );
+    let own: Array1<u8> = ndarray_npy::read_npy(p.join("b_own.npy")).unwrap();
+    let shared: Array1<u8> = ndarray_npy::read_npy(p.join("b.npy")).unwrap();
+    assert_ne!(own, shared, "the two vocabularies number 'c' differently");
+    let model = [
+        "train", "--data", "a.npy", "--hidden", "4", "--batch", "2", "--window", "8", "--steps",
+        "2", "--out", "lm",
+    ];
+    let e = fails(&[&model[..], &["--valid", "b_own.npy"]].concat(), p);
+    assert!(e.contains("b_own.npy") && e.contains("--vocab-from"), "{e}");
+    ok(&[&model[..], &["--valid", "b.npy"]].concat(), p);
+    let e = fails(
+        &[
+            "eval",
+            "--weights",
+            "lm/model.safetensors",
+            "--data",
+            "b_own.npy",
+        ],
+        p,
+    );
+    assert!(e.contains("another character vocabulary"), "{e}");
+    ok(
+        &[
+            "eval",
+            "--weights",
+            "lm/model.safetensors",
+            "--data",
+            "b.npy",
+        ],
+        p,
+    );
+    std::fs::write(p.join("z.txt"), "abz").unwrap();
+    let e = fails(
+        &[
+            "data",
+            "text",
+            "z.txt",
+            "z.npy",
+            "--vocab-from",
+            "a.vocab.json",
+        ],
+        p,
+    );
+    assert!(e.contains("'z'") && e.contains("vocabulary"), "{e}");
+    // A CRLF file names the same line as its LF twin.
+    std::fs::write(p.join("lf.csv"), "a,b\n1,2\n3,x\n").unwrap();
+    std::fs::write(p.join("crlf.csv"), "a,b\r\n1,2\r\n3,x\r\n").unwrap();
+    for f in ["lf.csv", "crlf.csv"] {
+        let e = fails(&["data", "csv", f, "o.npy"], p);
+        assert!(e.contains("line 3"), "{f}: {e}");
+    }
+    // --norm follows the columns by name; other columns are refused.
+    std::fs::write(p.join("t.csv"), "x,y,z\n1,10,100\n2,20,300\n3,60,200\n").unwrap();
+    ok(&["data", "csv", "t.csv", "t.npy", "--standardize"], p);
+    ok(
+        &[
+            "data",
+            "csv",
+            "t.csv",
+            "u.npy",
+            "--columns",
+            "z,x,y",
+            "--norm",
+            "t.norm.json",
+        ],
+        p,
+    );
+    let t: Array2<f32> = ndarray_npy::read_npy(p.join("t.npy")).unwrap();
+    let u: Array2<f32> = ndarray_npy::read_npy(p.join("u.npy")).unwrap();
+    for r in 0..3 {
+        assert_eq!(
+            [u[[r, 0]], u[[r, 1]], u[[r, 2]]],
+            [t[[r, 2]], t[[r, 0]], t[[r, 1]]]
+        );
+    }
+    let e = fails(
+        &[
+            "data",
+            "csv",
+            "t.csv",
+            "v.npy",
+            "--columns",
+            "x,y",
+            "--norm",
+            "t.norm.json",
+        ],
+        p,
+    );
+    assert!(e.contains("t.norm.json"), "{e}");
+    std::fs::write(p.join("w.csv"), "x,y,q\n1,10,100\n").unwrap();
+    let e = fails(
+        &["data", "csv", "w.csv", "w.npy", "--norm", "t.norm.json"],
+        p,
+    );
+    assert!(
+        e.contains("columns x, y, z") && e.contains("x, y, q"),
+        "{e}"
+    );
+}

@@ -307,10 +307,9 @@ pub fn model_and_window(
     };
     model.validate()?;
     // A set's default window is exact BPTT: its longest sequence's inputs.
-    let window = data.set().map(|s| match head {
-        HeadKind::Classify => s.longest,
-        HeadKind::Lm | HeadKind::Regress => (s.longest - 1).max(1),
-    });
+    let window = data
+        .set()
+        .map(|s| crate::train::feed::task(head).inputs(s.longest).max(1));
     let train = train_spec(flags, config, run, run_config, window)?;
     Ok((model, train))
 }

@@ -173,7 +173,7 @@ fn stepper(weights: &Path, bytes: &[u8], model: &crate::ModelSpec) -> Result<Eva
 /// one-step program.
 const CONTEXT_WINDOW: usize = 256;
 
-/// Reads `n` steps of context into `step`'s carried state: all but the last 1..=256
+/// Reads `n` steps of input (a context, or one generated step) into `step`'s carried state: all but the last 1..=256
 /// through a one-row evaluation window of 256 steps (whose state is then copied
 /// over), the rest one step at a time, so `step`'s outputs are those after the last
 /// context step. `input(i, x)` writes step i's input (one token, or N features) into x.
@@ -357,7 +357,6 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         }
     };
     let io = |e| Error::io("<stdout>", e);
-    let mask = [0u8];
     for &t in &tokens {
         emit(t, &mut out).map_err(io)?;
     }
@@ -365,21 +364,10 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
     for _ in 0..c.steps {
         let next = draw(ev.executor().outputs(), c.temperature, c.top_k, &mut rng) as u32;
         emit(next, &mut out).map_err(io)?;
-        feed_token(&mut ev, next, &mask)?;
+        read_context(&mut ev, model, 1, |_, _, tok| *tok = next)?;
     }
     writeln!(out).map_err(io)?;
     out.flush().map_err(io)
-}
-
-fn feed_token(ev: &mut Evaluator, t: u32, mask: &[u8]) -> Result<()> {
-    ev.load_batch(Batch {
-        input: Inputs::Tokens(&[t]),
-        target: Targets::Tokens(&[0]),
-        mask: Some(mask),
-        reset: None,
-    })?;
-    ev.run();
-    Ok(())
 }
 
 /// A forecast: the series' rows fed in order (the last `--context` of them), then
@@ -444,17 +432,6 @@ fn forecast(
     let context = c.context.unwrap_or(rows).min(rows);
     let mut ev = stepper(&c.weights, bytes, model)?;
     let mut x = vec![0.0f32; width];
-    let (mask, zeros) = ([0u8], vec![0.0f32; width]);
-    let feed = |ev: &mut Evaluator, x: &[f32]| -> Result<()> {
-        ev.load_batch(Batch {
-            input: Inputs::Features(x),
-            target: Targets::Values(&zeros),
-            mask: Some(&mask),
-            reset: None,
-        })?;
-        ev.run();
-        Ok(())
-    };
     let first = rows - context;
     read_context(&mut ev, model, context, |i, row, _| {
         series.read_row(first + i, row);
@@ -480,7 +457,7 @@ fn forecast(
         }
         let cells: Vec<String> = shown.iter().map(|v| format!("{v}")).collect();
         writeln!(out, "{},{}", rows + s, cells.join(",")).map_err(io)?;
-        feed(&mut ev, &x)?;
+        read_context(&mut ev, model, 1, |_, row, _| row.copy_from_slice(&x))?;
     }
     out.flush().map_err(io)
 }

@@ -265,9 +265,7 @@ pub(super) fn check_data(
     model: &crate::ModelSpec,
     train: &crate::TrainSpec,
 ) -> Result<()> {
-    if let (Some(t), Some(v)) = (source.tokens(), model.input.vocab()) {
-        t.check_vocab(v)?;
-    }
+    crate::train::feed::check_form(&source.form(), model)?;
     match source {
         Source::Stream(d) => {
             crate::data::windows::Windows::with_stride(
@@ -278,17 +276,13 @@ pub(super) fn check_data(
                 d.path(),
             )?;
         }
-        Source::Set(s) => {
-            if train.advance.is_some() {
-                return Err(Error::spec(
-                    "--advance",
-                    "applies to a stream; a set of sequences starts each from a zero state",
-                ));
-            }
-            if model.head == HeadKind::Classify {
-                s.check_classes(model.outputs)?;
-            }
+        Source::Set(_) if train.advance.is_some() => {
+            return Err(Error::spec(
+                "--advance",
+                "applies to a stream; a set of sequences starts each from a zero state",
+            ));
         }
+        Source::Set(_) => {}
     }
     Ok(())
 }
@@ -419,33 +413,8 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
     };
     let bytes = crate::io::safetensors::read(&c.weights)?;
     let model = crate::io::safetensors::infer_model(&c.weights, &bytes, c.cell, head)?;
-    // What the data must be for this head: a regression predicts the next row (K = N).
-    if let (HeadKind::Regress, Some(w)) = (head, source.width()) {
-        if model.outputs != w {
-            return Err(Error::Data {
-                path: c.data.clone(),
-                msg: format!(
-                    "holds rows of {w} columns, but the weights' head predicts {} values per \
-                     step{}",
-                    model.outputs,
-                    if config.is_none() {
-                        " (if they are a classifier's, give --offsets and --labels)"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-    }
     if source.tokens().is_some() {
         super::sample::check_same_vocab(&c.data, &super::sample::model_vocab(&c.weights))?;
-    }
-    if let (HeadKind::Lm, Some(t)) = (head, source.tokens()) {
-        t.check_vocab(
-            model
-                .outputs
-                .min(model.input.vocab().unwrap_or(model.outputs)),
-        )?;
     }
     let trained = config.as_ref().map(|f| &f.model);
     let flags = super::args::ModelFlags {
@@ -454,10 +423,7 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         ..Default::default()
     };
     let set_window = match &source {
-        Source::Set(s) => Some(match head {
-            HeadKind::Classify => s.longest(),
-            _ => (s.longest() - 1).max(1),
-        }),
+        Source::Set(s) => Some(crate::train::feed::task(head).inputs(s.longest()).max(1)),
         Source::Stream(_) => None,
     };
     let window = c.window.or(set_window).or(trained.and_then(|m| m.window));
@@ -475,32 +441,6 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         None,
     )?;
     let spec = eval_spec(&spec, &source);
-    if let (Some(t), Some(v)) = (source.tokens(), model.input.vocab()) {
-        t.check_vocab(v)?;
-    }
-    if let (Some(w), crate::spec::Input::Features { width }) = (source.width(), model.input) {
-        if w != width {
-            return Err(Error::Data {
-                path: c.data.clone(),
-                msg: format!("holds {w} columns, but the weights read {width} features"),
-            });
-        }
-    }
-    match (&source, model.input) {
-        (s, crate::spec::Input::Tokens { .. }) if s.tokens().is_none() => {
-            return Err(Error::Data {
-                path: c.data.clone(),
-                msg: "holds f32 rows, but the weights embed tokens".into(),
-            })
-        }
-        (s, crate::spec::Input::Features { .. }) if s.tokens().is_some() => {
-            return Err(Error::Data {
-                path: c.data.clone(),
-                msg: "holds tokens, but the weights read f32 features".into(),
-            })
-        }
-        _ => {}
-    }
     check_data(&source, &model, &spec)?;
     let mut evaluator = Evaluator::new(&model, &spec)?;
     let layout = evaluator.executor().layout().clone();

@@ -17,6 +17,59 @@ pub mod sets;
 use crate::Result;
 use std::path::Path;
 
+/// What data holds, as checks against a model need it: tokens or f32 rows of some
+/// width, and the set (for its labels) if it is one.
+#[derive(Clone, Copy)]
+pub struct Form<'a> {
+    /// The values' path.
+    pub path: &'a Path,
+    /// The tokens, if the values are tokens.
+    pub tokens: Option<&'a TokenFile>,
+    /// Columns per step, if the values are f32 rows.
+    pub width: Option<usize>,
+    /// The set, if the data is one.
+    pub set: Option<&'a SeqSet>,
+}
+
+impl<'a> Form<'a> {
+    /// What a position is called: `tokens` or `rows`.
+    pub fn unit(&self) -> &'static str {
+        if self.tokens.is_some() {
+            "tokens"
+        } else {
+            "rows"
+        }
+    }
+
+    /// The form of a stream.
+    pub fn of_stream(d: &'a DataFile) -> Self {
+        let (tokens, width) = match d {
+            DataFile::Tokens(t) => (Some(t), None),
+            DataFile::Series(s) => (None, Some(s.width())),
+        };
+        Form {
+            path: d.path(),
+            tokens,
+            width,
+            set: None,
+        }
+    }
+
+    /// The form of a set.
+    pub fn of_set(s: &'a SeqSet) -> Self {
+        let (tokens, width) = match s.values() {
+            sets::Values::Tokens(t) => (Some(t), None),
+            sets::Values::Features(f) => (None, Some(f.width())),
+        };
+        Form {
+            path: s.path(),
+            tokens,
+            width,
+            set: Some(s),
+        }
+    }
+}
+
 /// Training or held-out data: one stream, or a set of sequences.
 pub enum Source {
     /// A stream (tokens or a series).
@@ -45,25 +98,20 @@ impl Source {
 
     /// What a position is called: `tokens` or `rows`.
     pub fn unit(&self) -> &'static str {
+        self.form().unit()
+    }
+
+    /// What the data holds.
+    pub fn form(&self) -> Form<'_> {
         match self {
-            Source::Stream(d) => d.unit(),
-            Source::Set(s) => match s.values() {
-                sets::Values::Tokens(_) => "tokens",
-                sets::Values::Features(_) => "rows",
-            },
+            Source::Stream(d) => Form::of_stream(d),
+            Source::Set(s) => Form::of_set(s),
         }
     }
 
     /// The token values, if the data holds tokens.
     pub fn tokens(&self) -> Option<&TokenFile> {
-        match self {
-            Source::Stream(DataFile::Tokens(t)) => Some(t),
-            Source::Set(s) => match s.values() {
-                sets::Values::Tokens(t) => Some(t),
-                sets::Values::Features(_) => None,
-            },
-            Source::Stream(DataFile::Series(_)) => None,
-        }
+        self.form().tokens
     }
 
     /// The f32 rows, if the data holds them (to standardise them as they are read).
@@ -80,13 +128,6 @@ impl Source {
 
     /// Columns per step, if the data holds f32 rows.
     pub fn width(&self) -> Option<usize> {
-        match self {
-            Source::Stream(DataFile::Series(s)) => Some(s.width()),
-            Source::Set(s) => match s.values() {
-                sets::Values::Features(f) => Some(f.width()),
-                sets::Values::Tokens(_) => None,
-            },
-            Source::Stream(DataFile::Tokens(_)) => None,
-        }
+        self.form().width
     }
 }

@@ -158,18 +158,8 @@ impl Npy {
     /// Opens and maps `path`, checking the header: a supported type, C order, and a
     /// shape that agrees with the file's size. Nothing of the data is read.
     pub fn open(path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::Data {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let len = file
-            .metadata()
-            .map_err(|e| err(format!("cannot read: {e}")))?
-            .len();
-        if len == 0 {
-            return Err(err("is empty".into()));
-        }
+        let err = |msg: String| data_error(path, msg);
+        let (file, len) = open_nonempty(path)?;
         let mut head = Vec::new();
         {
             use std::io::Read;
@@ -204,16 +194,9 @@ impl Npy {
             }
             None => return Err(err(format!("declares an impossible shape {shape:?}"))),
         }
-        // SAFETY: see `map`; the file is opened read-only and only read.
-        let bytes = match unsafe { map(&file) } {
-            Ok(m) => Bytes::Mapped(m),
-            Err(_) => {
-                Bytes::Owned(std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?)
-            }
-        };
         Ok(Npy {
             path: path.to_path_buf(),
-            bytes,
+            bytes: map_or_read(path, &file)?,
             start,
             dtype,
             shape,
@@ -222,31 +205,13 @@ impl Npy {
 
     /// Maps any file as a 1-D array of bytes (a text file read as byte tokens).
     pub fn open_bytes(path: &Path) -> Result<Self> {
-        let err = |msg: String| Error::Data {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let len = file
-            .metadata()
-            .map_err(|e| err(format!("cannot read: {e}")))?
-            .len() as usize;
-        if len == 0 {
-            return Err(err("is empty".into()));
-        }
-        // SAFETY: see `map`.
-        let bytes = match unsafe { map(&file) } {
-            Ok(m) => Bytes::Mapped(m),
-            Err(_) => {
-                Bytes::Owned(std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?)
-            }
-        };
+        let (file, len) = open_nonempty(path)?;
         Ok(Npy {
             path: path.to_path_buf(),
-            bytes,
+            bytes: map_or_read(path, &file)?,
             start: 0,
             dtype: Dtype::U8,
-            shape: vec![len],
+            shape: vec![len as usize],
         })
     }
 
@@ -347,6 +312,38 @@ impl Npy {
             i = j;
         }
         Ok(())
+    }
+}
+
+fn data_error(path: &Path, msg: String) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+/// Opens `path` read-only, refusing an empty file: the file and its length.
+fn open_nonempty(path: &Path) -> Result<(std::fs::File, u64)> {
+    let file =
+        std::fs::File::open(path).map_err(|e| data_error(path, format!("cannot open: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| data_error(path, format!("cannot read: {e}")))?
+        .len();
+    if len == 0 {
+        return Err(data_error(path, "is empty".into()));
+    }
+    Ok((file, len))
+}
+
+/// The file's bytes: mapped, or read into memory if it cannot be mapped.
+fn map_or_read(path: &Path, file: &std::fs::File) -> Result<Bytes> {
+    // SAFETY: see `map`; the file is opened read-only and only read.
+    match unsafe { map(file) } {
+        Ok(m) => Ok(Bytes::Mapped(m)),
+        Err(_) => std::fs::read(path)
+            .map(Bytes::Owned)
+            .map_err(|e| data_error(path, format!("cannot read: {e}"))),
     }
 }
 

@@ -283,7 +283,8 @@ pub enum Task {
 }
 
 impl Task {
-    fn inputs(self, len: usize) -> usize {
+    /// Input steps of a sequence of `len` steps (the exact-BPTT window of the longest).
+    pub fn inputs(self, len: usize) -> usize {
         match self {
             Task::Next => len - 1,
             Task::Label => len,
@@ -615,11 +616,6 @@ impl SetBatches {
             epoch_end,
         }
     }
-}
-
-/// Why a set cannot train a model, for the CLI.
-pub fn task_error(path: &Path, msg: impl Into<String>) -> Error {
-    data_err(path, msg.into())
 }
 
 #[cfg(test)]

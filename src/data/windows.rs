@@ -59,6 +59,12 @@ impl Windows {
         })
     }
 
+    /// Positions a window counts: its last k1 steps (all T without a stride) of every
+    /// row.
+    pub fn counted(&self) -> usize {
+        self.stride * self.batch
+    }
+
     /// Windows in one pass over the stream.
     pub fn per_pass(&self) -> usize {
         self.per_pass

@@ -2,11 +2,11 @@
 //! sequences drawn B at a time. `Feed::fill` writes the next window straight into the
 //! executor's batch slots (no copy, no allocation) and says what it held.
 
-use crate::data::sets::{SetBatches, Task, Values};
+use crate::data::sets::{SetBatches, Task};
 use crate::data::windows::Windows;
-use crate::data::{DataFile, SeqSet};
+use crate::data::{DataFile, Form, SeqSet};
 use crate::exec::Executor;
-use crate::spec::{HeadKind, TrainSpec};
+use crate::spec::{HeadKind, Input, ModelSpec, TrainSpec};
 use crate::Result;
 
 /// The source of a run's windows.
@@ -88,91 +88,28 @@ impl<'a> Feed<'a> {
 
     /// What a position of the data is called: `tokens` or `rows`.
     pub fn unit(&self) -> &'static str {
-        match self {
-            Feed::Stream { data, .. } => data.unit(),
-            Feed::Set { set, .. } => match set.values() {
-                Values::Tokens(_) => "tokens",
-                Values::Features(_) => "rows",
-            },
-        }
+        self.form().unit()
     }
 
-    /// Refuses data of another form than the model's: tokens for a feature input or the
-    /// other way round, a column count other than the features, or (a regression's
-    /// next-row target) other than the outputs.
-    fn check(&self, exec: &Executor) -> Result<()> {
-        let sz = exec.sizes();
-        let (path, width) = match self {
-            Feed::Stream { data, .. } => (
-                data.path(),
-                match data {
-                    DataFile::Tokens(_) => None,
-                    DataFile::Series(s) => Some(s.width()),
-                },
-            ),
-            Feed::Set { set, .. } => (
-                set.path(),
-                match set.values() {
-                    Values::Tokens(_) => None,
-                    Values::Features(f) => Some(f.width()),
-                },
-            ),
-        };
-        let bad = |msg: String| {
-            Err(crate::Error::Data {
-                path: path.to_path_buf(),
-                msg,
-            })
-        };
-        let labelled = matches!(self, Feed::Set { set, .. } if set.has_labels());
-        if (sz.head == HeadKind::Classify) != labelled {
-            return bad(if labelled {
-                format!(
-                    "has labels, but the model's {} head predicts each next step",
-                    sz.head
-                )
-            } else {
-                "has no labels (one per sequence), which the classify head needs".into()
-            });
-        }
-        match (width, sz.features) {
-            (None, Some(n)) => bad(format!("holds tokens, but the model reads {n} features")),
-            (Some(w), None) => bad(format!(
-                "holds rows of {w} columns, but the model embeds tokens"
-            )),
-            (Some(w), Some(n)) if w != n => bad(format!(
-                "holds rows of {w} columns, but the model reads {n} features"
-            )),
-            (Some(w), _) if sz.head == HeadKind::Regress && sz.outputs != w => bad(format!(
-                "holds rows of {w} columns, but the model predicts {} values per step (the \
-                 next row)",
-                sz.outputs
-            )),
-            _ => Ok(()),
+    /// What the feed's data holds.
+    pub fn form(&self) -> Form<'_> {
+        match self {
+            Feed::Stream { data, .. } => Form::of_stream(data),
+            Feed::Set { set, .. } => Form::of_set(set),
         }
     }
 
     /// Writes the next window into `exec`'s batch slots, resetting the carried state
     /// where the data starts over. Allocates nothing.
     pub fn fill(&mut self, exec: &mut Executor) -> Result<Filled> {
-        self.check(exec)?;
+        check_form(&self.form(), &exec.program().model)?;
         let positions = exec.sizes().window * exec.sizes().batch;
         match self {
             Feed::Stream { data, windows } => {
-                let slots = exec.batch_mut();
-                slots.reset.fill(0);
-                windows.fill_mask(slots.mask);
-                let restart = match data {
-                    DataFile::Tokens(t) => windows.fill(t, slots.tokens, slots.labels),
-                    DataFile::Series(s) => windows.fill_series(s, slots.features, slots.values),
-                };
-                let counted = slots.mask.iter().filter(|&&m| m != 0).count();
-                if restart {
-                    exec.reset_state();
-                }
+                let restart = fill_stream(exec, data, windows);
                 Ok(Filled {
                     real: positions,
-                    counted,
+                    counted: windows.counted(),
                     positions,
                     steps: exec.sizes().window,
                     batch_end: true,
@@ -197,10 +134,87 @@ impl<'a> Feed<'a> {
     }
 }
 
+/// The next window of a stream into `exec`'s batch slots: inputs, targets, the mask
+/// (every position, or a stride's last k1), no resets; the carried state is reset when
+/// the cursors start a new pass. Returns true then. Allocates nothing.
+pub(crate) fn fill_stream(exec: &mut Executor, data: &DataFile, windows: &mut Windows) -> bool {
+    let slots = exec.batch_mut();
+    slots.reset.fill(0);
+    windows.fill_mask(slots.mask);
+    let restart = match data {
+        DataFile::Tokens(t) => windows.fill(t, slots.tokens, slots.labels),
+        DataFile::Series(s) => windows.fill_series(s, slots.features, slots.values),
+    };
+    if restart {
+        exec.reset_state();
+    }
+    restart
+}
+
 /// What a head makes of a sequence of a set.
 pub fn task(head: HeadKind) -> Task {
     match head {
         HeadKind::Classify => Task::Label,
         HeadKind::Lm | HeadKind::Regress => Task::Next,
     }
+}
+
+/// Refuses data of another form than `model`'s, before anything reads it into a batch:
+/// labels without a classifier or a classifier without labels, tokens for a feature
+/// input or the other way round, a column count other than the features (or, for a
+/// regression's next-row target, the outputs), a token beyond the embedding or the
+/// softmax, a label beyond the classes. Every check is O(1) on validated data.
+pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
+    let bad = |msg: String| {
+        Err(crate::Error::Data {
+            path: form.path.to_path_buf(),
+            msg,
+        })
+    };
+    let labelled = form.set.is_some_and(|s| s.has_labels());
+    if (model.head == HeadKind::Classify) != labelled {
+        return bad(if labelled {
+            format!(
+                "has labels, but the model's {} head predicts each next step",
+                model.head
+            )
+        } else {
+            "has no labels (one per sequence), which the classify head needs".into()
+        });
+    }
+    match (form.width, model.input) {
+        (None, Input::Features { width: n }) => {
+            return bad(format!("holds tokens, but the model reads {n} features"))
+        }
+        (Some(w), Input::Tokens { .. }) => {
+            return bad(format!(
+                "holds rows of {w} columns, but the model embeds tokens"
+            ))
+        }
+        (Some(w), Input::Features { width: n }) if w != n => {
+            return bad(format!(
+                "holds rows of {w} columns, but the model reads {n} features"
+            ))
+        }
+        (Some(w), _) if model.head == HeadKind::Regress && model.outputs != w => {
+            return bad(format!(
+                "holds rows of {w} columns, but the model predicts {} values per step (the \
+                 next row)",
+                model.outputs
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(t), Some(v)) = (form.tokens, model.input.vocab()) {
+        // An lm's targets are tokens too: they index its softmax.
+        let bound = match model.head {
+            HeadKind::Lm => v.min(model.outputs),
+            _ => v,
+        };
+        t.check_vocab(bound)?;
+    }
+    if let (Some(s), HeadKind::Classify) = (form.set, model.head) {
+        s.check_classes(model.outputs)?;
+    }
+    Ok(())
 }

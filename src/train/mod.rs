@@ -252,17 +252,7 @@ impl Trainer {
     /// last k1 with a stride; no resets), resetting the carried state when the stream
     /// restarts. Allocates nothing.
     pub fn load_window(&mut self, data: &DataFile, win: &mut Windows) -> Result<()> {
-        let slots = self.exec.batch_mut();
-        slots.mask.fill(1);
-        slots.reset.fill(0);
-        win.fill_mask(slots.mask);
-        let restart = match data {
-            DataFile::Tokens(tokens) => win.fill(tokens, slots.tokens, slots.labels),
-            DataFile::Series(series) => win.fill_series(series, slots.features, slots.values),
-        };
-        if restart {
-            self.exec.reset_state();
-        }
+        feed::fill_stream(&mut self.exec, data, win);
         Ok(())
     }
 

@@ -97,10 +97,7 @@ fn main() -> recur::Result<()> {
     let source = Source::Set(Box::new(set));
     let mut trainer = Trainer::new(program)?;
     let mut feed = Feed::new(&source, &train, HeadKind::Classify, false)?;
-    let opts = FitOptions {
-        steps: 4,
-        seconds: None,
-    };
+    let opts = FitOptions::steps(4);
     let s = fit(&mut trainer, &mut feed, opts, |p| {
         println!(
             "step {}  loss {:.4}  grad norm {:.3}  {:.0} rows/s",

@@ -71,10 +71,7 @@ fn main() -> recur::Result<()> {
     // 3. Train on the memory-mapped file.
     let data = DataFile::open(&path)?;
     let mut trainer = Trainer::new(program)?;
-    let opts = FitOptions {
-        steps: 400,
-        seconds: None,
-    };
+    let opts = FitOptions::steps(400);
     let mut feed = Feed::stream(&data, &train)?;
     let summary = fit(&mut trainer, &mut feed, opts, |p| {
         if p.step % 100 == 0 {

@@ -56,12 +56,14 @@ pub enum Error {
         msg: String,
     },
     /// The plan needs more memory than the machine can give.
-    #[error("the plan needs {} but only {} is available; use a smaller batch, window or model", fmt_bytes(*.needed), fmt_bytes(*.available))]
+    #[error("the plan needs {} but only {} is available; {hint}", fmt_bytes(*.needed), fmt_bytes(*.available))]
     Memory {
         /// Bytes the plan needs (persistent + arena).
         needed: u64,
         /// Bytes available on this machine.
         available: u64,
+        /// What would fit.
+        hint: String,
     },
     /// A memory budget below what any schedule of this window needs.
     #[error("memory budget {}: below the minimum {} ({minimum} bytes) that this window needs (one segment's working set, {suggestion}); raise the budget, or lower `train.grain` or `train.batch`", fmt_bytes(*.budget), fmt_bytes(*.minimum))]

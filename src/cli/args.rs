@@ -4,7 +4,8 @@
 
 pub use super::data::DataCmd;
 use crate::cell::CellKind;
-use crate::spec::{HeadKind, OptimKind, Policy};
+use crate::report::log::LogEvery;
+use crate::spec::{HeadKind, OptimKind, Policy, Schedule};
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -12,12 +13,29 @@ use std::path::PathBuf;
 /// recur: train recurrent networks on very long sequences in a memory footprint planned
 /// before the first step.
 #[derive(Parser, Debug)]
-#[command(name = "recur", version, about, propagate_version = true)]
+#[command(
+    name = "recur",
+    version,
+    about,
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// What bare `recur` and `recur --help` show after the commands.
+const EXAMPLES: &str = "Examples:
+  recur demo                                   # a minute of training on built-in data
+  recur data text corpus.txt corpus.npy        # text → one token per byte
+  recur train --data corpus.npy --hidden 256 --steps 2000 --out run/
+  recur plan --hidden 1024 --window 4096 --compare   # memory of each checkpoint policy
+  recur sample --weights run/model.safetensors --prompt 'The '
+
+`recur COMMAND --help` lists a command's flags.";
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
@@ -109,15 +127,42 @@ pub struct RunFlags {
     /// Training steps (optimiser updates) [200].
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Passes over the data instead of --steps: the steps one pass takes (exact for a
+    /// stream, and for a set whose sequences fit the window), times E.
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<u64>,
     /// Windows whose gradients are averaged into each optimiser step [1].
     #[arg(long, value_name = "N")]
     pub accumulate: Option<usize>,
     /// Learning rate [2e-3].
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    /// SGD momentum [0.9].
+    /// SGD momentum (--optimizer sgd only) [0.9].
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
+    /// Learning-rate schedule after the warmup: constant, linear or cosine (down to
+    /// --min-lr at the last step), or step:N[:GAMMA] (× GAMMA every N steps, 0.1)
+    /// [constant].
+    #[arg(long)]
+    pub schedule: Option<Schedule>,
+    /// Steps of linear warmup from lr/N up to --lr [0].
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<usize>,
+    /// The learning rate linear and cosine schedules end at [0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_lr: Option<f32>,
+    /// Weight decay: decoupled with Adam (PyTorch's AdamW), added to the gradient with
+    /// SGD [0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f32>,
+    /// OpenBLAS threads for the GEMMs (as OPENBLAS_NUM_THREADS, which it overrides)
+    /// [OpenBLAS's default: OPENBLAS_NUM_THREADS, else every core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Log a line (and a record in OUT/metrics.jsonl) every N steps, or every N
+    /// seconds with an `s` (30s) [a hundredth of the steps, at most 60 s apart].
+    #[arg(long, value_name = "N|Ns")]
+    pub log_every: Option<LogEvery>,
     /// Clip the global gradient norm to this value; 0 disables [1.0].
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
@@ -155,15 +200,26 @@ pub struct TrainCmd {
     /// Steps between validations [a tenth of --steps].
     #[arg(long, value_name = "N")]
     pub valid_every: Option<usize>,
-    /// Output directory for model.safetensors and config.toml.
+    /// Output directory: model.safetensors, config.toml (re-runs the job) and
+    /// metrics.jsonl (one record per logged step); created when training starts.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace a run already in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Train on --data's bytes even though its extension (.csv, .json, …) says it holds
+    /// something `recur data` should convert first.
+    #[arg(long)]
+    pub bytes: bool,
     /// TOML file with the same keys as the flags (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Print the summary as one JSON line.
+    /// Print one JSON object per log line, then the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Print only the summary (and errors and warnings).
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Measure the process's resident memory and set it beside the plan: the baseline is
     /// taken after the BLAS runtime is set up (one GEMM of each shape), the peak from
     /// there on.
@@ -228,6 +284,9 @@ pub struct GradsCmd {
     /// Bound the activation arena (e.g. 256MiB).
     #[arg(long)]
     pub memory_budget: Option<Size>,
+    /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `recur eval`.
@@ -254,6 +313,9 @@ pub struct EvalCmd {
     /// Window T [the training config's, else 64; a set: its longest sequence].
     #[arg(long)]
     pub window: Option<usize>,
+    /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `recur sample`.
@@ -291,6 +353,9 @@ pub struct SampleCmd {
     /// The cell the weights must hold [whatever their names say].
     #[arg(long, value_enum)]
     pub cell: Option<CellKind>,
+    /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `recur demo`.
@@ -305,6 +370,9 @@ pub struct DemoCmd {
     /// Print the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// A byte size as written by the user (`256MiB`, or a number of bytes); a config file
@@ -357,8 +425,14 @@ pub struct ConfigFile {
     pub valid_every: Option<usize>,
     /// `--out`.
     pub out: Option<PathBuf>,
+    /// `--overwrite`.
+    pub overwrite: Option<bool>,
+    /// `--bytes`.
+    pub bytes: Option<bool>,
     /// `--json`.
     pub json: Option<bool>,
+    /// `--quiet`.
+    pub quiet: Option<bool>,
     /// `--report-rss`.
     pub report_rss: Option<bool>,
     /// Model and window keys.

@@ -36,6 +36,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("train.policy", "--checkpoint"),
     ("train.optim.lr", "--lr"),
     ("train.optim.momentum", "--momentum"),
+    ("train.optim.weight_decay", "--weight-decay"),
+    ("train.optim.min_lr", "--min-lr"),
+    ("train.optim.warmup", "--warmup"),
     ("train.clip", "--clip"),
     ("train.steps", "--steps"),
     ("train.accumulate", "--accumulate"),
@@ -61,48 +64,138 @@ pub fn render(e: &Error) -> String {
 pub fn run() -> Result<()> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `recur`: the commands and examples, on stdout.
+            use clap::CommandFactory;
+            println!("{}", Cli::command().render_help());
+            return Ok(());
+        }
         Err(e) if !e.use_stderr() => {
             // --help, --version
             let _ = e.print();
             return Ok(());
         }
-        Err(e) => {
-            let msg = e.to_string();
-            let line = msg.lines().next().unwrap_or("invalid arguments");
-            let line = line.trim_start_matches("error: ");
-            // clap lists missing arguments on the lines after the first; keep them.
-            let more: Vec<&str> = (msg.lines().skip(1))
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .filter(|l| !l.starts_with("[possible values"))
-                .collect();
-            let line = if more.is_empty() {
-                line.to_string()
-            } else {
-                format!("{line} {}", more.join(", "))
-            };
-            let line = line.as_str();
-            // clap puts the accepted values on a line of their own; keep them.
-            let values = msg
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("[possible values"));
-            let line = match values {
-                Some(v) => format!("{line} {v}"),
-                None => line.to_string(),
-            };
-            return Err(Error::spec("arguments", line));
-        }
+        Err(e) => return Err(Error::spec("arguments", clap_line(&e.to_string()))),
     };
     match cli.command {
         Command::Train(c) => train::train(*c),
         Command::Plan(c) => plan(c),
-        Command::Grads(c) => grads(c),
-        Command::Eval(c) => train::eval(c),
-        Command::Sample(c) => sample::sample(c),
-        Command::Demo(c) => demo(c),
+        Command::Grads(c) => {
+            threads(c.threads)?;
+            grads(c)
+        }
+        Command::Eval(c) => {
+            threads(c.threads)?;
+            train::eval(c)
+        }
+        Command::Sample(c) => {
+            threads(c.threads)?;
+            sample::sample(c)
+        }
+        Command::Demo(c) => {
+            threads(c.threads)?;
+            demo(c)
+        }
         Command::Data(c) => data::run(c),
     }
+}
+
+/// A clap error as one line: its message, the missing arguments it lists, the values
+/// it accepts and its suggestion (`tip: a similar argument exists: '--hidden'`).
+fn clap_line(msg: &str) -> String {
+    let mut lines = msg.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.trim_start_matches("error: ").to_string();
+    // clap lists missing arguments on the lines after the first; keep them.
+    let more: Vec<&str> = lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .filter(|l| !l.starts_with("[possible values"))
+        .collect();
+    if !more.is_empty() {
+        line = format!("{line} {}", more.join(", "));
+    }
+    let trimmed = || msg.lines().map(str::trim);
+    // The accepted values, on a line of their own.
+    if let Some(v) = trimmed().find(|l| l.starts_with("[possible values")) {
+        line = format!("{line} {v}");
+    }
+    // clap's suggestions of the nearest flag, subcommand or value.
+    for tip in trimmed().filter_map(|l| l.strip_prefix("tip: ")) {
+        line = format!("{line}; {tip}");
+    }
+    line
+}
+
+/// `--threads`: OpenBLAS's threads for the GEMMs.
+pub(super) fn threads(n: Option<usize>) -> Result<()> {
+    match n {
+        None => Ok(()),
+        Some(0) => Err(Error::spec("--threads", "must be at least 1")),
+        Some(n) if n > 1024 => Err(Error::spec("--threads", "must be at most 1024")),
+        Some(n) => {
+            crate::exec::gemm::set_threads(n);
+            Ok(())
+        }
+    }
+}
+
+/// A warning: not an error, so not prefixed like one.
+pub(super) fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+/// What would make a plan of `model` and `train` fit in `available` bytes, beside
+/// `extra` bytes held as well (a validation program): the memory budget that fits,
+/// with the schedule it chooses, and `--checkpoint sqrt` if it fits too.
+pub(super) fn memory_hint(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    available: u64,
+    extra: u64,
+) -> String {
+    let smaller = "use a smaller batch, window or model";
+    let Ok(p) = compile(model, train) else {
+        return smaller.into();
+    };
+    let persistent = p.persistent_bytes() + extra;
+    // A little room for the runtime beside the plan.
+    let room = available.saturating_sub(persistent) / 20 * 19;
+    if room < 1 << 20 {
+        return format!(
+            "the parameters, gradients, optimiser state and batch alone take {}: {smaller}",
+            crate::units::fmt_bytes(persistent)
+        );
+    }
+    let budget_mib = room >> 20;
+    let with = |policy| TrainSpec {
+        policy,
+        ..train.clone()
+    };
+    let mut fits = Vec::new();
+    match compile(model, &with(Policy::Budget(budget_mib << 20))) {
+        Ok(b) => fits.push(format!(
+            "--memory-budget {budget_mib}MiB fits it ({}, recompute ×{:.2})",
+            b.policy, b.recompute_factor
+        )),
+        Err(_) => {
+            return format!(
+                "no checkpoint policy brings the activations within {}: {smaller} (or a \
+                 smaller --grain)",
+                crate::units::fmt_bytes(room)
+            )
+        }
+    }
+    if let Ok(q) = compile(model, &with(Policy::Sqrt)) {
+        if q.total_bytes() + extra <= available {
+            fits.push(format!(
+                "--checkpoint sqrt ({} in all, recompute ×{:.2})",
+                crate::units::fmt_bytes(q.total_bytes()),
+                q.recompute_factor
+            ));
+        }
+    }
+    fits.join(", or ")
 }
 
 fn plan(c: PlanCmd) -> Result<()> {
@@ -120,6 +213,16 @@ fn plan(c: PlanCmd) -> Result<()> {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         print!("{}", report.table());
+    }
+    if let Some(available) = crate::exec::memory::available_memory() {
+        if program.total_bytes() > available {
+            warn(&format!(
+                "this plan needs {} but only {} is available here; {}",
+                crate::units::fmt_bytes(program.total_bytes()),
+                crate::units::fmt_bytes(available),
+                memory_hint(&model, &train, available, 0)
+            ));
+        }
     }
     if c.listing {
         print!("\n{}", crate::report::listing(&program));
@@ -298,10 +401,20 @@ fn demo(c: DemoCmd) -> Result<()> {
     let opts = FitOptions {
         steps: usize::MAX,
         seconds: Some(c.seconds),
+        epochs: None,
     };
     let mut feed =
         crate::train::Feed::new(&data, &trainer.program().train.clone(), model.head, false)?;
-    let s = train::fit_with_progress(&mut trainer, &mut feed, opts, None, c.json)?;
+    let out = train::Output::new(c.json, false);
+    let s = train::fit_with_progress(
+        &mut trainer,
+        &mut feed,
+        opts,
+        None,
+        &out,
+        crate::report::log::LogEvery::Auto,
+        None,
+    )?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
         println!("{v}");

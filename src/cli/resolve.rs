@@ -3,7 +3,7 @@
 //! specs' own `validate`, so nothing downstream re-checks.
 
 use super::args::{ConfigFile, ModelFlags, RunFlags};
-use crate::spec::{HeadKind, Input, ModelSpec, OptimSpec, Policy, TrainSpec};
+use crate::spec::{HeadKind, Input, ModelSpec, OptimKind, OptimSpec, Policy, Schedule, TrainSpec};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -20,6 +20,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "valid-labels",
     "valid-every",
     "out",
+    "overwrite",
+    "bytes",
     "cell",
     "vocab",
     "embed",
@@ -37,12 +39,20 @@ pub const CONFIG_KEYS: &[&str] = &[
     "memory-budget",
     "optimizer",
     "steps",
+    "epochs",
     "accumulate",
     "lr",
     "momentum",
+    "schedule",
+    "warmup",
+    "min-lr",
+    "weight-decay",
+    "threads",
+    "log-every",
     "clip",
     "seed",
     "json",
+    "quiet",
     "report-rss",
 ];
 
@@ -57,10 +67,10 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         .parse()
         .map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
     if let Some(k) = table.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
-        return Err(err(format!(
-            "unknown key `{k}`; known keys: {}",
-            CONFIG_KEYS.join(", ")
-        )));
+        return Err(err(match nearest(k, CONFIG_KEYS) {
+            Some(near) => format!("unknown key `{k}`; did you mean `{near}`?"),
+            None => format!("unknown key `{k}`; known keys: {}", CONFIG_KEYS.join(", ")),
+        }));
     }
     // Each key alone, so an ill-typed value is reported with its key's name.
     for (k, v) in &table {
@@ -89,6 +99,17 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         }
     }
     Ok(cfg)
+}
+
+/// The candidate closest to `word` by edit distance, if close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let w = word.trim_start_matches('-').replace('_', "-");
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(&w, c), *c))
+        .filter(|&(d, c)| d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
 }
 
 fn first_line(s: &str) -> String {
@@ -334,6 +355,15 @@ pub fn train_spec(
         };
     }
     let window = get!(window).or(window).unwrap_or(64);
+    if let Some(g) = get!(grain).filter(|&g| g > window) {
+        return Err(Error::spec(
+            "--grain",
+            format!(
+                "{g} is longer than the window {window}: a segment holds at most the whole \
+                 window (give --grain {window} or less, or a longer --window)"
+            ),
+        ));
+    }
     let policy = match (get!(checkpoint), get!(memory_budget)) {
         (Some(_), Some(_)) => {
             let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
@@ -348,10 +378,34 @@ pub fn train_spec(
         (None, None) => Policy::None,
     };
     let d = OptimSpec::default();
+    let kind = get!(optimizer).unwrap_or_default();
+    if let (Some(m), OptimKind::Adam) = (run!(momentum), kind) {
+        return Err(Error::spec(
+            "--momentum",
+            format!(
+                "{m} given, but Adam has no momentum setting (its β1 is 0.9); it applies to \
+                 --optimizer sgd"
+            ),
+        ));
+    }
+    let schedule = run!(schedule).unwrap_or_default();
+    if let (Some(m), Schedule::Constant | Schedule::Step { .. }) = (run!(min_lr), schedule) {
+        return Err(Error::spec(
+            "--min-lr",
+            format!(
+                "{m} given, but the {schedule} schedule does not decay to a floor; it applies \
+                 to --schedule linear or cosine"
+            ),
+        ));
+    }
     let optim = OptimSpec {
-        kind: get!(optimizer).unwrap_or_default(),
+        kind,
         lr: run!(lr).unwrap_or(d.lr),
         momentum: run!(momentum).unwrap_or(d.momentum),
+        weight_decay: run!(weight_decay).unwrap_or(0.0),
+        schedule,
+        warmup: run!(warmup).unwrap_or(0),
+        min_lr: run!(min_lr).unwrap_or(0.0),
         ..d
     };
     let defaults = TrainSpec::default();
@@ -368,13 +422,45 @@ pub fn train_spec(
         policy,
         optim,
         clip,
-        steps: run!(steps).unwrap_or(defaults.steps),
+        // With --epochs, a stand-in until the data says how many steps a pass takes.
+        steps: match epochs(run, run_config)? {
+            Some(_) => defaults.steps.max(optim.warmup + 1),
+            None => run!(steps).unwrap_or(defaults.steps),
+        },
         seed: run!(seed).unwrap_or(defaults.seed),
         accumulate: run!(accumulate).unwrap_or(1),
         advance: get!(advance),
     };
     train.validate()?;
     Ok(train)
+}
+
+/// `--epochs`, if the run is measured in passes over the data: given as a flag, or in
+/// the config without `--steps` on the command line. `--steps` and `--epochs` side by
+/// side (both flags, or both in the config) contradict each other.
+pub fn epochs(run: &RunFlags, run_config: Option<&RunFlags>) -> Result<Option<u64>> {
+    let both = |where_: &str| {
+        Err(Error::spec(
+            "--epochs",
+            format!("and --steps both given{where_}: the run is measured in one or the other"),
+        ))
+    };
+    if run.steps.is_some() && run.epochs.is_some() {
+        return both("");
+    }
+    let c = run_config.cloned().unwrap_or_default();
+    if run.steps.is_none() && run.epochs.is_none() && c.steps.is_some() && c.epochs.is_some() {
+        return both(" in the config file");
+    }
+    let e = match (run.steps, run.epochs) {
+        (Some(_), _) => None,
+        (None, Some(e)) => Some(e),
+        (None, None) => c.epochs,
+    };
+    if e == Some(0) {
+        return Err(Error::spec("--epochs", "must be at least 1"));
+    }
+    Ok(e)
 }
 
 /// What a head needs from the data, for error messages.
@@ -427,9 +513,15 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             steps: Some(train.steps),
             accumulate: Some(train.accumulate),
             lr: Some(train.optim.lr),
-            momentum: Some(train.optim.momentum),
+            momentum: (train.optim.kind == OptimKind::Sgd).then_some(train.optim.momentum),
+            schedule: Some(train.optim.schedule),
+            warmup: (train.optim.warmup > 0).then_some(train.optim.warmup),
+            min_lr: matches!(train.optim.schedule, Schedule::Linear | Schedule::Cosine)
+                .then_some(train.optim.min_lr),
+            weight_decay: (train.optim.weight_decay > 0.0).then_some(train.optim.weight_decay),
             clip: Some(train.clip.unwrap_or(0.0)),
             seed: Some(train.seed),
+            ..Default::default()
         },
         ..Default::default()
     }

@@ -2,10 +2,11 @@
 //! training loop (`train::fit`) under a progress bar, print the summary (a table or one
 //! JSON line), save the model and its config, and `--report-rss`.
 
-use super::args::{EvalCmd, TrainCmd};
+use super::args::{EvalCmd, RunFlags, TrainCmd};
 use super::resolve::{self, DataShape, SetShape};
 use crate::data::Source;
 use crate::plan::compile;
+use crate::report::log::{Cadence, LogEvery, LogRecord};
 use crate::spec::HeadKind;
 use crate::train::{
     fit_validated, Evaluator, Feed, FitOptions, Metrics, Summary, Trainer, Validation,
@@ -13,40 +14,134 @@ use crate::train::{
 use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
 
-/// `train::fit` with a progress bar on the terminal (hidden when `quiet`).
+/// Where a run's progress goes: a bar on a terminal, else a line of text per logged
+/// step; with `json`, a JSON object per logged step; with `quiet`, nothing but the
+/// summary.
+pub(super) struct Output {
+    /// JSON lines on stdout.
+    pub json: bool,
+    /// Only the summary.
+    pub quiet: bool,
+    /// A progress bar (stderr is a terminal, and neither of the above).
+    pub bar: bool,
+}
+
+impl Output {
+    /// The output for `--json` and `--quiet`, with a bar if stderr is a terminal.
+    pub fn new(json: bool, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        Output {
+            json,
+            quiet,
+            bar: !json && !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// True if informational lines (the plan, the summary's table) are printed.
+    pub fn talk(&self) -> bool {
+        !self.json && !self.quiet
+    }
+}
+
+/// `OUT/metrics.jsonl`: one JSON record per logged step, flushed as it is written so a
+/// killed run keeps its history.
+pub(super) struct MetricsFile {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    failed: bool,
+}
+
+impl MetricsFile {
+    /// Creates (or empties) `dir/metrics.jsonl`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join(METRICS_FILE);
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsFile {
+            path,
+            file: std::io::BufWriter::new(file),
+            failed: false,
+        })
+    }
+
+    /// Appends one record; a failure is reported once, as a warning, and training
+    /// goes on.
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if self.failed {
+            return;
+        }
+        let r = writeln!(self.file, "{line}").and_then(|_| self.file.flush());
+        if let Err(e) = r {
+            self.failed = true;
+            super::warn(&format!(
+                "{}: {e}; the metrics are no longer recorded",
+                self.path.display()
+            ));
+        }
+    }
+}
+
+/// The metrics file of a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// `train::fit` under the run's output: a progress bar on a terminal, or one line per
+/// logged step (text, or JSON with `--json`), and a record per logged step in the
+/// metrics file.
 pub(super) fn fit_with_progress(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
     opts: FitOptions,
     valid: Option<Validation<'_>>,
-    quiet: bool,
+    out: &Output,
+    every: LogEvery,
+    mut metrics: Option<&mut MetricsFile>,
 ) -> Result<Summary> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
+    let bar = if out.bar {
         ProgressBar::new(opts.steps as u64)
+    } else {
+        ProgressBar::hidden()
     };
-    let style = match opts.seconds {
-        Some(_) => "{spinner} step {pos} {msg} [{elapsed_precise}]",
-        None => "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+    let style = match (opts.seconds, opts.epochs) {
+        (Some(_), _) => "{spinner} step {pos} {msg} [{elapsed_precise}]",
+        _ => "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
     };
     bar.set_style(
         ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let unit = match feed.unit() {
-        "tokens" => "tok/s",
-        _ => "rows/s",
+        "tokens" => "tok",
+        _ => "rows",
     };
+    let mut cadence = Cadence::new(every, opts.steps);
     let result = fit_validated(trainer, feed, opts, valid, |p| {
-        let v = p.valid.map_or(String::new(), |m| {
-            format!("  valid {:.4} {}", m.loss, m.headline())
-        });
-        bar.set_message(format!(
-            "loss {:.4}  {:.0} {unit}{v}",
-            p.loss, p.positions_per_s
-        ));
-        bar.inc(1);
+        if out.bar {
+            let v = p.valid.map_or(String::new(), |m| {
+                format!("  valid {:.4} {}", m.loss, m.headline())
+            });
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} {unit}/s{v}",
+                p.smooth, p.positions_per_s
+            ));
+            if p.step as u64 > bar.length().unwrap_or(0) {
+                bar.set_length(p.step as u64);
+            }
+            bar.inc(1);
+        }
+        if !cadence.due(p) {
+            return;
+        }
+        let record = LogRecord::new(p);
+        let json = || serde_json::to_string(&record).unwrap_or_default();
+        if let Some(m) = metrics.as_deref_mut() {
+            m.write(&json());
+        }
+        if out.json {
+            println!("{}", json());
+        } else if !out.quiet && !out.bar {
+            println!("{}", record.text(unit));
+        }
     });
     match &result {
         Ok(_) => bar.finish_and_clear(),
@@ -55,8 +150,113 @@ pub(super) fn fit_with_progress(
     result
 }
 
+/// Extensions of files that hold something other than a token stream, and what to do
+/// with them.
+const NOT_TOKENS: &[(&str, &str)] = &[
+    ("csv", "CSV: convert it with `recur data csv FILE OUT.npy`"),
+    (
+        "tsv",
+        "TSV: convert it with `recur data csv FILE OUT.npy --delimiter tab`",
+    ),
+    (
+        "json",
+        "JSON: extract its sequences with numpy and save them with numpy.save",
+    ),
+    (
+        "jsonl",
+        "JSON lines: extract its sequences and save them with numpy.save",
+    ),
+    (
+        "ndjson",
+        "JSON lines: extract its sequences and save them with numpy.save",
+    ),
+    (
+        "parquet",
+        "Parquet: read it with pandas or pyarrow and save its columns with numpy.save",
+    ),
+    ("arrow", "Arrow: save its columns with numpy.save"),
+    ("feather", "Feather: save its columns with numpy.save"),
+    (
+        "xlsx",
+        "a spreadsheet: export it as CSV, then `recur data csv`",
+    ),
+    (
+        "xls",
+        "a spreadsheet: export it as CSV, then `recur data csv`",
+    ),
+    (
+        "npz",
+        "a numpy.savez archive: save each array with numpy.save",
+    ),
+    ("pt", "a PyTorch file: save its tensors with numpy.save"),
+    ("pth", "a PyTorch file: save its tensors with numpy.save"),
+    ("pkl", "a pickle: save its arrays with numpy.save"),
+    ("pickle", "a pickle: save its arrays with numpy.save"),
+    ("h5", "HDF5: save its datasets with numpy.save"),
+    ("hdf5", "HDF5: save its datasets with numpy.save"),
+    (
+        "safetensors",
+        "a safetensors file (weights?): the data is a .npy or a text file",
+    ),
+    ("gz", "compressed: decompress it first"),
+    ("bz2", "compressed: decompress it first"),
+    ("xz", "compressed: decompress it first"),
+    ("zst", "compressed: decompress it first"),
+    ("zip", "an archive: extract it first"),
+    ("tar", "an archive: extract it first"),
+];
+
+/// Refuses a data file whose extension says it holds something recur would only read
+/// as bytes, unless `bytes` says so; names the conversion.
+pub(super) fn check_extension(path: &Path, flag: &str, bytes: bool) -> Result<()> {
+    let ext = (path.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let hit = ext.and_then(|e| NOT_TOKENS.iter().find(|(x, _)| *x == e));
+    match hit {
+        Some((_, what)) if !bytes && !crate::data::stream::is_npy(path) => Err(Error::spec(
+            flag,
+            format!(
+                "{} looks like {what} (or give --bytes to train on its raw bytes)",
+                path.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Files whose presence makes a directory a run.
+const RUN_FILES: &[&str] = &["model.safetensors", "config.toml", METRICS_FILE];
+
+/// Refuses an `--out` that already holds a run, unless `overwrite`.
+fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::spec(
+            "--out",
+            format!("{} is a file; give a directory", dir.display()),
+        ));
+    }
+    let held: Vec<&str> = (RUN_FILES.iter().copied())
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if !held.is_empty() && !overwrite {
+        return Err(Error::spec(
+            "--out",
+            format!(
+                "{} already holds a run ({}); give --overwrite to replace it, or another --out",
+                dir.display(),
+                held.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn train(c: TrainCmd) -> Result<()> {
     let config = c.config.as_deref().map(resolve::read_config).transpose()?;
+    let cfg = |f: fn(&super::args::ConfigFile) -> Option<bool>| {
+        config.as_ref().and_then(f).unwrap_or(false)
+    };
     let data_path = (c.data.clone())
         .or_else(|| config.as_ref().and_then(|f| f.data.clone()))
         .ok_or_else(|| {
@@ -69,19 +269,22 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         .out
         .clone()
         .or_else(|| config.as_ref().and_then(|f| f.out.clone()));
-    let json = c.json || config.as_ref().and_then(|f| f.json).unwrap_or(false);
-    let report_rss = c.report_rss || config.as_ref().and_then(|f| f.report_rss).unwrap_or(false);
+    let json = c.json || cfg(|f| f.json);
+    let quiet = c.quiet || cfg(|f| f.quiet);
+    let report_rss = c.report_rss || cfg(|f| f.report_rss);
+    let overwrite = c.overwrite || cfg(|f| f.overwrite);
+    let bytes = c.bytes || cfg(|f| f.bytes);
+    let output = Output::new(json, quiet);
     if let Some(dir) = &out {
-        // Before any work: a run must not train for hours and then fail to save.
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        check_out(dir, overwrite)?;
     }
-    let pick = |flag: &Option<std::path::PathBuf>,
-                key: fn(&super::args::ConfigFile) -> Option<std::path::PathBuf>| {
+    check_extension(&data_path, "--data", bytes)?;
+    let pick = |flag: &Option<PathBuf>, key: fn(&super::args::ConfigFile) -> Option<PathBuf>| {
         flag.clone().or_else(|| config.as_ref().and_then(key))
     };
     let offsets = pick(&c.offsets, |f| f.offsets.clone());
     let labels = pick(&c.labels, |f| f.labels.clone());
-    let bucket = c.bucket || config.as_ref().and_then(|f| f.bucket).unwrap_or(false);
+    let bucket = c.bucket || cfg(|f| f.bucket);
     if offsets.is_none() && (labels.is_some() || bucket) {
         let flag = if bucket { "--bucket" } else { "--labels" };
         return Err(Error::spec(
@@ -89,16 +292,39 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             "applies to a set of sequences: give their row splits with --offsets",
         ));
     }
-    let source = Source::open(&data_path, offsets.as_deref(), labels.as_deref())?;
-    let shape = data_shape(&source);
-    let cm = config.as_ref().map(|f| &f.model);
-    let cr = config.as_ref().map(|f| &f.run);
-    let (model, train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
-    check_data(&source, &model, &train)?;
-    Feed::new(&source, &train, model.head, bucket)?;
     let valid_path = pick(&c.valid, |f| f.valid.clone());
     let valid_offsets = pick(&c.valid_offsets, |f| f.valid_offsets.clone());
     let valid_labels = pick(&c.valid_labels, |f| f.valid_labels.clone());
+    let valid_every = c
+        .valid_every
+        .or_else(|| config.as_ref().and_then(|f| f.valid_every));
+    if valid_path.is_none() && valid_every.is_some() {
+        return Err(Error::spec(
+            "--valid-every",
+            "given without --valid: there is no held-out data to measure",
+        ));
+    }
+    let cr = config.as_ref().map(|f| &f.run);
+    let run_flag = |f: fn(&RunFlags) -> Option<usize>| f(&c.run).or_else(|| cr.and_then(f));
+    super::threads(run_flag(|r| r.threads))?;
+    let log_every = (c.run.log_every)
+        .or_else(|| cr.and_then(|r| r.log_every))
+        .unwrap_or_default();
+    let source = Source::open(&data_path, offsets.as_deref(), labels.as_deref())?;
+    let shape = data_shape(&source);
+    let cm = config.as_ref().map(|f| &f.model);
+    let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
+    check_data(&source, &model, &train)?;
+    let epochs = resolve::epochs(&c.run, cr)?;
+    {
+        let feed = Feed::new(&source, &train, model.head, bucket)?;
+        if let Some(e) = epochs {
+            let (windows, _) = feed.windows_per_epoch();
+            let steps = (e as u128 * windows as u128).div_ceil(train.accumulate as u128);
+            train.steps = steps.min(usize::MAX as u128 >> 1) as usize;
+            train.validate()?;
+        }
+    }
     let valid = match &valid_path {
         None => None,
         Some(p) => {
@@ -115,6 +341,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                     "is needed exactly when --labels is given",
                 ));
             }
+            check_extension(p, "--valid", bytes)?;
             let mut v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
             let norm = crate::data::convert::norm_path(&data_path);
             super::sample::scale_like_model(&mut v, p, &norm, json)?;
@@ -128,10 +355,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             Some((v, spec))
         }
     };
-    let valid_every = c
-        .valid_every
-        .or_else(|| config.as_ref().and_then(|f| f.valid_every))
-        .unwrap_or((train.steps / 10).max(1));
+    let valid_every = valid_every.unwrap_or((train.steps / 10).max(1));
     if valid_every == 0 {
         return Err(Error::spec("--valid-every", "must be at least 1"));
     }
@@ -147,14 +371,24 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         Some((_, spec)) => Some(crate::plan::compile_eval(&model, spec)?),
         None => None,
     };
-    // Training and validation together must fit, before either allocates.
+    // Training and validation together must fit, before either allocates; if they do
+    // not, say which checkpoint policy or budget would.
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
-    crate::exec::memory::check_fits(program.total_bytes() + eval_bytes)?;
+    crate::exec::memory::check_fits(program.total_bytes() + eval_bytes).map_err(|e| match e {
+        Error::Memory {
+            needed, available, ..
+        } => Error::Memory {
+            needed,
+            available,
+            hint: super::memory_hint(&model, &train, available, eval_bytes),
+        },
+        e => e,
+    })?;
     let mut trainer = Trainer::new(program)?;
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
-    if !json {
+    if output.talk() {
         let p = trainer.program();
-        eprintln!(
+        println!(
             "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
             model.describe(),
             fmt_bytes(p.arena_bytes),
@@ -163,17 +397,40 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             fmt_bytes(p.total_bytes())
         );
         if let Some(e) = &evaluator {
-            eprintln!(
+            println!(
                 "validation: every {valid_every} steps, its own window B{} T{}: {} more",
                 e.program().train.batch,
                 e.program().train.window,
                 fmt_bytes(e.program().total_bytes())
             );
         }
+        let o = &train.optim;
+        let epochs = epochs.map_or(String::new(), |e| format!(" ({e} epochs)"));
+        println!(
+            "training: {} steps{epochs}, {} lr {:e}{}{}{}",
+            train.steps,
+            o.kind,
+            o.lr,
+            match o.schedule {
+                crate::spec::Schedule::Constant => String::new(),
+                s => format!(", {s} schedule"),
+            },
+            if o.warmup > 0 {
+                format!(", {} warmup steps", o.warmup)
+            } else {
+                String::new()
+            },
+            if o.weight_decay > 0.0 {
+                format!(", weight decay {}", o.weight_decay)
+            } else {
+                String::new()
+            },
+        );
     }
     let opts = FitOptions {
         steps: train.steps,
         seconds: None,
+        epochs,
     };
     let mut feed = Feed::new(&source, &train, model.head, bucket)?;
     let validation = match (&valid, evaluator.as_mut()) {
@@ -184,15 +441,31 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }),
         _ => None,
     };
-    let mut summary = fit_with_progress(&mut trainer, &mut feed, opts, validation, json)?;
+    // The run directory, now that training starts.
+    let mut metrics = match &out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            Some(MetricsFile::create(dir)?)
+        }
+        None => None,
+    };
+    let mut summary = fit_with_progress(
+        &mut trainer,
+        &mut feed,
+        opts,
+        validation,
+        &output,
+        log_every,
+        metrics.as_mut(),
+    )?;
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
-        if !json {
+        if output.talk() {
             if let (Some(a), Some(b)) = (rss_before, summary.peak_rss_bytes) {
                 let used = b.saturating_sub(a);
                 let plan = summary.total_bytes + summary.valid_total_bytes.unwrap_or(0);
-                eprintln!(
+                println!(
                     "memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
                     fmt_bytes(plan),
                     fmt_bytes(used),
@@ -204,20 +477,28 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     if let Some(dir) = out {
         trainer.save_weights(&dir.join("model.safetensors"))?;
         super::sample::keep_side_files(&data_path, &dir)?;
-        let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
-        let mut cfg = resolve::to_config(&model, &train, Some(&data_abs));
-        // The set and the held-out data too, so the config trains again as it is.
-        let abs = |p: &Option<std::path::PathBuf>| {
+        let abs = |p: &Option<PathBuf>| {
             p.as_ref()
                 .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
         };
+        let mut cfg = resolve::to_config(&model, &train, abs(&Some(data_path.clone())).as_deref());
+        // The set, the held-out data and the run's settings too, so the config trains
+        // the same job again.
         cfg.offsets = abs(&offsets);
         cfg.labels = abs(&labels);
         cfg.bucket = bucket.then_some(true);
+        cfg.bytes = bytes.then_some(true);
         cfg.valid = abs(&valid_path);
         cfg.valid_offsets = abs(&valid_offsets);
         cfg.valid_labels = abs(&valid_labels);
         cfg.valid_every = valid_path.is_some().then_some(valid_every);
+        cfg.out = abs(&Some(dir.clone()));
+        if let Some(e) = epochs {
+            cfg.run.steps = None;
+            cfg.run.epochs = Some(e);
+        }
+        cfg.run.threads = run_flag(|r| r.threads);
+        cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
         let path = dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| Error::Config {
             path: path.clone(),

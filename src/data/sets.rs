@@ -437,6 +437,21 @@ impl SetBatches {
         self.epoch
     }
 
+    /// Sequences per batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Steps per window.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// What each sequence's target is.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
     /// Next sequence of the epoch, or None at its end.
     fn draw(&mut self, set: &SeqSet) -> Option<u32> {
         if self.bucket {

@@ -257,3 +257,22 @@ fn cblas(
         );
     }
 }
+
+extern "C" {
+    fn openblas_set_num_threads(n: std::os::raw::c_int);
+    fn openblas_get_num_threads() -> std::os::raw::c_int;
+}
+
+/// Sets the threads OpenBLAS runs each GEMM on (what `OPENBLAS_NUM_THREADS` sets at
+/// start-up); takes effect from the next call.
+pub fn set_threads(n: usize) {
+    let n = n.clamp(1, 1024) as std::os::raw::c_int;
+    // SAFETY: OpenBLAS's own setter, with a positive thread count.
+    unsafe { openblas_set_num_threads(n) }
+}
+
+/// The threads OpenBLAS runs each GEMM on.
+pub fn threads() -> usize {
+    // SAFETY: a getter without arguments.
+    unsafe { openblas_get_num_threads() }.max(1) as usize
+}

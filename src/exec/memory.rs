@@ -46,13 +46,36 @@ impl AlignedBuf {
     }
 }
 
-/// Bytes the system can give without swapping (`MemAvailable`), if known.
+/// Bytes the system can give without swapping (`MemAvailable`, within a cgroup's
+/// limit), if known; `RECUR_AVAILABLE_MEMORY` sets it instead.
 pub fn available_memory() -> Option<u64> {
+    if let Ok(v) = std::env::var(AVAILABLE_ENV) {
+        if let Ok(b) = crate::units::parse_size(&v) {
+            return Some(b);
+        }
+    }
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let machine = kib * 1024;
+    // A container's memory limit (cgroup v2), less what the group already uses.
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let group = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        _ => None,
+    };
+    Some(group.map_or(machine, |g| g.min(machine)))
 }
+
+/// The environment variable that sets the memory `available_memory` reports (a size:
+/// `8GiB`), to keep a plan below what the machine has free, for other jobs.
+pub const AVAILABLE_ENV: &str = "RECUR_AVAILABLE_MEMORY";
 
 /// A field of `/proc/self/status` in bytes (`VmRSS`: resident now, `VmHWM`: peak).
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
@@ -72,7 +95,11 @@ pub fn reset_peak_rss() -> bool {
 pub fn check_fits(needed: u64) -> Result<()> {
     if let Some(available) = available_memory() {
         if needed > available {
-            return Err(Error::Memory { needed, available });
+            return Err(Error::Memory {
+                needed,
+                available,
+                hint: "use a smaller batch, window or model, or a checkpoint policy".into(),
+            });
         }
     }
     Ok(())

@@ -136,7 +136,7 @@ fn lower(
     let lifetimes = liveness(&graph.buffers, &graph.ops);
     let layout = assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch);
     let no_reuse = assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size;
-    link(
+    let mut program = link(
         graph,
         policy,
         sched.recompute_factor,
@@ -144,7 +144,20 @@ fn lower(
         layout,
         no_reuse,
         false,
-    )
+    );
+    if !opts.reuse {
+        // Every buffer has bytes of its own: each arena category holds all of its
+        // buffers, and the rows add up to the arena.
+        for (c, bytes) in program.by_category.iter_mut() {
+            if !c.is_persistent() {
+                *bytes = (program.buffers.iter())
+                    .filter(|p| p.buffer.category == *c)
+                    .map(|p| p.buffer.bytes())
+                    .sum();
+            }
+        }
+    }
+    program
 }
 
 /// The arena of a schedule, without building the program.

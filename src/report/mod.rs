@@ -1,6 +1,8 @@
 //! What the user reads: the plan report as data (serde, for `--json`) and as a terminal
 //! table. Built from a `Program` only; nothing here runs or changes a plan.
 
+pub mod log;
+
 use crate::graph::{Bufs, Category, Input as GraphInput, Op, StateSrc};
 use crate::program::Program;
 use crate::spec::Input;
@@ -42,6 +44,8 @@ pub struct PlanReport {
     pub grain: usize,
     /// Checkpoint policy.
     pub policy: String,
+    /// What the policy does, in words.
+    pub policy_meaning: String,
     /// Trainable parameters.
     pub parameters: usize,
     /// Activation arena bytes.
@@ -112,6 +116,7 @@ impl PlanReport {
             window: p.train.window,
             grain: p.train.grain,
             policy: p.policy.to_string(),
+            policy_meaning: p.policy.meaning(),
             parameters: p.params().count(),
             arena_bytes: p.arena_bytes,
             arena_lower_bound_bytes: p.arena_lower_bound,
@@ -141,6 +146,7 @@ impl PlanReport {
             self.recompute_factor,
             self.flops_per_step as f64 / 1e9
         );
+        let _ = writeln!(s, "        {}: {}", self.policy, self.policy_meaning);
         let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");
         for c in &self.categories {
             let _ = writeln!(

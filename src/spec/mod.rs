@@ -8,7 +8,7 @@ mod train;
 pub use crate::cell::CellKind;
 pub use model::{HeadKind, Input, ModelSpec};
 pub use policy::{BudgetChoice, Policy, Resolved};
-pub use train::{OptimKind, OptimSpec, TrainSpec};
+pub use train::{OptimKind, OptimSpec, Schedule, TrainSpec};
 
 /// Largest size accepted for any one dimension (vocab, embed, hidden): far beyond any
 /// CPU-trainable recurrent model, small enough that products of sizes fit in `u64`.

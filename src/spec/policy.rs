@@ -131,6 +131,58 @@ impl Resolved {
     }
 }
 
+impl Resolved {
+    /// What the policy does, in words a user reads (`recur plan` prints it under the
+    /// policy's name).
+    pub fn meaning(&self) -> String {
+        let every = |k: u32| {
+            if k <= 1 {
+                "keeps the state entering every segment; each segment's forward runs again \
+                 just before its backward"
+                    .to_string()
+            } else {
+                format!(
+                    "keeps the state every {k} segments; each block of {k} segments runs its \
+                     forward again before its backward"
+                )
+            }
+        };
+        let revolve = |slots: u64| {
+            format!(
+                "binomial checkpointing: {slots} stored state{} placed so the forward is rerun \
+                 the fewest times possible with that many",
+                if slots == 1 { "" } else { "s" }
+            )
+        };
+        match *self {
+            Resolved::Fixed(Policy::None) => {
+                "keeps every activation for the backward; nothing is recomputed".into()
+            }
+            Resolved::Fixed(Policy::Every(k)) => every(k as u32),
+            Resolved::Sqrt { k } => {
+                format!("{}, K chosen near √segments for the least memory", every(k))
+            }
+            Resolved::Fixed(Policy::Revolve(s)) => revolve(s as u64),
+            Resolved::Fixed(p @ (Policy::Sqrt | Policy::Budget(_))) => p.to_string(),
+            Resolved::Budget { choice, .. } => {
+                let how = match choice {
+                    BudgetChoice::KeepAll => {
+                        "every activation is kept; nothing is recomputed".to_string()
+                    }
+                    BudgetChoice::Programme { units } => format!(
+                        "a schedule from the dynamic programme given {units} states' worth of \
+                         memory: some segments keep their activations, some only the state \
+                         entering them, the rest are recomputed"
+                    ),
+                    BudgetChoice::Revolve { slots } => revolve(slots),
+                    BudgetChoice::Every { k } => every(k),
+                };
+                format!("the least recomputation whose arena fits the budget: {how}")
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Resolved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {

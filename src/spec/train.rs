@@ -33,6 +33,128 @@ pub struct OptimSpec {
     pub beta2: f32,
     /// Adam ε.
     pub eps: f32,
+    /// Weight decay. With Adam it is decoupled, as PyTorch's `AdamW`
+    /// (`p -= lr·wd·p` before the Adam step); with SGD it is added to the gradient, as
+    /// PyTorch's `SGD(weight_decay=…)`. Default 0.
+    #[serde(default)]
+    pub weight_decay: f32,
+    /// How the learning rate moves over the run. Default constant.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Steps of linear warmup before the schedule: step s < warmup takes
+    /// `lr·(s + 1)/warmup`. Default 0.
+    #[serde(default)]
+    pub warmup: usize,
+    /// The learning rate `linear` and `cosine` decay to, at the last step. Default 0.
+    #[serde(default)]
+    pub min_lr: f32,
+}
+
+/// A learning-rate schedule over the steps after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Schedule {
+    /// The learning rate throughout.
+    #[default]
+    Constant,
+    /// From `lr` down to `min_lr` in a straight line.
+    Linear,
+    /// From `lr` down to `min_lr` along half a cosine (Loshchilov & Hutter's SGDR
+    /// without restarts; PyTorch's `CosineAnnealingLR` over the run).
+    Cosine,
+    /// `lr · gamma^⌊s / every⌋` (PyTorch's `StepLR`).
+    Step {
+        /// Steps between decays.
+        every: usize,
+        /// Factor applied at each decay.
+        gamma: f32,
+    },
+}
+
+impl Schedule {
+    /// Every schedule's name as the command line takes it.
+    pub const FORMS: &'static str = "constant, linear, cosine or step:N[:GAMMA]";
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}` is not a schedule; use {}", Schedule::FORMS);
+        match s {
+            "constant" => return Ok(Schedule::Constant),
+            "linear" => return Ok(Schedule::Linear),
+            "cosine" => return Ok(Schedule::Cosine),
+            _ => {}
+        }
+        let mut parts = s.split(':');
+        if parts.next() != Some("step") {
+            return Err(bad());
+        }
+        let every: usize = (parts.next())
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{s}`: step:N needs N, the steps between decays (≥ 1)"))?;
+        let gamma = match parts.next() {
+            None => 0.1,
+            Some(g) => g
+                .parse::<f32>()
+                .ok()
+                .filter(|g| g.is_finite() && *g > 0.0 && *g <= 1.0)
+                .ok_or_else(|| format!("`{s}`: GAMMA must be a number in (0, 1]"))?,
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Schedule::Step { every, gamma })
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Schedule::Constant => f.write_str("constant"),
+            Schedule::Linear => f.write_str("linear"),
+            Schedule::Cosine => f.write_str("cosine"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+        }
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl OptimSpec {
+    /// The learning rate of step `s` (0-based: the s-th update) of a run of `steps`:
+    /// the warmup's ramp, then the schedule over the remaining steps, so `linear` and
+    /// `cosine` reach `min_lr` at the last step.
+    pub fn lr_at(&self, s: usize, steps: usize) -> f32 {
+        if s < self.warmup {
+            return self.lr * (s + 1) as f32 / self.warmup as f32;
+        }
+        let (lr, min) = (self.lr as f64, self.min_lr as f64);
+        let after = (s - self.warmup) as f64;
+        // The fraction of the decay done: 0 at the first step after warmup, 1 at the last.
+        let span = steps.saturating_sub(self.warmup + 1).max(1) as f64;
+        let p = (after / span).min(1.0);
+        let v = match self.schedule {
+            Schedule::Constant => lr,
+            Schedule::Linear => min + (lr - min) * (1.0 - p),
+            Schedule::Cosine => min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
+            Schedule::Step { every, gamma } => {
+                lr * (gamma as f64).powi(((s - self.warmup) / every).min(i32::MAX as usize) as i32)
+            }
+        };
+        v as f32
+    }
 }
 
 impl Default for OptimSpec {
@@ -44,6 +166,10 @@ impl Default for OptimSpec {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            warmup: 0,
+            min_lr: 0.0,
         }
     }
 }
@@ -139,8 +265,33 @@ impl TrainSpec {
         if !(o.eps.is_finite() && o.eps > 0.0) {
             return Err(Error::spec("train.optim.eps", "must be a positive number"));
         }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(Error::spec(
+                "train.optim.weight_decay",
+                format!("must be a number ≥ 0, got {}", o.weight_decay),
+            ));
+        }
+        if !(o.min_lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr) {
+            return Err(Error::spec(
+                "train.optim.min_lr",
+                format!(
+                    "must be between 0 and the learning rate {}, got {}",
+                    o.lr, o.min_lr
+                ),
+            ));
+        }
         if self.steps == 0 {
             return Err(Error::spec("train.steps", "must be at least 1"));
+        }
+        if o.warmup >= self.steps {
+            return Err(Error::spec(
+                "train.optim.warmup",
+                format!(
+                    "{} warmup steps leave none of the run's {} steps to train at the \
+                     learning rate; use fewer",
+                    o.warmup, self.steps
+                ),
+            ));
         }
         check_range("train.accumulate", self.accumulate, 1, 1 << 20)?;
         if let Some(k1) = self.advance {

@@ -11,13 +11,34 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// How long to train.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FitOptions {
-    /// Training steps (optimiser updates).
+    /// Training steps (optimiser updates); with `epochs`, the expected number (for
+    /// the schedule and the ETA).
     pub steps: usize,
     /// Stop once this many seconds were spent in steps, if set.
     pub seconds: Option<f64>,
+    /// Stop at the end of this many passes over the data instead of after `steps`.
+    pub epochs: Option<u64>,
 }
+
+impl FitOptions {
+    /// `steps` optimiser steps.
+    pub fn steps(steps: usize) -> Self {
+        FitOptions {
+            steps,
+            ..Default::default()
+        }
+    }
+}
+
+/// Smoothing of the loss the progress reports: an exponential moving average with
+/// this weight on the past, debiased over the first steps (as TensorBoard's).
+pub const SMOOTHING: f64 = 0.98;
+
+/// A run has diverged when its smoothed loss exceeds this multiple of its first
+/// steps' mean loss (and that mean by at least 1), or is not finite.
+pub const DIVERGED: f64 = 10.0;
 
 /// One step's progress, as the callback of [`fit`] sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -28,14 +49,28 @@ pub struct Progress {
     pub steps: usize,
     /// This step's loss.
     pub loss: f32,
+    /// The loss smoothed over the steps so far (`SMOOTHING`).
+    pub smooth: f32,
+    /// The learning rate this step took.
+    pub lr: f32,
     /// This step's gradient norm before clipping.
     pub grad_norm: f32,
     /// Positions (tokens or series rows) per second over the steps so far.
     pub positions_per_s: f64,
     /// Seconds spent in steps so far.
     pub seconds: f64,
+    /// Wall-clock seconds since the run started (validation included).
+    pub elapsed: f64,
+    /// Wall-clock seconds the remaining steps should take at the pace so far.
+    pub eta: f64,
+    /// Passes over the data so far, fractional (windows run ÷ windows per pass).
+    pub epoch: f64,
     /// The latest validation, if any ran.
     pub valid: Option<Metrics>,
+    /// True if the validation ran at this step.
+    pub validated: bool,
+    /// True for the run's last step.
+    pub last: bool,
 }
 
 /// Held-out data measured during training, every `every` steps and at the end.
@@ -126,11 +161,22 @@ pub fn fit_validated(
     let valid_total_bytes = valid.as_ref().map(|v| v.eval.program().total_bytes());
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
+    let per_epoch = feed.windows_per_epoch().0.max(1) as f64;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
     let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
-    while done < opts.steps {
+    let (mut ema, mut start_sum) = (0.0f64, 0.0f64);
+    let wall = Instant::now();
+    loop {
+        let enough = match opts.epochs {
+            Some(e) => epochs >= e,
+            None => done >= opts.steps,
+        };
+        if enough {
+            break;
+        }
         trainer.zero_grads();
         let (mut loss, mut counted_windows) = (0.0f32, 0);
+        let lr = trainer.lr();
         let t0 = Instant::now();
         while counted_windows < acc {
             let f = trainer.load(feed)?;
@@ -146,10 +192,21 @@ pub fn fit_validated(
         }
         let grad_norm = trainer.apply_gradients();
         seconds += t0.elapsed().as_secs_f64();
-        if !loss.is_finite() {
+        ema = SMOOTHING * ema + (1.0 - SMOOTHING) * loss as f64;
+        let smooth = ema / (1.0 - SMOOTHING.powi(done as i32 + 1));
+        if done < 10 {
+            start_sum += loss as f64;
+        }
+        let start = start_sum / (done + 1).min(10) as f64;
+        if !loss.is_finite() || (done >= 10 && smooth > DIVERGED * start && smooth > start + 1.0) {
             return Err(Error::spec(
                 "train.optim.lr",
-                format!("training diverged at step {done} (loss {loss}); lower the learning rate"),
+                format!(
+                    "training diverged at step {}: the loss rose to {} (smoothed {smooth:.4}) \
+                     from {start:.4} over the first steps; lower the learning rate (it was {lr})",
+                    done + 1,
+                    loss
+                ),
             ));
         }
         if done == 0 {
@@ -158,24 +215,42 @@ pub fn fit_validated(
         last10[done % 10] = loss;
         done += 1;
         let out_of_time = opts.seconds.is_some_and(|d| seconds >= d);
-        let last = done == opts.steps || out_of_time;
+        let last = match opts.epochs {
+            Some(e) => epochs >= e,
+            None => done == opts.steps,
+        } || out_of_time;
         let mut latest = history.last().map(|&(_, m)| m);
+        let mut validated = false;
         if let Some(v) = valid.as_mut() {
             if done % v.every.max(1) == 0 || last {
                 v.eval.load_params(trainer.executor().params());
                 let m = v.eval.evaluate(v.data)?;
                 history.push((done, m));
                 latest = Some(m);
+                validated = true;
             }
         }
+        let elapsed = wall.elapsed().as_secs_f64();
+        let steps = opts.steps.max(done);
         on_step(&Progress {
             step: done,
-            steps: opts.steps,
+            steps,
             loss,
+            smooth: smooth as f32,
+            lr,
             grad_norm,
             positions_per_s: real as f64 / seconds.max(1e-9),
             seconds,
+            elapsed,
+            eta: match opts.seconds {
+                _ if last => 0.0,
+                Some(d) => (d - seconds).max(0.0) * elapsed / seconds.max(1e-9),
+                None => elapsed / done as f64 * (steps - done) as f64,
+            },
+            epoch: windows as f64 / per_epoch,
             valid: latest,
+            validated,
+            last,
         });
         if out_of_time {
             break;

@@ -204,15 +204,23 @@ impl Trainer {
     }
 
     /// Clipping and the optimiser's update from the gradients in the executor (after
-    /// `forward_backward` and any hook). Returns the gradient norm before clipping.
+    /// `forward_backward` and any hook), at the schedule's learning rate for this step
+    /// (`lr`). Returns the gradient norm before clipping.
     pub fn update(&mut self) -> f32 {
+        let lr = self.lr();
         let (params, grads) = self.exec.params_and_grads();
         let grad_norm = match self.spec.clip {
             Some(c) => optim::clip_grad_norm(grads, c),
             None => optim::grad_norm(grads),
         };
-        self.optim.update(params, grads);
+        self.optim.update_at(params, grads, lr);
         grad_norm
+    }
+
+    /// The learning rate the next update takes: the warmup and schedule of
+    /// `program().train.optim` at step `steps_done()` of `program().train.steps`.
+    pub fn lr(&self) -> f32 {
+        self.optim.next_lr(self.spec.steps)
     }
 
     /// One training step on the batch already loaded (`load_batch` or `load_window`):

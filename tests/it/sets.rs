@@ -354,10 +354,7 @@ fn a_classifier_learns_from_a_set_through_fit() {
     tr.optim.lr = 0.02;
     let mut trainer = Trainer::new(compile(&model, &tr).unwrap()).unwrap();
     let mut feed = Feed::new(&source, &tr, HeadKind::Classify, true).unwrap();
-    let opts = FitOptions {
-        steps: 120,
-        seconds: None,
-    };
+    let opts = FitOptions::steps(120);
     let s = fit(&mut trainer, &mut feed, opts, |_| {}).unwrap();
     assert!(s.epochs >= 7, "{} epochs", s.epochs);
     assert!(

@@ -70,6 +70,11 @@ impl Windows {
         self.per_pass
     }
 
+    /// True if the window last filled was the last of its pass.
+    pub fn pass_ended(&self) -> bool {
+        self.next > 0 && self.next % self.per_pass == 0
+    }
+
     /// Index of the next window (counting from the start of the run).
     pub fn position(&self) -> usize {
         self.next

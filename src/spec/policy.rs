@@ -160,7 +160,7 @@ impl Resolved {
             }
             Resolved::Fixed(Policy::Every(k)) => every(k as u32),
             Resolved::Sqrt { k } => {
-                format!("{}, K chosen near √segments for the least memory", every(k))
+                format!("{} (the block with the least memory)", every(k))
             }
             Resolved::Fixed(Policy::Revolve(s)) => revolve(s as u64),
             Resolved::Fixed(p @ (Policy::Sqrt | Policy::Budget(_))) => p.to_string(),

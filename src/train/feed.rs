@@ -129,14 +129,14 @@ impl<'a> Feed<'a> {
         let positions = exec.sizes().window * exec.sizes().batch;
         match self {
             Feed::Stream { data, windows } => {
-                let restart = fill_stream(exec, data, windows);
+                fill_stream(exec, data, windows);
                 Ok(Filled {
                     real: positions,
                     counted: windows.counted(),
                     positions,
                     steps: exec.sizes().window,
                     batch_end: true,
-                    epoch_end: restart && windows.position() > 1,
+                    epoch_end: windows.pass_ended(),
                 })
             }
             Feed::Set { set, batches } => {

@@ -36,8 +36,9 @@ impl FitOptions {
 /// this weight on the past, debiased over the first steps (as TensorBoard's).
 pub const SMOOTHING: f64 = 0.98;
 
-/// A run has diverged when its smoothed loss exceeds this multiple of its first
-/// steps' mean loss (and that mean by at least 1), or is not finite.
+/// A run has diverged when, from its third step on, its smoothed loss exceeds this
+/// multiple of its first step's loss (the untrained model's, and by at least 1), or
+/// a loss is not finite.
 pub const DIVERGED: f64 = 10.0;
 
 /// One step's progress, as the callback of [`fit`] sees it.
@@ -164,7 +165,7 @@ pub fn fit_validated(
     let per_epoch = feed.windows_per_epoch().0.max(1) as f64;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
     let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
-    let (mut ema, mut start_sum) = (0.0f64, 0.0f64);
+    let mut ema = 0.0f64;
     let wall = Instant::now();
     loop {
         let enough = match opts.epochs {
@@ -194,16 +195,13 @@ pub fn fit_validated(
         seconds += t0.elapsed().as_secs_f64();
         ema = SMOOTHING * ema + (1.0 - SMOOTHING) * loss as f64;
         let smooth = ema / (1.0 - SMOOTHING.powi(done as i32 + 1));
-        if done < 10 {
-            start_sum += loss as f64;
-        }
-        let start = start_sum / (done + 1).min(10) as f64;
-        if !loss.is_finite() || (done >= 10 && smooth > DIVERGED * start && smooth > start + 1.0) {
+        let start = if done == 0 { loss as f64 } else { first as f64 };
+        if !loss.is_finite() || (done >= 2 && smooth > DIVERGED * start && smooth > start + 1.0) {
             return Err(Error::spec(
                 "train.optim.lr",
                 format!(
                     "training diverged at step {}: the loss rose to {} (smoothed {smooth:.4}) \
-                     from {start:.4} over the first steps; lower the learning rate (it was {lr})",
+                     from {start:.4} at the first step; lower the learning rate (it was {lr})",
                     done + 1,
                     loss
                 ),

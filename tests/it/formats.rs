@@ -135,7 +135,8 @@ fn train_writes_model_and_config_that_train_again() {
     ];
     let (code, out, err) = recur(&args, p);
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap();
     for k in ["final_loss", "tokens_per_s", "steps", "seconds"] {
         assert!(v.get(k).is_some(), "{k} in {out}");
     }
@@ -159,19 +160,26 @@ fn train_writes_model_and_config_that_train_again() {
             1
         )
     );
-    let (code, out2, err) = recur(
-        &[
-            "train",
-            "--config",
-            "run/config.toml",
-            "--steps",
-            "2",
-            "--json",
-        ],
-        p,
+    // The saved config names its run directory: the same job again would replace
+    // the run, which takes --overwrite; another --out keeps both.
+    let again = [
+        "train",
+        "--config",
+        "run/config.toml",
+        "--steps",
+        "2",
+        "--json",
+    ];
+    let (code, _, err) = recur(&again, p);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("already holds a run") && err.contains("--overwrite"),
+        "{err}"
     );
+    let (code, out2, err) = recur(&[&again[..], &["--out", "run2"]].concat(), p);
     assert_eq!(code, 0, "{err}");
     assert!(out2.contains("\"steps\":2"), "{out2}");
+    assert!(p.join("run2/model.safetensors").is_file());
 }
 
 /// A 2-D f32 `.npy` selects feature input and a next-row regression: `recur train`
@@ -191,7 +199,8 @@ fn a_series_trains_a_feature_model() {
     ];
     let (code, out, err) = recur(&args, p);
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap();
     let (first, last) = (
         v["first_loss"].as_f64().unwrap(),
         v["final_loss"].as_f64().unwrap(),
@@ -224,6 +233,7 @@ fn a_series_trains_a_feature_model() {
             "--steps",
             "2",
             "--json",
+            "--overwrite",
         ],
         p,
     );

@@ -20,5 +20,6 @@ mod reference;
 mod reference_selftest;
 mod resident;
 mod sets;
+mod steer;
 mod use_cmd;
 mod util;

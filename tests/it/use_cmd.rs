@@ -92,7 +92,8 @@ fn a_set_trains_a_classifier_and_eval_reproduces_its_validation() {
         ],
         p,
     );
-    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap();
     let pad = s["padding_fraction"].as_f64().unwrap();
     assert!(pad > 0.0 && pad < 0.6, "{pad}");
     let v = &s["valid"];
@@ -487,7 +488,8 @@ fn malformed_headers_stale_side_files_and_saved_sets() {
         ],
         p,
     );
-    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap();
     assert!(s["valid_total_bytes"].as_u64().unwrap() > 0);
     let cfg = std::fs::read_to_string(p.join("run/config.toml")).unwrap();
     for key in [
@@ -503,8 +505,18 @@ fn malformed_headers_stale_side_files_and_saved_sets() {
             "{key}: {cfg}"
         );
     }
-    let again = ok(&["train", "--config", "run/config.toml", "--json"], p);
-    let a: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    let again = ok(
+        &[
+            "train",
+            "--config",
+            "run/config.toml",
+            "--json",
+            "--overwrite",
+        ],
+        p,
+    );
+    let a: serde_json::Value =
+        serde_json::from_str(again.trim().lines().last().unwrap_or("")).unwrap();
     assert_eq!(a["valid"]["positions"].as_u64(), Some(10), "{again}");
     assert!(a["padding_fraction"].as_f64().unwrap() > 0.0);
 }

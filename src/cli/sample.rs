@@ -251,6 +251,19 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
             ),
         ));
     }
+    if c.top_k > 0 && c.temperature == 0.0 {
+        return Err(Error::spec(
+            "--top-k",
+            "given with --temperature 0, which always takes the most likely token; top-k \
+             narrows a draw (give a temperature above 0)",
+        ));
+    }
+    if c.context.is_some() && c.forecast.is_none() {
+        return Err(Error::spec(
+            "--context",
+            "is the rows of --data a forecast reads first; it needs --forecast N",
+        ));
+    }
     let trained = beside(&c.weights, "config.toml");
     if trained.is_file() {
         let cfg = super::resolve::read_config(&trained)?;

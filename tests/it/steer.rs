@@ -419,6 +419,12 @@ fn ignored_and_contradictory_settings_are_refused() {
     let e = fails(&csv, p);
     assert!(e.contains("recur data csv") && e.contains("--bytes"), "{e}");
     ok(&with(&csv, &["--bytes", "--steps", "2"]), p);
+    // Sampling flags that would do nothing.
+    let sample = ["sample", "--weights", "w.safetensors"];
+    let e = fails(&with(&sample, &["--top-k", "5", "--temperature", "0"]), p);
+    assert!(e.contains("--top-k") && e.contains("temperature"), "{e}");
+    let e = fails(&with(&sample, &["--context", "10"]), p);
+    assert!(e.contains("--context") && e.contains("--forecast"), "{e}");
     // A diverging run stops with an error naming the learning rate.
     let e = fails(&with(&base, &["--lr", "1e9", "--steps", "100"]), p);
     assert!(e.contains("diverged") && e.contains("--lr"), "{e}");

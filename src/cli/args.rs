@@ -226,10 +226,10 @@ pub struct TrainCmd {
     #[arg(long)]
     pub report_rss: bool,
     /// Model and window.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,
     /// Run settings.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Optimisation and logging")]
     pub run: RunFlags,
 }
 
@@ -253,7 +253,7 @@ pub struct PlanCmd {
     #[arg(long, conflicts_with = "no_reuse")]
     pub compare: bool,
     /// Model and window.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,
 }
 

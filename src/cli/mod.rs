@@ -5,6 +5,7 @@
 
 pub mod args;
 mod data;
+mod plot;
 pub mod resolve;
 mod sample;
 mod train;
@@ -102,6 +103,7 @@ pub fn run() -> Result<()> {
         Command::Sample(c) => sample::sample(c),
         Command::Demo(c) => demo(c),
         Command::Data(c) => data::run(c),
+        Command::Plot(c) => plot::plot(c),
     }
 }
 

@@ -18,7 +18,7 @@ pub struct PlotCmd {
     /// The SVG file to write [the first run's directory/METRIC.svg, e.g. run/loss.svg].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// The y axis: loss (training and validation), lr or grad_norm.
+    /// What the y axis shows.
     #[arg(long, value_enum, default_value_t = Metric::Loss)]
     pub metric: Metric,
     /// Logarithmic y axis (values ≤ 0 are left out).

@@ -530,14 +530,15 @@ impl Chart {
             // Validation points are marked, and so is a lone point (it draws no line).
             let marker = if s.valid || s.points.len() == 1 { 3 } else { 0 };
             let line = LineSeries::new(s.points.iter().copied(), color.stroke_width(width));
-            chart
-                .draw_series(line)?
-                .label(&s.label)
-                .legend(move |(x, y)| {
-                    let line = PathElement::new([(x, y), (x + 20, y)], color.stroke_width(width));
-                    let dot = Circle::new((x + 10, y), marker, color.filled());
-                    EmptyElement::at((0, 0)) + line + dot
-                });
+            let style = color.stroke_width(width);
+            let sample = move |(x, y): (i32, i32)| PathElement::new([(x, y), (x + 20, y)], style);
+            let entry = chart.draw_series(line)?.label(&s.label);
+            if marker == 0 {
+                entry.legend(sample);
+            } else {
+                let dot = move || Circle::new((10, 0), marker, color.filled());
+                entry.legend(move |(x, y)| EmptyElement::at((x, y)) + sample((0, 0)) + dot());
+            }
             if marker > 0 {
                 let dots = s
                     .points

@@ -83,7 +83,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
         Ok(bytes) => parse_metrics(path, &bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(data(
             path,
-            "not found: is its directory a training run's --out?",
+            "not found (a training run writes it into its output directory)",
         )),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -162,31 +162,22 @@ impl Run {
 
 /// `run/` → `run`, `run/metrics.jsonl` → `run`, `.` → the directory's own name.
 fn run_name(dir: &Path) -> String {
-    let mut s = dir.to_string_lossy().into_owned();
-    if dir.is_file() {
-        s = dir
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-    }
-    let trimmed = s.trim_end_matches('/');
-    let name = if trimmed.is_empty() && !s.is_empty() {
-        "/"
-    } else {
-        trimmed
+    let dir = match dir.parent() {
+        Some(parent) if dir.is_file() => parent,
+        _ => dir,
     };
-    if matches!(name, "" | "." | "..") {
-        let here = if name.is_empty() { "." } else { name };
-        if let Some(n) = Path::new(here)
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-        {
-            return n;
-        }
-        return here.to_string();
+    let written = dir.to_string_lossy();
+    let name = match written.trim_end_matches('/') {
+        "" if written.starts_with('/') => "/",
+        "" => ".",
+        name => name,
+    };
+    if name != "." && name != ".." {
+        return name.to_string();
     }
-    name.to_string()
+    let real = Path::new(name).canonicalize().ok();
+    let last = real.as_deref().and_then(Path::file_name);
+    last.map_or(name.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// What the chart's y axis shows.
@@ -789,6 +780,10 @@ mod tests {
     fn run_names_drop_the_trailing_slash() {
         assert_eq!(run_name(Path::new("runs/a/")), "runs/a");
         assert_eq!(run_name(Path::new("run")), "run");
-        assert_ne!(run_name(Path::new(".")), ".");
+        assert_eq!(run_name(Path::new("/")), "/");
+        let here = std::env::current_dir().unwrap();
+        let last = here.file_name().unwrap().to_string_lossy();
+        assert_eq!(run_name(Path::new(".")), last);
+        assert_eq!(run_name(Path::new("./")), last);
     }
 }

@@ -3,6 +3,7 @@
 //! every flag has a key of the same name.
 
 pub use super::data::DataCmd;
+pub use super::plot::PlotCmd;
 use crate::cell::CellKind;
 use crate::report::log::LogEvery;
 use crate::spec::{HeadKind, OptimKind, Policy, Schedule};
@@ -58,6 +59,9 @@ pub enum Command {
     Demo(DemoCmd),
     /// Make .npy files from text or CSV, and describe .npy files.
     Data(DataCmd),
+    /// Draw training curves from runs' metrics.jsonl as an SVG chart: loss (smoothed,
+    /// with validation), learning rate or gradient norm against the step.
+    Plot(PlotCmd),
 }
 
 /// Model and window settings shared by `train` and `plan`; also the config file's keys.

@@ -5,6 +5,7 @@
 
 pub mod args;
 mod data;
+mod plot;
 pub mod resolve;
 mod sample;
 mod train;
@@ -97,6 +98,7 @@ pub fn run() -> Result<()> {
             demo(c)
         }
         Command::Data(c) => data::run(c),
+        Command::Plot(c) => plot::plot(c),
     }
 }
 

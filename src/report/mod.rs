@@ -1,5 +1,6 @@
 //! What the user reads: the plan report as data (serde, for `--json`) and as a terminal
-//! table. Built from a `Program` only; nothing here runs or changes a plan.
+//! table, built from a `Program` only; and training curves (`plot`), drawn from the
+//! metrics a run logged. Nothing here runs or changes a plan.
 
 pub mod log;
 
@@ -8,6 +9,8 @@ use crate::program::Program;
 use crate::spec::Input;
 pub use crate::units::fmt_bytes;
 use serde::Serialize;
+
+pub mod plot;
 
 /// The plan of one window, as `recur plan` prints it.
 #[derive(Clone, Debug, Serialize)]

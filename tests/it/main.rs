@@ -14,6 +14,7 @@ mod grads;
 mod learn;
 mod masks;
 mod plan_props;
+mod plot;
 mod policies;
 mod pytorch;
 mod reference;

@@ -175,9 +175,13 @@ fn json_lines_quiet_and_the_metrics_file() {
     }
     assert_eq!(logged[4]["valid"]["loss"], summary["valid"]["loss"]);
     assert_eq!(logged[4]["eta"], 0.0);
-    // The metrics file holds exactly the records printed.
+    // The metrics file holds exactly the records printed, and `recur plot` draws them.
     let kept = records(&p.join("run/metrics.jsonl"));
     assert_eq!(kept, logged);
+    let (out, _) = ok(&["plot", "run"], p);
+    assert!(out.contains("loss.svg"), "{out}");
+    let svg = std::fs::read_to_string(p.join("run/loss.svg")).unwrap();
+    assert!(svg.contains("run train") && svg.contains("run valid"), "{svg}");
     // --overwrite replaces the run, the metrics with it.
     let again = with(
         &base,

@@ -214,13 +214,19 @@ pub(super) fn check_extension(path: &Path, flag: &str, bytes: bool) -> Result<()
         .map(str::to_ascii_lowercase);
     let hit = ext.and_then(|e| NOT_TOKENS.iter().find(|(x, _)| *x == e));
     match hit {
-        Some((_, what)) if !bytes && !crate::data::stream::is_npy(path) => Err(Error::spec(
-            flag,
-            format!(
-                "{} looks like {what} (or give --bytes to train on its raw bytes)",
-                path.display()
-            ),
-        )),
+        Some((_, what)) if !bytes && !crate::data::stream::is_npy(path) => {
+            let npy = path.with_extension("npy");
+            let what = what
+                .replace("FILE", &path.display().to_string())
+                .replace("OUT.npy", &npy.display().to_string());
+            Err(Error::spec(
+                flag,
+                format!(
+                    "{} looks like {what} (or give --bytes to train on its raw bytes)",
+                    path.display()
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -181,7 +181,10 @@ fn json_lines_quiet_and_the_metrics_file() {
     let (out, _) = ok(&["plot", "run"], p);
     assert!(out.contains("loss.svg"), "{out}");
     let svg = std::fs::read_to_string(p.join("run/loss.svg")).unwrap();
-    assert!(svg.contains("run train") && svg.contains("run valid"), "{svg}");
+    assert!(
+        svg.contains("run train") && svg.contains("run valid"),
+        "{svg}"
+    );
     // --overwrite replaces the run, the metrics with it.
     let again = with(
         &base,

@@ -22,3 +22,4 @@ mod resident;
 mod sets;
 mod use_cmd;
 mod util;
+mod weights_meta;

@@ -1489,6 +1489,19 @@ mod tests {
         assert!(var.sqrt() > 20.0, "the test's values spread");
     }
 
+    /// Statistics read back from their JSON are the same f64s, to the last bit (a
+    /// model's metadata and the data's norm.json are compared for equality).
+    #[test]
+    fn norm_json_round_trips_exactly() {
+        let text = r#"{"columns":["a","b"],"mean":[50.01120826466881,999.6270696614581],"std":[3.5407814523580403,56.48294119933505]}"#;
+        let n = Norm::from_json(text).unwrap();
+        assert_eq!(n.mean, [50.01120826466881, 999.6270696614581]);
+        assert_eq!(Norm::from_json(&n.to_json()).unwrap(), n);
+        assert_eq!(n.to_json(), text);
+        let v = Vocab::new("zañ\n\"".chars());
+        assert_eq!(Vocab::from_json(&v.to_json()).unwrap(), v);
+    }
+
     #[test]
     fn norm_apply_and_invert_are_inverses() {
         let n = Norm {

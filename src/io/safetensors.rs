@@ -59,14 +59,43 @@ fn serialize(
     meta: Option<HashMap<String, String>>,
     path: &Path,
 ) -> Result<Vec<u8>> {
+    let sort = meta.is_some();
     let views = tensors.iter().map(|(n, shape, data)| {
         let v = TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
         (n.as_str(), v)
     });
-    safetensors::serialize(views, meta).map_err(|e| Error::Weights {
+    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
         msg: format!("cannot serialise: {e}"),
-    })
+    })?;
+    Ok(if sort { sorted_header(bytes) } else { bytes })
+}
+
+/// The file with its JSON header's keys sorted. safetensors writes the metadata map in a
+/// `HashMap`'s random order; sorted, the same weights always give the same bytes.
+/// Readers order the tensors by their offsets, not by their place in the header.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = match bytes.get(..8) {
+        Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize,
+        None => return bytes,
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return bytes;
+    };
+    // serde_json's map is a BTreeMap: keys come out sorted.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let Ok(mut text) = serde_json::to_vec(&value) else {
+        return bytes;
+    };
+    // The data starts 8-byte aligned, as safetensors pads it.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Saves the flat parameter block `params` of `layout` under PyTorch's names, without
@@ -818,6 +847,11 @@ mod tests {
         save_params_with(&path, &layout, &params, &meta).unwrap();
         let bytes = read(&path).unwrap();
         assert_eq!(read_meta(&path, &bytes).unwrap(), Some(meta.clone()));
+        // The same weights and description, the same bytes (the metadata is a HashMap).
+        for _ in 0..4 {
+            save_params_with(&path, &layout, &params, &meta).unwrap();
+            assert_eq!(read(&path).unwrap(), bytes);
+        }
         let (got, with) = model_of(&path, &bytes, None, HeadKind::Regress).unwrap();
         assert_eq!((got, with), (m.clone(), Some(meta)));
         let mut back = vec![0.0; layout.total];

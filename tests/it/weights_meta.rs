@@ -246,6 +246,9 @@ fn a_standardised_series_alone_forecasts_in_its_units() {
         "{err}"
     );
     assert!(out.contains("\"mse\""), "{out}");
+    // Data standardised with the training statistics (s.norm.json beside it) agrees
+    // with the metadata's to the last bit.
+    ok(&["eval", "--weights", &alone, "--data", "s.npy"], p);
     // Data standardised with other statistics is refused, with a fix that needs no file.
     std::fs::write(p.join("o.csv"), "a,b\n1,2\n3,5\n4,4\n").unwrap();
     ok(&["data", "csv", "o.csv", "o.npy", "--standardize"], p);

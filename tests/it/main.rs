@@ -20,6 +20,7 @@ mod reference;
 mod reference_selftest;
 mod resident;
 mod sets;
+mod torch_load;
 mod use_cmd;
 mod util;
 mod weights_meta;

@@ -133,7 +133,8 @@ fn vocab_from(path: &Path) -> Result<convert::Vocab> {
         Some(st::WeightsMeta {
             vocabulary: Some(v),
             ..
-        }) => Ok(v),
+        }) => convert::Vocab::from_json(&v)
+            .map_err(|e| err(&format!("metadata: key `vocabulary` {e}"))),
         Some(_) => Err(err(
             "hold no character vocabulary in their metadata: the model reads bytes or ids",
         )),

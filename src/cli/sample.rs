@@ -46,8 +46,13 @@ pub(super) fn keep_side_files(data: &Path, dir: &Path) -> Result<()> {
 pub(super) fn weights_meta(model: &crate::ModelSpec, data: &Path) -> Result<WeightsMeta> {
     let mut meta = WeightsMeta::from_model(model);
     let (vocab, norm) = (vocab_path(data), norm_path(data));
-    meta.vocabulary = vocab.is_file().then(|| Vocab::load(&vocab)).transpose()?;
-    meta.norm = norm.is_file().then(|| Norm::load(&norm)).transpose()?;
+    // Read (and so checked) now, written as they are read back.
+    meta.vocabulary = (vocab.is_file())
+        .then(|| Vocab::load(&vocab).map(|v| v.to_json()))
+        .transpose()?;
+    meta.norm = (norm.is_file())
+        .then(|| Norm::load(&norm).map(|n| n.to_json()))
+        .transpose()?;
     Ok(meta)
 }
 
@@ -57,24 +62,33 @@ pub(super) struct Kept<T> {
     pub value: T,
     /// Where they were read from, for messages: a file, or the weights' metadata.
     pub from: String,
-    /// A file that holds them for `recur data … --vocab-from` (a vocabulary file, or
-    /// the weights themselves), or `None` for statistics read from the metadata.
+    /// A file that holds them, for `recur data text --vocab-from` (a vocabulary file,
+    /// or the weights themselves) or `recur data csv --norm` (a statistics file), if
+    /// there is one.
     pub file: Option<PathBuf>,
 }
 
 /// Where a model's vocabulary or standardisation comes from: the weights' metadata when
-/// they have recur's (absent there: the training data had none), else the file `name`
-/// beside them, if any.
+/// they have recur's (absent there: the training data had none; `key` names it), else
+/// the file `name` beside them, if any.
 fn kept<T>(
     weights: &Path,
     meta: Option<&WeightsMeta>,
-    pick: impl FnOnce(&WeightsMeta) -> Option<T>,
+    (key, pick): (&str, fn(&WeightsMeta) -> Option<&str>),
     name: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, String>,
     load: impl FnOnce(&Path) -> Result<T>,
     file_from_meta: bool,
 ) -> Result<Option<Kept<T>>> {
     if let Some(m) = meta {
-        return Ok(pick(m).map(|value| Kept {
+        let Some(text) = pick(m) else {
+            return Ok(None);
+        };
+        let value = parse(text).map_err(|e| Error::Weights {
+            path: weights.to_path_buf(),
+            msg: format!("metadata: key `{key}` {e}"),
+        })?;
+        return Ok(Some(Kept {
             value,
             from: format!("the metadata of {}", weights.display()),
             file: file_from_meta.then(|| weights.to_path_buf()),
@@ -92,15 +106,26 @@ fn kept<T>(
 }
 
 /// A model's standardisation: its metadata's, else the `norm.json` beside the weights.
+/// A `norm.json` beside them that holds the metadata's statistics is named as the file
+/// that holds them (for `recur data csv --norm`).
 pub(super) fn model_norm(weights: &Path, meta: Option<&WeightsMeta>) -> Result<Option<Kept<Norm>>> {
-    kept(
+    let mut norm = kept(
         weights,
         meta,
-        |m| m.norm.clone(),
+        ("norm", |m| m.norm.as_deref()),
         NORM_FILE,
+        Norm::from_json,
         Norm::load,
         false,
-    )
+    )?;
+    if let Some(k) = norm.as_mut().filter(|k| k.file.is_none()) {
+        let file = beside(weights, NORM_FILE);
+        let same = |n: Norm| n.mean == k.value.mean && n.std == k.value.std;
+        if file.is_file() && Norm::load(&file).is_ok_and(same) {
+            k.file = Some(file);
+        }
+    }
+    Ok(norm)
 }
 
 /// A model's character vocabulary: its metadata's, else the `vocab.json` beside the
@@ -112,8 +137,9 @@ pub(super) fn model_vocab(
     kept(
         weights,
         meta,
-        |m| m.vocabulary.clone(),
+        ("vocabulary", |m| m.vocabulary.as_deref()),
         VOCAB_FILE,
+        Vocab::from_json,
         Vocab::load,
         true,
     )

@@ -463,6 +463,26 @@ fn a_description_that_disagrees_with_the_tensors_is_one_line() {
     hand_edit("layers", "3", false);
     let e = fails(uses[1], p);
     assert!(e.contains("`layers`") && e.contains("`model`"), "{e}");
+    // A vocabulary or standardisation that is not one: the key is named.
+    for (key, value, what) in [
+        (
+            "vocabulary",
+            r#"{"kind":"chars","chars":["a","a"]}"#,
+            "twice",
+        ),
+        (
+            "norm",
+            r#"{"columns":["a"],"mean":[0],"std":[0]}"#,
+            "positive",
+        ),
+    ] {
+        std::fs::write(&w, &good).unwrap();
+        rewrite(&w, |m| {
+            m.as_mut().unwrap().insert(key.into(), value.into());
+        });
+        let e = fails(uses[1], p);
+        assert!(e.contains(&format!("`{key}`")) && e.contains(what), "{e}");
+    }
     std::fs::write(&w, &good).unwrap();
     ok(uses[0], p);
 }

@@ -264,8 +264,8 @@ pub struct PlanCmd {
 /// `recur grads`.
 #[derive(Args, Debug)]
 pub struct GradsCmd {
-    /// Weights (safetensors, PyTorch names); the cell, input and sizes come from their
-    /// names and shapes.
+    /// Weights (safetensors, PyTorch names); the model comes from their metadata (as
+    /// `recur train --out` writes it), else from their names and shapes.
     #[arg(long)]
     pub weights: PathBuf,
     /// Batch (safetensors): `input` (integer [T, B] or f32 [T, B, N]), `target`
@@ -296,7 +296,8 @@ pub struct GradsCmd {
 /// `recur eval`.
 #[derive(Args, Debug)]
 pub struct EvalCmd {
-    /// Weights (safetensors, as `recur train --out` writes them).
+    /// Weights (safetensors, as `recur train --out` writes them: their metadata gives
+    /// the head, vocabulary and standardisation).
     #[arg(long)]
     pub weights: PathBuf,
     /// The data, in the same form as training's --data.
@@ -325,8 +326,8 @@ pub struct EvalCmd {
 /// `recur sample`.
 #[derive(Args, Debug)]
 pub struct SampleCmd {
-    /// Weights (safetensors, as `recur train --out` writes them; a vocab.json beside
-    /// them gives the characters).
+    /// Weights (safetensors, as `recur train --out` writes them; their metadata, or a
+    /// vocab.json beside them, gives the characters).
     #[arg(long)]
     pub weights: PathBuf,
     /// Text the model reads first [a newline, or the vocabulary's first character].

@@ -3,9 +3,10 @@
 
 use crate::data::convert::{self, CsvOptions, Scaling, TextVocab};
 use crate::data::info::{self, Info};
+use crate::io::safetensors as st;
 use crate::{Error, Result};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `recur data`.
 #[derive(Args, Debug)]
@@ -42,9 +43,9 @@ pub struct TextCmd {
     /// file's distinct characters, sorted; saved as OUT.vocab.json).
     #[arg(long, value_enum, default_value_t = TextVocab::Bytes)]
     pub vocab: TextVocab,
-    /// Encode with an existing character vocabulary (a model's vocab.json, or the
-    /// training file's X.vocab.json), so held-out text gets the same tokens; implies
-    /// chars.
+    /// Encode with an existing character vocabulary (a model's vocab.json, the
+    /// training file's X.vocab.json, or a model.safetensors whose metadata holds it),
+    /// so held-out text gets the same tokens; implies chars.
     #[arg(long, value_name = "FILE", conflicts_with = "vocab")]
     pub vocab_from: Option<PathBuf>,
 }
@@ -101,7 +102,7 @@ fn note(msg: &str) {
 
 fn text(c: TextCmd) -> Result<()> {
     let s = match &c.vocab_from {
-        Some(v) => convert::text_to_npy_with_vocab(&c.input, &c.out, &convert::Vocab::load(v)?)?,
+        Some(v) => convert::text_to_npy_with_vocab(&c.input, &c.out, &vocab_from(v)?)?,
         None => convert::text_to_npy(&c.input, &c.out, c.vocab)?,
     };
     println!(
@@ -115,6 +116,32 @@ fn text(c: TextCmd) -> Result<()> {
     }
     s.notes.iter().for_each(|n| note(n));
     Ok(())
+}
+
+/// The vocabulary `--vocab-from` names: a vocabulary file, or weights (`.safetensors`)
+/// whose metadata holds one.
+fn vocab_from(path: &Path) -> Result<convert::Vocab> {
+    if path.extension().is_none_or(|e| e != "safetensors") {
+        return convert::Vocab::load(path);
+    }
+    let bytes = st::read(path)?;
+    let err = |msg: &str| Error::Weights {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    };
+    match st::read_meta(path, &bytes)? {
+        Some(st::WeightsMeta {
+            vocabulary: Some(v),
+            ..
+        }) => convert::Vocab::from_json(&v)
+            .map_err(|e| err(&format!("metadata: key `vocabulary` {e}"))),
+        Some(_) => Err(err(
+            "hold no character vocabulary in their metadata: the model reads bytes or ids",
+        )),
+        None => Err(err(
+            "have no metadata from recur; give the vocab.json kept beside them",
+        )),
+    }
 }
 
 fn parse_delimiter(s: &str) -> Result<u8> {

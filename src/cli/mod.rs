@@ -281,11 +281,23 @@ fn grads(c: GradsCmd) -> Result<()> {
     let bbytes = st::read(&c.batch)?;
     let file = read_batch(&c.batch, &bbytes)?;
     let wbytes = st::read(&c.weights)?;
-    let model = st::infer_model(&c.weights, &wbytes, c.cell, file.head())?;
+    // Weights with recur's metadata say their head: the batch's targets must be for it.
+    let (model, _) = st::model_of(&c.weights, &wbytes, c.cell, file.head())?;
     let bad = |msg: String| Error::Batch {
         path: c.batch.clone(),
         msg,
     };
+    if model.head != file.head() {
+        let what = match file.target {
+            FileTarget::Tokens(_) => "`target` holds a class per step (the lm head)",
+            FileTarget::Values(..) => "`target` holds f32 values per step (the regress head)",
+            FileTarget::Labels(_) => "`label` holds one class per row (the classify head)",
+        };
+        return Err(bad(format!(
+            "{what}, but the weights are a {} model (their metadata)",
+            model.head
+        )));
+    }
     // The batch against the weights, before anything is built: what a mismatch is
     // named by is the user's tensors.
     let first_ih = format!("{}.weight_ih_l0", model.cell);

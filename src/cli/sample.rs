@@ -6,7 +6,7 @@
 use super::args::SampleCmd;
 use crate::data::convert::{norm_path, vocab_path, Norm, Vocab};
 use crate::data::{DataFile, Source};
-use crate::io::safetensors as st;
+use crate::io::safetensors::{self as st, WeightsMeta};
 use crate::spec::{HeadKind, Input, TrainSpec};
 use crate::train::Evaluator;
 use crate::{Batch, Error, Inputs, Result, Targets};
@@ -25,7 +25,8 @@ fn beside(weights: &Path, name: &str) -> PathBuf {
 
 /// Copies the data's vocabulary and standardisation (`X.vocab.json`, `X.norm.json`
 /// beside `X.npy`), if any, into the model directory `dir`, and removes those an
-/// earlier run left there when the data has none.
+/// earlier run left there when the data has none. (The weights' metadata holds them
+/// too; the files are for other tools.)
 pub(super) fn keep_side_files(data: &Path, dir: &Path) -> Result<()> {
     for (from, name) in [(vocab_path(data), VOCAB_FILE), (norm_path(data), NORM_FILE)] {
         let to = dir.join(name);
@@ -39,25 +40,149 @@ pub(super) fn keep_side_files(data: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The standardisation kept beside weights, if any.
-pub(super) fn model_norm(weights: &Path) -> PathBuf {
-    beside(weights, NORM_FILE)
+/// The description saved in the weights of `model` trained on `data`: the model, and
+/// the data's vocabulary and standardisation (`X.vocab.json`, `X.norm.json` beside
+/// it), if any.
+pub(super) fn weights_meta(model: &crate::ModelSpec, data: &Path) -> Result<WeightsMeta> {
+    let mut meta = WeightsMeta::from_model(model);
+    let (vocab, norm) = (vocab_path(data), norm_path(data));
+    // Read (and so checked) now, written as they are read back.
+    meta.vocabulary = (vocab.is_file())
+        .then(|| Vocab::load(&vocab).map(|v| v.to_json()))
+        .transpose()?;
+    meta.norm = (norm.is_file())
+        .then(|| Norm::load(&norm).map(|n| n.to_json()))
+        .transpose()?;
+    Ok(meta)
 }
 
-/// Applies a model's standardisation (`model_norm`, the `norm.json` beside its weights,
-/// or the training data's) to raw data: when `model_norm` exists and the data has none
-/// beside it, its rows are standardised as they are read (a note says so); when both
-/// exist they must agree. Returns the model's standardisation.
+/// A model's vocabulary or standardisation, and where it was read from.
+pub(super) struct Kept<T> {
+    /// The vocabulary or statistics.
+    pub value: T,
+    /// Where they were read from, for messages: a file, or the weights' metadata.
+    pub from: String,
+    /// A file that holds them, for `recur data text --vocab-from` (a vocabulary file,
+    /// or the weights themselves) or `recur data csv --norm` (a statistics file), if
+    /// there is one.
+    pub file: Option<PathBuf>,
+}
+
+/// Where a model's vocabulary or standardisation comes from: the weights' metadata when
+/// they have recur's (absent there: the training data had none; `key` names it), else
+/// the file `name` beside them, if any.
+fn kept<T>(
+    weights: &Path,
+    meta: Option<&WeightsMeta>,
+    (key, pick): (&str, fn(&WeightsMeta) -> Option<&str>),
+    name: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, String>,
+    load: impl FnOnce(&Path) -> Result<T>,
+    file_from_meta: bool,
+) -> Result<Option<Kept<T>>> {
+    if let Some(m) = meta {
+        let Some(text) = pick(m) else {
+            return Ok(None);
+        };
+        let value = parse(text).map_err(|e| Error::Weights {
+            path: weights.to_path_buf(),
+            msg: format!("metadata: key `{key}` {e}"),
+        })?;
+        return Ok(Some(Kept {
+            value,
+            from: format!("the metadata of {}", weights.display()),
+            file: file_from_meta.then(|| weights.to_path_buf()),
+        }));
+    }
+    let file = beside(weights, name);
+    if !file.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Kept {
+        value: load(&file)?,
+        from: file.display().to_string(),
+        file: Some(file),
+    }))
+}
+
+/// A model's standardisation: its metadata's, else the `norm.json` beside the weights.
+/// A `norm.json` beside them that holds the metadata's statistics is named as the file
+/// that holds them (for `recur data csv --norm`).
+pub(super) fn model_norm(weights: &Path, meta: Option<&WeightsMeta>) -> Result<Option<Kept<Norm>>> {
+    let mut norm = kept(
+        weights,
+        meta,
+        ("norm", |m| m.norm.as_deref()),
+        NORM_FILE,
+        Norm::from_json,
+        Norm::load,
+        false,
+    )?;
+    if let Some(k) = norm.as_mut().filter(|k| k.file.is_none()) {
+        let file = beside(weights, NORM_FILE);
+        let same = |n: Norm| n.mean == k.value.mean && n.std == k.value.std;
+        if file.is_file() && Norm::load(&file).is_ok_and(same) {
+            k.file = Some(file);
+        }
+    }
+    Ok(norm)
+}
+
+/// A model's character vocabulary: its metadata's, else the `vocab.json` beside the
+/// weights.
+pub(super) fn model_vocab(
+    weights: &Path,
+    meta: Option<&WeightsMeta>,
+) -> Result<Option<Kept<Vocab>>> {
+    kept(
+        weights,
+        meta,
+        ("vocabulary", |m| m.vocabulary.as_deref()),
+        VOCAB_FILE,
+        Vocab::from_json,
+        Vocab::load,
+        true,
+    )
+}
+
+/// The statistics file `path` as a model's standardisation (`None` if it does not
+/// exist).
+fn norm_file(path: &Path) -> Result<Option<Kept<Norm>>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Kept {
+        value: Norm::load(path)?,
+        from: path.display().to_string(),
+        file: Some(path.to_path_buf()),
+    }))
+}
+
+/// `scale_like` with the statistics file `model_norm` (the training data's
+/// `X.norm.json`, for held-out data), if it exists.
 pub(super) fn scale_like_model(
     source: &mut Source,
     data: &Path,
     model_norm: &Path,
     quiet: bool,
 ) -> Result<Option<Norm>> {
-    if !model_norm.is_file() {
+    scale_like(source, data, norm_file(model_norm)?.as_ref(), quiet)
+}
+
+/// Applies a model's standardisation (its metadata's, a `norm.json` beside its weights,
+/// or the training data's) to raw data: when the model has one and the data has none
+/// beside it, its rows are standardised as they are read (a note says so); when both
+/// exist they must agree. Returns the model's standardisation.
+pub(super) fn scale_like(
+    source: &mut Source,
+    data: &Path,
+    model_norm: Option<&Kept<Norm>>,
+    quiet: bool,
+) -> Result<Option<Norm>> {
+    let Some(kept) = model_norm else {
         return Ok(None);
-    }
-    let norm = Norm::load(model_norm)?;
+    };
+    let norm = kept.value.clone();
     let Some(series) = source.series_mut() else {
         return Ok(Some(norm));
     };
@@ -65,14 +190,19 @@ pub(super) fn scale_like_model(
     if data_norm.is_file() {
         let theirs = Norm::load(&data_norm)?;
         if theirs.mean != norm.mean || theirs.std != norm.std {
+            let fix = match &kept.file {
+                Some(f) => format!("with `recur data csv --norm {}`", f.display()),
+                None => "without --standardize: the model's statistics are applied as \
+                         the rows are read"
+                    .to_string(),
+            };
             return Err(Error::Data {
                 path: data.to_path_buf(),
                 msg: format!(
                     "was standardised with other statistics ({}) than the model's ({}); \
-                     convert the raw CSV with `recur data csv --norm {}`",
+                     convert the raw CSV {fix}",
                     data_norm.display(),
-                    model_norm.display(),
-                    model_norm.display()
+                    kept.from,
                 ),
             });
         }
@@ -81,19 +211,32 @@ pub(super) fn scale_like_model(
     series.set_scaling(&norm.mean, &norm.std)?;
     if !quiet {
         eprintln!(
-            "note: standardising {} with the model's {}",
+            "note: standardising {} with the model's statistics ({})",
             data.display(),
-            model_norm.display()
+            kept.from
         );
     }
     Ok(Some(norm))
 }
 
-/// Refuses token data encoded with another vocabulary than the model's: `model_vocab`
-/// is the `vocab.json` beside the weights (or the training data's `X.vocab.json`), the
-/// data's is `X.vocab.json` beside it. Both absent (bytes or integer ids) or equal is
-/// fine.
+/// `check_vocab` against the vocabulary file `model_vocab` (the training data's
+/// `X.vocab.json`, for held-out data), if it exists.
 pub(super) fn check_same_vocab(data: &Path, model_vocab: &Path) -> Result<()> {
+    let kept = match model_vocab.is_file() {
+        false => None,
+        true => Some(Kept {
+            value: Vocab::load(model_vocab)?,
+            from: model_vocab.display().to_string(),
+            file: Some(model_vocab.to_path_buf()),
+        }),
+    };
+    check_vocab(data, kept.as_ref())
+}
+
+/// Refuses token data encoded with another vocabulary than the model's (its metadata's,
+/// the `vocab.json` beside its weights, or the training data's); the data's is
+/// `X.vocab.json` beside it. Both absent (bytes or integer ids) or equal is fine.
+pub(super) fn check_vocab(data: &Path, model_vocab: Option<&Kept<Vocab>>) -> Result<()> {
     let theirs = vocab_path(data);
     let err = |msg: String| {
         Err(Error::Data {
@@ -101,37 +244,39 @@ pub(super) fn check_same_vocab(data: &Path, model_vocab: &Path) -> Result<()> {
             msg,
         })
     };
-    match (model_vocab.is_file(), theirs.is_file()) {
-        (false, false) => Ok(()),
-        (true, false) => err(format!(
+    let encode = |k: &Kept<Vocab>| {
+        let from = k.file.as_deref().unwrap_or(Path::new("VOCAB.json"));
+        format!(
+            "encode the text with `recur data text IN OUT.npy --vocab-from {}`",
+            from.display()
+        )
+    };
+    match (model_vocab, theirs.is_file()) {
+        (None, false) => Ok(()),
+        (Some(k), false) => err(format!(
             "has no character vocabulary beside it, but the model's tokens are the characters \
-             of {}; encode the text with `recur data text IN OUT.npy --vocab-from {}`",
-            model_vocab.display(),
-            model_vocab.display()
+             of {}; {}",
+            k.from,
+            encode(k)
         )),
-        (false, true) => err(format!(
+        (None, true) => err(format!(
             "was encoded as characters ({}), but the model's tokens are bytes or ids",
             theirs.display()
         )),
-        (true, true) => {
-            if Vocab::load(model_vocab)? == Vocab::load(&theirs)? {
+        (Some(k), true) => {
+            if k.value == Vocab::load(&theirs)? {
                 Ok(())
             } else {
                 err(format!(
                     "was encoded with another character vocabulary ({}) than the model's ({}); \
-                     encode the text with `recur data text IN OUT.npy --vocab-from {}`",
+                     {}",
                     theirs.display(),
-                    model_vocab.display(),
-                    model_vocab.display()
+                    k.from,
+                    encode(k)
                 ))
             }
         }
     }
-}
-
-/// The vocabulary kept beside weights, if any.
-pub(super) fn model_vocab(weights: &Path) -> PathBuf {
-    beside(weights, VOCAB_FILE)
 }
 
 /// Draws a class from `logits`: greedy at temperature 0, else softmax(logits / T) over
@@ -264,33 +409,62 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
             "is the rows of --data a forecast reads first; it needs --forecast N",
         ));
     }
-    let trained = beside(&c.weights, "config.toml");
-    if trained.is_file() {
-        let cfg = super::resolve::read_config(&trained)?;
-        if cfg.model.head == Some(HeadKind::Classify) {
-            return Err(Error::Weights {
-                path: c.weights.clone(),
-                msg: "are a classifier's (config.toml beside them): one label per sequence, \
-                      nothing to sample; measure them with `recur eval`"
-                    .into(),
-            });
-        }
-    }
     let bytes = st::read(&c.weights)?;
-    let head = if c.forecast.is_some() {
-        HeadKind::Regress
-    } else {
-        HeadKind::Lm
+    // The head: the weights' metadata says it; for older weights, the config.toml of
+    // their training run beside them may, else the flags do.
+    let (head, said_by) = match st::read_meta(&c.weights, &bytes)? {
+        Some(m) => (m.model.head, "their metadata"),
+        None => {
+            let trained = beside(&c.weights, "config.toml");
+            let cfg = (trained.is_file())
+                .then(|| super::resolve::read_config(&trained))
+                .transpose()?;
+            match cfg.and_then(|f| f.model.head) {
+                Some(HeadKind::Classify) => (HeadKind::Classify, "config.toml beside them"),
+                _ if c.forecast.is_some() => (HeadKind::Regress, ""),
+                _ => (HeadKind::Lm, ""),
+            }
+        }
     };
-    let model = st::infer_model(&c.weights, &bytes, c.cell, head)?;
+    if head == HeadKind::Classify {
+        return Err(Error::Weights {
+            path: c.weights.clone(),
+            msg: format!(
+                "are a classifier's ({said_by}): one label per sequence, nothing to sample; \
+                 measure them with `recur eval`"
+            ),
+        });
+    }
+    let (model, meta) = st::model_of(&c.weights, &bytes, c.cell, head)?;
+    let wrong_head = |want: HeadKind, what: &str| {
+        Err(Error::Weights {
+            path: c.weights.clone(),
+            msg: format!(
+                "are a {} model ({said_by}); {what} needs a {want} model",
+                model.head
+            ),
+        })
+    };
     match (c.forecast, model.input) {
-        (Some(n), Input::Features { width }) => forecast(&c, &bytes, &model, width, n),
+        (Some(_), Input::Features { .. }) if model.head != HeadKind::Regress => {
+            wrong_head(HeadKind::Regress, "--forecast")
+        }
+        (None, Input::Tokens { .. }) if model.head != HeadKind::Lm => {
+            wrong_head(HeadKind::Lm, "sampling text")
+        }
+        (Some(n), Input::Features { width }) => {
+            let norm = model_norm(&c.weights, meta.as_ref())?;
+            forecast(&c, &bytes, &model, width, n, norm.as_ref())
+        }
         (Some(_), Input::Tokens { .. }) => Err(Error::spec(
             "--forecast",
             "continues a series, but the weights embed tokens (a language model: drop \
              --forecast to sample text)",
         )),
-        (None, Input::Tokens { .. }) => text(&c, &bytes, &model),
+        (None, Input::Tokens { .. }) => {
+            let vocab = model_vocab(&c.weights, meta.as_ref())?;
+            text(&c, &bytes, &model, vocab.map(|k| (k.value, k.from)))
+        }
         (None, Input::Features { .. }) => Err(Error::spec(
             "--forecast",
             "is needed: the weights read f32 features (a series model); give --forecast N \
@@ -301,7 +475,12 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
 
 /// Text from a language model: the prompt fed token by token, then `--steps` tokens
 /// drawn and fed back, printed as they come.
-fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
+fn text(
+    c: &SampleCmd,
+    bytes: &[u8],
+    model: &crate::ModelSpec,
+    vocab: Option<(Vocab, String)>,
+) -> Result<()> {
     if c.data.is_some() {
         return Err(Error::spec(
             "--data",
@@ -309,23 +488,18 @@ fn text(c: &SampleCmd, bytes: &[u8], model: &crate::ModelSpec) -> Result<()> {
         ));
     }
     let k = model.outputs;
-    let vocab_file = beside(&c.weights, VOCAB_FILE);
-    let vocab = vocab_file
-        .is_file()
-        .then(|| Vocab::load(&vocab_file))
-        .transpose()?;
-    if let Some(v) = &vocab {
+    if let Some((v, from)) = &vocab {
         if v.len() != k {
             return Err(Error::Weights {
                 path: c.weights.clone(),
                 msg: format!(
-                    "predict {k} tokens, but {} beside them holds {} characters",
-                    vocab_file.display(),
+                    "predict {k} tokens, but {from} holds {} characters",
                     v.len()
                 ),
             });
         }
     }
+    let vocab = vocab.map(|(v, _)| v);
     // Without a prompt: a newline, or the vocabulary's first character if it has none.
     let prompt = match (&c.prompt, &vocab) {
         (Some(p), _) => p.clone(),
@@ -392,6 +566,7 @@ fn forecast(
     model: &crate::ModelSpec,
     width: usize,
     steps: usize,
+    model_norm: Option<&Kept<Norm>>,
 ) -> Result<()> {
     let path = c.data.as_ref().ok_or_else(|| {
         Error::spec(
@@ -428,7 +603,7 @@ fn forecast(
             msg: format!("has {n} columns, but the weights read {width}"),
         });
     }
-    let norm = scale_like_model(&mut source, path, &model_norm(&c.weights), false)?;
+    let norm = scale_like(&mut source, path, model_norm, false)?;
     let Source::Stream(DataFile::Series(series)) = &source else {
         return Err(Error::Data {
             path: path.clone(),

@@ -321,6 +321,12 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let cm = config.as_ref().map(|f| &f.model);
     let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
     check_data(&source, &model, &train)?;
+    // What the weights will say about themselves (the data's vocabulary and
+    // standardisation), read before any work too.
+    let meta = match &out {
+        Some(_) => Some(super::sample::weights_meta(&model, &data_path)?),
+        None => None,
+    };
     let epochs = resolve::epochs(&c.run, cr)?;
     {
         let feed = Feed::new(&source, &train, model.head, bucket)?;
@@ -480,8 +486,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             }
         }
     }
-    if let Some(dir) = out {
-        trainer.save_weights(&dir.join("model.safetensors"))?;
+    if let (Some(dir), Some(meta)) = (out, meta) {
+        trainer.save_weights_with(&dir.join("model.safetensors"), &meta)?;
         super::sample::keep_side_files(&data_path, &dir)?;
         let abs = |p: &Option<PathBuf>| {
             p.as_ref()
@@ -657,15 +663,16 @@ pub(super) fn eval_spec(train: &crate::TrainSpec, data: &Source) -> crate::Train
 
 /// `recur eval`: the weights' model over the data, as one JSON line.
 pub(super) fn eval(c: EvalCmd) -> Result<()> {
+    check_extension(&c.data, "--data", false)?;
     let mut source = Source::open(&c.data, c.offsets.as_deref(), c.labels.as_deref())?;
-    super::sample::scale_like_model(
-        &mut source,
-        &c.data,
-        &super::sample::model_norm(&c.weights),
-        false,
-    )?;
-    // The training run's config beside the weights says the head (and gives the
-    // default window); without it the data does.
+    let bytes = crate::io::safetensors::read(&c.weights)?;
+    // The weights' metadata says the head and holds the vocabulary and standardisation;
+    // older weights have them in files beside them.
+    let meta = crate::io::safetensors::read_meta(&c.weights, &bytes)?;
+    let norm = super::sample::model_norm(&c.weights, meta.as_ref())?;
+    super::sample::scale_like(&mut source, &c.data, norm.as_ref(), false)?;
+    // The training run's config beside the weights gives the default window (and, for
+    // weights without metadata, the head); without either, the data says the head.
     let config = c
         .weights
         .parent()
@@ -678,30 +685,37 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         (s, false) if s.tokens().is_some() => HeadKind::Lm,
         _ => HeadKind::Regress,
     };
-    let head = match config.as_ref().and_then(|f| f.model.head) {
-        Some(HeadKind::Classify) if c.labels.is_none() => {
-            return Err(Error::spec(
-                "--labels",
-                "is needed: the weights are a classifier (config.toml beside them); give the \
-                 held-out set's --offsets and --labels",
-            ))
-        }
-        Some(h) if h != HeadKind::Classify && c.labels.is_some() => {
+    let said = match (&meta, config.as_ref().and_then(|f| f.model.head)) {
+        (Some(m), _) => Some((m.model.head, "their metadata")),
+        (None, Some(h)) => Some((h, "config.toml beside them")),
+        (None, None) => None,
+    };
+    let head = match said {
+        Some((HeadKind::Classify, why)) if c.labels.is_none() => {
             return Err(Error::spec(
                 "--labels",
                 format!(
-                    "given, but the weights are a {h} model (config.toml beside them), which \
-                     predicts each next step; drop --labels"
+                    "is needed: the weights are a classifier ({why}); give the held-out set's \
+                     --offsets and --labels"
                 ),
             ))
         }
-        Some(h) => h,
+        Some((h, why)) if h != HeadKind::Classify && c.labels.is_some() => {
+            return Err(Error::spec(
+                "--labels",
+                format!(
+                    "given, but the weights are a {h} model ({why}), which predicts each next \
+                     step; drop --labels"
+                ),
+            ))
+        }
+        Some((h, _)) => h,
         None => from_data,
     };
-    let bytes = crate::io::safetensors::read(&c.weights)?;
-    let model = crate::io::safetensors::infer_model(&c.weights, &bytes, c.cell, head)?;
+    let (model, _) = crate::io::safetensors::model_of(&c.weights, &bytes, c.cell, head)?;
     if source.tokens().is_some() {
-        super::sample::check_same_vocab(&c.data, &super::sample::model_vocab(&c.weights))?;
+        let vocab = super::sample::model_vocab(&c.weights, meta.as_ref())?;
+        super::sample::check_vocab(&c.data, vocab.as_ref())?;
     }
     let trained = config.as_ref().map(|f| &f.model);
     let flags = super::args::ModelFlags {

@@ -476,37 +476,39 @@ impl Vocab {
             path: path.to_path_buf(),
             msg: format!("cannot read the vocabulary: {e}"),
         })?;
-        let file: VocabFile = serde_json::from_str(&text).map_err(|e| {
-            data_err(
-                path,
-                format!("is not a vocabulary file ({{\"kind\":\"chars\",\"chars\":[…]}}): {e}"),
-            )
+        Self::from_json(&text).map_err(|m| data_err(path, m))
+    }
+
+    /// Parses a vocabulary from its JSON text (as `load` reads it from a file, and a
+    /// weights file's metadata holds it under `vocabulary`); the error says what is
+    /// wrong with the text, for the caller to prefix with where it came from.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let file: VocabFile = serde_json::from_str(text).map_err(|e| {
+            format!("is not a vocabulary file ({{\"kind\":\"chars\",\"chars\":[…]}}): {e}")
         })?;
         if file.kind != "chars" {
-            return Err(data_err(
-                path,
-                format!("has vocabulary kind {:?}; recur knows \"chars\"", file.kind),
+            return Err(format!(
+                "has vocabulary kind {:?}; recur knows \"chars\"",
+                file.kind
             ));
         }
         if file.chars.len() > u32::MAX as usize {
-            return Err(data_err(path, "holds too many characters"));
+            return Err("holds too many characters".into());
         }
         let v = Self::from_ordered(file.chars);
         if let Some(w) = v.sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(data_err(
-                path,
-                format!(
-                    "lists character {:?} twice (tokens {} and {})",
-                    w[0].0,
-                    w[0].1.min(w[1].1),
-                    w[0].1.max(w[1].1)
-                ),
+            return Err(format!(
+                "lists character {:?} twice (tokens {} and {})",
+                w[0].0,
+                w[0].1.min(w[1].1),
+                w[0].1.max(w[1].1)
             ));
         }
         Ok(v)
     }
 
-    fn to_json(&self) -> String {
+    /// The vocabulary as JSON (`{"kind":"chars","chars":[…]}`), as `save` writes it.
+    pub fn to_json(&self) -> String {
         let file = VocabFile {
             kind: "chars".into(),
             chars: self.chars.clone(),
@@ -651,17 +653,19 @@ impl Norm {
                 format!("cannot read the normalization statistics: {e}"),
             )
         })?;
-        let n: Norm = serde_json::from_str(&text).map_err(|e| {
-            data_err(
-                path,
-                format!(
-                    "is not a statistics file ({{\"columns\":[…],\"mean\":[…],\"std\":[…]}}): \
-                     {e}"
-                ),
-            )
-        })?;
-        n.check().map_err(|m| data_err(path, m))?;
+        let n = Self::from_json(&text).map_err(|m| data_err(path, m))?;
         Ok((n, text))
+    }
+
+    /// Parses and checks statistics from their JSON text (as `load` reads them from a
+    /// file, and a weights file's metadata holds them under `norm`); the error says
+    /// what is wrong with the text, for the caller to prefix with where it came from.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let n: Norm = serde_json::from_str(text).map_err(|e| {
+            format!("is not a statistics file ({{\"columns\":[…],\"mean\":[…],\"std\":[…]}}): {e}")
+        })?;
+        n.check()?;
+        Ok(n)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -690,7 +694,9 @@ impl Norm {
         Ok(())
     }
 
-    fn to_json(&self) -> String {
+    /// The statistics as JSON (`{"columns":[…],"mean":[…],"std":[…]}`), as `save`
+    /// writes them.
+    pub fn to_json(&self) -> String {
         // Strings and finite numbers always serialize.
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -1481,6 +1487,19 @@ mod tests {
             var.sqrt()
         );
         assert!(var.sqrt() > 20.0, "the test's values spread");
+    }
+
+    /// Statistics read back from their JSON are the same f64s, to the last bit (a
+    /// model's metadata and the data's norm.json are compared for equality).
+    #[test]
+    fn norm_json_round_trips_exactly() {
+        let text = r#"{"columns":["a","b"],"mean":[50.01120826466881,999.6270696614581],"std":[3.5407814523580403,56.48294119933505]}"#;
+        let n = Norm::from_json(text).unwrap();
+        assert_eq!(n.mean, [50.01120826466881, 999.6270696614581]);
+        assert_eq!(Norm::from_json(&n.to_json()).unwrap(), n);
+        assert_eq!(n.to_json(), text);
+        let v = Vocab::new("zañ\n\"".chars());
+        assert_eq!(Vocab::from_json(&v.to_json()).unwrap(), v);
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! `fc.bias`), so a model trained here loads into `torch.nn.LSTM` / `torch.nn.GRU` with
 //! `load_state_dict`. Files are written to a temporary name, synced and renamed into
 //! place.
+//!
+//! Weights recur writes describe themselves: the file's `__metadata__` (safetensors'
+//! string → string map) holds the model (cell, input, sizes, head), recur's version, the
+//! time-major layout and the training data's character vocabulary and standardisation
+//! when it had them ([`WeightsMeta`]), so a reader needs no file beside the weights.
 
 use crate::cell::CellKind;
 use crate::layout::ParamLayout;
@@ -47,21 +52,75 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Serialises named f32 tensors (name, shape, data).
-fn serialize(tensors: &[(String, Vec<usize>, Vec<u8>)], path: &Path) -> Result<Vec<u8>> {
+/// Serialises named f32 tensors (name, shape, data) and the metadata, if any.
+fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    meta: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let sort = meta.is_some();
     let views = tensors.iter().map(|(n, shape, data)| {
         let v = TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
         (n.as_str(), v)
     });
-    safetensors::serialize(views, None).map_err(|e| Error::Weights {
+    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
         msg: format!("cannot serialise: {e}"),
-    })
+    })?;
+    Ok(if sort { sorted_header(bytes) } else { bytes })
 }
 
-/// Saves the flat parameter block `params` of `layout` under PyTorch's names.
+/// The file with its JSON header's keys sorted. safetensors writes the metadata map in a
+/// `HashMap`'s random order; sorted, the same weights always give the same bytes.
+/// Readers order the tensors by their offsets, not by their place in the header.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = match bytes.get(..8) {
+        Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize,
+        None => return bytes,
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return bytes;
+    };
+    // serde_json's map is a BTreeMap: keys come out sorted.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let Ok(mut text) = serde_json::to_vec(&value) else {
+        return bytes;
+    };
+    // The data starts 8-byte aligned, as safetensors pads it.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// Saves the flat parameter block `params` of `layout` under PyTorch's names, without
+/// metadata (see [`save_params_with`]).
 pub fn save_params(path: &Path, layout: &ParamLayout, params: &[f32]) -> Result<()> {
-    let tensors: Vec<_> = (layout.tensors.iter())
+    write_atomic(
+        path,
+        &serialize(&param_tensors(layout, params), None, path)?,
+    )
+}
+
+/// Saves the flat parameter block `params` of `layout` under PyTorch's names, with
+/// `meta` as the file's metadata ([`WeightsMeta::to_map`]).
+pub fn save_params_with(
+    path: &Path,
+    layout: &ParamLayout,
+    params: &[f32],
+    meta: &WeightsMeta,
+) -> Result<()> {
+    let tensors = param_tensors(layout, params);
+    write_atomic(path, &serialize(&tensors, Some(meta.to_map()), path)?)
+}
+
+/// Every tensor of `layout`, named, shaped and as little-endian bytes.
+fn param_tensors(layout: &ParamLayout, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    (layout.tensors.iter())
         .map(|t| {
             (
                 t.name.clone(),
@@ -69,8 +128,7 @@ pub fn save_params(path: &Path, layout: &ParamLayout, params: &[f32]) -> Result<
                 f32_bytes(&params[t.range()]),
             )
         })
-        .collect();
-    write_atomic(path, &serialize(&tensors, path)?)
+        .collect()
 }
 
 /// Saves `loss` (a scalar) and `grad.<name>` for every parameter.
@@ -83,7 +141,7 @@ pub fn save_grads(path: &Path, layout: &ParamLayout, loss: f32, grads: &[f32]) -
             f32_bytes(&grads[t.range()]),
         ));
     }
-    write_atomic(path, &serialize(&tensors, path)?)
+    write_atomic(path, &serialize(&tensors, None, path)?)
 }
 
 /// Reads a whole file.
@@ -91,12 +149,335 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// The value of the metadata key `format` in weights recur writes; files whose
+/// metadata says otherwise (or nothing) are read from their tensors alone.
+pub const META_FORMAT: &str = "recur";
+
+/// The value of the metadata key `layout`: inputs are time-major, [T, B] tokens or
+/// [T, B, N] features (PyTorch's default for RNNs, `batch_first=False`).
+pub const META_LAYOUT: &str = "time-major";
+
+/// What a weights file says about itself in its safetensors metadata: the model, the
+/// recur version that wrote it, and the training data's character vocabulary and
+/// standardisation when it had them.
+///
+/// As a string → string map ([`to_map`](Self::to_map)) it holds `format` =
+/// [`META_FORMAT`], `recur_version`, `layout` = [`META_LAYOUT`], the model as flat keys
+/// (`cell`, `input` = `tokens` or `features`, `vocab` and `embed` or `features`,
+/// `hidden`, `layers`, `head`, `outputs`, `forget_bias` when set) and again as the
+/// JSON of [`ModelSpec`] under `model`, and `vocabulary` / `norm` when present.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightsMeta {
+    /// The model the tensors belong to, head included.
+    pub model: ModelSpec,
+    /// The version of recur that wrote the file (this one's for a new description).
+    pub recur_version: String,
+    /// The training data's character vocabulary (token `i` is its `i`-th character),
+    /// if its tokens were characters: the JSON text `vocab.json` holds
+    /// (`data::convert::Vocab::to_json`; parse it with `Vocab::from_json`).
+    pub vocabulary: Option<String>,
+    /// The training data's per-column standardisation, if it was standardised: the JSON
+    /// text `norm.json` holds (`data::convert::Norm::to_json`; parse it with
+    /// `Norm::from_json`).
+    pub norm: Option<String>,
+}
+
+/// The keys of the flat model description, in the order they are compared.
+const MODEL_KEYS: [&str; 10] = [
+    "cell",
+    "input",
+    "vocab",
+    "embed",
+    "features",
+    "hidden",
+    "layers",
+    "head",
+    "outputs",
+    "forget_bias",
+];
+
+/// `model` as flat metadata keys (those of [`MODEL_KEYS`] that apply).
+fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
+    let mut keys = vec![("cell", model.cell.to_string())];
+    match model.input {
+        Input::Tokens { vocab, embed } => keys.extend([
+            ("input", "tokens".to_string()),
+            ("vocab", vocab.to_string()),
+            ("embed", embed.to_string()),
+        ]),
+        Input::Features { width } => keys.extend([
+            ("input", "features".to_string()),
+            ("features", width.to_string()),
+        ]),
+    }
+    keys.extend([
+        ("hidden", model.hidden.to_string()),
+        ("layers", model.layers.to_string()),
+        ("head", model.head.to_string()),
+        ("outputs", model.outputs.to_string()),
+    ]);
+    if let Some(b) = model.forget_bias {
+        keys.push(("forget_bias", b.to_string()));
+    }
+    keys
+}
+
+/// The model of the flat keys of `map` (not yet validated).
+fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSpec, String> {
+    let need = |k: &str| {
+        map.get(k)
+            .map(String::as_str)
+            .ok_or_else(|| format!("has no key `{k}`"))
+    };
+    let count = |k: &str| -> std::result::Result<usize, String> {
+        let v = need(k)?;
+        v.parse::<usize>()
+            .map_err(|_| format!("key `{k}` is {v:?}; expected a whole number"))
+    };
+    let cell = need("cell")?;
+    let cell = (CellKind::ALL.iter().copied())
+        .find(|k| k.to_string() == cell)
+        .ok_or_else(|| {
+            let known: Vec<String> = CellKind::ALL.iter().map(|k| k.to_string()).collect();
+            format!("key `cell` is {cell:?}; expected {}", known.join(" or "))
+        })?;
+    let input = match need("input")? {
+        "tokens" => Input::Tokens {
+            vocab: count("vocab")?,
+            embed: count("embed")?,
+        },
+        "features" => Input::Features {
+            width: count("features")?,
+        },
+        other => {
+            return Err(format!(
+                "key `input` is {other:?}; expected tokens or features"
+            ))
+        }
+    };
+    let head = match need("head")? {
+        "lm" => HeadKind::Lm,
+        "regress" => HeadKind::Regress,
+        "classify" => HeadKind::Classify,
+        other => {
+            return Err(format!(
+                "key `head` is {other:?}; expected lm, regress or classify"
+            ))
+        }
+    };
+    let forget_bias = match map.get("forget_bias") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<f32>()
+                .map_err(|_| format!("key `forget_bias` is {v:?}; expected a number"))?,
+        ),
+    };
+    Ok(ModelSpec {
+        input,
+        cell,
+        hidden: count("hidden")?,
+        layers: count("layers")?,
+        head,
+        outputs: count("outputs")?,
+        forget_bias,
+    })
+}
+
+impl WeightsMeta {
+    /// The description of `model` written by this version of recur, without a
+    /// vocabulary or standardisation.
+    pub fn from_model(model: &ModelSpec) -> Self {
+        WeightsMeta {
+            model: model.clone(),
+            recur_version: env!("CARGO_PKG_VERSION").to_string(),
+            vocabulary: None,
+            norm: None,
+        }
+    }
+
+    /// The safetensors metadata map (see the type's documentation for its keys).
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = (model_keys(&self.model).into_iter())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let fixed = [
+            ("format", META_FORMAT.to_string()),
+            ("recur_version", self.recur_version.clone()),
+            ("layout", META_LAYOUT.to_string()),
+            // A struct of numbers and enums always serializes.
+            (
+                "model",
+                serde_json::to_string(&self.model).unwrap_or_default(),
+            ),
+        ];
+        map.extend(fixed.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let Some(v) = &self.vocabulary {
+            map.insert("vocabulary".into(), v.clone());
+        }
+        if let Some(n) = &self.norm {
+            map.insert("norm".into(), n.clone());
+        }
+        map
+    }
+
+    /// Reads a metadata map: `Ok(None)` unless its `format` is [`META_FORMAT`] (other
+    /// writers' metadata, e.g. PyTorch's `{"format": "pt"}`, says nothing about the
+    /// model). The model comes from the flat keys or from `model`, whichever is there;
+    /// when both are, they must agree. Unknown keys are ignored. The error names the
+    /// key that is missing, malformed or contradicted.
+    pub fn from_map(map: &HashMap<String, String>) -> std::result::Result<Option<Self>, String> {
+        if map.get("format").map(String::as_str) != Some(META_FORMAT) {
+            return Ok(None);
+        }
+        if let Some(l) = map.get("layout").filter(|l| *l != META_LAYOUT) {
+            return Err(format!(
+                "key `layout` is {l:?}; recur reads {META_LAYOUT:?} (inputs [T, B, …])"
+            ));
+        }
+        let json = match map.get("model") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<ModelSpec>(text)
+                    .map_err(|e| format!("key `model` is not a model description: {e}"))?,
+            ),
+        };
+        let flat = match (map.contains_key("cell"), &json) {
+            (false, Some(_)) => None,
+            _ => Some(model_from_keys(map)?),
+        };
+        let model = match (flat, json) {
+            (Some(a), Some(b)) if a != b => {
+                let (mine, theirs) = (model_keys(&a), model_keys(&b));
+                let find = |keys: &[(&str, String)], k: &str| {
+                    (keys.iter())
+                        .find(|(n, _)| *n == k)
+                        .map_or("nothing".to_string(), |(_, v)| v.clone())
+                };
+                let k = (MODEL_KEYS.iter())
+                    .find(|k| find(&mine, k) != find(&theirs, k))
+                    .unwrap_or(&"model");
+                return Err(format!(
+                    "key `{k}` says {} but key `model` says {}",
+                    find(&mine, k),
+                    find(&theirs, k)
+                ));
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => return Err("has no model description".into()),
+        };
+        model.validate().map_err(|e| format!("describes {e}"))?;
+        Ok(Some(WeightsMeta {
+            model,
+            recur_version: map.get("recur_version").cloned().unwrap_or_default(),
+            vocabulary: map.get("vocabulary").cloned(),
+            norm: map.get("norm").cloned(),
+        }))
+    }
+}
+
+/// The description recur wrote into a weights file's metadata, if any (`Ok(None)` for
+/// files without recur's metadata: PyTorch's, or older recur's). Reads the header
+/// only. Malformed metadata is an error naming the key.
+pub fn read_meta(path: &Path, bytes: &[u8]) -> Result<Option<WeightsMeta>> {
+    let err = |msg: String| Error::Weights {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    match header.metadata() {
+        None => Ok(None),
+        Some(map) => WeightsMeta::from_map(map).map_err(|m| err(format!("metadata: {m}"))),
+    }
+}
+
+/// The model of a weights file, and its description when it has one. With recur's
+/// metadata the model (head included) is the metadata's, and the tensors must agree
+/// with it (an error names the first tensor that does not, e.g. in a hand-edited file);
+/// without, it is inferred from the tensors with `head` attached ([`infer_model`]).
+/// `cell`, when given, is the cell the tensors must hold.
+pub fn model_of(
+    path: &Path,
+    bytes: &[u8],
+    cell: Option<CellKind>,
+    head: HeadKind,
+) -> Result<(ModelSpec, Option<WeightsMeta>)> {
+    let Some(meta) = read_meta(path, bytes)? else {
+        return Ok((infer_model(path, bytes, cell, head)?, None));
+    };
+    let want = &meta.model;
+    let err = |msg: String| Error::Weights {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let found = infer_model(path, bytes, cell, want.head)?;
+    let k = want.cell;
+    if found.cell != k {
+        return Err(err(format!(
+            "metadata says cell {k}, but the tensors are {f} (`{f}.weight_hh_l0`, no \
+             `{k}.weight_hh_l0`)",
+            f = found.cell
+        )));
+    }
+    if found.hidden != want.hidden {
+        return Err(err(format!(
+            "metadata says hidden {}, but `{k}.weight_hh_l0` has shape [{}, {}]",
+            want.hidden,
+            found.gate_width(),
+            found.hidden
+        )));
+    }
+    if found.layers != want.layers {
+        return Err(err(format!(
+            "metadata says layers {}, but the tensors hold {} (the last is \
+             `{k}.weight_ih_l{}`)",
+            want.layers,
+            found.layers,
+            found.layers - 1
+        )));
+    }
+    match (want.input, found.input) {
+        (a, b) if a == b => {}
+        (Input::Tokens { vocab, embed }, Input::Tokens { vocab: v, embed: e }) => {
+            return Err(err(format!(
+                "metadata says vocab {vocab}, embed {embed}, but `embedding.weight` has shape \
+                 [{v}, {e}]"
+            )))
+        }
+        (Input::Tokens { .. }, Input::Features { .. }) => {
+            return Err(err(
+                "metadata says input tokens, but there is no `embedding.weight`".into(),
+            ))
+        }
+        (Input::Features { .. }, Input::Tokens { .. }) => {
+            return Err(err(
+                "metadata says input features, but there is a tensor `embedding.weight`".into(),
+            ))
+        }
+        (Input::Features { width }, Input::Features { width: w }) => {
+            return Err(err(format!(
+                "metadata says features {width}, but `{k}.weight_ih_l0` has shape [{}, {w}]",
+                found.gate_width()
+            )))
+        }
+    }
+    if found.outputs != want.outputs {
+        return Err(err(format!(
+            "metadata says outputs {}, but `fc.weight` has shape [{}, {}]",
+            want.outputs, found.outputs, found.hidden
+        )));
+    }
+    Ok((want.clone(), Some(meta)))
+}
+
 /// Infers the model from a weights file's names and shapes: the cell from the module
 /// prefix of `{cell}.weight_hh_l0` (it must be `cell` when one is given), H from that
 /// tensor, L from the highest `weight_ih_l{k}`, a token input (V, E) from
 /// `embedding.weight` or else a feature input of `weight_ih_l0`'s width, and the
-/// head's outputs from `fc.weight`. `head` is the loss to attach; the weights do not
-/// say it. Errors name the first tensor that does not fit.
+/// head's outputs from `fc.weight`. `head` is the loss to attach: the tensors do not
+/// say it (the metadata does: [`model_of`] reads it first). Errors name the first
+/// tensor that does not fit.
 pub fn infer_model(
     path: &Path,
     bytes: &[u8],
@@ -322,4 +703,189 @@ pub fn read_tensor(
         }
     };
     Ok(Some((v.shape().to_vec(), values)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lm() -> ModelSpec {
+        let mut m = ModelSpec::language_model(CellKind::Lstm, 5, 3, 4, 2).unwrap();
+        m.forget_bias = Some(1.0);
+        m
+    }
+
+    fn series() -> ModelSpec {
+        ModelSpec::new(
+            Input::Features { width: 2 },
+            CellKind::Gru,
+            3,
+            1,
+            HeadKind::Regress,
+            2,
+        )
+        .unwrap()
+    }
+
+    fn norm() -> String {
+        r#"{"columns":["a","b"],"mean":[50.0,-0.25],"std":[5.0,0.001]}"#.into()
+    }
+
+    /// The map holds the flat keys and the JSON model, and reads back as it was.
+    #[test]
+    fn metadata_round_trips_through_its_map() {
+        let mut a = WeightsMeta::from_model(&lm());
+        a.vocabulary = Some(r#"{"kind":"chars","chars":["\n","a","b","c","é"]}"#.into());
+        let map = a.to_map();
+        for (k, v) in [
+            ("format", "recur"),
+            ("layout", "time-major"),
+            ("cell", "lstm"),
+            ("input", "tokens"),
+            ("vocab", "5"),
+            ("embed", "3"),
+            ("hidden", "4"),
+            ("layers", "2"),
+            ("head", "lm"),
+            ("outputs", "5"),
+            ("forget_bias", "1"),
+            ("recur_version", env!("CARGO_PKG_VERSION")),
+        ] {
+            assert_eq!(map.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert!(!map.contains_key("features") && !map.contains_key("norm"));
+        assert_eq!(WeightsMeta::from_map(&map).unwrap(), Some(a.clone()));
+        // Either description alone is enough.
+        let mut json_only = map.clone();
+        for k in MODEL_KEYS {
+            json_only.remove(k);
+        }
+        assert_eq!(WeightsMeta::from_map(&json_only).unwrap(), Some(a.clone()));
+        let mut flat_only = map.clone();
+        flat_only.remove("model");
+        assert_eq!(WeightsMeta::from_map(&flat_only).unwrap(), Some(a));
+
+        let mut b = WeightsMeta::from_model(&series());
+        b.norm = Some(norm());
+        let map = b.to_map();
+        assert_eq!(map["input"], "features");
+        assert_eq!(map["features"], "2");
+        assert!(!map.contains_key("vocab") && !map.contains_key("forget_bias"));
+        assert_eq!(WeightsMeta::from_map(&map).unwrap(), Some(b));
+    }
+
+    /// Other writers' metadata says nothing; recur's, when wrong, names the key.
+    #[test]
+    fn foreign_or_broken_metadata() {
+        let pt: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        assert_eq!(WeightsMeta::from_map(&pt).unwrap(), None);
+        assert_eq!(WeightsMeta::from_map(&HashMap::new()).unwrap(), None);
+        let good = WeightsMeta::from_model(&lm()).to_map();
+        let edit = |k: &str, v: Option<&str>| {
+            let mut m = good.clone();
+            match v {
+                Some(v) => m.insert(k.to_string(), v.to_string()),
+                None => m.remove(k),
+            };
+            WeightsMeta::from_map(&m).unwrap_err()
+        };
+        let e = edit("hidden", Some("8"));
+        assert!(
+            e.contains("`hidden` says 8") && e.contains("`model` says 4"),
+            "{e}"
+        );
+        let e = edit("hidden", Some("four"));
+        assert!(e.contains("`hidden`") && e.contains("whole number"), "{e}");
+        let e = edit("cell", Some("rnn"));
+        assert!(e.contains("`cell`") && e.contains("lstm or gru"), "{e}");
+        let e = edit("head", Some("seq2seq"));
+        assert!(e.contains("`head`"), "{e}");
+        let e = edit("layers", None);
+        assert!(e.contains("no key `layers`"), "{e}");
+        let e = edit("forget_bias", None);
+        assert!(e.contains("`forget_bias`"), "{e}");
+        let e = edit("layout", Some("batch-major"));
+        assert!(e.contains("`layout`"), "{e}");
+        let e = edit("model", Some("{"));
+        assert!(e.contains("`model`"), "{e}");
+        let mut m = good.clone();
+        m.remove("model");
+        m.insert("hidden".into(), "0".into());
+        let e = WeightsMeta::from_map(&m).unwrap_err();
+        assert!(e.contains("hidden"), "{e}");
+    }
+
+    /// Saved weights carry their description; `model_of` takes it (head included)
+    /// and refuses tensors that disagree with it, naming the tensor; a file without
+    /// metadata is inferred from its tensors as before.
+    #[test]
+    fn saved_weights_describe_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = series();
+        m.head = HeadKind::Lm;
+        let layout = ParamLayout::new(&m);
+        let params: Vec<f32> = (0..layout.total).map(|i| i as f32 * 0.01).collect();
+        let mut meta = WeightsMeta::from_model(&m);
+        meta.norm = Some(norm());
+        let path = dir.path().join("w.safetensors");
+        save_params_with(&path, &layout, &params, &meta).unwrap();
+        let bytes = read(&path).unwrap();
+        assert_eq!(read_meta(&path, &bytes).unwrap(), Some(meta.clone()));
+        // The same weights and description, the same bytes (the metadata is a HashMap).
+        for _ in 0..4 {
+            save_params_with(&path, &layout, &params, &meta).unwrap();
+            assert_eq!(read(&path).unwrap(), bytes);
+        }
+        let (got, with) = model_of(&path, &bytes, None, HeadKind::Regress).unwrap();
+        assert_eq!((got, with), (m.clone(), Some(meta)));
+        let mut back = vec![0.0; layout.total];
+        load_params(&path, &bytes, &layout, &mut back).unwrap();
+        for t in &layout.tensors {
+            assert_eq!(back[t.range()], params[t.range()], "{}", t.name);
+        }
+
+        // Without metadata: the hint gives the head.
+        save_params(&path, &layout, &params).unwrap();
+        let bytes = read(&path).unwrap();
+        assert_eq!(read_meta(&path, &bytes).unwrap(), None);
+        let (got, with) = model_of(&path, &bytes, None, HeadKind::Regress).unwrap();
+        assert_eq!((got.head, with), (HeadKind::Regress, None));
+
+        // A description of another model than the tensors': one line naming a tensor.
+        let lie = |edit: &dyn Fn(&mut ModelSpec)| {
+            let mut other = m.clone();
+            edit(&mut other);
+            save_params_with(&path, &layout, &params, &WeightsMeta::from_model(&other)).unwrap();
+            let bytes = read(&path).unwrap();
+            match model_of(&path, &bytes, None, HeadKind::Lm).unwrap_err() {
+                Error::Weights { msg, .. } => msg,
+                e => panic!("{e}"),
+            }
+        };
+        let e = lie(&|o| o.hidden = 5);
+        assert!(
+            e.contains("hidden 5") && e.contains("`gru.weight_hh_l0`"),
+            "{e}"
+        );
+        let e = lie(&|o| o.layers = 2);
+        assert!(
+            e.contains("layers 2") && e.contains("`gru.weight_ih_l0`"),
+            "{e}"
+        );
+        let e = lie(&|o| o.outputs = 3);
+        assert!(e.contains("outputs 3") && e.contains("`fc.weight`"), "{e}");
+        let e = lie(&|o| o.cell = CellKind::Lstm);
+        assert!(
+            e.contains("cell lstm") && e.contains("`gru.weight_hh_l0`"),
+            "{e}"
+        );
+        let e = lie(&|o| o.input = Input::Features { width: 7 });
+        assert!(
+            e.contains("features 7") && e.contains("`gru.weight_ih_l0`"),
+            "{e}"
+        );
+        let e = lie(&|o| o.input = Input::Tokens { vocab: 4, embed: 2 });
+        assert!(e.contains("no `embedding.weight`"), "{e}");
+        assert!(!e.contains('\n'));
+    }
 }

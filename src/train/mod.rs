@@ -264,9 +264,34 @@ impl Trainer {
         Ok(())
     }
 
-    /// Saves the weights under PyTorch's names (safetensors, written atomically).
+    /// Saves the weights under PyTorch's names (safetensors, written atomically), with
+    /// the model's description in the file's metadata
+    /// ([`WeightsMeta::from_model`](crate::io::safetensors::WeightsMeta::from_model)).
     pub fn save_weights(&self, path: &std::path::Path) -> Result<()> {
-        crate::io::safetensors::save_params(path, self.exec.layout(), self.exec.params())
+        let meta = crate::io::safetensors::WeightsMeta::from_model(&self.program().model);
+        self.save_weights_with(path, &meta)
+    }
+
+    /// Saves the weights under PyTorch's names with `meta` as the file's metadata (e.g.
+    /// the model's description with the training data's vocabulary or
+    /// standardisation). `meta` must describe this trainer's model: weights whose
+    /// description disagrees with them would be refused when read.
+    pub fn save_weights_with(
+        &self,
+        path: &std::path::Path,
+        meta: &crate::io::safetensors::WeightsMeta,
+    ) -> Result<()> {
+        if meta.model != self.program().model {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "not written: the description given is of {}, the trainer's model is {}",
+                    meta.model.describe(),
+                    self.program().model.describe()
+                ),
+            });
+        }
+        crate::io::safetensors::save_params_with(path, self.exec.layout(), self.exec.params(), meta)
     }
 }
 

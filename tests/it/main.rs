@@ -22,5 +22,7 @@ mod reference_selftest;
 mod resident;
 mod sets;
 mod steer;
+mod torch_load;
 mod use_cmd;
 mod util;
+mod weights_meta;

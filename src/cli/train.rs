@@ -17,8 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 /// Where a run's progress goes: a bar on a terminal, else a line of text per logged
-/// step; with `json`, a JSON object per logged step; with `quiet`, nothing but the
-/// summary.
+/// step; with `json`, a JSON object per logged step; with `quiet` (with or without
+/// `json`), nothing but the summary.
 pub(super) struct Output {
     /// JSON lines on stdout.
     pub json: bool,
@@ -137,9 +137,9 @@ pub(super) fn fit_with_progress(
         if let Some(m) = metrics.as_deref_mut() {
             m.write(&json());
         }
-        if out.json {
+        if out.json && !out.quiet {
             println!("{}", json());
-        } else if !out.quiet && !out.bar {
+        } else if !out.json && !out.quiet && !out.bar {
             println!("{}", record.text(unit));
         }
     });

@@ -276,3 +276,19 @@ pub fn threads() -> usize {
     // SAFETY: a getter without arguments.
     unsafe { openblas_get_num_threads() }.max(1) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--threads` reaches OpenBLAS: the setter's count is what OpenBLAS then reports
+    /// (restored after, since other tests share the process).
+    #[test]
+    fn threads_reach_openblas() {
+        let before = threads();
+        set_threads(1);
+        assert_eq!(threads(), 1);
+        set_threads(before);
+        assert_eq!(threads(), before);
+    }
+}

@@ -131,8 +131,8 @@ pub struct RunFlags {
     /// Training steps (optimiser updates) [200].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Passes over the data instead of --steps: the steps one pass takes (exact for a
-    /// stream, and for a set whose sequences fit the window), times E.
+    /// Passes over the data instead of --steps: the run takes the steps E passes hold
+    /// (counted before it starts, for the schedule and the ETA) and ends after them.
     #[arg(long, value_name = "E")]
     pub epochs: Option<u64>,
     /// Windows whose gradients are averaged into each optimiser step [1].

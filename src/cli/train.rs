@@ -331,9 +331,9 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     {
         let feed = Feed::new(&source, &train, model.head, bucket)?;
         if let Some(e) = epochs {
-            let (windows, _) = feed.windows_per_epoch();
-            let steps = (e as u128 * windows as u128).div_ceil(train.accumulate as u128);
-            train.steps = steps.min(usize::MAX as u128 >> 1) as usize;
+            // Each step takes `accumulate` windows that count something.
+            let (_, counted) = feed.epoch_windows(e);
+            train.steps = counted.div_ceil(train.accumulate as u64).max(1) as usize;
             train.validate()?;
         }
     }

@@ -263,6 +263,14 @@ impl SeqSet {
         }
     }
 
+    /// Hands the pages of every sequence's offsets and label back to the kernel.
+    fn release_all_meta(&self) {
+        self.offsets.release(0..self.len() + 1);
+        if let Some(l) = &self.labels {
+            l.release(0..self.len());
+        }
+    }
+
     /// Hands the pages of sequence `i`'s offsets and label back to the kernel.
     fn release_meta(&self, i: usize) {
         self.offsets.release(i..i + 2);
@@ -362,6 +370,7 @@ pub struct SetWindow {
 }
 
 /// Draws batches of B sequences from a set and cuts them into windows of T steps.
+#[derive(Clone, Debug)]
 pub struct SetBatches {
     batch: usize,
     window: usize,
@@ -435,6 +444,45 @@ impl SetBatches {
     /// Epochs completed.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The windows the next `epochs` epochs hold, and how many of them count
+    /// something (a classifier's window where no sequence ends counts nothing), from a
+    /// batch boundary (a fresh `SetBatches`): the batches are drawn as `fill` will draw
+    /// them, without reading any data. O(sequences · epochs) time; allocates one copy
+    /// of the drawing state.
+    pub fn count_windows(&self, set: &SeqSet, epochs: u64) -> (u64, u64) {
+        let mut sim = self.clone();
+        let (mut windows, mut counted) = (0u64, 0u64);
+        let t = self.window;
+        for _ in 0..epochs {
+            loop {
+                let end = sim.new_batch(set);
+                windows += sim.windows as u64;
+                counted += match self.task {
+                    // The longest row has inputs in every window of its batch.
+                    Task::Next => sim.windows as u64,
+                    // A window counts where some row's last input falls.
+                    Task::Label => {
+                        let mut ends: Vec<usize> = (sim.rows.iter())
+                            .filter(|&&s| s != EMPTY)
+                            .map(|&s| self.task.inputs(set.seq(s as usize).len()))
+                            .filter(|&n| n > 0)
+                            .map(|n| (n - 1) / t)
+                            .collect();
+                        ends.sort_unstable();
+                        ends.dedup();
+                        ends.len() as u64
+                    }
+                };
+                if end {
+                    sim.next_epoch(set);
+                    break;
+                }
+            }
+        }
+        set.release_all_meta();
+        (windows, counted)
     }
 
     /// Sequences per batch.

@@ -86,26 +86,17 @@ impl<'a> Feed<'a> {
         }
     }
 
-    /// Windows in one pass over the data, and whether that count is exact. A stream's
-    /// is; so is a set's whose sequences each fit one window (a batch is one window).
-    /// A set with longer sequences takes as many windows per batch as its longest
-    /// member needs, which depends on the order drawn: the estimate assumes batches of
-    /// similar lengths, `⌈Σ windows per sequence / B⌉`.
-    pub fn windows_per_epoch(&self) -> (usize, bool) {
+    /// The windows `epochs` passes over the data hold, and how many of them count
+    /// something (the windows that make optimiser steps), counted from the start: a
+    /// stream's from its cursors, a set's by drawing its batches as training will
+    /// (O(sequences · epochs), reading no data).
+    pub fn epoch_windows(&self, epochs: u64) -> (u64, u64) {
         match self {
-            Feed::Stream { windows, .. } => (windows.per_pass(), true),
-            Feed::Set { set, batches } => {
-                let (b, t) = (batches.batch(), batches.window());
-                let task = batches.task();
-                let batches_n = set.len().div_ceil(b);
-                if task.inputs(set.longest()) <= t {
-                    return (batches_n, true);
-                }
-                let per_seq: usize = (0..set.len())
-                    .map(|i| task.inputs(set.seq(i).len()).div_ceil(t).max(1))
-                    .sum();
-                (per_seq.div_ceil(b).max(batches_n), false)
+            Feed::Stream { windows, .. } => {
+                let w = windows.per_pass() as u64 * epochs;
+                (w, w)
             }
+            Feed::Set { set, batches } => batches.count_windows(set, epochs),
         }
     }
 

@@ -13,8 +13,9 @@ use std::time::Instant;
 /// How long to train.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FitOptions {
-    /// Training steps (optimiser updates); with `epochs`, the expected number (for
-    /// the schedule and the ETA).
+    /// Training steps (optimiser updates); with `epochs`, the steps they hold (for the
+    /// progress and the ETA). The learning-rate schedule runs over the trainer's
+    /// `TrainSpec::steps`, which should be the same.
     pub steps: usize,
     /// Stop once this many seconds were spent in steps, if set.
     pub seconds: Option<f64>,
@@ -64,7 +65,8 @@ pub struct Progress {
     pub elapsed: f64,
     /// Wall-clock seconds the remaining steps should take at the pace so far.
     pub eta: f64,
-    /// Passes over the data so far, fractional (windows run ÷ windows per pass).
+    /// Passes over the data so far: those completed, plus the share of the current one
+    /// (its windows run ÷ the first pass's windows, below 1).
     pub epoch: f64,
     /// The latest validation, if any ran.
     pub valid: Option<Metrics>,
@@ -162,10 +164,10 @@ pub fn fit_validated(
     let valid_total_bytes = valid.as_ref().map(|v| v.eval.program().total_bytes());
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
-    let per_epoch = feed.windows_per_epoch().0.max(1) as f64;
+    let per_epoch = feed.epoch_windows(1).0.max(1) as f64;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
     let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
-    let mut ema = 0.0f64;
+    let (mut ema, mut epoch_start) = (0.0f64, 0usize);
     let wall = Instant::now();
     loop {
         let enough = match opts.epochs {
@@ -183,6 +185,9 @@ pub fn fit_validated(
             let f = trainer.load(feed)?;
             real += f.real as u64;
             epochs += u64::from(f.epoch_end);
+            if f.epoch_end {
+                epoch_start = windows + 1;
+            }
             windows += 1;
             let (l, computed) = trainer.accumulate_steps(weight, f.steps);
             total += computed as u64;
@@ -245,7 +250,9 @@ pub fn fit_validated(
                 Some(d) => (d - seconds).max(0.0) * elapsed / seconds.max(1e-9),
                 None => elapsed / done as f64 * (steps - done) as f64,
             },
-            epoch: windows as f64 / per_epoch,
+            // Passes completed, and the share of the current one (from the first
+            // pass's length: a set's passes differ a little).
+            epoch: epochs as f64 + ((windows - epoch_start) as f64 / per_epoch).min(0.999),
             valid: latest,
             validated,
             last,

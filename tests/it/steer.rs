@@ -480,3 +480,84 @@ fn plan_rows_add_up_and_policies_explain_themselves() {
         "{out}"
     );
 }
+
+/// A set of 50 sequences of 5–120 rows (2 features), labels 0–2.
+fn write_uneven_set(dir: &Path) {
+    use ndarray::{Array1, Array2};
+    use ndarray_npy::WriteNpyExt;
+    let (mut values, mut offsets, mut labels) = (Vec::new(), vec![0i64], Vec::new());
+    for i in 0..50usize {
+        let len = 5 + (i * 37) % 116;
+        for s in 0..len {
+            values.extend_from_slice(&[(i % 3) as f32, ((s * 7) % 5) as f32 * 0.1]);
+        }
+        offsets.push(offsets.last().unwrap() + len as i64);
+        labels.push((i % 3) as i64);
+    }
+    let rows = values.len() / 2;
+    let save = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    (Array2::from_shape_vec((rows, 2), values).unwrap())
+        .write_npy(save("values.npy"))
+        .unwrap();
+    Array1::from(offsets)
+        .write_npy(save("offsets.npy"))
+        .unwrap();
+    Array1::from(labels).write_npy(save("labels.npy")).unwrap();
+}
+
+/// `--epochs` over a set of uneven sequences cut into windows: the steps planned (for
+/// the schedule, the ETA, every record's `steps`) are the steps run, and the run ends
+/// after exactly E passes, with or without buckets, labels or accumulation.
+#[test]
+fn epochs_over_a_set_plan_the_steps_they_run() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write_uneven_set(p);
+    let base = [
+        "train",
+        "--data",
+        "values.npy",
+        "--offsets",
+        "offsets.npy",
+        "--hidden",
+        "8",
+        "--batch",
+        "8",
+        "--window",
+        "30",
+        "--epochs",
+        "2",
+        "--json",
+        "--log-every",
+        "1",
+    ];
+    let cases: [&[&str]; 5] = [
+        &["--labels", "labels.npy"],
+        &["--labels", "labels.npy", "--bucket"],
+        &["--labels", "labels.npy", "--accumulate", "3"],
+        &[],
+        &["--bucket", "--schedule", "linear"],
+    ];
+    for extra in cases {
+        let (out, _) = ok(&with(&base, extra), p);
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (summary, logged) = lines.split_last().unwrap();
+        let steps = summary["steps"].as_u64().unwrap();
+        assert_eq!(summary["epochs"], 2, "{extra:?}");
+        assert_eq!(logged.len() as u64, steps, "{extra:?}");
+        for r in logged {
+            assert_eq!(r["steps"].as_u64(), Some(steps), "{extra:?}: {r}");
+        }
+        let last = logged.last().unwrap();
+        assert!(
+            (last["epoch"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+            "{extra:?}: {last}"
+        );
+        if extra.contains(&"linear") {
+            assert_eq!(last["lr"], 0.0, "the linear decay ends at the last step");
+        }
+    }
+}

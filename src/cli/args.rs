@@ -303,6 +303,10 @@ pub struct EvalCmd {
     /// The data, in the same form as training's --data.
     #[arg(long)]
     pub data: PathBuf,
+    /// Read --data's bytes even though its extension (.csv, .json, …) says it holds
+    /// something `recur data` should convert first.
+    #[arg(long)]
+    pub bytes: bool,
     /// Row splits of a set of sequences in --data.
     #[arg(long)]
     pub offsets: Option<PathBuf>,
@@ -372,7 +376,7 @@ pub struct DemoCmd {
     /// Seconds of training [60].
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub seconds: f64,
-    /// Print the summary as one JSON line.
+    /// Print one JSON object per log line (every 10 s), then the summary as one line.
     #[arg(long)]
     pub json: bool,
     /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).

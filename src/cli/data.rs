@@ -105,14 +105,14 @@ fn text(c: TextCmd) -> Result<()> {
         Some(v) => convert::text_to_npy_with_vocab(&c.input, &c.out, &vocab_from(v)?)?,
         None => convert::text_to_npy(&c.input, &c.out, c.vocab)?,
     };
-    println!(
+    say!(
         "wrote {}: {} tokens ({})",
         c.out.display(),
         s.tokens,
         s.dtype
     );
     if let (Some(n), Some(p)) = (s.vocab, &s.vocab_path) {
-        println!("wrote {}: {n} characters", p.display());
+        say!("wrote {}: {n} characters", p.display());
     }
     s.notes.iter().for_each(|n| note(n));
     Ok(())
@@ -189,7 +189,7 @@ fn csv(c: CsvCmd) -> Result<()> {
         ));
     }
     let names: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
-    println!(
+    say!(
         "wrote {}: float32 [{}, {}] (columns {})",
         c.out.display(),
         s.rows,
@@ -197,7 +197,7 @@ fn csv(c: CsvCmd) -> Result<()> {
         names.join(", ")
     );
     if let Some(p) = &s.norm_path {
-        println!("wrote {}: per-column mean and std", p.display());
+        say!("wrote {}: per-column mean and std", p.display());
     }
     s.notes.iter().for_each(|n| note(n));
     Ok(())
@@ -212,9 +212,9 @@ fn info_cmd(c: InfoCmd) -> Result<()> {
                 std::io::Error::other(format!("cannot be described as JSON: {e}")),
             )
         })?;
-        println!("{line}");
+        say!("{line}");
     } else {
-        print!("{}", table(&i));
+        say_raw!("{}", table(&i));
     }
     Ok(())
 }

@@ -3,6 +3,23 @@
 //! `report` only. The library's errors name spec fields (`model.hidden`); `render`
 //! shows them as the flags a user typed (`--hidden`).
 
+/// `println!` that never panics: a reader that went away (`recur … | head`) ends the
+/// output, not the run, which goes on to save its work.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see `say!`).
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod args;
 mod data;
 mod plot;
@@ -63,12 +80,16 @@ pub fn render(e: &Error) -> String {
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
+    if let Ok(v) = std::env::var(crate::exec::memory::AVAILABLE_ENV) {
+        crate::units::parse_size(&v)
+            .map_err(|e| Error::spec(crate::exec::memory::AVAILABLE_ENV, e))?;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // Bare `recur`: the commands and examples, on stdout.
             use clap::CommandFactory;
-            println!("{}", Cli::command().render_help());
+            say!("{}", Cli::command().render_help());
             return Ok(());
         }
         Err(e) if !e.use_stderr() => {
@@ -176,10 +197,15 @@ pub(super) fn memory_hint(
     };
     let mut fits = Vec::new();
     match compile(model, &with(Policy::Budget(budget_mib << 20))) {
-        Ok(b) => fits.push(format!(
-            "--memory-budget {budget_mib}MiB fits it ({}, recompute ×{:.2})",
-            b.policy, b.recompute_factor
-        )),
+        Ok(b) => {
+            // The budget's choice alone (`every:71`), not the budget again.
+            let chose = b.policy.to_string();
+            let chose = chose.rsplit("→ ").next().unwrap_or(&chose).to_string();
+            fits.push(format!(
+                "--memory-budget {budget_mib}MiB fits it ({chose}, recompute ×{:.2})",
+                b.recompute_factor
+            ))
+        }
         Err(_) => {
             return format!(
                 "no checkpoint policy brings the activations within {}: {smaller} (or a \
@@ -212,9 +238,9 @@ fn plan(c: PlanCmd) -> Result<()> {
     let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
     let report = PlanReport::new(&program);
     if c.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        say!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print!("{}", report.table());
+        say_raw!("{}", report.table());
     }
     if let Some(available) = crate::exec::memory::available_memory() {
         if program.total_bytes() > available {
@@ -227,7 +253,7 @@ fn plan(c: PlanCmd) -> Result<()> {
         }
     }
     if c.listing {
-        print!("\n{}", crate::report::listing(&program));
+        say_raw!("\n{}", crate::report::listing(&program));
     }
     Ok(())
 }
@@ -263,16 +289,16 @@ fn compare(model: &ModelSpec, train: &TrainSpec, json: bool) -> Result<()> {
         rows.push(crate::report::CompareRow::new(&compile(model, &t)?));
     }
     if json {
-        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        say!("{}", serde_json::to_string(&rows).unwrap_or_default());
     } else {
-        println!(
+        say!(
             "model {}, window B{} T{} G{} ({segments} segments)\n",
             model.describe(),
             train.batch,
             train.window,
             train.grain
         );
-        print!("{}", crate::report::compare_table(&rows));
+        say_raw!("{}", crate::report::compare_table(&rows));
     }
     Ok(())
 }
@@ -365,7 +391,7 @@ fn grads(c: GradsCmd) -> Result<()> {
     })?;
     let loss = trainer.forward_backward();
     st::save_grads(&c.out, &layout, loss, trainer.executor().grads())?;
-    println!("loss {loss:.6}  wrote {}", c.out.display());
+    say!("loss {loss:.6}  wrote {}", c.out.display());
     Ok(())
 }
 
@@ -400,16 +426,16 @@ fn demo(c: DemoCmd) -> Result<()> {
     let (model, train) = resolve::model_and_window(&flags, None, &run, None, shape)?;
     let program = compile(&model, &train)?;
     if !c.json {
-        println!(
+        say!(
             "recur demo: a recurrent network ({}) learns a bracket-matching stream (openers,",
             model.cell.to_string().to_uppercase()
         );
-        println!(
+        say!(
             "3-20 fillers, the matching closer); the closer depends on a token up to 21 steps back.\n"
         );
-        print!("{}", PlanReport::new(&program).table());
-        println!("\nunigram baseline (best context-free model): {baseline:.4} nats/token");
-        println!("training for {:.0} s…", c.seconds);
+        say_raw!("{}", PlanReport::new(&program).table());
+        say!("\nunigram baseline (best context-free model): {baseline:.4} nats/token");
+        say!("training for {:.0} s…", c.seconds);
     }
     let mut trainer = Trainer::new(program)?;
     let opts = FitOptions {
@@ -431,11 +457,11 @@ fn demo(c: DemoCmd) -> Result<()> {
     )?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });
-        println!("{v}");
+        say!("{v}");
     } else {
         train::print_summary(&s, false, data.unit());
         let below = 100.0 * (1.0 - s.final_loss_avg10 as f64 / baseline);
-        println!(
+        say!(
             "final loss {:.4} nats/token: {below:.1}% below the unigram baseline {baseline:.4}",
             s.final_loss_avg10
         );

@@ -63,6 +63,6 @@ pub fn plot(c: PlotCmd) -> Result<()> {
         ..Default::default()
     };
     draw(&runs, &opts, &out)?;
-    println!("wrote {}", out.display());
+    say!("wrote {}", out.display());
     Ok(())
 }

@@ -355,14 +355,19 @@ pub fn train_spec(
         };
     }
     let window = get!(window).or(window).unwrap_or(64);
+    // A grain beyond the window, given with it, contradicts it; a config's grain under
+    // a shorter --window on the command line follows the window.
+    let window_from_flag = flags.window.is_some();
     if let Some(g) = get!(grain).filter(|&g| g > window) {
-        return Err(Error::spec(
-            "--grain",
-            format!(
-                "{g} is longer than the window {window}: a segment holds at most the whole \
-                 window (give --grain {window} or less, or a longer --window)"
-            ),
-        ));
+        if flags.grain.is_some() || !window_from_flag {
+            return Err(Error::spec(
+                "--grain",
+                format!(
+                    "{g} is longer than the window {window}: a segment holds at most the \
+                     whole window (give --grain {window} or less, or a longer --window)"
+                ),
+            ));
+        }
     }
     let policy = match (get!(checkpoint), get!(memory_budget)) {
         (Some(_), Some(_)) => {
@@ -379,33 +384,55 @@ pub fn train_spec(
     };
     let d = OptimSpec::default();
     let kind = get!(optimizer).unwrap_or_default();
-    if let (Some(m), OptimKind::Adam) = (run!(momentum), kind) {
-        return Err(Error::spec(
-            "--momentum",
-            format!(
-                "{m} given, but Adam has no momentum setting (its β1 is 0.9); it applies to \
-                 --optimizer sgd"
-            ),
-        ));
-    }
     let schedule = run!(schedule).unwrap_or_default();
-    if let (Some(m), Schedule::Constant | Schedule::Step { .. }) = (run!(min_lr), schedule) {
-        return Err(Error::spec(
-            "--min-lr",
-            format!(
-                "{m} given, but the {schedule} schedule does not decay to a floor; it applies \
-                 to --schedule linear or cosine"
-            ),
-        ));
+    // A setting that does nothing under the optimiser or schedule is refused when
+    // given as a flag. From the config file it is dropped: silently under an optimiser
+    // or schedule given on the command line (an SGD run's config re-run with Adam),
+    // with a warning when the file itself holds both.
+    let mut momentum = run!(momentum);
+    if let (Some(m), OptimKind::Adam) = (momentum, kind) {
+        if run.momentum.is_some() {
+            return Err(Error::spec(
+                "--momentum",
+                format!(
+                    "{m} given, but Adam has no momentum setting (its β1 is 0.9); it applies \
+                     to --optimizer sgd"
+                ),
+            ));
+        }
+        if flags.optimizer.is_none() {
+            super::warn(&format!(
+                "the config's momentum = {m} does nothing with Adam; ignored"
+            ));
+        }
+        momentum = None;
+    }
+    let mut min_lr = run!(min_lr);
+    if let (Some(m), Schedule::Constant | Schedule::Step { .. }) = (min_lr, schedule) {
+        if run.min_lr.is_some() {
+            return Err(Error::spec(
+                "--min-lr",
+                format!(
+                    "{m} given, but the {schedule} schedule does not decay to a floor; it \
+                     applies to --schedule linear or cosine"
+                ),
+            ));
+        }
+        if run.schedule.is_none() {
+            super::warn(&format!(
+                "the config's min-lr = {m} does nothing under the {schedule} schedule; ignored"
+            ));
+        }
+        min_lr = None;
     }
     let optim = OptimSpec {
         kind,
         lr: run!(lr).unwrap_or(d.lr),
-        momentum: run!(momentum).unwrap_or(d.momentum),
+        momentum: momentum.unwrap_or(d.momentum),
         weight_decay: run!(weight_decay).unwrap_or(0.0),
         schedule,
         warmup: run!(warmup).unwrap_or(0),
-        min_lr: run!(min_lr).unwrap_or(0.0),
+        min_lr: min_lr.unwrap_or(0.0),
         ..d
     };
     let defaults = TrainSpec::default();
@@ -442,7 +469,7 @@ pub fn epochs(run: &RunFlags, run_config: Option<&RunFlags>) -> Result<Option<u6
     let both = |where_: &str| {
         Err(Error::spec(
             "--epochs",
-            format!("and --steps both given{where_}: the run is measured in one or the other"),
+            format!("given with --steps{where_}: a run is measured in one or the other"),
         ))
     };
     if run.steps.is_some() && run.epochs.is_some() {
@@ -516,8 +543,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             momentum: (train.optim.kind == OptimKind::Sgd).then_some(train.optim.momentum),
             schedule: Some(train.optim.schedule),
             warmup: (train.optim.warmup > 0).then_some(train.optim.warmup),
-            min_lr: matches!(train.optim.schedule, Schedule::Linear | Schedule::Cosine)
-                .then_some(train.optim.min_lr),
+            min_lr: (train.optim.min_lr > 0.0).then_some(train.optim.min_lr),
             weight_decay: (train.optim.weight_decay > 0.0).then_some(train.optim.weight_decay),
             clip: Some(train.clip.unwrap_or(0.0)),
             seed: Some(train.seed),

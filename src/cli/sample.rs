@@ -396,6 +396,9 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
             ),
         ));
     }
+    if let Some(path) = &c.data {
+        super::train::check_extension(path, "--data", None)?;
+    }
     if c.top_k > 0 && c.temperature == 0.0 {
         return Err(Error::spec(
             "--top-k",

@@ -16,26 +16,32 @@ use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
-/// Where a run's progress goes: a bar on a terminal, else a line of text per logged
-/// step; with `json`, a JSON object per logged step; with `quiet` (with or without
-/// `json`), nothing but the summary.
+/// Where a run's progress goes: a bar on a terminal (stderr); a line of text per
+/// logged step wherever stdout is not a terminal (a log file, a pipe) or no bar is
+/// drawn; with `json`, a JSON object per logged step instead; with `quiet` (with or
+/// without `json`), nothing but the results.
 pub(super) struct Output {
     /// JSON lines on stdout.
     pub json: bool,
-    /// Only the summary.
+    /// Only the results.
     pub quiet: bool,
-    /// A progress bar (stderr is a terminal, and neither of the above).
+    /// A progress bar on stderr.
     pub bar: bool,
+    /// A text line per logged step on stdout.
+    pub lines: bool,
 }
 
 impl Output {
     /// The output for `--json` and `--quiet`, with a bar if stderr is a terminal.
     pub fn new(json: bool, quiet: bool) -> Self {
         use std::io::IsTerminal;
+        let talk = !json && !quiet;
+        let bar = talk && std::io::stderr().is_terminal();
         Output {
             json,
             quiet,
-            bar: !json && !quiet && std::io::stderr().is_terminal(),
+            bar,
+            lines: talk && (!bar || !std::io::stdout().is_terminal()),
         }
     }
 
@@ -138,9 +144,9 @@ pub(super) fn fit_with_progress(
             m.write(&json());
         }
         if out.json && !out.quiet {
-            println!("{}", json());
-        } else if !out.json && !out.quiet && !out.bar {
-            println!("{}", record.text(unit));
+            say!("{}", json());
+        } else if out.lines {
+            say!("{}", record.text(unit));
         }
     });
     match &result {
@@ -207,34 +213,38 @@ const NOT_TOKENS: &[(&str, &str)] = &[
 ];
 
 /// Refuses a data file whose extension says it holds something recur would only read
-/// as bytes, unless `bytes` says so; names the conversion.
-pub(super) fn check_extension(path: &Path, flag: &str, bytes: bool) -> Result<()> {
+/// as bytes, unless `bytes` (`Some(true)`: `--bytes` was given; `None`: the command
+/// reads no bytes, so the refusal does not offer it); names the conversion.
+pub(super) fn check_extension(path: &Path, flag: &str, bytes: Option<bool>) -> Result<()> {
     let ext = (path.extension())
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let hit = ext.and_then(|e| NOT_TOKENS.iter().find(|(x, _)| *x == e));
     match hit {
-        Some((_, what)) if !bytes && !crate::data::stream::is_npy(path) => {
+        Some((_, what)) if bytes != Some(true) && !crate::data::stream::is_npy(path) => {
             let npy = path.with_extension("npy");
             let what = what
                 .replace("FILE", &path.display().to_string())
                 .replace("OUT.npy", &npy.display().to_string());
+            let or_bytes = match bytes {
+                Some(_) => " (or give --bytes to read its raw bytes)",
+                None => "",
+            };
             Err(Error::spec(
                 flag,
-                format!(
-                    "{} looks like {what} (or give --bytes to train on its raw bytes)",
-                    path.display()
-                ),
+                format!("{} looks like {what}{or_bytes}", path.display()),
             ))
         }
         _ => Ok(()),
     }
 }
 
-/// Files whose presence makes a directory a run.
-const RUN_FILES: &[&str] = &["model.safetensors", "config.toml", METRICS_FILE];
+/// The file whose presence makes a directory a finished run.
+const MODEL_FILE: &str = "model.safetensors";
 
-/// Refuses an `--out` that already holds a run, unless `overwrite`.
+/// Refuses an `--out` that already holds a finished run (its weights), unless
+/// `overwrite`. A directory left by a failed or killed run (a config and metrics, no
+/// weights) is taken over.
 fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::spec(
@@ -242,16 +252,13 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
             format!("{} is a file; give a directory", dir.display()),
         ));
     }
-    let held: Vec<&str> = (RUN_FILES.iter().copied())
-        .filter(|f| dir.join(f).exists())
-        .collect();
-    if !held.is_empty() && !overwrite {
+    if dir.join(MODEL_FILE).exists() && !overwrite {
         return Err(Error::spec(
             "--out",
             format!(
-                "{} already holds a run ({}); give --overwrite to replace it, or another --out",
-                dir.display(),
-                held.join(", ")
+                "{} already holds a run ({MODEL_FILE}); give --overwrite to replace it, or \
+                 another --out",
+                dir.display()
             ),
         ));
     }
@@ -284,7 +291,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     if let Some(dir) = &out {
         check_out(dir, overwrite)?;
     }
-    check_extension(&data_path, "--data", bytes)?;
+    check_extension(&data_path, "--data", Some(bytes))?;
     let pick = |flag: &Option<PathBuf>, key: fn(&super::args::ConfigFile) -> Option<PathBuf>| {
         flag.clone().or_else(|| config.as_ref().and_then(key))
     };
@@ -353,7 +360,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                     "is needed exactly when --labels is given",
                 ));
             }
-            check_extension(p, "--valid", bytes)?;
+            check_extension(p, "--valid", Some(bytes))?;
             let mut v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
             let norm = crate::data::convert::norm_path(&data_path);
             super::sample::scale_like_model(&mut v, p, &norm, json)?;
@@ -400,7 +407,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
     if output.talk() {
         let p = trainer.program();
-        println!(
+        say!(
             "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
             model.describe(),
             fmt_bytes(p.arena_bytes),
@@ -409,7 +416,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             fmt_bytes(p.total_bytes())
         );
         if let Some(e) = &evaluator {
-            println!(
+            say!(
                 "validation: every {valid_every} steps, its own window B{} T{}: {} more",
                 e.program().train.batch,
                 e.program().train.window,
@@ -417,8 +424,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             );
         }
         let o = &train.optim;
-        let epochs = epochs.map_or(String::new(), |e| format!(" ({e} epochs)"));
-        println!(
+        let epochs = epochs.map_or(String::new(), |e| {
+            format!(" ({e} epoch{})", if e == 1 { "" } else { "s" })
+        });
+        say!(
             "training: {} steps{epochs}, {} lr {:e}{}{}{}",
             train.steps,
             o.kind,
@@ -454,9 +463,46 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         _ => None,
     };
     // The run directory, now that training starts.
+    // The run directory, now that training starts: the config that re-runs it, and the
+    // metrics as they come; weights of a run it replaces go, so the directory never
+    // holds one run's weights beside another's history.
     let mut metrics = match &out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let stale = dir.join(MODEL_FILE);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+            }
+            let abs = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+            };
+            let mut cfg =
+                resolve::to_config(&model, &train, abs(&Some(data_path.clone())).as_deref());
+            // The set, the held-out data and the run's settings too, so the config trains
+            // the same job again; `out` is the directory holding it (relative paths in a
+            // config are relative to the file), so a copied run re-runs where it is.
+            cfg.offsets = abs(&offsets);
+            cfg.labels = abs(&labels);
+            cfg.bucket = bucket.then_some(true);
+            cfg.bytes = bytes.then_some(true);
+            cfg.valid = abs(&valid_path);
+            cfg.valid_offsets = abs(&valid_offsets);
+            cfg.valid_labels = abs(&valid_labels);
+            cfg.valid_every = valid_path.is_some().then_some(valid_every);
+            cfg.out = Some(PathBuf::from("."));
+            if let Some(e) = epochs {
+                cfg.run.steps = None;
+                cfg.run.epochs = Some(e);
+            }
+            cfg.run.threads = run_flag(|r| r.threads);
+            cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
+            let path = dir.join("config.toml");
+            let text = toml::to_string(&cfg).map_err(|e| Error::Config {
+                path: path.clone(),
+                msg: format!("cannot write: {e}"),
+            })?;
+            crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
             Some(MetricsFile::create(dir)?)
         }
         None => None,
@@ -473,11 +519,13 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
-        if output.talk() {
+        // A measurement asked for: printed under --quiet too (--json has it in the
+        // summary).
+        if !json {
             if let (Some(a), Some(b)) = (rss_before, summary.peak_rss_bytes) {
                 let used = b.saturating_sub(a);
                 let plan = summary.total_bytes + summary.valid_total_bytes.unwrap_or(0);
-                println!(
+                say!(
                     "memory: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
                     fmt_bytes(plan),
                     fmt_bytes(used),
@@ -487,36 +535,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }
     }
     if let (Some(dir), Some(meta)) = (out, meta) {
-        trainer.save_weights_with(&dir.join("model.safetensors"), &meta)?;
+        trainer.save_weights_with(&dir.join(MODEL_FILE), &meta)?;
         super::sample::keep_side_files(&data_path, &dir)?;
-        let abs = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
-        };
-        let mut cfg = resolve::to_config(&model, &train, abs(&Some(data_path.clone())).as_deref());
-        // The set, the held-out data and the run's settings too, so the config trains
-        // the same job again.
-        cfg.offsets = abs(&offsets);
-        cfg.labels = abs(&labels);
-        cfg.bucket = bucket.then_some(true);
-        cfg.bytes = bytes.then_some(true);
-        cfg.valid = abs(&valid_path);
-        cfg.valid_offsets = abs(&valid_offsets);
-        cfg.valid_labels = abs(&valid_labels);
-        cfg.valid_every = valid_path.is_some().then_some(valid_every);
-        cfg.out = abs(&Some(dir.clone()));
-        if let Some(e) = epochs {
-            cfg.run.steps = None;
-            cfg.run.epochs = Some(e);
-        }
-        cfg.run.threads = run_flag(|r| r.threads);
-        cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
-        let path = dir.join("config.toml");
-        let text = toml::to_string(&cfg).map_err(|e| Error::Config {
-            path: path.clone(),
-            msg: format!("cannot write: {e}"),
-        })?;
-        crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
     }
     print_summary(&summary, json, source.unit());
     Ok(())
@@ -601,14 +621,14 @@ fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
 
 pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
     if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        say!("{}", serde_json::to_string(s).unwrap_or_default());
     } else {
-        println!(
+        say!(
             "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} {unit}/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
         if let Some(v) = &s.valid {
-            println!(
+            say!(
                 "valid loss {:.4}  {}  ({} {unit})",
                 v.loss,
                 v.headline(),
@@ -616,7 +636,7 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
             );
         }
         if s.padding_fraction > 0.0 {
-            println!(
+            say!(
                 "windows {}  padding {:.1}% of positions  epochs {}",
                 s.windows,
                 100.0 * s.padding_fraction,
@@ -663,7 +683,7 @@ pub(super) fn eval_spec(train: &crate::TrainSpec, data: &Source) -> crate::Train
 
 /// `recur eval`: the weights' model over the data, as one JSON line.
 pub(super) fn eval(c: EvalCmd) -> Result<()> {
-    check_extension(&c.data, "--data", false)?;
+    check_extension(&c.data, "--data", Some(c.bytes))?;
     let mut source = Source::open(&c.data, c.offsets.as_deref(), c.labels.as_deref())?;
     let bytes = crate::io::safetensors::read(&c.weights)?;
     // The weights' metadata says the head and holds the vocabulary and standardisation;
@@ -759,6 +779,6 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         "window": spec.window,
         "metrics": m,
     });
-    println!("{line}");
+    say!("{line}");
     Ok(())
 }

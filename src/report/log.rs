@@ -57,18 +57,26 @@ impl Serialize for LogEvery {
 
 impl<'de> Deserialize<'de> for LogEvery {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = LogEvery;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number of steps (100) or a string of seconds (\"30s\")")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<LogEvery, E> {
+                format!("{n}").parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<LogEvery, E> {
+                format!("{n}").parse().map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LogEvery, E> {
+                match s {
+                    "auto" => Ok(LogEvery::Auto),
+                    s => s.parse().map_err(E::custom),
+                }
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => format!("{n}").parse(),
-            Raw::Str(s) if s == "auto" => Ok(LogEvery::Auto),
-            Raw::Str(s) => s.parse(),
-        }
-        .map_err(serde::de::Error::custom)
+        d.deserialize_any(V)
     }
 }
 
@@ -120,8 +128,9 @@ impl Cadence {
 pub struct LogRecord {
     /// Steps done, this one included.
     pub step: usize,
-    /// Steps of the run (expected, with `--epochs`).
-    pub steps: usize,
+    /// Steps of the run; absent for a run bounded by time (`recur demo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
     /// Passes over the data so far, fractional.
     pub epoch: f64,
     /// This step's loss.
@@ -148,7 +157,7 @@ impl LogRecord {
     pub fn new(p: &Progress) -> Self {
         LogRecord {
             step: p.step,
-            steps: p.steps,
+            steps: (p.steps != usize::MAX).then_some(p.steps),
             epoch: p.epoch,
             loss: p.loss,
             smooth: p.smooth,
@@ -165,11 +174,7 @@ impl LogRecord {
     /// 2.00e-3  gnorm 0.812  51.2k tok/s  epoch 0.13  0:12 < 3:53`, then the validation.
     /// `unit` names the positions (`tok` or `rows`).
     pub fn text(&self, unit: &str) -> String {
-        let steps = if self.steps == usize::MAX {
-            String::new()
-        } else {
-            format!("/{}", self.steps)
-        };
+        let steps = self.steps.map_or(String::new(), |n| format!("/{n}"));
         let mut s = format!(
             "step {}{steps}  loss {:.4}  smooth {:.4}  lr {:.2e}  gnorm {:.3}  {} {unit}/s  \
              epoch {:.2}  {} < {}",
@@ -309,5 +314,20 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["valid"]["loss"], 1.5);
         assert_eq!(json["step"], 120);
+    }
+
+    #[test]
+    fn log_every_reads_from_a_config() {
+        #[derive(Deserialize)]
+        struct C {
+            every: LogEvery,
+        }
+        let read = |v: &str| toml::from_str::<C>(&format!("every = {v}")).map(|c| c.every);
+        assert_eq!(read("100").unwrap(), LogEvery::Steps(100));
+        assert_eq!(read("\"30s\"").unwrap(), LogEvery::Seconds(30.0));
+        assert_eq!(read("\"auto\"").unwrap(), LogEvery::Auto);
+        let e = read("1.5").unwrap_err().to_string();
+        assert!(e.contains("a whole number of steps"), "{e}");
+        assert!(read("0").is_err() && read("true").is_err());
     }
 }

@@ -59,7 +59,8 @@ pub enum Schedule {
     /// From `lr` down to `min_lr` in a straight line.
     Linear,
     /// From `lr` down to `min_lr` along half a cosine (Loshchilov & Hutter's SGDR
-    /// without restarts; PyTorch's `CosineAnnealingLR` over the run).
+    /// without restarts), reaching `min_lr` at the last step (PyTorch's
+    /// `CosineAnnealingLR` with `T_max` one less than the steps after warmup).
     Cosine,
     /// `lr · gamma^⌊s / every⌋` (PyTorch's `StepLR`).
     Step {

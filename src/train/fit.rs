@@ -34,8 +34,15 @@ impl FitOptions {
 }
 
 /// Smoothing of the loss the progress reports: an exponential moving average with
-/// this weight on the past, debiased over the first steps (as TensorBoard's).
+/// this weight on the past, debiased over the first steps (as TensorBoard's), at
+/// most; a run of S steps uses `1 − 10/S` if smaller (at least 0.5), so a short run's
+/// curve follows its loss within a tenth of the run.
 pub const SMOOTHING: f64 = 0.98;
+
+/// The smoothing weight of a run of `steps` steps (`SMOOTHING`).
+pub fn smoothing(steps: usize) -> f64 {
+    (1.0 - 10.0 / steps.max(1) as f64).clamp(0.5, SMOOTHING)
+}
 
 /// A run has diverged when, from its third step on, its smoothed loss exceeds this
 /// multiple of its first step's loss (the untrained model's, and by at least 1), or
@@ -168,6 +175,7 @@ pub fn fit_validated(
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
     let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
     let (mut ema, mut epoch_start) = (0.0f64, 0usize);
+    let beta = smoothing(opts.steps);
     let wall = Instant::now();
     loop {
         let enough = match opts.epochs {
@@ -198,8 +206,8 @@ pub fn fit_validated(
         }
         let grad_norm = trainer.apply_gradients();
         seconds += t0.elapsed().as_secs_f64();
-        ema = SMOOTHING * ema + (1.0 - SMOOTHING) * loss as f64;
-        let smooth = ema / (1.0 - SMOOTHING.powi(done as i32 + 1));
+        ema = beta * ema + (1.0 - beta) * loss as f64;
+        let smooth = ema / (1.0 - beta.powi(done.min(i32::MAX as usize - 1) as i32 + 1));
         let start = if done == 0 { loss as f64 } else { first as f64 };
         if !loss.is_finite() || (done >= 2 && smooth > DIVERGED * start && smooth > start + 1.0) {
             return Err(Error::spec(

@@ -561,3 +561,170 @@ fn epochs_over_a_set_plan_the_steps_they_run() {
         }
     }
 }
+
+/// A reader that goes away (`recur train … | head -2`) ends the output, not the run:
+/// training goes on and saves its work.
+#[test]
+fn a_closed_pipe_does_not_lose_the_run() {
+    use std::io::{BufRead, BufReader};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let base = text(p);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(with(
+            &base,
+            &["--steps", "300", "--log-every", "1", "--out", "r"],
+        ))
+        .current_dir(p)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("plan: "));
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(p.join("r/model.safetensors").is_file());
+    assert_eq!(records(&p.join("r/metrics.jsonl")).len(), 300);
+}
+
+/// The saved config re-runs with any flag changed, a copied run re-runs where it is,
+/// and a failed run's directory takes the retry.
+#[test]
+fn configs_re_run_and_run_directories_take_retries() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let base = text(p);
+    let sgd = [
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.5",
+        "--lr",
+        "0.1",
+        "--schedule",
+        "cosine",
+        "--min-lr",
+        "1e-4",
+        "--warmup",
+        "2",
+        "--steps",
+        "6",
+        "--out",
+        "r",
+        "--quiet",
+    ];
+    ok(&with(&base, &sgd), p);
+    let cfg = ["train", "--config", "r/config.toml", "--quiet"];
+    // Another optimiser or schedule drops the file's momentum or floor, without a word.
+    for (i, change) in [["--optimizer", "adam"], ["--schedule", "constant"]]
+        .iter()
+        .enumerate()
+    {
+        let out = format!("r{i}");
+        let (_, err) = ok(&with(&with(&cfg, change), &["--out", &out]), p);
+        assert!(err.is_empty(), "{change:?}: {err}");
+    }
+    // A config that holds both warns once and goes on.
+    std::fs::write(
+        p.join("c.toml"),
+        "data = \"d.txt\"\nhidden = 8\nbatch = 4\nwindow = 16\nsteps = 2\nmomentum = 0.9\n",
+    )
+    .unwrap();
+    let (_, err) = ok(&["train", "--config", "c.toml", "--quiet"], p);
+    assert!(
+        err.starts_with("warning: ") && err.contains("momentum"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A copied run re-runs into its copy, not the original.
+    let before = std::fs::read(p.join("r/model.safetensors")).unwrap();
+    std::fs::create_dir(p.join("copy")).unwrap();
+    for f in ["config.toml", "model.safetensors", "metrics.jsonl"] {
+        std::fs::copy(p.join("r").join(f), p.join("copy").join(f)).unwrap();
+    }
+    let again = [
+        "train",
+        "--config",
+        "copy/config.toml",
+        "--steps",
+        "3",
+        "--overwrite",
+    ];
+    ok(&with(&again, &["--quiet"]), p);
+    assert_eq!(
+        std::fs::read(p.join("r/model.safetensors")).unwrap(),
+        before
+    );
+    assert_eq!(records(&p.join("copy/metrics.jsonl")).len(), 3);
+    // A run that fails leaves its config and metrics but no weights: the retry takes
+    // the directory without --overwrite.
+    let e = fails(
+        &with(&base, &["--lr", "1e9", "--steps", "50", "--out", "f"]),
+        p,
+    );
+    assert!(e.contains("diverged"), "{e}");
+    assert!(p.join("f/config.toml").is_file() && !p.join("f/model.safetensors").exists());
+    ok(&with(&base, &["--steps", "2", "--out", "f", "--quiet"]), p);
+    // --overwrite of a finished run by one that fails leaves no weights of the old run
+    // beside the new run's history.
+    let e = fails(
+        &with(
+            &base,
+            &["--lr", "1e9", "--steps", "50", "--out", "f", "--overwrite"],
+        ),
+        p,
+    );
+    assert!(e.contains("diverged"), "{e}");
+    assert!(!p.join("f/model.safetensors").exists());
+}
+
+/// What a command reads that recur would misread is refused there too; a bad
+/// RECUR_AVAILABLE_MEMORY is one line.
+#[test]
+fn eval_sample_and_the_environment_refuse_what_they_would_misread() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("p.csv"), "date,price\n2024-01-01,1.5\n".repeat(500)).unwrap();
+    let csv = [
+        "train", "--data", "p.csv", "--hidden", "8", "--batch", "2", "--window", "8",
+    ];
+    ok(
+        &with(&csv, &["--bytes", "--steps", "2", "--out", "m", "--quiet"]),
+        p,
+    );
+    let eval = [
+        "eval",
+        "--weights",
+        "m/model.safetensors",
+        "--data",
+        "p.csv",
+    ];
+    let e = fails(&eval, p);
+    assert!(e.contains("recur data csv") && e.contains("--bytes"), "{e}");
+    let (out, _) = ok(&with(&eval, &["--bytes"]), p);
+    assert!(out.contains("bits_per_token"), "{out}");
+    let e = fails(
+        &[
+            "sample",
+            "--weights",
+            "m/model.safetensors",
+            "--data",
+            "p.csv",
+            "--forecast",
+            "3",
+        ],
+        p,
+    );
+    assert!(
+        e.contains("recur data csv") && !e.contains("--bytes"),
+        "{e}"
+    );
+    let (code, _, err) = recur_env(&["plan"], p, "RECUR_AVAILABLE_MEMORY", "lots");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("RECUR_AVAILABLE_MEMORY"), "{err}");
+}

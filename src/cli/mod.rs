@@ -177,53 +177,41 @@ pub(super) fn memory_hint(
     available: u64,
     extra: u64,
 ) -> String {
+    use crate::plan::Fitting;
+    use crate::units::fmt_bytes;
     let smaller = "use a smaller batch, window or model";
-    let Ok(p) = compile(model, train) else {
-        return smaller.into();
-    };
-    let persistent = p.persistent_bytes() + extra;
-    // A little room for the runtime beside the plan.
-    let room = available.saturating_sub(persistent) / 20 * 19;
-    if room < 1 << 20 {
-        return format!(
+    match crate::plan::fitting(model, train, available, extra) {
+        Fitting::NoRoom { persistent } => format!(
             "the parameters, gradients, optimiser state and batch alone take {}: {smaller}",
-            crate::units::fmt_bytes(persistent)
-        );
-    }
-    let budget_mib = room >> 20;
-    let with = |policy| TrainSpec {
-        policy,
-        ..train.clone()
-    };
-    let mut fits = Vec::new();
-    match compile(model, &with(Policy::Budget(budget_mib << 20))) {
-        Ok(b) => {
+            fmt_bytes(persistent)
+        ),
+        Fitting::NoSchedule { room } => format!(
+            "no checkpoint policy brings the activations within {}: {smaller} (or a smaller \
+             --grain)",
+            fmt_bytes(room)
+        ),
+        Fitting::Fits {
+            budget_mib,
+            budget,
+            sqrt,
+        } => {
             // The budget's choice alone (`every:71`), not the budget again.
-            let chose = b.policy.to_string();
+            let chose = budget.policy.to_string();
             let chose = chose.rsplit("→ ").next().unwrap_or(&chose).to_string();
-            fits.push(format!(
+            let mut hint = format!(
                 "--memory-budget {budget_mib}MiB fits it ({chose}, recompute ×{:.2})",
-                b.recompute_factor
-            ))
-        }
-        Err(_) => {
-            return format!(
-                "no checkpoint policy brings the activations within {}: {smaller} (or a \
-                 smaller --grain)",
-                crate::units::fmt_bytes(room)
-            )
-        }
-    }
-    if let Ok(q) = compile(model, &with(Policy::Sqrt)) {
-        if q.total_bytes() + extra <= available {
-            fits.push(format!(
-                "--checkpoint sqrt ({} in all, recompute ×{:.2})",
-                crate::units::fmt_bytes(q.total_bytes()),
-                q.recompute_factor
-            ));
+                budget.recompute_factor
+            );
+            if let Some(q) = sqrt {
+                hint.push_str(&format!(
+                    ", or --checkpoint sqrt ({} in all, recompute ×{:.2})",
+                    fmt_bytes(q.total_bytes()),
+                    q.recompute_factor
+                ));
+            }
+            hint
         }
     }
-    fits.join(", or ")
 }
 
 fn plan(c: PlanCmd) -> Result<()> {

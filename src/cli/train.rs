@@ -338,9 +338,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     {
         let feed = Feed::new(&source, &train, model.head, bucket)?;
         if let Some(e) = epochs {
-            // Each step takes `accumulate` windows that count something.
-            let (_, counted) = feed.epoch_windows(e);
-            train.steps = counted.div_ceil(train.accumulate as u64).max(1) as usize;
+            train.steps = feed.steps_for_epochs(e, train.accumulate);
             train.validate()?;
         }
     }

@@ -4,12 +4,14 @@
 
 pub mod arena;
 pub mod budget;
+pub mod fitting;
 pub mod liveness;
 pub mod revolve;
 pub mod schedule;
 pub mod verify;
 
 pub use arena::{assign_offsets, ArenaLayout};
+pub use fitting::{fitting, Fitting};
 pub use liveness::{liveness, Lifetimes};
 pub use schedule::{schedule, Schedule};
 pub use verify::verify;

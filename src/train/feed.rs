@@ -100,6 +100,14 @@ impl<'a> Feed<'a> {
         }
     }
 
+    /// Optimiser steps `epochs` passes hold, each taking `accumulate` windows that
+    /// count something (at least 1).
+    pub fn steps_for_epochs(&self, epochs: u64, accumulate: usize) -> usize {
+        let (_, counted) = self.epoch_windows(epochs);
+        let steps = counted.div_ceil(accumulate.max(1) as u64).max(1);
+        steps.min(usize::MAX as u64 >> 1) as usize
+    }
+
     /// What a position of the data is called: `tokens` or `rows`.
     pub fn unit(&self) -> &'static str {
         self.form().unit()

@@ -80,10 +80,6 @@ pub fn render(e: &Error) -> String {
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
-    if let Ok(v) = std::env::var(crate::exec::memory::AVAILABLE_ENV) {
-        crate::units::parse_size(&v)
-            .map_err(|e| Error::spec(crate::exec::memory::AVAILABLE_ENV, e))?;
-    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -99,6 +95,10 @@ pub fn run() -> Result<()> {
         }
         Err(e) => return Err(Error::spec("arguments", clap_line(&e.to_string()))),
     };
+    let env = crate::exec::memory::AVAILABLE_ENV;
+    if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
+        crate::units::parse_size(&v).map_err(|e| Error::spec(env, e))?;
+    }
     match cli.command {
         Command::Train(c) => train::train(*c),
         Command::Plan(c) => plan(c),
@@ -112,7 +112,16 @@ pub fn run() -> Result<()> {
         }
         Command::Sample(c) => {
             threads(c.threads)?;
-            sample::sample(c)
+            // A reader that went away (`recur sample … | head`) ends the text.
+            sample::sample(c).or_else(|e| match e {
+                Error::Io { path, source }
+                    if path.as_os_str() == "<stdout>"
+                        && source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                e => Err(e),
+            })
         }
         Command::Demo(c) => {
             threads(c.threads)?;
@@ -180,7 +189,10 @@ pub(super) fn memory_hint(
     use crate::plan::Fitting;
     use crate::units::fmt_bytes;
     let smaller = "use a smaller batch, window or model";
-    match crate::plan::fitting(model, train, available, extra) {
+    let Ok(fits) = crate::plan::fitting(model, train, available, extra) else {
+        return smaller.into();
+    };
+    match fits {
         Fitting::NoRoom { persistent } => format!(
             "the parameters, gradients, optimiser state and batch alone take {}: {smaller}",
             fmt_bytes(persistent)

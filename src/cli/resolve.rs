@@ -95,7 +95,11 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
     ];
     for p in paths.into_iter().flatten() {
         if p.is_relative() {
-            *p = base.join(&*p);
+            // `.` is the directory holding the file itself (a run's `out`).
+            *p = match p.as_os_str() == "." && !base.as_os_str().is_empty() {
+                true => base.to_path_buf(),
+                false => base.join(&*p),
+            };
         }
     }
     Ok(cfg)
@@ -462,6 +466,9 @@ pub fn train_spec(
     Ok(train)
 }
 
+/// Most passes `--epochs` takes (the steps they hold are counted before training).
+pub const MAX_EPOCHS: u64 = 1_000_000;
+
 /// `--epochs`, if the run is measured in passes over the data: given as a flag, or in
 /// the config without `--steps` on the command line. `--steps` and `--epochs` side by
 /// side (both flags, or both in the config) contradict each other.
@@ -484,8 +491,13 @@ pub fn epochs(run: &RunFlags, run_config: Option<&RunFlags>) -> Result<Option<u6
         (None, Some(e)) => Some(e),
         (None, None) => c.epochs,
     };
-    if e == Some(0) {
-        return Err(Error::spec("--epochs", "must be at least 1"));
+    if let Some(e) = e {
+        if !(1..=MAX_EPOCHS).contains(&e) {
+            return Err(Error::spec(
+                "--epochs",
+                format!("must be between 1 and {MAX_EPOCHS}, got {e}"),
+            ));
+        }
     }
     Ok(e)
 }
@@ -525,7 +537,9 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             batch: Some(train.batch),
             window: Some(train.window),
             advance: train.advance,
-            grain: Some(train.grain),
+            // The default grain follows the window; only another is kept.
+            grain: (train.grain != TrainSpec::default().grain.min(train.window))
+                .then_some(train.grain),
             checkpoint: match train.policy {
                 Policy::Budget(_) => None,
                 p => Some(p),

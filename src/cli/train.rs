@@ -146,7 +146,9 @@ pub(super) fn fit_with_progress(
         if out.json && !out.quiet {
             say!("{}", json());
         } else if out.lines {
-            say!("{}", record.text(unit));
+            // Beside a bar on the same terminal (`| tee`), the line goes in between
+            // two of its frames.
+            bar.suspend(|| say!("{}", record.text(unit)));
         }
     });
     match &result {
@@ -239,6 +241,10 @@ pub(super) fn check_extension(path: &Path, flag: &str, bytes: Option<bool>) -> R
     }
 }
 
+/// The first line of the config.toml a run writes: a config.toml without it is the
+/// user's, and is not replaced without `--overwrite`.
+const CONFIG_MARK: &str = "# recur train: the resolved settings of this run";
+
 /// The file whose presence makes a directory a finished run.
 const MODEL_FILE: &str = "model.safetensors";
 
@@ -250,6 +256,18 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
         return Err(Error::spec(
             "--out",
             format!("{} is a file; give a directory", dir.display()),
+        ));
+    }
+    let config = dir.join("config.toml");
+    let ours = std::fs::read_to_string(&config).is_ok_and(|t| t.starts_with(CONFIG_MARK));
+    if config.exists() && !ours && !overwrite {
+        return Err(Error::spec(
+            "--out",
+            format!(
+                "{} holds a config.toml that recur did not write, which the run's settings \
+                 would replace; give another --out, or --overwrite",
+                dir.display()
+            ),
         ));
     }
     if dir.join(MODEL_FILE).exists() && !overwrite {
@@ -413,6 +431,12 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             fmt_bytes(p.persistent_bytes()),
             fmt_bytes(p.total_bytes())
         );
+        if let Some(dir) = &out {
+            say!(
+                "run: {} (config.toml and metrics.jsonl now, model.safetensors at the end)",
+                dir.display()
+            );
+        }
         if let Some(e) = &evaluator {
             say!(
                 "validation: every {valid_every} steps, its own window B{} T{}: {} more",
@@ -426,8 +450,9 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             format!(" ({e} epoch{})", if e == 1 { "" } else { "s" })
         });
         say!(
-            "training: {} steps{epochs}, {} lr {:e}{}{}{}",
+            "training: {} step{}{epochs}, {} lr {:e}{}{}{}",
             train.steps,
+            if train.steps == 1 { "" } else { "s" },
             o.kind,
             o.lr,
             match o.schedule {
@@ -460,7 +485,6 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }),
         _ => None,
     };
-    // The run directory, now that training starts.
     // The run directory, now that training starts: the config that re-runs it, and the
     // metrics as they come; weights of a run it replaces go, so the directory never
     // holds one run's weights beside another's history.
@@ -500,6 +524,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                 path: path.clone(),
                 msg: format!("cannot write: {e}"),
             })?;
+            let text = format!(
+                "{CONFIG_MARK}; `recur train --config {} --overwrite` runs it again\n{text}",
+                path.display()
+            );
             crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
             Some(MetricsFile::create(dir)?)
         }

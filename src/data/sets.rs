@@ -448,10 +448,17 @@ impl SetBatches {
 
     /// The windows the next `epochs` epochs hold, and how many of them count
     /// something (a classifier's window where no sequence ends counts nothing), from a
-    /// batch boundary (a fresh `SetBatches`): the batches are drawn as `fill` will draw
-    /// them, without reading any data. O(sequences · epochs) time; allocates one copy
-    /// of the drawing state.
+    /// batch boundary (a fresh `SetBatches`). When every sequence fits one window that
+    /// is ⌈n / B⌉ per epoch; otherwise the batches are drawn as `fill` will draw them,
+    /// without reading any data: O(sequences · epochs) time and one copy of the drawing
+    /// state.
     pub fn count_windows(&self, set: &SeqSet, epochs: u64) -> (u64, u64) {
+        // Every sequence within one window: each batch is one window that counts, and
+        // an epoch is ⌈n / B⌉ batches, bucketed or not (a pool holds whole batches).
+        if self.task.inputs(set.longest()) <= self.window {
+            let w = (set.len().div_ceil(self.batch) as u64).saturating_mul(epochs);
+            return (w, w);
+        }
         let mut sim = self.clone();
         let (mut windows, mut counted) = (0u64, 0u64);
         let t = self.window;
@@ -737,5 +744,62 @@ mod tests {
             .collect();
         let npy = Npy::from_bytes("o", Dtype::F32, vec![offsets.len()], f);
         assert!(SeqSet::new(values(), npy, None).is_err());
+    }
+
+    /// `count_windows` against `fill` itself over 3 epochs: the windows drawn, and
+    /// those with something counted, bucketed or not, cut or whole, for both tasks,
+    /// batches that do not divide the set.
+    #[test]
+    fn counting_windows_matches_filling_them() {
+        let lens: Vec<usize> = (0..23).map(|i| 2 + (i * 37) % 41).collect();
+        let total: usize = lens.iter().sum();
+        let mut offsets = vec![0i64];
+        for &l in &lens {
+            offsets.push(offsets.last().copied().unwrap_or(0) + l as i64);
+        }
+        let bytes: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        let labels: Vec<u8> = (0..lens.len() as i64)
+            .flat_map(|i| (i % 3).to_le_bytes())
+            .collect();
+        let set = |labelled: bool| {
+            let values = Values::Tokens(TokenFile::from_bytes("v", vec![1u8; total]).unwrap());
+            let npy = Npy::from_bytes("o", Dtype::I64, vec![offsets.len()], bytes.clone());
+            let l = labelled
+                .then(|| Npy::from_bytes("l", Dtype::I64, vec![lens.len()], labels.clone()));
+            SeqSet::new(values, npy, l).unwrap()
+        };
+        for (task, labelled) in [(Task::Next, false), (Task::Label, true)] {
+            let s = set(labelled);
+            for (batch, window, bucket) in
+                [(4, 7, false), (4, 7, true), (5, 50, false), (3, 16, true)]
+            {
+                let b = SetBatches::new(&s, batch, window, task, 9, bucket).unwrap();
+                let want = b.count_windows(&s, 3);
+                let mut fill = b.clone();
+                let n = batch * window;
+                let (mut tok, mut lab, mut mask, mut reset) =
+                    (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
+                let (mut windows, mut counted, mut epochs) = (0u64, 0u64, 0);
+                while epochs < 3 {
+                    let w = fill.fill(
+                        &s,
+                        &mut tok,
+                        &mut [],
+                        &mut lab,
+                        &mut [],
+                        &mut mask,
+                        &mut reset,
+                    );
+                    windows += 1;
+                    counted += u64::from(w.counted > 0);
+                    epochs += u64::from(w.epoch_end);
+                }
+                assert_eq!(
+                    want,
+                    (windows, counted),
+                    "{task:?} B{batch} T{window} {bucket}"
+                );
+            }
+        }
     }
 }

@@ -49,7 +49,10 @@ impl AlignedBuf {
 /// Bytes the system can give without swapping (`MemAvailable`, within a cgroup's
 /// limit), if known; `RECUR_AVAILABLE_MEMORY` sets it instead.
 pub fn available_memory() -> Option<u64> {
-    if let Ok(v) = std::env::var(AVAILABLE_ENV) {
+    if let Some(v) = std::env::var(AVAILABLE_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
         if let Ok(b) = crate::units::parse_size(&v) {
             return Some(b);
         }

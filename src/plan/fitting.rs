@@ -4,6 +4,7 @@
 use super::compile;
 use crate::program::Program;
 use crate::spec::{ModelSpec, Policy, TrainSpec};
+use crate::Result;
 
 /// The plans of one model and window that fit `available` bytes.
 #[derive(Debug)]
@@ -32,15 +33,17 @@ pub enum Fitting {
 
 /// Plans of `model` and `train` under other policies that fit in `available` bytes
 /// beside `extra` bytes held as well (a validation program); 5% of the room is left
-/// for the runtime.
-pub fn fitting(model: &ModelSpec, train: &TrainSpec, available: u64, extra: u64) -> Fitting {
-    let persistent = match compile(model, train) {
-        Ok(p) => p.persistent_bytes() + extra,
-        Err(_) => return Fitting::NoRoom { persistent: extra },
-    };
+/// for the runtime. Errors if the plan as given does not compile.
+pub fn fitting(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    available: u64,
+    extra: u64,
+) -> Result<Fitting> {
+    let persistent = compile(model, train)?.persistent_bytes() + extra;
     let room = available.saturating_sub(persistent) / 20 * 19;
     if room < 1 << 20 {
-        return Fitting::NoRoom { persistent };
+        return Ok(Fitting::NoRoom { persistent });
     }
     let budget_mib = room >> 20;
     let with = |policy| TrainSpec {
@@ -48,15 +51,15 @@ pub fn fitting(model: &ModelSpec, train: &TrainSpec, available: u64, extra: u64)
         ..train.clone()
     };
     let Ok(budget) = compile(model, &with(Policy::Budget(budget_mib << 20))) else {
-        return Fitting::NoSchedule { room };
+        return Ok(Fitting::NoSchedule { room });
     };
     let sqrt = compile(model, &with(Policy::Sqrt))
         .ok()
         .filter(|q| q.total_bytes() + extra <= available)
         .map(Box::new);
-    Fitting::Fits {
+    Ok(Fitting::Fits {
         budget_mib,
         budget: Box::new(budget),
         sqrt,
-    }
+    })
 }

@@ -21,7 +21,7 @@ pub enum LogEvery {
 impl std::str::FromStr for LogEvery {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}`: give a number of steps (100) or of seconds (30s)");
+        let bad = || format!("`{s}`: give a number of steps (100) or of seconds (30s), above 0");
         if let Some(secs) = s.strip_suffix('s') {
             let v: f64 = secs.trim().parse().map_err(|_| bad())?;
             if !(v.is_finite() && v > 0.0) {

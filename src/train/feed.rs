@@ -93,7 +93,7 @@ impl<'a> Feed<'a> {
     pub fn epoch_windows(&self, epochs: u64) -> (u64, u64) {
         match self {
             Feed::Stream { windows, .. } => {
-                let w = windows.per_pass() as u64 * epochs;
+                let w = (windows.per_pass() as u64).saturating_mul(epochs);
                 (w, w)
             }
             Feed::Set { set, batches } => batches.count_windows(set, epochs),

@@ -44,9 +44,9 @@ pub fn smoothing(steps: usize) -> f64 {
     (1.0 - 10.0 / steps.max(1) as f64).clamp(0.5, SMOOTHING)
 }
 
-/// A run has diverged when, from its third step on, its smoothed loss exceeds this
-/// multiple of its first step's loss (the untrained model's, and by at least 1), or
-/// a loss is not finite.
+/// A run has diverged when, from its third step on, its loss smoothed with weight
+/// `SMOOTHING` exceeds this multiple of its first step's loss (the untrained model's,
+/// and by at least 1), or a loss is not finite.
 pub const DIVERGED: f64 = 10.0;
 
 /// One step's progress, as the callback of [`fit`] sees it.
@@ -58,7 +58,7 @@ pub struct Progress {
     pub steps: usize,
     /// This step's loss.
     pub loss: f32,
-    /// The loss smoothed over the steps so far (`SMOOTHING`).
+    /// The loss smoothed over the steps so far (with the weight `smoothing` gives).
     pub smooth: f32,
     /// The learning rate this step took.
     pub lr: f32,
@@ -174,7 +174,7 @@ pub fn fit_validated(
     let per_epoch = feed.epoch_windows(1).0.max(1) as f64;
     let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
     let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
-    let (mut ema, mut epoch_start) = (0.0f64, 0usize);
+    let (mut ema, mut slow, mut epoch_start) = (0.0f64, 0.0f64, 0usize);
     let beta = smoothing(opts.steps);
     let wall = Instant::now();
     loop {
@@ -203,17 +203,38 @@ pub fn fit_validated(
                 loss += l * weight;
                 counted_windows += 1;
             }
+            // The last pass asked for ends the data, mid-accumulation or not.
+            if opts.epochs.is_some_and(|e| epochs >= e) {
+                break;
+            }
+        }
+        if counted_windows == 0 {
+            break;
+        }
+        if counted_windows < acc {
+            // A last step of fewer windows: their mean, as a whole step's.
+            let scale = acc as f32 / counted_windows as f32;
+            trainer
+                .executor_mut()
+                .grads_mut()
+                .iter_mut()
+                .for_each(|g| *g *= scale);
+            loss *= scale;
         }
         let grad_norm = trainer.apply_gradients();
         seconds += t0.elapsed().as_secs_f64();
+        let debias = |b: f64| 1.0 - b.powi(done.min(i32::MAX as usize - 1) as i32 + 1);
         ema = beta * ema + (1.0 - beta) * loss as f64;
-        let smooth = ema / (1.0 - beta.powi(done.min(i32::MAX as usize - 1) as i32 + 1));
+        let smooth = ema / debias(beta);
+        // Divergence is judged on the steadier long-run average.
+        slow = SMOOTHING * slow + (1.0 - SMOOTHING) * loss as f64;
+        let steady = slow / debias(SMOOTHING);
         let start = if done == 0 { loss as f64 } else { first as f64 };
-        if !loss.is_finite() || (done >= 2 && smooth > DIVERGED * start && smooth > start + 1.0) {
+        if !loss.is_finite() || (done >= 2 && steady > DIVERGED * start && steady > start + 1.0) {
             return Err(Error::spec(
                 "train.optim.lr",
                 format!(
-                    "training diverged at step {}: the loss rose to {} (smoothed {smooth:.4}) \
+                    "training diverged at step {}: the loss rose to {} (smoothed {steady:.4}) \
                      from {start:.4} at the first step; lower the learning rate (it was {lr})",
                     done + 1,
                     loss

@@ -531,8 +531,10 @@ fn epochs_over_a_set_plan_the_steps_they_run() {
         "--log-every",
         "1",
     ];
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 6] = [
         &["--labels", "labels.npy"],
+        // More windows per step than a pass holds: the last step takes what is left.
+        &["--labels", "labels.npy", "--accumulate", "40"],
         &["--labels", "labels.npy", "--bucket"],
         &["--labels", "labels.npy", "--accumulate", "3"],
         &[],
@@ -640,6 +642,17 @@ fn configs_re_run_and_run_directories_take_retries() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // A config.toml recur did not write is not replaced without --overwrite.
+    std::fs::create_dir(p.join("mine")).unwrap();
+    std::fs::write(p.join("mine/config.toml"), "# notes\ndata = \"../d.txt\"\n").unwrap();
+    let e = fails(&with(&base, &["--steps", "2", "--out", "mine"]), p);
+    assert!(
+        e.contains("did not write") && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert!(std::fs::read_to_string(p.join("mine/config.toml"))
+        .unwrap()
+        .starts_with("# notes"));
     // A copied run re-runs into its copy, not the original.
     let before = std::fs::read(p.join("r/model.safetensors")).unwrap();
     std::fs::create_dir(p.join("copy")).unwrap();

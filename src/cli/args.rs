@@ -243,9 +243,18 @@ pub struct PlanCmd {
     /// TOML file with the same keys as `recur train`'s flags (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Print the plan as JSON.
-    #[arg(long)]
+    /// Print the plan as JSON (as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How to print the plan: a terminal table, JSON, or a Markdown table (for an issue
+    /// or a notebook) [table].
+    #[arg(long, value_enum)]
+    pub format: Option<PlanFormat>,
+    /// Also draw the arena over the program's instructions (bytes live at each, the
+    /// peak marked) and list the buffers live at the peak; with JSON, `timeline` and
+    /// `peak_buffers`.
+    #[arg(long)]
+    pub timeline: bool,
     /// Give every buffer its own bytes (to see what reuse saves).
     #[arg(long)]
     pub no_reuse: bool,
@@ -259,6 +268,17 @@ pub struct PlanCmd {
     /// Model and window.
     #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,
+}
+
+/// How `recur plan` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// The terminal table.
+    Table,
+    /// One JSON object.
+    Json,
+    /// A Markdown table.
+    Markdown,
 }
 
 /// `recur grads`.

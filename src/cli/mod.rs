@@ -232,15 +232,42 @@ fn plan(c: PlanCmd) -> Result<()> {
     let cr = config.as_ref().map(|f| &f.run);
     let (model, train) =
         resolve::model_and_window(&c.model, cm, &Default::default(), cr, DataShape::None)?;
+    let format = match (c.json, c.format) {
+        (true, _) => args::PlanFormat::Json,
+        (false, f) => f.unwrap_or(args::PlanFormat::Table),
+    };
     if c.compare {
-        return compare(&model, &train, c.json);
+        return compare(&model, &train, format);
     }
     let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
     let report = PlanReport::new(&program);
-    if c.json {
-        say!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
-        say_raw!("{}", report.table());
+    let timeline = c
+        .timeline
+        .then(|| crate::report::timeline::Timeline::new(&program));
+    let peak = c
+        .timeline
+        .then(|| crate::report::timeline::peak_buffers(&program));
+    match format {
+        args::PlanFormat::Json => {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            if let (Some(t), Some(b), Some(o)) = (&timeline, &peak, v.as_object_mut()) {
+                o.insert(
+                    "timeline".into(),
+                    serde_json::to_value(t).unwrap_or_default(),
+                );
+                o.insert(
+                    "peak_buffers".into(),
+                    serde_json::to_value(b).unwrap_or_default(),
+                );
+            }
+            say!("{v}");
+        }
+        args::PlanFormat::Table => say_raw!("{}", report.table()),
+        args::PlanFormat::Markdown => say_raw!("{}", report.markdown()),
+    }
+    if let (Some(t), Some(b), false) = (&timeline, &peak, format == args::PlanFormat::Json) {
+        let md = format == args::PlanFormat::Markdown;
+        say_raw!("{}", crate::report::timeline_text(t, b, md));
     }
     if let Some(available) = crate::exec::memory::available_memory() {
         if program.total_bytes() > available {
@@ -260,7 +287,7 @@ fn plan(c: PlanCmd) -> Result<()> {
 
 /// `recur plan --compare`: the same model under none, sqrt, revolve at a few slot
 /// counts, and the budget's choice when a budget is given.
-fn compare(model: &ModelSpec, train: &TrainSpec, json: bool) -> Result<()> {
+fn compare(model: &ModelSpec, train: &TrainSpec, format: args::PlanFormat) -> Result<()> {
     let segments = train.segments();
     let mut policies = vec![Policy::None, Policy::Sqrt];
     // The textbook √n block, beside `sqrt`'s memory-optimal one.
@@ -288,17 +315,23 @@ fn compare(model: &ModelSpec, train: &TrainSpec, json: bool) -> Result<()> {
         };
         rows.push(crate::report::CompareRow::new(&compile(model, &t)?));
     }
-    if json {
-        say!("{}", serde_json::to_string(&rows).unwrap_or_default());
-    } else {
-        say!(
-            "model {}, window B{} T{} G{} ({segments} segments)\n",
-            model.describe(),
-            train.batch,
-            train.window,
-            train.grain
-        );
-        say_raw!("{}", crate::report::compare_table(&rows));
+    let head = format!(
+        "model {}, window B{} T{} G{} ({segments} segments)",
+        model.describe(),
+        train.batch,
+        train.window,
+        train.grain
+    );
+    match format {
+        args::PlanFormat::Json => say!("{}", serde_json::to_string(&rows).unwrap_or_default()),
+        args::PlanFormat::Table => {
+            say!("{head}\n");
+            say_raw!("{}", crate::report::compare_table(&rows));
+        }
+        args::PlanFormat::Markdown => {
+            say!("**{head}**\n");
+            say_raw!("{}", crate::report::compare_markdown(&rows));
+        }
     }
     Ok(())
 }

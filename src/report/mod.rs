@@ -3,6 +3,7 @@
 //! metrics a run logged. Nothing here runs or changes a plan.
 
 pub mod log;
+pub mod timeline;
 
 use crate::graph::{Bufs, Category, Input as GraphInput, Op, StateSrc};
 use crate::program::Program;
@@ -181,6 +182,124 @@ impl PlanReport {
     }
 }
 
+impl PlanReport {
+    /// The report as Markdown: the model and window, then a table of categories with
+    /// the totals (for an issue, a pull request or a notebook).
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "**{}** ({} parameters), window B{} T{} G{}, policy `{}` (recompute ×{:.2}, \
+             {:.2} GFLOP/step)\n",
+            self.model,
+            self.parameters,
+            self.batch,
+            self.window,
+            self.grain,
+            self.policy,
+            self.recompute_factor,
+            self.flops_per_step as f64 / 1e9
+        );
+        let _ = writeln!(s, "_{}_\n", self.policy_meaning);
+        let _ = writeln!(s, "| category | region | bytes |\n|---|---|---:|");
+        for c in &self.categories {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                c.category,
+                c.region,
+                fmt_bytes(c.bytes)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| **persistent** | | **{}** |",
+            fmt_bytes(self.persistent_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "| **activation arena** | | **{}** (lower bound {}, no reuse {}) |",
+            fmt_bytes(self.arena_bytes),
+            fmt_bytes(self.arena_lower_bound_bytes),
+            fmt_bytes(self.arena_no_reuse_bytes)
+        );
+        let _ = writeln!(s, "| **total** | | **{}** |", fmt_bytes(self.total_bytes));
+        s
+    }
+}
+
+/// `recur plan --timeline`: the arena drawn over the instructions, then the buffers
+/// live at the peak (the largest 12, and how many more), as text or Markdown.
+pub fn timeline_text(t: &timeline::Timeline, peak: &[timeline::PeakBuffer], md: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let fence = if md { "```\n" } else { "" };
+    let _ = write!(
+        s,
+        "\narena over the program's instructions (bytes live; planned {}):\n{fence}{}{fence}",
+        fmt_bytes(t.arena_bytes),
+        t.text(72, 6)
+    );
+    let _ = writeln!(s, "\nlive at the peak:");
+    if md {
+        let _ = writeln!(s, "\n| buffer | category | bytes | first use | last use |");
+        let _ = writeln!(s, "|---|---|---:|---|---|");
+    }
+    for b in peak.iter().take(12) {
+        if md {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | `{}` | `{}` |",
+                b.name,
+                b.category,
+                fmt_bytes(b.bytes),
+                b.first_op,
+                b.last_op
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  {:<18} {:<18} {:>10}  {}",
+                b.name,
+                b.category,
+                fmt_bytes(b.bytes),
+                b.first_op
+            );
+        }
+    }
+    if peak.len() > 12 {
+        let rest: u64 = peak[12..].iter().map(|b| b.bytes).sum();
+        let _ = writeln!(
+            s,
+            "  … {} more buffers, {}",
+            peak.len() - 12,
+            fmt_bytes(rest)
+        );
+    }
+    s
+}
+
+/// The policy comparison as a Markdown table.
+pub fn compare_markdown(rows: &[CompareRow]) -> String {
+    use std::fmt::Write;
+    let none = rows.first().map_or(1, |r| r.arena_bytes.max(1));
+    let mut s =
+        "| policy | arena | of none | total | recompute |\n|---|---:|---:|---:|---:|\n".to_string();
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {:.1}% | {} | {:.2}× |",
+            r.policy,
+            fmt_bytes(r.arena_bytes),
+            100.0 * r.arena_bytes as f64 / none as f64,
+            fmt_bytes(r.total_bytes),
+            r.recompute_factor
+        );
+    }
+    s
+}
+
 /// The program as text: every instruction with its position, then every buffer with its
 /// category, size, offset and lifetime. `recur plan --listing` prints it; the golden
 /// tests diff it.
@@ -208,7 +327,7 @@ pub fn listing(p: &Program) -> String {
     s
 }
 
-fn op_text(op: &Op, p: &Program) -> String {
+pub(crate) fn op_text(op: &Op, p: &Program) -> String {
     let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.name(&p.sizes);
     let list = |b: Bufs| b.iter().map(n).collect::<Vec<_>>().join(", ");
     let input = |x: GraphInput| x.buf().map_or_else(|| "features".to_string(), n);

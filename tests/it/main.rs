@@ -19,6 +19,7 @@ mod policies;
 mod pytorch;
 mod reference;
 mod reference_selftest;
+mod report;
 mod resident;
 mod sets;
 mod steer;

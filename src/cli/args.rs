@@ -224,6 +224,11 @@ pub struct TrainCmd {
     /// Print only the summary (and errors and warnings).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write a Chrome trace (chrome://tracing, Perfetto) of the run's spans: compile
+    /// passes, steps, windows, forward / recompute / head / backward per segment, the
+    /// optimizer, validation.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
     /// Measure the process's resident memory and set it beside the plan: the baseline is
     /// taken after the BLAS runtime is set up (one GEMM of each shape), the peak from
     /// there on.
@@ -464,6 +469,8 @@ pub struct ConfigFile {
     pub quiet: Option<bool>,
     /// `--report-rss`.
     pub report_rss: Option<bool>,
+    /// `--trace`.
+    pub trace: Option<PathBuf>,
     /// Model and window keys.
     #[serde(flatten)]
     pub model: ModelFlags,

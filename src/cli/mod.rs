@@ -95,6 +95,17 @@ pub fn run() -> Result<()> {
         }
         Err(e) => return Err(Error::spec("arguments", clap_line(&e.to_string()))),
     };
+    // Diagnostics to stderr (RUST_LOG, warnings by default), and a Chrome trace of
+    // the spans when `--trace` asks for one; the guard writes it out at the end.
+    let trace = match &cli.command {
+        Command::Train(c) => match (&c.trace, &c.config) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(cfg)) => resolve::read_config(cfg)?.trace,
+            (None, None) => None,
+        },
+        _ => None,
+    };
+    let _trace = init_tracing(trace.as_deref())?;
     let env = crate::exec::memory::AVAILABLE_ENV;
     if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
         crate::units::parse_size(&v).map_err(|e| Error::spec(env, e))?;
@@ -130,6 +141,34 @@ pub fn run() -> Result<()> {
         Command::Data(c) => data::run(c),
         Command::Plot(c) => plot::plot(c),
     }
+}
+
+/// Sets up the process's tracing: `RUST_LOG`-filtered messages on stderr (warnings by
+/// default) and, with `trace`, a Chrome trace (chrome://tracing, Perfetto) of every
+/// span: compile passes, steps, windows, forward / recompute / head / backward per
+/// segment, the optimizer, validation. The trace is written when the guard drops.
+fn init_tracing(trace: Option<&std::path::Path>) -> Result<Option<tracing_chrome::FlushGuard>> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let Some(path) = trace else {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return Ok(None);
+    };
+    // The trace's writer runs on a thread of its own: find out now if it cannot write.
+    std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new()
+        .file(path)
+        .include_args(true)
+        .build();
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(chrome.with_filter(LevelFilter::TRACE))
+        .try_init();
+    Ok(Some(guard))
 }
 
 /// A clap error as one line: its message, the missing arguments it lists, the values

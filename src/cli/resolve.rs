@@ -54,6 +54,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "json",
     "quiet",
     "report-rss",
+    "trace",
 ];
 
 /// Reads a config file, refusing unknown keys and ill-typed values with the key named.
@@ -92,6 +93,7 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         &mut cfg.valid_offsets,
         &mut cfg.valid_labels,
         &mut cfg.out,
+        &mut cfg.trace,
     ];
     for p in paths.into_iter().flatten() {
         if p.is_relative() {

@@ -11,6 +11,7 @@ pub mod ops;
 mod run;
 
 use crate::cell::Cell;
+use crate::graph::Op;
 use crate::layout::{ParamLayout, Sizes};
 use crate::program::Program;
 use crate::spec::HeadKind;
@@ -76,6 +77,70 @@ pub struct Executor {
     /// Per op, the last segment it touches (0 for ops of every segment): a window
     /// whose data ends early runs only the ops of the segments holding it.
     op_seg: Vec<u32>,
+    /// Per op, the part of the window it belongs to and its segment: the spans a
+    /// trace shows.
+    op_phase: Vec<(Phase, u32)>,
+}
+
+/// The part of a window an instruction belongs to, as a trace shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A segment's first forward.
+    Forward,
+    /// A segment's forward run again (checkpointing).
+    Recompute,
+    /// The head: logits or predictions, the loss and its gradient.
+    Head,
+    /// The backward through a segment: cell, weight and input gradients.
+    Backward,
+}
+
+/// Each op's phase and segment: a cell's forward of (layer, segment) seen before is a
+/// recompute, and so are that segment's embedding, loads and input projection; saves
+/// and stores follow the op before them.
+fn phases(ops: &[Op]) -> Vec<(Phase, u32)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut prev = (Phase::Forward, 0);
+    let fwd = |seen: &std::collections::HashSet<(u32, u32)>, layer: u32, seg: u32| match seen
+        .contains(&(layer, seg))
+    {
+        true => (Phase::Recompute, seg),
+        false => (Phase::Forward, seg),
+    };
+    (ops.iter())
+        .map(|op| {
+            let this = match *op {
+                Op::Embed { seg, .. } => fwd(&seen, 0, seg),
+                Op::LoadState { layer, seg, .. } | Op::InputProj { layer, seg, .. } => {
+                    fwd(&seen, layer, seg)
+                }
+                Op::CellForward { layer, seg, .. } => {
+                    let p = fwd(&seen, layer, seg);
+                    seen.insert((layer, seg));
+                    p
+                }
+                Op::SaveCheckpoint { .. } | Op::StoreState { .. } => prev,
+                Op::Head { seg, .. } | Op::HeadEval { seg, .. } => (Phase::Head, seg),
+                Op::CellBackward { seg, .. }
+                | Op::WeightGrad { seg, .. }
+                | Op::InputGrad { seg, .. } => (Phase::Backward, seg),
+                Op::ZeroCarry { .. } => (Phase::Backward, prev.1),
+            };
+            prev = this;
+            this
+        })
+        .collect()
+}
+
+/// The span of a run of ops of one phase and segment (trace level: no cost unless a
+/// trace is being written).
+fn phase_span((phase, seg): (Phase, u32)) -> tracing::Span {
+    match phase {
+        Phase::Forward => tracing::trace_span!("forward", seg),
+        Phase::Recompute => tracing::trace_span!("recompute", seg),
+        Phase::Head => tracing::trace_span!("head", seg),
+        Phase::Backward => tracing::trace_span!("backward", seg),
+    }
 }
 
 impl Executor {
@@ -99,6 +164,7 @@ impl Executor {
             .collect();
         Executor {
             op_seg,
+            op_phase: phases(&prog.ops),
             cell: prog.model.cell.cell(),
             arena: AlignedBuf::zeros((prog.arena_bytes / 4) as usize),
             params: AlignedBuf::zeros(total),
@@ -267,11 +333,18 @@ impl Executor {
             correct: 0,
             outputs: &mut self.outputs,
         };
-        for (op, &s) in self.prog.ops.iter().zip(&self.op_seg) {
+        let (mut span, mut phase) = (None, None);
+        for ((op, &s), &ph) in self.prog.ops.iter().zip(&self.op_seg).zip(&self.op_phase) {
             if all || (s as usize) < segments {
+                if phase != Some(ph) {
+                    drop(span.take());
+                    span = Some(phase_span(ph).entered());
+                    phase = Some(ph);
+                }
                 cx.exec(op, &arena);
             }
         }
+        drop(span);
         let loss = if terms == 0 {
             0.0
         } else {

@@ -59,10 +59,12 @@ pub fn compile(model: &ModelSpec, train: &TrainSpec) -> Result<Program> {
 
 /// `compile` with explicit options.
 pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) -> Result<Program> {
+    let _compile = tracing::info_span!("compile", policy = %train.policy).entered();
     model.validate()?;
     train.validate()?;
     let sizes = Sizes::new(model, train);
     check_size(&sizes)?;
+    let policy_pass = tracing::info_span!("policy").entered();
     let (actions, policy) = match train.policy {
         Policy::Budget(bytes) => budget::choose(model, train, bytes)?,
         p => {
@@ -78,6 +80,7 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
             (schedule(p, n, ratio), resolved)
         }
     };
+    drop(policy_pass);
     let program = lower(model, train, actions, policy, opts);
     tracing::info!(
         "policy {}: arena {} (lower bound {}, no reuse {}), recompute ×{:.2}",
@@ -134,10 +137,17 @@ fn lower(
 ) -> Program {
     let scratch = Bump::new();
     let sched = Schedule::new(actions, |s| train.seg_len(s), train.window);
-    let graph = graph::unroll(model, train, &sched.actions);
-    let lifetimes = liveness(&graph.buffers, &graph.ops);
-    let layout = assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch);
-    let no_reuse = assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size;
+    let graph =
+        tracing::info_span!("unroll").in_scope(|| graph::unroll(model, train, &sched.actions));
+    let lifetimes =
+        tracing::info_span!("liveness").in_scope(|| liveness(&graph.buffers, &graph.ops));
+    let (layout, no_reuse) = tracing::info_span!("arena").in_scope(|| {
+        (
+            assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch),
+            assign_offsets(&graph.buffers, &lifetimes.spans, false, &scratch).size,
+        )
+    });
+    let _link = tracing::info_span!("link").entered();
     let mut program = link(
         graph,
         policy,

@@ -185,12 +185,14 @@ pub fn fit_validated(
         if enough {
             break;
         }
+        let step_span = tracing::info_span!("step", step = done + 1).entered();
         trainer.zero_grads();
         let (mut loss, mut counted_windows) = (0.0f32, 0);
         let lr = trainer.lr();
         let t0 = Instant::now();
         while counted_windows < acc {
-            let f = trainer.load(feed)?;
+            let _window = tracing::debug_span!("window", window = windows + 1).entered();
+            let f = tracing::trace_span!("load").in_scope(|| trainer.load(feed))?;
             real += f.real as u64;
             epochs += u64::from(f.epoch_end);
             if f.epoch_end {
@@ -221,8 +223,9 @@ pub fn fit_validated(
                 .for_each(|g| *g *= scale);
             loss *= scale;
         }
-        let grad_norm = trainer.apply_gradients();
+        let grad_norm = tracing::debug_span!("optimizer").in_scope(|| trainer.apply_gradients());
         seconds += t0.elapsed().as_secs_f64();
+        drop(step_span);
         let debias = |b: f64| 1.0 - b.powi(done.min(i32::MAX as usize - 1) as i32 + 1);
         ema = beta * ema + (1.0 - beta) * loss as f64;
         let smooth = ema / debias(beta);
@@ -255,6 +258,7 @@ pub fn fit_validated(
         let mut validated = false;
         if let Some(v) = valid.as_mut() {
             if done % v.every.max(1) == 0 || last {
+                let _valid = tracing::info_span!("validation", step = done).entered();
                 v.eval.load_params(trainer.executor().params());
                 let m = v.eval.evaluate(v.data)?;
                 history.push((done, m));

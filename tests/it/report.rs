@@ -79,3 +79,90 @@ fn markdown_and_the_terminal_timeline() {
     assert!(text.contains("live at the peak:"), "{text}");
     assert!(text.contains('█'), "{text}");
 }
+
+/// `recur train --trace` writes a Chrome trace: valid JSON, every span closed in
+/// order, compile passes inside `compile`, forward / recompute / head / backward
+/// inside a window inside a step, the optimizer inside the step.
+#[test]
+fn train_writes_a_chrome_trace_of_its_spans() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let text: Vec<u8> = (0..5000).map(|i| b"abcdefgh "[i % 9]).collect();
+    std::fs::write(p.join("d.txt"), text).unwrap();
+    let args = [
+        "train",
+        "--data",
+        "d.txt",
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--window",
+        "32",
+        "--grain",
+        "8",
+        "--checkpoint",
+        "sqrt",
+        "--steps",
+        "2",
+        "--trace",
+        "t.json",
+        "--quiet",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(p.join("t.json")).unwrap()).unwrap();
+    let mut stacks: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for e in &events {
+        let (Some(name), Some(ph)) = (e["name"].as_str(), e["ph"].as_str()) else {
+            continue;
+        };
+        let stack = stacks.entry(e["tid"].as_u64().unwrap_or(0)).or_default();
+        match ph {
+            "B" => {
+                let within = |outer: &str| stack.iter().any(|s| s == outer);
+                match name {
+                    "policy" | "unroll" | "liveness" | "arena" | "link" => {
+                        assert!(within("compile"), "{name} outside compile: {stack:?}")
+                    }
+                    "forward" | "recompute" | "head" | "backward" | "load" => assert!(
+                        within("window") && within("step"),
+                        "{name} outside a window: {stack:?}"
+                    ),
+                    "window" | "optimizer" => assert!(within("step"), "{name}: {stack:?}"),
+                    _ => {}
+                }
+                *seen.entry(name.to_string()).or_default() += 1;
+                stack.push(name.to_string());
+            }
+            "E" => assert_eq!(stack.pop().as_deref(), Some(name), "spans close in order"),
+            _ => {}
+        }
+    }
+    assert!(
+        stacks.values().all(Vec::is_empty),
+        "every span closed: {stacks:?}"
+    );
+    for name in [
+        "compile",
+        "policy",
+        "unroll",
+        "liveness",
+        "arena",
+        "link",
+        "step",
+        "window",
+        "forward",
+        "recompute",
+        "head",
+        "backward",
+        "optimizer",
+    ] {
+        assert!(seen.contains_key(name), "{name} in {seen:?}");
+    }
+    assert_eq!(seen["step"], 2);
+    // 4 segments a window; sqrt recomputes some of them.
+    assert_eq!(seen["forward"], 2 * 4, "{seen:?}");
+}

@@ -32,7 +32,7 @@ use crate::io::batch::{read_batch, FileInput, FileTarget};
 use crate::io::safetensors as st;
 use crate::plan::{compile, compile_with, CompileOptions};
 use crate::report::PlanReport;
-use crate::spec::{Input, ModelSpec, Policy, TrainSpec};
+use crate::spec::{Input, ModelSpec, TrainSpec};
 use crate::train::{synth, Batch, FitOptions, Inputs, Targets, Trainer};
 use crate::{Error, Result};
 use args::{Cli, Command, DemoCmd, GradsCmd, PlanCmd};
@@ -328,32 +328,7 @@ fn plan(c: PlanCmd) -> Result<()> {
 /// counts, and the budget's choice when a budget is given.
 fn compare(model: &ModelSpec, train: &TrainSpec, format: args::PlanFormat) -> Result<()> {
     let segments = train.segments();
-    let mut policies = vec![Policy::None, Policy::Sqrt];
-    // The textbook √n block, beside `sqrt`'s memory-optimal one.
-    let k = (segments as f64).sqrt().ceil() as usize;
-    if k > 1 && k < segments {
-        policies.push(Policy::Every(k));
-    }
-    let fewest = crate::plan::least_slots(segments as u64, model.layers as u64) as usize;
-    let mut slots: Vec<usize> = [fewest, 1, 2, 4, 8, 16, 32, 64]
-        .into_iter()
-        .filter(|&s| s >= fewest && s < segments)
-        .collect();
-    slots.sort_unstable();
-    slots.dedup();
-    policies.extend(slots.into_iter().map(Policy::Revolve));
-    // The policy or budget the user gave, last.
-    if train.policy != Policy::None && !policies.contains(&train.policy) {
-        policies.push(train.policy);
-    }
-    let mut rows = Vec::new();
-    for p in policies {
-        let t = TrainSpec {
-            policy: p,
-            ..train.clone()
-        };
-        rows.push(crate::report::CompareRow::new(&compile(model, &t)?));
-    }
+    let rows = crate::report::compare_rows(model, train)?;
     let head = format!(
         "model {}, window B{} T{} G{} ({segments} segments)",
         model.describe(),

@@ -7,7 +7,7 @@ pub mod timeline;
 
 use crate::graph::{Bufs, Category, Input as GraphInput, Op, StateSrc};
 use crate::program::Program;
-use crate::spec::Input;
+use crate::spec::{Input, ModelSpec, Policy, TrainSpec};
 pub use crate::units::fmt_bytes;
 use serde::Serialize;
 
@@ -424,6 +424,44 @@ impl CompareRow {
             recompute_factor: p.recompute_factor,
         }
     }
+}
+
+/// The policies `recur plan --compare` and the profile set side by side for a model
+/// and window: none, sqrt, every:⌈√segments⌉, revolve at the fewest admissible slots
+/// and a few powers of two, and last the policy or budget `train` gives (if another).
+pub fn compare_policies(model: &ModelSpec, train: &TrainSpec) -> Vec<Policy> {
+    let segments = train.segments();
+    let mut policies = vec![Policy::None, Policy::Sqrt];
+    // The textbook √n block, beside `sqrt`'s memory-optimal one.
+    let k = (segments as f64).sqrt().ceil() as usize;
+    if k > 1 && k < segments {
+        policies.push(Policy::Every(k));
+    }
+    let fewest = crate::plan::least_slots(segments as u64, model.layers as u64) as usize;
+    let mut slots: Vec<usize> = [fewest, 1, 2, 4, 8, 16, 32, 64]
+        .into_iter()
+        .filter(|&s| s >= fewest && s < segments)
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    policies.extend(slots.into_iter().map(Policy::Revolve));
+    if train.policy != Policy::None && !policies.contains(&train.policy) {
+        policies.push(train.policy);
+    }
+    policies
+}
+
+/// One row per policy of `compare_policies`, each compiled.
+pub fn compare_rows(model: &ModelSpec, train: &TrainSpec) -> crate::Result<Vec<CompareRow>> {
+    (compare_policies(model, train).into_iter())
+        .map(|policy| {
+            let t = TrainSpec {
+                policy,
+                ..train.clone()
+            };
+            Ok(CompareRow::new(&crate::plan::compile(model, &t)?))
+        })
+        .collect()
 }
 
 /// `recur plan --compare` as a terminal table.

@@ -57,6 +57,9 @@ pub enum Command {
     Sample(SampleCmd),
     /// The built-in job: learn a stream with long-range dependencies for about a minute.
     Demo(DemoCmd),
+    /// Profile a run's memory: the plan, a short real run beside it, and every policy,
+    /// as a self-contained HTML report (and its JSON twin).
+    Profile(Box<ProfileCmd>),
     /// Make .npy files from text or CSV, and describe .npy files.
     Data(DataCmd),
     /// Draw training curves from runs' metrics.jsonl as an SVG chart: loss (smoothed,
@@ -238,6 +241,40 @@ pub struct TrainCmd {
     #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,
     /// Run settings.
+    #[command(flatten, next_help_heading = "Optimisation and logging")]
+    pub run: RunFlags,
+}
+
+/// `recur profile`.
+#[derive(Args, Debug, Clone)]
+pub struct ProfileCmd {
+    /// The data, as `recur train --data` takes it [generated: a bracket token stream,
+    /// or with --features N a series of N columns].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Row splits of a set of sequences in --data.
+    #[arg(long, requires = "data")]
+    pub offsets: Option<PathBuf>,
+    /// One integer class per sequence of the set.
+    #[arg(long, requires = "offsets")]
+    pub labels: Option<PathBuf>,
+    /// The report: an HTML file, and its JSON twin beside it (FILE.json).
+    #[arg(long, default_value = "profile.html", value_name = "FILE.html")]
+    pub out: PathBuf,
+    /// Profile a second run with these flags changed (in one quoted string:
+    /// "--checkpoint sqrt") and draw both together.
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub vs: Option<String>,
+    /// Also write a Chrome trace of the run's spans.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// TOML file with the same keys as `recur train`'s flags (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model and window.
+    #[command(flatten, next_help_heading = "Model, window and memory")]
+    pub model: ModelFlags,
+    /// Run settings (--steps: the steps measured [20]).
     #[command(flatten, next_help_heading = "Optimisation and logging")]
     pub run: RunFlags,
 }

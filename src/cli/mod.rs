@@ -23,6 +23,7 @@ macro_rules! say_raw {
 pub mod args;
 mod data;
 mod plot;
+mod profile;
 pub mod resolve;
 mod sample;
 mod train;
@@ -103,9 +104,12 @@ pub fn run() -> Result<()> {
             (None, Some(cfg)) => resolve::read_config(cfg)?.trace,
             (None, None) => None,
         },
+        Command::Profile(c) => c.trace.clone(),
         _ => None,
     };
-    let _trace = init_tracing(trace.as_deref())?;
+    let times =
+        matches!(cli.command, Command::Profile(_)).then(crate::report::spans::SpanTimes::new);
+    let _trace = init_tracing(trace.as_deref(), times.as_ref())?;
     let env = crate::exec::memory::AVAILABLE_ENV;
     if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
         crate::units::parse_size(&v).map_err(|e| Error::spec(env, e))?;
@@ -139,41 +143,54 @@ pub fn run() -> Result<()> {
             demo(c)
         }
         Command::Data(c) => data::run(c),
+        Command::Profile(c) => {
+            threads(c.run.threads)?;
+            profile::profile(*c, &times.unwrap_or_default())
+        }
         Command::Plot(c) => plot::plot(c),
     }
 }
 
 /// Sets up the process's tracing: `RUST_LOG`-filtered messages on stderr (warnings by
-/// default) and, with `trace`, a Chrome trace (chrome://tracing, Perfetto) of every
-/// span: compile passes, steps, windows, forward / recompute / head / backward per
-/// segment, the optimizer, validation. The trace is written when the guard drops.
-fn init_tracing(trace: Option<&std::path::Path>) -> Result<Option<tracing_chrome::FlushGuard>> {
+/// default); with `trace`, a Chrome trace (chrome://tracing, Perfetto) of every span:
+/// compile passes, steps, windows, forward / recompute / head / backward per segment,
+/// the optimizer, validation (written when the guard drops); with `times`, that layer
+/// totalling the time in each span.
+fn init_tracing(
+    trace: Option<&std::path::Path>,
+    times: Option<&crate::report::spans::SpanTimes>,
+) -> Result<Option<tracing_chrome::FlushGuard>> {
     use tracing_subscriber::filter::{EnvFilter, LevelFilter};
     use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let Some(path) = trace else {
-        let _ = tracing_subscriber::registry().with(fmt).try_init();
-        return Ok(None);
+    let times = times.map(|t| t.clone().with_filter(LevelFilter::TRACE));
+    let (chrome, guard) = match trace {
+        None => (None, None),
+        Some(path) => {
+            // The trace's writer runs on a thread of its own: find out now if it
+            // cannot write.
+            std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+            let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new()
+                .file(path)
+                .include_args(true)
+                .build();
+            (Some(layer.with_filter(LevelFilter::TRACE)), Some(guard))
+        }
     };
-    // The trace's writer runs on a thread of its own: find out now if it cannot write.
-    std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new()
-        .file(path)
-        .include_args(true)
-        .build();
     let _ = tracing_subscriber::registry()
         .with(fmt)
-        .with(chrome.with_filter(LevelFilter::TRACE))
+        .with(chrome)
+        .with(times)
         .try_init();
-    Ok(Some(guard))
+    Ok(guard)
 }
 
 /// A clap error as one line: its message, the missing arguments it lists, the values
 /// it accepts and its suggestion (`tip: a similar argument exists: '--hidden'`).
-fn clap_line(msg: &str) -> String {
+pub(super) fn clap_line(msg: &str) -> String {
     let mut lines = msg.lines();
     let first = lines.next().unwrap_or("invalid arguments");
     let mut line = first.trim_start_matches("error: ").to_string();

@@ -628,7 +628,7 @@ pub(super) fn check_data(
 
 /// Sets up the BLAS runtime with the window's largest GEMM shapes, so that
 /// `--report-rss`'s baseline includes it (the design's "small fixed runtime overhead").
-fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
+pub(super) fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
     use crate::exec::gemm::{warm_up, Tr};
     let rows = train.grain.min(train.window) * train.batch;
     let (gw, h, k, b) = (model.gate_width(), model.hidden, model.outputs, train.batch);

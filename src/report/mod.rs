@@ -12,6 +12,7 @@ pub use crate::units::fmt_bytes;
 use serde::Serialize;
 
 pub mod plot;
+pub mod profile;
 pub mod spans;
 
 /// The plan of one window, as `recur plan` prints it.

@@ -16,6 +16,7 @@ mod masks;
 mod plan_props;
 mod plot;
 mod policies;
+mod profile;
 mod pytorch;
 mod reference;
 mod reference_selftest;

@@ -1,0 +1,676 @@
+//! The memory profile of a run: the plan's figures (`PlanReport`), the arena over the
+//! instructions (`Timeline`) and where every buffer sat in it, the buffers live at the
+//! peak, the policies side by side, and what a short real run measured — as one JSON
+//! object, and as a self-contained HTML page of charts (plotters' SVG backend) and
+//! tables that opens offline.
+
+use super::spans::SpanTotal;
+use super::timeline::{peak_buffers, PeakBuffer, Timeline};
+use super::{compare_rows, CompareRow, PlanReport};
+use crate::graph::Category;
+use crate::program::Program;
+use crate::units::fmt_bytes;
+use crate::{Error, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Where one buffer sat: its bytes of the arena over its lifetime.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BufferBox {
+    /// The buffer's name.
+    pub name: String,
+    /// Its category.
+    pub category: &'static str,
+    /// Offset in the arena.
+    pub offset: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// First instruction using it.
+    pub first: usize,
+    /// Last instruction using it.
+    pub last: usize,
+}
+
+/// What a short real run of the plan measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Measured {
+    /// Optimiser steps run.
+    pub steps: usize,
+    /// Mean seconds of one step (forward, backward, update).
+    pub step_seconds: f64,
+    /// Positions (tokens or rows) per second.
+    pub positions_per_s: f64,
+    /// Seconds per step in each part of it, from the run's spans: `forward`,
+    /// `recompute`, `head`, `backward`, `optimizer`, `load`.
+    pub phases: BTreeMap<String, f64>,
+    /// The process's resident bytes after the data was opened and the BLAS runtime set
+    /// up, before the plan was allocated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_before_bytes: Option<u64>,
+    /// The process's peak resident bytes at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Measured {
+    /// The measurement of `steps` steps over `seconds` in steps, `positions` positions,
+    /// and the span totals of the run.
+    pub fn new(
+        steps: usize,
+        seconds: f64,
+        positions: u64,
+        spans: &BTreeMap<&'static str, SpanTotal>,
+    ) -> Self {
+        let per_step = |s: f64| s / steps.max(1) as f64;
+        let phases = [
+            "forward",
+            "recompute",
+            "head",
+            "backward",
+            "optimizer",
+            "load",
+        ]
+        .into_iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                per_step(spans.get(n).map_or(0.0, |t| t.seconds)),
+            )
+        })
+        .collect();
+        Measured {
+            steps,
+            step_seconds: per_step(seconds),
+            positions_per_s: positions as f64 / seconds.max(1e-9),
+            phases,
+            rss_before_bytes: None,
+            peak_rss_bytes: None,
+        }
+    }
+
+    /// Peak RSS above the baseline, when both were measured.
+    pub fn rss_used(&self) -> Option<u64> {
+        Some(self.peak_rss_bytes?.saturating_sub(self.rss_before_bytes?))
+    }
+}
+
+/// The memory profile of one plan (and, when it ran, its measurement).
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    /// A name for the run (in titles and legends).
+    pub name: String,
+    /// The plan's figures, as `recur plan --json` prints them.
+    pub plan: PlanReport,
+    /// Bytes live in the arena at every instruction, by category.
+    pub timeline: Timeline,
+    /// The buffers live at the peak, largest first.
+    pub peak_buffers: Vec<PeakBuffer>,
+    /// Every arena buffer's place and lifetime.
+    pub buffers: Vec<BufferBox>,
+    /// The policies side by side (as `recur plan --compare`).
+    pub policies: Vec<CompareRow>,
+    /// The row of `policies` this plan uses.
+    pub chosen: Option<usize>,
+    /// What a short real run measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Measured>,
+}
+
+impl Profile {
+    /// The profile of `p`, named `name`; compiles the other policies of the comparison.
+    pub fn new(name: &str, p: &Program) -> Result<Self> {
+        let policies = compare_rows(&p.model, &p.train)?;
+        let mine = p.policy.to_string();
+        let chosen = policies.iter().position(|r| r.policy == mine);
+        Ok(Profile {
+            name: name.to_string(),
+            plan: PlanReport::new(p),
+            timeline: Timeline::new(p),
+            peak_buffers: peak_buffers(p),
+            buffers: (p.buffers.iter())
+                .map(|b| BufferBox {
+                    name: b.buffer.kind.name(&p.sizes),
+                    category: b.buffer.category.name(),
+                    offset: b.offset,
+                    bytes: b.buffer.bytes(),
+                    first: b.span.0.index(),
+                    last: b.span.1.index(),
+                })
+                .collect(),
+            policies,
+            chosen,
+            measured: None,
+        })
+    }
+
+    /// The profile as a self-contained HTML page (inline SVG charts, inline style, no
+    /// script, nothing fetched), with `vs` drawn beside it when given.
+    pub fn html(&self, vs: Option<&Profile>) -> Result<String> {
+        html(self, vs)
+    }
+}
+
+/// Colours of the categories, in `Category::ALL` order.
+const COLOURS: [RGBColor; 11] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xae, 0xc7, 0xe8),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0xff, 0xbb, 0x78),
+    RGBColor(0x98, 0xdf, 0x8a),
+    RGBColor(0xc7, 0xc7, 0xc7),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
+
+fn colour(category: &str) -> RGBColor {
+    let i = (Category::ALL.iter())
+        .position(|c| c.name() == category)
+        .unwrap_or(0);
+    COLOURS[i]
+}
+
+/// A byte unit for an axis whose largest value is `max`: (divisor, name).
+fn unit(max: u64) -> (f64, &'static str) {
+    match max {
+        m if m >= 1 << 30 => ((1u64 << 30) as f64, "GiB"),
+        m if m >= 1 << 20 => ((1u64 << 20) as f64, "MiB"),
+        _ => (1024.0, "KiB"),
+    }
+}
+
+type Drawn = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// One SVG chart of `size`, drawn by `draw` into a string.
+fn svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Drawn,
+) -> Result<String> {
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, size).into_drawing_area();
+        root.fill(&WHITE)
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present())
+            .map_err(|e| Error::spec("profile", format!("drawing failed: {e}")))?;
+    }
+    Ok(s)
+}
+
+/// The arena over the instructions: bytes live stacked by category, the planned
+/// arena as a dashed line, the peak marked. With `vs`, both runs' totals over the
+/// window's progress (0–100% of its instructions).
+fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
+    let t = &p.timeline;
+    let top = vs.map_or(t.arena_bytes, |v| v.timeline.arena_bytes.max(t.arena_bytes));
+    let (div, name) = unit(top.max(1));
+    let y = |b: u64| b as f64 / div;
+    svg((960, 420), |root| {
+        let caption = match vs {
+            None => "Activation arena over the window's instructions".to_string(),
+            Some(v) => format!("Arena over the window: {} vs {}", p.name, v.name),
+        };
+        let x_max = if vs.is_some() {
+            100.0
+        } else {
+            t.positions().max(1) as f64
+        };
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y(top) * 1.08)?;
+        chart
+            .configure_mesh()
+            .x_desc(if vs.is_some() {
+                "share of the window's instructions (%)"
+            } else {
+                "instruction"
+            })
+            .y_desc(format!("bytes live ({name})"))
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        match vs {
+            None => {
+                // Stacked: each category's area from the running sum below it.
+                let n = t.positions();
+                let mut below = vec![0u64; n];
+                for (c, live) in t.live.iter().enumerate() {
+                    let cat = t.categories[c];
+                    let top_: Vec<u64> = below.iter().zip(live).map(|(a, b)| a + b).collect();
+                    let poly: Vec<(f64, f64)> = (0..n)
+                        .map(|i| (i as f64, y(top_[i])))
+                        .chain((0..n).rev().map(|i| (i as f64, y(below[i]))))
+                        .collect();
+                    let col = colour(cat);
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(poly, col.mix(0.85).filled())))?
+                        .label(cat)
+                        .legend(move |(x, yy)| {
+                            Rectangle::new([(x, yy - 5), (x + 14, yy + 5)], col.filled())
+                        });
+                    below = top_;
+                }
+                let planned = y(t.arena_bytes);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(0.0, planned), (x_max, planned)],
+                        6,
+                        4,
+                        BLACK.stroke_width(1),
+                    ))?
+                    .label(format!("planned arena {}", fmt_bytes(t.arena_bytes)))
+                    .legend(|(x, yy)| PathElement::new([(x, yy), (x + 14, yy)], BLACK));
+                let peak = (t.peak_position as f64, y(t.peak_bytes));
+                chart
+                    .draw_series(std::iter::once(Circle::new(peak, 5, RED.filled())))?
+                    .label(format!(
+                        "peak {} (instruction {})",
+                        fmt_bytes(t.peak_bytes),
+                        t.peak_position
+                    ))
+                    .legend(|(x, yy)| Circle::new((x + 7, yy), 4, RED.filled()));
+            }
+            Some(v) => {
+                for (k, (run, col)) in [(p, COLOURS[0]), (v, COLOURS[7])].into_iter().enumerate() {
+                    let tl = &run.timeline;
+                    let n = tl.positions().max(1) as f64;
+                    let pts: Vec<(f64, f64)> = (0..tl.positions())
+                        .map(|i| (100.0 * i as f64 / n, y(tl.total(i))))
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(pts, col.stroke_width(2)))?
+                        .label(format!("{} (peak {})", run.name, fmt_bytes(tl.peak_bytes)))
+                        .legend(move |(x, yy)| {
+                            PathElement::new([(x, yy), (x + 14, yy)], col.stroke_width(2))
+                        });
+                    let peak = (100.0 * tl.peak_position as f64 / n, y(tl.peak_bytes));
+                    chart.draw_series(std::iter::once(Circle::new(
+                        peak,
+                        5 - k as i32,
+                        col.filled(),
+                    )))?;
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// Every buffer's bytes of the arena (offset) over its lifetime (instructions),
+/// coloured by category: what the allocator did.
+fn offset_map(p: &Profile) -> Result<String> {
+    let t = &p.timeline;
+    let (div, name) = unit(t.arena_bytes.max(1));
+    svg((960, 360), |root| {
+        let x_max = t.positions().max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Arena offsets over the instructions (one box a buffer)",
+                ("sans-serif", 20),
+            )
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..(t.arena_bytes.max(1) as f64 / div))?;
+        chart
+            .configure_mesh()
+            .x_desc("instruction")
+            .y_desc(format!("offset ({name})"))
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        chart.draw_series(p.buffers.iter().map(|b| {
+            let (x0, x1) = (b.first as f64, b.last as f64 + 1.0);
+            let (y0, y1) = (b.offset as f64 / div, (b.offset + b.bytes) as f64 / div);
+            Rectangle::new([(x0, y0), (x1, y1)], colour(b.category).mix(0.8).filled())
+        }))?;
+        Ok(())
+    })
+}
+
+/// Bytes by category as two stacked bars per run: persistent and arena.
+fn category_bars(runs: &[&Profile]) -> Result<String> {
+    let total = |p: &Profile, region: &str| -> u64 {
+        (p.plan.categories.iter())
+            .filter(|c| c.region == region)
+            .map(|c| c.bytes)
+            .sum()
+    };
+    let max = (runs.iter())
+        .flat_map(|p| [total(p, "persistent"), total(p, "arena")])
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (div, name) = unit(max);
+    let bars: Vec<(String, &Profile, &str)> = (runs.iter())
+        .flat_map(|p| {
+            ["persistent", "arena"].map(|r| {
+                let label = if runs.len() > 1 {
+                    format!("{} {r}", p.name)
+                } else {
+                    r.to_string()
+                };
+                (label, *p, r)
+            })
+        })
+        .collect();
+    let height = (120 + 50 * bars.len() as u32).max(300);
+    svg((960, height), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("Bytes by category", ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(250)
+            // Room on the right for the legend.
+            .build_cartesian_2d(0.0..(max as f64 / div) * 1.5, 0.0..bars.len() as f64)?;
+        let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .x_desc(format!("bytes ({name})"))
+            .y_labels(bars.len() * 2 + 1)
+            .y_label_formatter(&|v| {
+                let i = (v - 0.5).round();
+                if (v - 0.5 - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[labels.len() - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .disable_y_mesh()
+            .draw()?;
+        let mut legend_done = std::collections::HashSet::new();
+        for (k, (_, p, region)) in bars.iter().enumerate() {
+            let row = (bars.len() - 1 - k) as f64;
+            let mut at = 0.0;
+            for c in p
+                .plan
+                .categories
+                .iter()
+                .filter(|c| c.region == *region && c.bytes > 0)
+            {
+                let w = c.bytes as f64 / div;
+                let col = colour(c.category);
+                let rect = Rectangle::new([(at, row + 0.15), (at + w, row + 0.85)], col.filled());
+                let drawn = chart.draw_series(std::iter::once(rect))?;
+                if legend_done.insert(c.category) {
+                    drawn.label(c.category).legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled())
+                    });
+                }
+                at += w;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// Memory against recomputation, one point per policy, the chosen one marked.
+fn policy_chart(p: &Profile) -> Result<String> {
+    let max = p
+        .policies
+        .iter()
+        .map(|r| r.arena_bytes)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (div, name) = unit(max);
+    let rmax = p
+        .policies
+        .iter()
+        .map(|r| r.recompute_factor)
+        .fold(1.0, f64::max);
+    svg((960, 420), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Checkpoint policies: arena against recomputation",
+                ("sans-serif", 20),
+            )
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.95..rmax * 1.12 + 0.05, 0.0..(max as f64 / div) * 1.12)?;
+        chart
+            .configure_mesh()
+            .x_desc("forward steps run ÷ window (recompute ×)")
+            .y_desc(format!("activation arena ({name})"))
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (i, r) in p.policies.iter().enumerate() {
+            let at = (r.recompute_factor, r.arena_bytes as f64 / div);
+            let chosen = Some(i) == p.chosen;
+            let (col, size) = if chosen { (RED, 7) } else { (COLOURS[0], 4) };
+            let label = if chosen {
+                format!("{} (this run)", r.policy)
+            } else {
+                r.policy.clone()
+            };
+            chart.draw_series(std::iter::once(
+                EmptyElement::at(at)
+                    + Circle::new((0, 0), size, col.filled())
+                    + Text::new(
+                        label,
+                        (8, if i % 2 == 0 { -14 } else { 4 }),
+                        ("sans-serif", 12),
+                    ),
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The difference of `b` from `a` at their peaks, by category, in words.
+fn peak_difference(a: &Profile, b: &Profile) -> String {
+    let (pa, pb) = (a.timeline.peak_bytes as i128, b.timeline.peak_bytes as i128);
+    let mut parts = Vec::new();
+    for (c, name) in a.timeline.categories.iter().enumerate() {
+        let at = |p: &Profile| p.timeline.live[c][p.timeline.peak_position] as i128;
+        let d = at(b) - at(a);
+        if d != 0 {
+            parts.push((
+                d.abs(),
+                format!(
+                    "{name} {}{}",
+                    if d < 0 { "−" } else { "+" },
+                    fmt_bytes(d.unsigned_abs() as u64)
+                ),
+            ));
+        }
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let d = pb - pa;
+    format!(
+        "At the peak, {} holds {} against {}'s {} ({}{}, {:+.1}%){}{}.",
+        b.name,
+        fmt_bytes(pb as u64),
+        a.name,
+        fmt_bytes(pa as u64),
+        if d < 0 { "−" } else { "+" },
+        fmt_bytes(d.unsigned_abs() as u64),
+        100.0 * d as f64 / pa.max(1) as f64,
+        if parts.is_empty() { "" } else { ": " },
+        parts
+            .into_iter()
+            .map(|p| p.1)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
+    use std::fmt::Write;
+    let r = &p.plan;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>recur memory profile: {}</title><style>\
+         body{{font-family:sans-serif;max-width:1000px;margin:24px auto;color:#222}}\
+         table{{border-collapse:collapse;margin:8px 0 20px}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
+         td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
+         h2{{margin-top:32px;border-bottom:1px solid #ddd}} .note{{color:#555}}\
+         </style></head><body>\n",
+        esc(&p.name)
+    );
+    let _ = writeln!(h, "<h1>Memory profile: {}</h1>", esc(&r.model));
+    let _ = writeln!(
+        h,
+        "<p><b>{}</b> ({} parameters) · window B{} T{} G{} · policy <code>{}</code> \
+         (recompute ×{:.2}) · {:.2} GFLOP/step</p><p class=\"note\">{}</p>",
+        esc(&r.model),
+        r.parameters,
+        r.batch,
+        r.window,
+        r.grain,
+        esc(&r.policy),
+        r.recompute_factor,
+        r.flops_per_step as f64 / 1e9,
+        esc(&r.policy_meaning)
+    );
+    let _ = writeln!(
+        h,
+        "<table><tr><th>planned</th><th>bytes</th></tr>\
+         <tr><td>persistent</td><td class=n>{}</td></tr>\
+         <tr><td>activation arena</td><td class=n>{} (lower bound {}, no reuse {})</td></tr>\
+         <tr><td><b>total</b></td><td class=n><b>{}</b></td></tr></table>",
+        fmt_bytes(r.persistent_bytes),
+        fmt_bytes(r.arena_bytes),
+        fmt_bytes(r.arena_lower_bound_bytes),
+        fmt_bytes(r.arena_no_reuse_bytes),
+        fmt_bytes(r.total_bytes)
+    );
+    // Measured beside planned.
+    let _ = writeln!(h, "<h2 id=\"measured\">Measured beside planned</h2>");
+    match &p.measured {
+        None => {
+            let _ = writeln!(h, "<p class=\"note\">Not run.</p>");
+        }
+        Some(m) => {
+            let _ = writeln!(
+                h,
+                "<table><tr><th>figure</th><th>planned</th><th>measured</th></tr>"
+            );
+            if let Some(used) = m.rss_used() {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>peak RSS − RSS before the plan</td><td class=n>{}</td><td class=n>{} ({:+.1}%)</td></tr>",
+                    fmt_bytes(r.total_bytes),
+                    fmt_bytes(used),
+                    100.0 * (used as f64 / r.total_bytes.max(1) as f64 - 1.0)
+                );
+            }
+            let _ = writeln!(
+                h,
+                "<tr><td>activation arena</td><td class=n>{}</td><td class=n>{} (allocated as planned)</td></tr>\
+                 <tr><td>step time</td><td></td><td class=n>{:.4} s ({} steps)</td></tr>\
+                 <tr><td>positions per second</td><td></td><td class=n>{:.0}</td></tr></table>",
+                fmt_bytes(r.arena_bytes),
+                fmt_bytes(r.arena_bytes),
+                m.step_seconds,
+                m.steps,
+                m.positions_per_s
+            );
+            let _ = writeln!(
+                h,
+                "<table><tr><th>part of a step</th><th>seconds</th><th>share</th></tr>"
+            );
+            for (name, s) in &m.phases {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{name}</td><td class=n>{s:.5}</td><td class=n>{:.1}%</td></tr>",
+                    100.0 * s / m.step_seconds.max(1e-12)
+                );
+            }
+            let _ = writeln!(h, "</table>");
+        }
+    }
+    let _ = writeln!(h, "<h2 id=\"timeline\">Arena timeline</h2>");
+    if let Some(v) = vs {
+        let _ = writeln!(h, "<p><b>{}</b></p>", esc(&peak_difference(p, v)));
+        h.push_str(&timeline_chart(p, Some(v))?);
+    }
+    h.push_str(&timeline_chart(p, None)?);
+    let _ = writeln!(h, "<h2 id=\"offsets\">Arena offsets</h2>");
+    h.push_str(&offset_map(p)?);
+    let _ = writeln!(
+        h,
+        "<h2 id=\"peak\">Live at the peak ({})</h2>",
+        fmt_bytes(p.timeline.peak_bytes)
+    );
+    let _ = writeln!(
+        h,
+        "<table id=\"peak-table\"><tr><th>buffer</th><th>category</th><th>layer</th><th>segment</th>\
+         <th>bytes</th><th>made by</th></tr>"
+    );
+    for b in &p.peak_buffers {
+        let opt = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td><code>{}</code></td></tr>",
+            esc(&b.name),
+            b.category,
+            opt(b.layer),
+            opt(b.segment),
+            fmt_bytes(b.bytes),
+            esc(&b.first_op)
+        );
+    }
+    let _ = writeln!(h, "</table>");
+    let _ = writeln!(h, "<h2 id=\"categories\">Bytes by category</h2>");
+    let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
+    h.push_str(&category_bars(&runs)?);
+    let _ = writeln!(h, "<h2 id=\"policies\">Policies</h2>");
+    h.push_str(&policy_chart(p)?);
+    let _ = writeln!(
+        h,
+        "<table><tr><th>policy</th><th>arena</th><th>total</th><th>recompute</th></tr>"
+    );
+    for (i, row) in p.policies.iter().enumerate() {
+        let mark = if Some(i) == p.chosen {
+            " ← this run"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code>{mark}</td><td class=n>{}</td><td class=n>{}</td><td class=n>×{:.2}</td></tr>",
+            esc(&row.policy),
+            fmt_bytes(row.arena_bytes),
+            fmt_bytes(row.total_bytes),
+            row.recompute_factor
+        );
+    }
+    let _ = writeln!(h, "</table>\n</body></html>");
+    Ok(h)
+}

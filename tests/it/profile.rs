@@ -1,0 +1,122 @@
+//! `recur profile`: the HTML report parses and holds each chart and the peak table,
+//! and its JSON twin holds the figures `recur plan --json` gives for the same flags.
+
+use crate::util::recur;
+use serde_json::Value;
+
+#[test]
+fn the_report_parses_and_agrees_with_the_plan() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let flags = [
+        "--hidden",
+        "32",
+        "--batch",
+        "8",
+        "--window",
+        "64",
+        "--checkpoint",
+        "sqrt",
+    ];
+    let args = [
+        &["profile"][..],
+        &flags,
+        &["--steps", "3", "--out", "r.html"],
+    ]
+    .concat();
+    let (code, out, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("r.html") && out.contains("r.json"), "{out}");
+    let html = std::fs::read_to_string(p.join("r.html")).unwrap();
+    let doc = scraper::Html::parse_document(&html);
+    assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+    let sel = |s: &str| scraper::Selector::parse(s).unwrap();
+    // Timeline, offsets, categories, policies: four charts, and no script or link.
+    assert_eq!(doc.select(&sel("svg")).count(), 4);
+    assert_eq!(doc.select(&sel("script, link, img")).count(), 0);
+    for id in [
+        "measured",
+        "timeline",
+        "offsets",
+        "peak",
+        "categories",
+        "policies",
+    ] {
+        assert_eq!(doc.select(&sel(&format!("#{id}"))).count(), 1, "#{id}");
+    }
+    let rows = doc.select(&sel("#peak-table tr")).count();
+    // The profile as JSON: the plan's figures are `recur plan --json`'s, the peak
+    // table holds the buffers live at the peak.
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("r.json")).unwrap()).unwrap();
+    let prof = &j["profile"];
+    let (code, plan, err) = recur(&[&["plan"][..], &flags, &["--json"]].concat(), p);
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    for k in [
+        "arena_bytes",
+        "arena_lower_bound_bytes",
+        "persistent_bytes",
+        "recompute_factor",
+    ] {
+        assert_eq!(prof["plan"][k], plan[k], "{k}");
+    }
+    // The profile's batch comes from generated data of the same shape: the same totals.
+    assert_eq!(prof["plan"]["total_bytes"], plan["total_bytes"]);
+    let peak = prof["peak_buffers"].as_array().unwrap();
+    assert_eq!(rows, peak.len() + 1, "a row per buffer and the header");
+    assert_eq!(
+        prof["timeline"]["peak_bytes"],
+        plan["arena_lower_bound_bytes"]
+    );
+    let m = &prof["measured"];
+    assert_eq!(m["steps"], 3);
+    let phases = m["phases"].as_object().unwrap();
+    for k in ["forward", "recompute", "head", "backward", "optimizer"] {
+        assert!(phases[k].as_f64().unwrap() > 0.0, "{k}: {m}");
+    }
+    let parts: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(parts <= m["step_seconds"].as_f64().unwrap() * 1.05, "{m}");
+    let chosen = prof["chosen"].as_u64().unwrap() as usize;
+    assert_eq!(prof["policies"][chosen]["policy"], plan["policy"]);
+}
+
+/// `--vs` profiles a second run and names the difference at the peak.
+#[test]
+fn vs_draws_two_runs_and_names_the_difference() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let args = [
+        "profile",
+        "--hidden",
+        "32",
+        "--batch",
+        "8",
+        "--window",
+        "64",
+        "--steps",
+        "2",
+        "--checkpoint",
+        "sqrt",
+        "--vs",
+        "--checkpoint none",
+        "--out",
+        "v.html",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(p.join("v.html")).unwrap();
+    assert!(html.contains("with --checkpoint none"), "named");
+    assert!(
+        html.contains("At the peak, with --checkpoint none holds"),
+        "difference"
+    );
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("v.json")).unwrap()).unwrap();
+    let (a, b) = (&j["profile"], &j["vs"]);
+    assert_eq!(b["plan"]["policy"], "none");
+    assert!(b["timeline"]["peak_bytes"].as_u64() > a["timeline"]["peak_bytes"].as_u64());
+    let (code, _, err) = recur(&["profile", "--vs", "--bogus"], p);
+    assert_ne!(code, 0);
+    assert!(err.contains("--vs") && err.lines().count() == 1, "{err}");
+}

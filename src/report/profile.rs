@@ -463,10 +463,15 @@ fn policy_chart(p: &Profile) -> Result<String> {
             let at = (r.recompute_factor, r.arena_bytes as f64 / div);
             let chosen = Some(i) == p.chosen;
             let (col, size) = if chosen { (RED, 7) } else { (COLOURS[0], 4) };
-            let label = if chosen {
-                format!("{} (this run)", r.policy)
-            } else {
-                r.policy.clone()
+            let label = match (&p.measured, chosen) {
+                (Some(m), true) => {
+                    format!(
+                        "{} (this run: {:.4} s/step measured)",
+                        r.policy, m.step_seconds
+                    )
+                }
+                (None, true) => format!("{} (this run)", r.policy),
+                _ => r.policy.clone(),
             };
             chart.draw_series(std::iter::once(
                 EmptyElement::at(at)

@@ -191,6 +191,13 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         .and_then(Path::file_name)
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let mut p = Profile::new(&label, trainer.program())?;
+    let data_name = match &data {
+        Some(d) => d.display().to_string(),
+        None => source.path().display().to_string(),
+    };
+    p.config.insert(0, ("data".to_string(), data_name));
+    p.config
+        .insert(1, ("steps measured".to_string(), summary.steps.to_string()));
     p.measured = Some(measured);
     Ok(p)
 }

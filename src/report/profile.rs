@@ -101,6 +101,9 @@ impl Measured {
 pub struct Profile {
     /// A name for the run (in titles and legends).
     pub name: String,
+    /// The run's settings, as (name, value) pairs, for the top of the report: the
+    /// data, the optimiser, the steps, the threads.
+    pub config: Vec<(String, String)>,
     /// The plan's figures, as `recur plan --json` prints them.
     pub plan: PlanReport,
     /// Bytes live in the arena at every instruction, by category.
@@ -124,8 +127,24 @@ impl Profile {
         let policies = compare_rows(&p.model, &p.train)?;
         let mine = p.policy.to_string();
         let chosen = policies.iter().position(|r| r.policy == mine);
+        let t = &p.train;
+        let config = vec![
+            ("optimizer".to_string(), t.optim.kind.to_string()),
+            ("lr".to_string(), format!("{}", t.optim.lr)),
+            ("schedule".to_string(), t.optim.schedule.to_string()),
+            (
+                "clip".to_string(),
+                t.clip.map_or("none".into(), |c| c.to_string()),
+            ),
+            ("seed".to_string(), t.seed.to_string()),
+            (
+                "OpenBLAS threads".to_string(),
+                crate::exec::gemm::threads().to_string(),
+            ),
+        ];
         Ok(Profile {
             name: name.to_string(),
+            config,
             plan: PlanReport::new(p),
             timeline: Timeline::new(p),
             peak_buffers: peak_buffers(p),
@@ -563,6 +582,10 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
         r.flops_per_step as f64 / 1e9,
         esc(&r.policy_meaning)
     );
+    let settings: Vec<String> = (p.config.iter())
+        .map(|(k, v)| format!("{} <code>{}</code>", esc(k), esc(v)))
+        .collect();
+    let _ = writeln!(h, "<p class=\"note\">{}</p>", settings.join(" · "));
     let _ = writeln!(
         h,
         "<table><tr><th>planned</th><th>bytes</th></tr>\

@@ -170,6 +170,27 @@ fn init_tracing(
     let (chrome, guard) = match trace {
         None => (None, None),
         Some(path) => {
+            // Only an earlier trace (a JSON array) is replaced: a trace path that names
+            // the data or anything else must not empty it.
+            if path.exists() {
+                let mut head = [0u8; 1];
+                let is_trace = std::fs::File::open(path)
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                    .map(|n| n == 0 || head[0] == b'[')
+                    .unwrap_or(false);
+                if !is_trace {
+                    return Err(Error::spec(
+                        "--trace",
+                        format!(
+                            "{} exists and is not a trace; give another path",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
             // The trace's writer runs on a thread of its own: find out now if it
             // cannot write.
             std::fs::File::create(path).map_err(|e| Error::io(path, e))?;

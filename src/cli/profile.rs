@@ -12,33 +12,41 @@ use crate::report::profile::{Measured, Profile};
 use crate::report::spans::SpanTimes;
 use crate::train::{fit, synth, Feed, FitOptions, Trainer};
 use crate::{Error, Result};
-use std::path::Path;
 
 /// Steps a profile runs unless `--steps` says otherwise.
 pub const PROFILE_STEPS: usize = 20;
 
 pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
     let html_path = c.out.clone();
-    if html_path.extension().and_then(|e| e.to_str()) != Some("html") {
+    let ext = html_path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("html" | "htm")) {
         return Err(Error::spec(
             "--out",
             format!("{} is not an .html file", html_path.display()),
         ));
     }
     let json_path = html_path.with_extension("json");
+    if c.trace.as_deref() == Some(json_path.as_path()) {
+        return Err(Error::spec(
+            "--trace",
+            format!(
+                "{} is where the report's JSON goes; give another path",
+                json_path.display()
+            ),
+        ));
+    }
     let vs = match &c.vs {
         Some(flags) => Some(with_changes(&c, flags)?),
         None => None,
     };
-    let name = |cmd: &ProfileCmd, other: &str| match &cmd.vs {
-        Some(_) => "this run".to_string(),
-        None if other.is_empty() => "this run".to_string(),
-        None => other.to_string(),
-    };
     let mut first = run(&c, times)?;
-    first.name = name(&c, "");
+    first.name = "this run".to_string();
     let second = match (&vs, &c.vs) {
         (Some(v), Some(flags)) => {
+            super::threads(v.run.threads)?;
             let mut p = run(v, times)?;
             p.name = format!("with {flags}");
             Some(p)
@@ -46,9 +54,17 @@ pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
         _ => None,
     };
     let html = first.html(second.as_ref())?;
-    let json = serde_json::json!({ "profile": first, "vs": second });
+    #[derive(serde::Serialize)]
+    struct Twin<'a> {
+        profile: &'a Profile,
+        vs: Option<&'a Profile>,
+    }
+    let twin = Twin {
+        profile: &first,
+        vs: second.as_ref(),
+    };
     crate::io::safetensors::write_atomic(&html_path, html.as_bytes())?;
-    let text = serde_json::to_string(&json).map_err(|e| Error::spec("profile", e.to_string()))?;
+    let text = serde_json::to_string(&twin).map_err(|e| Error::spec("profile", e.to_string()))?;
     crate::io::safetensors::write_atomic(&json_path, text.as_bytes())?;
     say!("wrote {} and {}", html_path.display(), json_path.display());
     Ok(())
@@ -89,10 +105,31 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
         serde_json::to_value(&other.run).map_err(to)?,
     ))
     .map_err(to)?;
+    let mut model = model;
+    // One of a pair replaces the other: a policy and a budget, data and its set.
+    if other.model.checkpoint.is_some() {
+        model.memory_budget = None;
+    }
+    if other.model.memory_budget.is_some() {
+        model.checkpoint = None;
+    }
+    let (offsets, labels) = match other.data {
+        Some(_) => (other.offsets, other.labels),
+        None => (
+            other.offsets.or(base.offsets.clone()),
+            other.labels.or(base.labels.clone()),
+        ),
+    };
+    if flags.trim().is_empty() {
+        return Err(Error::spec(
+            "--vs",
+            "is empty: give the flags the second run changes",
+        ));
+    }
     Ok(ProfileCmd {
         data: other.data.or(base.data.clone()),
-        offsets: other.offsets.or(base.offsets.clone()),
-        labels: other.labels.or(base.labels.clone()),
+        offsets,
+        labels,
         model,
         run,
         vs: None,
@@ -144,7 +181,16 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
             super::train::check_extension(p, "--data", Some(false))?;
             Source::open(p, c.offsets.as_deref(), c.labels.as_deref())?
         }
-        None => generated(&c.model)?,
+        None => {
+            // The flags over the config's keys: the data must fit the model and window.
+            let mut m = c.model.clone();
+            if let Some(f) = &config {
+                m.features = m.features.or(f.model.features);
+                m.batch = m.batch.or(f.model.batch);
+                m.window = m.window.or(f.model.window);
+            }
+            generated(&m)?
+        }
     };
     let run_flags = RunFlags {
         steps: c.run.steps.or(Some(PROFILE_STEPS)),
@@ -186,11 +232,7 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
     );
     measured.rss_before_bytes = rss_before;
     measured.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
-    let label = data
-        .as_deref()
-        .and_then(Path::file_name)
-        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-    let mut p = Profile::new(&label, trainer.program())?;
+    let mut p = Profile::new("this run", trainer.program())?;
     let data_name = match &data {
         Some(d) => d.display().to_string(),
         None => source.path().display().to_string(),

@@ -257,16 +257,25 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             .draw()?;
         match vs {
             None => {
-                // Stacked: each category's area from the running sum below it.
-                let n = t.positions();
-                let mut below = vec![0u64; n];
+                // Stacked as steps (a buffer is live over [first, last + 1)): each
+                // category's area from the running sum below it, over at most
+                // `COLUMNS` columns, each the instruction of its most bytes.
+                let cols = columns(t);
+                let mut below = vec![0u64; cols.len()];
                 for (c, live) in t.live.iter().enumerate() {
                     let cat = t.categories[c];
-                    let top_: Vec<u64> = below.iter().zip(live).map(|(a, b)| a + b).collect();
-                    let poly: Vec<(f64, f64)> = (0..n)
-                        .map(|i| (i as f64, y(top_[i])))
-                        .chain((0..n).rev().map(|i| (i as f64, y(below[i]))))
+                    let top_: Vec<u64> = (below.iter().zip(&cols))
+                        .map(|(a, &(_, _, i))| a + live[i])
                         .collect();
+                    let steps = |v: &[u64]| -> Vec<(f64, f64)> {
+                        (cols.iter().zip(v))
+                            .flat_map(|(&(a, b, _), &h)| [(a as f64, y(h)), (b as f64, y(h))])
+                            .collect()
+                    };
+                    let upper = steps(&top_);
+                    let mut lower = steps(&below);
+                    lower.reverse();
+                    let poly: Vec<(f64, f64)> = upper.into_iter().chain(lower).collect();
                     let col = colour(cat);
                     chart
                         .draw_series(std::iter::once(Polygon::new(poly, col.mix(0.85).filled())))?
@@ -300,8 +309,11 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 for (k, (run, col)) in [(p, COLOURS[0]), (v, COLOURS[7])].into_iter().enumerate() {
                     let tl = &run.timeline;
                     let n = tl.positions().max(1) as f64;
-                    let pts: Vec<(f64, f64)> = (0..tl.positions())
-                        .map(|i| (100.0 * i as f64 / n, y(tl.total(i))))
+                    let pts: Vec<(f64, f64)> = (columns(tl).into_iter())
+                        .flat_map(|(a, b, i)| {
+                            let h = y(tl.total(i));
+                            [(100.0 * a as f64 / n, h), (100.0 * b as f64 / n, h)]
+                        })
                         .collect();
                     chart
                         .draw_series(LineSeries::new(pts, col.stroke_width(2)))?
@@ -329,6 +341,23 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
     })
 }
 
+/// Most columns a timeline is drawn in: beyond them, a column covers several
+/// instructions and shows the one where the most bytes are live.
+pub const COLUMNS: usize = 1500;
+
+/// The timeline's columns: (first instruction, end, the instruction drawn).
+fn columns(t: &Timeline) -> Vec<(usize, usize, usize)> {
+    let n = t.positions();
+    let cols = n.min(COLUMNS).max(1);
+    (0..cols)
+        .map(|c| {
+            let (a, b) = (c * n / cols, ((c + 1) * n / cols).max(c * n / cols + 1));
+            let at = (a..b.min(n)).max_by_key(|&i| t.total(i)).unwrap_or(a);
+            (a, b, at)
+        })
+        .collect()
+}
+
 /// Every buffer's bytes of the arena (offset) over its lifetime (instructions),
 /// coloured by category: what the allocator did.
 fn offset_map(p: &Profile) -> Result<String> {
@@ -352,7 +381,14 @@ fn offset_map(p: &Profile) -> Result<String> {
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        chart.draw_series(p.buffers.iter().map(|b| {
+        // Boxes smaller than a pixel each way are not drawn (a long window has more
+        // buffers than the chart has pixels).
+        let (min_w, min_h) = (x_max / 1500.0, t.arena_bytes as f64 / 600.0);
+        let visible = p.buffers.len() <= 20_000;
+        let boxes = (p.buffers.iter()).filter(|b| {
+            visible || (b.last + 1 - b.first) as f64 >= min_w || b.bytes as f64 >= min_h
+        });
+        chart.draw_series(boxes.map(|b| {
             let (x0, x1) = (b.first as f64, b.last as f64 + 1.0);
             let (y0, y1) = (b.offset as f64 / div, (b.offset + b.bytes) as f64 / div);
             Rectangle::new([(x0, y0), (x1, y1)], colour(b.category).mix(0.8).filled())

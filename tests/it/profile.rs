@@ -120,3 +120,56 @@ fn vs_draws_two_runs_and_names_the_difference() {
     assert_ne!(code, 0);
     assert!(err.contains("--vs") && err.lines().count() == 1, "{err}");
 }
+
+/// A trace path that names anything but an earlier trace is refused before it is
+/// touched; `--vs` swaps a policy for a budget and refuses nothing to change.
+#[test]
+fn traces_never_overwrite_data_and_vs_swaps_pairs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("d.txt"), "precious data ".repeat(500)).unwrap();
+    let (code, _, err) = recur(
+        &[
+            "train", "--data", "d.txt", "--steps", "1", "--trace", "d.txt",
+        ],
+        p,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--trace") && err.contains("not a trace"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("d.txt")).unwrap(),
+        "precious data ".repeat(500)
+    );
+    let (code, _, err) = recur(&["profile", "--out", "q.html", "--trace", "q.json"], p);
+    assert_ne!(code, 0);
+    assert!(err.contains("--trace"), "{err}");
+    let (code, _, err) = recur(&["profile", "--vs", ""], p);
+    assert_ne!(code, 0);
+    assert!(err.contains("--vs") && err.contains("empty"), "{err}");
+    let args = [
+        "profile",
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--window",
+        "64",
+        "--steps",
+        "1",
+        "--checkpoint",
+        "sqrt",
+        "--vs",
+        "--memory-budget 1MiB",
+        "--out",
+        "b.html",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("b.json")).unwrap()).unwrap();
+    let policy = j["vs"]["plan"]["policy"].as_str().unwrap();
+    assert!(policy.starts_with("budget 1.0 MiB"), "{policy}");
+}

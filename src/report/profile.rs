@@ -348,7 +348,7 @@ pub const COLUMNS: usize = 1500;
 /// The timeline's columns: (first instruction, end, the instruction drawn).
 fn columns(t: &Timeline) -> Vec<(usize, usize, usize)> {
     let n = t.positions();
-    let cols = n.min(COLUMNS).max(1);
+    let cols = n.clamp(1, COLUMNS);
     (0..cols)
         .map(|c| {
             let (a, b) = (c * n / cols, ((c + 1) * n / cols).max(c * n / cols + 1));

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 recur=${1:-target/release/recur}
 if ! command -v chromium >/dev/null; then
+    echo "installing chromium (Debian package) to render the report" >&2
     apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 [ -x "$recur" ] || cargo build --release --quiet
@@ -14,7 +15,7 @@ trap 'rm -rf "$out"' EXIT
 OPENBLAS_NUM_THREADS=2 "$recur" profile --hidden 256 --batch 32 --window 512 \
     --checkpoint sqrt --steps 10 --vs "--checkpoint none" --out "$out/profile.html"
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --window-size=1100,5000 --screenshot="$out/profile.png" "file://$out/profile.html" \
+    --window-size=1100,4600 --screenshot="$out/profile.png" "file://$out/profile.html" \
     2>/dev/null
 cp "$out/profile.png" docs/profile.png
 echo "wrote docs/profile.png"

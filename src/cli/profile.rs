@@ -217,6 +217,8 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
     })?;
     let mut trainer = Trainer::new(program)?;
     let mut feed = Feed::new(&source, &train, model.head, false)?;
+    // One step first, unmeasured: the first touches every page of the arena.
+    fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {})?;
     times.reset();
     let summary = fit(
         &mut trainer,
@@ -231,6 +233,15 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         &times.totals(),
     );
     measured.rss_before_bytes = rss_before;
+    // Data generated in memory maps no pages: the plan's bound for them is left out.
+    let pages = if data.is_none() {
+        trainer
+            .program()
+            .category_bytes(crate::graph::Category::DataPages)
+    } else {
+        0
+    };
+    measured.planned_bytes = trainer.program().total_bytes() - pages;
     measured.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
     let mut p = Profile::new("this run", trainer.program())?;
     let data_name = match &data {

@@ -286,7 +286,9 @@ fn link(
         by_category.push((c, live));
     }
     let flops = ops.iter().map(|op| graph::flops(op, &sizes)).sum();
-    let tables = ops.len() * std::mem::size_of::<graph::Op>()
+    // The instructions, the buffer table, and the executor's per-instruction segment
+    // and phase (what it allocates beside them).
+    let tables = ops.len() * (std::mem::size_of::<graph::Op>() + 4 + 8)
         + buffers.len() * std::mem::size_of::<Placed>();
     by_category.push((Category::Program, tables as u64));
     let buffers = (buffers

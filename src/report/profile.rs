@@ -33,6 +33,26 @@ pub struct BufferBox {
     pub last: usize,
 }
 
+/// The parts of a step the report times, in the order a step runs them.
+pub const PHASES: [&str; 6] = [
+    "load",
+    "forward",
+    "recompute",
+    "head",
+    "backward",
+    "optimizer",
+];
+
+/// A signed percentage with a true minus sign: `−68.6%`, `+3.1%`.
+fn signed_pct(x: f64) -> String {
+    let v = 100.0 * x;
+    if v < 0.0 {
+        format!("−{:.1}%", -v)
+    } else {
+        format!("+{v:.1}%")
+    }
+}
+
 /// What a short real run of the plan measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Measured {
@@ -52,6 +72,9 @@ pub struct Measured {
     /// The process's peak resident bytes at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// The plan's bytes the resident memory is set beside: its total, less the mapped
+    /// data's pages when the data was generated in memory.
+    pub planned_bytes: u64,
 }
 
 impl Measured {
@@ -87,6 +110,7 @@ impl Measured {
             phases,
             rss_before_bytes: None,
             peak_rss_bytes: None,
+            planned_bytes: 0,
         }
     }
 
@@ -570,20 +594,24 @@ fn peak_difference(a: &Profile, b: &Profile) -> String {
     parts.sort_by_key(|p| std::cmp::Reverse(p.0));
     let d = pb - pa;
     format!(
-        "At the peak, {} holds {} against {}'s {} ({}{}, {:+.1}%){}{}.",
+        "At the arena's peak, {} holds {} against {}'s {} ({}{}, {}){}{}. In all (persistent \
+         bytes too), {} against {} ({}).",
         b.name,
         fmt_bytes(pb as u64),
         a.name,
         fmt_bytes(pa as u64),
         if d < 0 { "−" } else { "+" },
         fmt_bytes(d.unsigned_abs() as u64),
-        100.0 * d as f64 / pa.max(1) as f64,
+        signed_pct(d as f64 / pa.max(1) as f64),
         if parts.is_empty() { "" } else { ": " },
         parts
             .into_iter()
             .map(|p| p.1)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        fmt_bytes(b.plan.total_bytes),
+        fmt_bytes(a.plan.total_bytes),
+        signed_pct(b.plan.total_bytes as f64 / a.plan.total_bytes.max(1) as f64 - 1.0)
     )
 }
 
@@ -640,40 +668,69 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
         None => {
             let _ = writeln!(h, "<p class=\"note\">Not run.</p>");
         }
-        Some(m) => {
-            let _ = writeln!(
-                h,
-                "<table><tr><th>figure</th><th>planned</th><th>measured</th></tr>"
-            );
-            if let Some(used) = m.rss_used() {
-                let _ = writeln!(
+        Some(_) => {
+            let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
+            let _ = write!(h, "<table><tr><th>figure</th>");
+            for run in &runs {
+                let _ = write!(
                     h,
-                    "<tr><td>peak RSS − RSS before the plan</td><td class=n>{}</td><td class=n>{} ({:+.1}%)</td></tr>",
-                    fmt_bytes(r.total_bytes),
-                    fmt_bytes(used),
-                    100.0 * (used as f64 / r.total_bytes.max(1) as f64 - 1.0)
+                    "<th>{0} planned</th><th>{0} measured</th>",
+                    esc(&run.name)
                 );
             }
-            let _ = writeln!(
-                h,
-                "<tr><td>activation arena</td><td class=n>{}</td><td class=n>{} (allocated as planned)</td></tr>\
-                 <tr><td>step time</td><td></td><td class=n>{:.4} s ({} steps)</td></tr>\
-                 <tr><td>positions per second</td><td></td><td class=n>{:.0}</td></tr></table>",
-                fmt_bytes(r.arena_bytes),
-                fmt_bytes(r.arena_bytes),
-                m.step_seconds,
-                m.steps,
-                m.positions_per_s
-            );
-            let _ = writeln!(
-                h,
-                "<table><tr><th>part of a step</th><th>seconds</th><th>share</th></tr>"
-            );
-            for (name, s) in &m.phases {
-                let _ = writeln!(
-                    h,
-                    "<tr><td>{name}</td><td class=n>{s:.5}</td><td class=n>{:.1}%</td></tr>",
-                    100.0 * s / m.step_seconds.max(1e-12)
+            let _ = writeln!(h, "</tr>");
+            let row = |h: &mut String, label: &str, cell: &dyn Fn(&Profile) -> (String, String)| {
+                let _ = write!(h, "<tr><td>{label}</td>");
+                for run in &runs {
+                    let (a, b) = cell(run);
+                    let _ = write!(h, "<td class=n>{a}</td><td class=n>{b}</td>");
+                }
+                let _ = writeln!(h, "</tr>");
+            };
+            row(&mut h, "peak RSS − RSS before the plan", &|run| match run
+                .measured
+                .as_ref()
+                .and_then(|m| Some((m, m.rss_used()?)))
+            {
+                Some((m, used)) => (
+                    fmt_bytes(m.planned_bytes),
+                    format!(
+                        "{} ({})",
+                        fmt_bytes(used),
+                        signed_pct(used as f64 / m.planned_bytes.max(1) as f64 - 1.0)
+                    ),
+                ),
+                None => (String::new(), String::new()),
+            });
+            row(&mut h, "activation arena", &|run| {
+                let b = fmt_bytes(run.plan.arena_bytes);
+                (b.clone(), format!("{b} (allocated as planned)"))
+            });
+            row(&mut h, "step time", &|run| match &run.measured {
+                Some(m) => (
+                    String::new(),
+                    format!("{:.4} s ({} steps)", m.step_seconds, m.steps),
+                ),
+                None => (String::new(), String::new()),
+            });
+            row(&mut h, "positions per second", &|run| match &run.measured {
+                Some(m) => (String::new(), format!("{:.0}", m.positions_per_s)),
+                None => (String::new(), String::new()),
+            });
+            for phase in PHASES {
+                row(
+                    &mut h,
+                    &format!("step: {phase}"),
+                    &|run| match &run.measured {
+                        Some(m) => {
+                            let s = m.phases.get(phase).copied().unwrap_or(0.0);
+                            (
+                                String::new(),
+                                format!("{s:.5} s ({:.1}%)", 100.0 * s / m.step_seconds.max(1e-12)),
+                            )
+                        }
+                        None => (String::new(), String::new()),
+                    },
                 );
             }
             let _ = writeln!(h, "</table>");

@@ -171,7 +171,12 @@ pub fn buffers_at(p: &Program, position: usize) -> Vec<PeakBuffer> {
             last_op: op(b.span.1.index()),
         })
         .collect();
-    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    out.sort_by(|a, b| {
+        (b.bytes.cmp(&a.bytes))
+            .then(a.layer.cmp(&b.layer))
+            .then(a.segment.cmp(&b.segment))
+            .then(a.name.cmp(&b.name))
+    });
     out
 }
 

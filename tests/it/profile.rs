@@ -108,7 +108,7 @@ fn vs_draws_two_runs_and_names_the_difference() {
     let html = std::fs::read_to_string(p.join("v.html")).unwrap();
     assert!(html.contains("with --checkpoint none"), "named");
     assert!(
-        html.contains("At the peak, with --checkpoint none holds"),
+        html.contains("At the arena's peak, with --checkpoint none holds"),
         "difference"
     );
     let j: Value =

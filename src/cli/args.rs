@@ -258,6 +258,9 @@ pub struct ProfileCmd {
     /// One integer class per sequence of the set.
     #[arg(long, requires = "offsets")]
     pub labels: Option<PathBuf>,
+    /// Batch sequences of similar lengths (less padding), as `recur train --bucket`.
+    #[arg(long, requires = "offsets")]
+    pub bucket: bool,
     /// The report: an HTML file, and its JSON twin beside it (FILE.json).
     #[arg(long, default_value = "profile.html", value_name = "FILE.html")]
     pub out: PathBuf,
@@ -295,7 +298,7 @@ pub struct PlanCmd {
     /// Also draw the arena over the program's instructions (bytes live at each, the
     /// peak marked) and list the buffers live at the peak; with JSON, `timeline` and
     /// `peak_buffers`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare")]
     pub timeline: bool,
     /// Give every buffer its own bytes (to see what reuse saves).
     #[arg(long)]

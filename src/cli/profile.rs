@@ -216,7 +216,7 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         e => e,
     })?;
     let mut trainer = Trainer::new(program)?;
-    let mut feed = Feed::new(&source, &train, model.head, false)?;
+    let mut feed = Feed::new(&source, &train, model.head, c.bucket)?;
     // One step first, unmeasured: the first touches every page of the arena.
     fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {})?;
     times.reset();

@@ -275,6 +275,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             } else {
                 "instruction"
             })
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc(format!("bytes live ({name})"))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
@@ -515,7 +516,16 @@ fn policy_chart(p: &Profile) -> Result<String> {
         .max()
         .unwrap_or(1)
         .max(1);
+    let least = (p.policies.iter().map(|r| r.arena_bytes).min())
+        .unwrap_or(1)
+        .clamp(1, max);
     let (div, name) = unit(max);
+    let (lo, hi) = ((least as f64 / div) * 0.7, (max as f64 / div) * 1.4);
+    // 1, 2, 5 × 10^k within the range: labels at every decade's steps.
+    let ticks: Vec<f64> = (-4..8)
+        .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
+        .filter(|&v| v >= lo && v <= hi)
+        .collect();
     let rmax = p
         .policies
         .iter()
@@ -530,11 +540,19 @@ fn policy_chart(p: &Profile) -> Result<String> {
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.95..rmax * 1.12 + 0.05, 0.0..(max as f64 / div) * 1.12)?;
+            // Log scale: keep-all's arena would squash every checkpointed one.
+            .build_cartesian_2d(
+                0.95..rmax * 1.12 + 0.05,
+                (lo..hi).log_scale().with_key_points(ticks.clone()),
+            )?;
         chart
             .configure_mesh()
             .x_desc("forward steps run ÷ window (recompute ×)")
-            .y_desc(format!("activation arena ({name})"))
+            .y_desc(format!("activation arena ({name}, log scale)"))
+            .y_label_formatter(&|v| {
+                let s = format!("{v:.3}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            })
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;

@@ -173,3 +173,42 @@ fn traces_never_overwrite_data_and_vs_swaps_pairs() {
     let policy = j["vs"]["plan"]["policy"].as_str().unwrap();
     assert!(policy.starts_with("budget 1.0 MiB"), "{policy}");
 }
+
+/// `recur profile --trace` writes the run's spans as a Chrome trace beside the report.
+#[test]
+fn profile_writes_a_trace_too() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let args = [
+        "profile",
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--window",
+        "32",
+        "--steps",
+        "1",
+        "--out",
+        "t.html",
+        "--trace",
+        "t-trace.json",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(p.join("t-trace.json")).unwrap()).unwrap();
+    let names: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["name"].as_str()).collect();
+    for n in [
+        "compile",
+        "step",
+        "window",
+        "forward",
+        "head",
+        "backward",
+        "optimizer",
+    ] {
+        assert!(names.contains(n), "{n} in {names:?}");
+    }
+}

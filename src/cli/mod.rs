@@ -254,6 +254,26 @@ pub(super) fn warn(msg: &str) {
     eprintln!("warning: {msg}");
 }
 
+/// Refuses a plan of `total` bytes, beside `extra` held as well, that the machine
+/// cannot hold, naming what would fit (`memory_hint`).
+pub(super) fn check_fits(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    total: u64,
+    extra: u64,
+) -> Result<()> {
+    crate::exec::memory::check_fits(total + extra).map_err(|e| match e {
+        Error::Memory {
+            needed, available, ..
+        } => Error::Memory {
+            needed,
+            available,
+            hint: memory_hint(model, train, available, extra),
+        },
+        e => e,
+    })
+}
+
 /// What would make a plan of `model` and `train` fit in `available` bytes, beside
 /// `extra` bytes held as well (a validation program): the memory budget that fits,
 /// with the schedule it chooses, and `--checkpoint sqrt` if it fits too.

@@ -205,16 +205,7 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
     crate::exec::memory::reset_peak_rss();
     let rss_before = crate::exec::memory::proc_status_bytes("VmRSS:");
     let program = compile(&model, &train)?;
-    crate::exec::memory::check_fits(program.total_bytes()).map_err(|e| match e {
-        Error::Memory {
-            needed, available, ..
-        } => Error::Memory {
-            needed,
-            available,
-            hint: super::memory_hint(&model, &train, available, 0),
-        },
-        e => e,
-    })?;
+    super::check_fits(&model, &train, program.total_bytes(), 0)?;
     let mut trainer = Trainer::new(program)?;
     let mut feed = Feed::new(&source, &train, model.head, c.bucket)?;
     // One step first, unmeasured: the first touches every page of the arena.

@@ -139,12 +139,14 @@ pub(super) fn fit_with_progress(
             return;
         }
         let record = LogRecord::new(p);
-        let json = || serde_json::to_string(&record).unwrap_or_default();
-        if let Some(m) = metrics.as_deref_mut() {
-            m.write(&json());
+        let print_json = out.json && !out.quiet;
+        let json = (metrics.is_some() || print_json)
+            .then(|| serde_json::to_string(&record).unwrap_or_default());
+        if let (Some(m), Some(j)) = (metrics.as_deref_mut(), &json) {
+            m.write(j);
         }
-        if out.json && !out.quiet {
-            say!("{}", json());
+        if let (true, Some(j)) = (print_json, &json) {
+            say!("{j}");
         } else if out.lines {
             // Beside a bar on the same terminal (`| tee`), the line goes in between
             // two of its frames.
@@ -353,12 +355,12 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         None => None,
     };
     let epochs = resolve::epochs(&c.run, cr)?;
-    {
-        let feed = Feed::new(&source, &train, model.head, bucket)?;
-        if let Some(e) = epochs {
-            train.steps = feed.steps_for_epochs(e, train.accumulate);
-            train.validate()?;
-        }
+    // The feed depends on the window, not the steps: the one that counts an epoch's
+    // steps trains too.
+    let mut feed = Feed::new(&source, &train, model.head, bucket)?;
+    if let Some(e) = epochs {
+        train.steps = feed.steps_for_epochs(e, train.accumulate);
+        train.validate()?;
     }
     let valid = match &valid_path {
         None => None,
@@ -409,16 +411,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     // Training and validation together must fit, before either allocates; if they do
     // not, say which checkpoint policy or budget would.
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
-    crate::exec::memory::check_fits(program.total_bytes() + eval_bytes).map_err(|e| match e {
-        Error::Memory {
-            needed, available, ..
-        } => Error::Memory {
-            needed,
-            available,
-            hint: super::memory_hint(&model, &train, available, eval_bytes),
-        },
-        e => e,
-    })?;
+    super::check_fits(&model, &train, program.total_bytes(), eval_bytes)?;
     let mut trainer = Trainer::new(program)?;
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
     if output.talk() {
@@ -476,7 +469,6 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         seconds: None,
         epochs,
     };
-    let mut feed = Feed::new(&source, &train, model.head, bucket)?;
     let validation = match (&valid, evaluator.as_mut()) {
         (Some((data, _)), Some(eval)) => Some(Validation {
             eval,

@@ -60,6 +60,9 @@ pub enum Command {
     /// Profile a run's memory: the plan, a short real run beside it, and every policy,
     /// as a self-contained HTML report (and its JSON twin).
     Profile(Box<ProfileCmd>),
+    /// Draw a profile's report again from its JSON twin, or two profiles together
+    /// (both timelines and category bars, the difference at the peak named).
+    Report(ReportCmd),
     /// Make .npy files from text or CSV, and describe .npy files.
     Data(DataCmd),
     /// Draw training curves from runs' metrics.jsonl as an SVG chart: loss (smoothed,
@@ -249,7 +252,8 @@ pub struct TrainCmd {
 #[derive(Args, Debug, Clone)]
 pub struct ProfileCmd {
     /// The data, as `recur train --data` takes it [generated: a bracket token stream,
-    /// or with --features N a series of N columns].
+    /// with --features N a series of N columns (8 for --head regress), with --head
+    /// classify a labelled set of uneven sequences].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Row splits of a set of sequences in --data.
@@ -261,6 +265,23 @@ pub struct ProfileCmd {
     /// Batch sequences of similar lengths (less padding), as `recur train --bucket`.
     #[arg(long, requires = "offsets")]
     pub bucket: bool,
+    /// Held-out data, as `recur train --valid`: its program's bytes join the plan, and
+    /// the report times validation (after the last measured step, or every
+    /// --valid-every steps).
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Row splits of the held-out set.
+    #[arg(long, requires = "valid")]
+    pub valid_offsets: Option<PathBuf>,
+    /// Labels of the held-out set.
+    #[arg(long, requires = "valid_offsets")]
+    pub valid_labels: Option<PathBuf>,
+    /// Steps between validations [the measured steps: once, at the end].
+    #[arg(long, value_name = "N", requires = "valid")]
+    pub valid_every: Option<usize>,
+    /// Read --data as bytes whatever its extension, as `recur train --bytes`.
+    #[arg(long)]
+    pub bytes: bool,
     /// The report: an HTML file, and its JSON twin beside it (FILE.json).
     #[arg(long, default_value = "profile.html", value_name = "FILE.html")]
     pub out: PathBuf,
@@ -280,6 +301,18 @@ pub struct ProfileCmd {
     /// Run settings (--steps: the steps measured [20]).
     #[command(flatten, next_help_heading = "Optimisation and logging")]
     pub run: RunFlags,
+}
+
+/// `recur report`.
+#[derive(Args, Debug)]
+pub struct ReportCmd {
+    /// The JSON twins `recur profile` wrote (FILE.json beside FILE.html): one to draw
+    /// again, two to draw together.
+    #[arg(value_name = "PROFILE.json", required = true, num_args = 1..=2)]
+    pub profiles: Vec<PathBuf>,
+    /// The report to write.
+    #[arg(long, default_value = "report.html", value_name = "FILE.html")]
+    pub out: PathBuf,
 }
 
 /// `recur plan`.

@@ -107,8 +107,8 @@ pub fn run() -> Result<()> {
         Command::Profile(c) => c.trace.clone(),
         _ => None,
     };
-    let times =
-        matches!(cli.command, Command::Profile(_)).then(crate::report::spans::SpanTimes::new);
+    let times = matches!(cli.command, Command::Profile(_))
+        .then(|| crate::report::spans::SpanTimes::new().excluding("validation"));
     let _trace = init_tracing(trace.as_deref(), times.as_ref())?;
     let env = crate::exec::memory::AVAILABLE_ENV;
     if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
@@ -148,6 +148,7 @@ pub fn run() -> Result<()> {
             profile::profile(*c, &times.unwrap_or_default())
         }
         Command::Plot(c) => plot::plot(c),
+        Command::Report(c) => profile::report(c),
     }
 }
 
@@ -166,7 +167,7 @@ fn init_tracing(
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let times = times.map(|t| t.clone().with_filter(LevelFilter::TRACE));
+    let times = times.map(|t| t.clone().with_filter(t.filter()));
     let (chrome, guard) = match trace {
         None => (None, None),
         Some(path) => {
@@ -357,6 +358,20 @@ fn plan(c: PlanCmd) -> Result<()> {
                     serde_json::to_value(b).unwrap_or_default(),
                 );
             }
+            if let (true, Some(o)) = (c.listing, v.as_object_mut()) {
+                let ops: Vec<String> = (program.ops.iter())
+                    .map(|op| {
+                        let t = crate::report::op_text(op, &program);
+                        t.split_whitespace().collect::<Vec<_>>().join(" ")
+                    })
+                    .collect();
+                let bufs = crate::report::profile::BufferBox::all(&program);
+                o.insert("instructions_listing".into(), ops.into());
+                o.insert(
+                    "buffers_listing".into(),
+                    serde_json::to_value(bufs).unwrap_or_default(),
+                );
+            }
             say!("{v}");
         }
         args::PlanFormat::Table => say_raw!("{}", report.table()),
@@ -376,7 +391,7 @@ fn plan(c: PlanCmd) -> Result<()> {
             ));
         }
     }
-    if c.listing {
+    if c.listing && format != args::PlanFormat::Json {
         say_raw!("\n{}", crate::report::listing(&program));
     }
     Ok(())

@@ -364,33 +364,18 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     }
     let valid = match &valid_path {
         None => None,
-        Some(p) => {
-            if offsets.is_some() != valid_offsets.is_some() {
-                return Err(Error::spec(
-                    "--valid-offsets",
-                    "held-out data takes the form of the training data: a set of sequences \
-                     needs --valid-offsets (and --valid-labels with --labels), a stream none",
-                ));
-            }
-            if labels.is_some() != valid_labels.is_some() {
-                return Err(Error::spec(
-                    "--valid-labels",
-                    "is needed exactly when --labels is given",
-                ));
-            }
-            check_extension(p, "--valid", Some(bytes))?;
-            let mut v = Source::open(p, valid_offsets.as_deref(), valid_labels.as_deref())?;
-            let norm = crate::data::convert::norm_path(&data_path);
-            super::sample::scale_like_model(&mut v, p, &norm, json)?;
-            if v.tokens().is_some() {
-                let vocab = crate::data::convert::vocab_path(&data_path);
-                super::sample::check_same_vocab(p, &vocab)?;
-            }
-            check_same_form(&source, &v)?;
-            let spec = eval_spec(&train, &v);
-            check_data(&v, &model, &spec)?;
-            Some((v, spec))
-        }
+        Some(p) => Some(open_valid(
+            ValidFiles {
+                values: p,
+                offsets: valid_offsets.as_deref(),
+                labels: valid_labels.as_deref(),
+            },
+            (&source, &data_path),
+            (offsets.is_some(), labels.is_some()),
+            bytes,
+            json,
+            (&model, &train),
+        )?),
     };
     let valid_every = valid_every.unwrap_or((train.steps / 10).max(1));
     if valid_every == 0 {
@@ -666,6 +651,51 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
 
 /// Refuses held-out data of another form than the training data (tokens vs rows,
 /// columns).
+/// The held-out data's files.
+pub(super) struct ValidFiles<'a> {
+    pub values: &'a Path,
+    pub offsets: Option<&'a Path>,
+    pub labels: Option<&'a Path>,
+}
+
+/// Opens held-out data in the training data's form (a set needs offsets, labels
+/// exactly when training has them), scaled and tokenised as the training data, and the
+/// window validation runs in.
+pub(super) fn open_valid(
+    v: ValidFiles<'_>,
+    (source, data_path): (&Source, &Path),
+    (offsets, labels): (bool, bool),
+    bytes: bool,
+    json: bool,
+    (model, train): (&crate::ModelSpec, &crate::TrainSpec),
+) -> Result<(Source, crate::TrainSpec)> {
+    if offsets != v.offsets.is_some() {
+        return Err(Error::spec(
+            "--valid-offsets",
+            "held-out data takes the form of the training data: a set of sequences \
+             needs --valid-offsets (and --valid-labels with --labels), a stream none",
+        ));
+    }
+    if labels != v.labels.is_some() {
+        return Err(Error::spec(
+            "--valid-labels",
+            "is needed exactly when --labels is given",
+        ));
+    }
+    check_extension(v.values, "--valid", Some(bytes))?;
+    let mut valid = Source::open(v.values, v.offsets, v.labels)?;
+    let norm = crate::data::convert::norm_path(data_path);
+    super::sample::scale_like_model(&mut valid, v.values, &norm, json)?;
+    if valid.tokens().is_some() {
+        let vocab = crate::data::convert::vocab_path(data_path);
+        super::sample::check_same_vocab(v.values, &vocab)?;
+    }
+    check_same_form(source, &valid)?;
+    let spec = eval_spec(train, &valid);
+    check_data(&valid, model, &spec)?;
+    Ok((valid, spec))
+}
+
 fn check_same_form(train: &Source, valid: &Source) -> Result<()> {
     let form = |s: &Source| match (s.tokens(), s.width()) {
         (Some(_), _) => "tokens".to_string(),

@@ -9,22 +9,21 @@ use crate::graph::{Bufs, Category, Input as GraphInput, Op, StateSrc};
 use crate::program::Program;
 use crate::spec::{Input, ModelSpec, Policy, TrainSpec};
 pub use crate::units::fmt_bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod plot;
 pub mod profile;
 pub mod spans;
 
 /// The plan of one window, as `recur plan` prints it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanReport {
     /// The model in one line (`lstm V256 E64 H256 L1`).
-    #[serde(skip)]
     pub model: String,
     /// Cell type.
     pub cell: String,
     /// Input: `tokens` or `features`.
-    pub input: &'static str,
+    pub input: String,
     /// Vocabulary of a token input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab: Option<usize>,
@@ -77,12 +76,12 @@ pub struct PlanReport {
 }
 
 /// Bytes of one category.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CategoryBytes {
     /// Category name.
-    pub category: &'static str,
+    pub category: String,
     /// Where it lives: `persistent` or `arena`.
-    pub region: &'static str,
+    pub region: String,
     /// Bytes.
     pub bytes: u64,
 }
@@ -93,12 +92,13 @@ impl PlanReport {
         let categories = Category::ALL
             .iter()
             .map(|&c| CategoryBytes {
-                category: c.name(),
+                category: c.name().to_string(),
                 region: if c.is_persistent() {
                     "persistent"
                 } else {
                     "arena"
-                },
+                }
+                .to_string(),
                 bytes: p.category_bytes(c),
             })
             .collect();
@@ -110,7 +110,7 @@ impl PlanReport {
         PlanReport {
             model: m.describe(),
             cell: m.cell.to_string(),
-            input,
+            input: input.to_string(),
             vocab,
             embed,
             features,
@@ -329,7 +329,8 @@ pub fn listing(p: &Program) -> String {
     s
 }
 
-pub(crate) fn op_text(op: &Op, p: &Program) -> String {
+/// One instruction in words: its name, what it reads and what it writes.
+pub fn op_text(op: &Op, p: &Program) -> String {
     let n = |b: crate::ids::BufId| p.buffers[b.index()].buffer.kind.name(&p.sizes);
     let list = |b: Bufs| b.iter().map(n).collect::<Vec<_>>().join(", ");
     let input = |x: GraphInput| x.buf().map_or_else(|| "features".to_string(), n);
@@ -404,7 +405,7 @@ pub(crate) fn op_text(op: &Op, p: &Program) -> String {
 }
 
 /// One row of `recur plan --compare`: a policy and what it costs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompareRow {
     /// The policy (a budget names what it chose).
     pub policy: String,

@@ -13,16 +13,16 @@ use crate::units::fmt_bytes;
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where one buffer sat: its bytes of the arena over its lifetime.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BufferBox {
     /// The buffer's name.
     pub name: String,
     /// Its category.
-    pub category: &'static str,
+    pub category: String,
     /// Offset in the arena.
     pub offset: u64,
     /// Bytes.
@@ -31,6 +31,22 @@ pub struct BufferBox {
     pub first: usize,
     /// Last instruction using it.
     pub last: usize,
+}
+
+impl BufferBox {
+    /// Every arena buffer of `p`, in the program's order.
+    pub fn all(p: &Program) -> Vec<BufferBox> {
+        (p.buffers.iter())
+            .map(|b| BufferBox {
+                name: b.buffer.kind.name(&p.sizes),
+                category: b.buffer.category.name().to_string(),
+                offset: b.offset,
+                bytes: b.buffer.bytes(),
+                first: b.span.0.index(),
+                last: b.span.1.index(),
+            })
+            .collect()
+    }
 }
 
 /// The parts of a step the report times, in the order a step runs them.
@@ -53,16 +69,19 @@ fn signed_pct(x: f64) -> String {
     }
 }
 
-/// What a short real run of the plan measured.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// What a short real run of the plan measured: its steps run twice, first plain (the
+/// step time and throughput), then with the span timer on (the split of a step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
-    /// Optimiser steps run.
+    /// Optimiser steps in each of the two passes.
     pub steps: usize,
-    /// Mean seconds of one step (forward, backward, update).
+    /// Mean seconds of one step (forward, backward, update), span timer off.
     pub step_seconds: f64,
-    /// Positions (tokens or rows) per second.
+    /// Positions (tokens or rows) per second, span timer off.
     pub positions_per_s: f64,
-    /// Seconds per step in each part of it, from the run's spans: `forward`,
+    /// Mean seconds of one step with the span timer on (the phases' step).
+    pub timed_step_seconds: f64,
+    /// Seconds per step in each part of it, from the timed pass's spans: `forward`,
     /// `recompute`, `head`, `backward`, `optimizer`, `load`.
     pub phases: BTreeMap<String, f64>,
     /// The process's resident bytes after the data was opened and the BLAS runtime set
@@ -72,45 +91,61 @@ pub struct Measured {
     /// The process's peak resident bytes at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
-    /// The plan's bytes the resident memory is set beside: its total, less the mapped
-    /// data's pages when the data was generated in memory.
+    /// The plan's bytes the resident memory is set beside: its total (with the
+    /// validation program's), less the mapped data's pages when the data was generated
+    /// in memory.
     pub planned_bytes: u64,
+    /// Validation on held-out data, when the run had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<MeasuredValidation>,
+}
+
+/// What validation planned and took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeasuredValidation {
+    /// The validation program's bytes (its own arena and persistent buffers).
+    pub planned_bytes: u64,
+    /// Its batch rows.
+    pub batch: usize,
+    /// Its window.
+    pub window: usize,
+    /// Validations run.
+    pub runs: usize,
+    /// Mean seconds of one validation.
+    pub seconds: f64,
 }
 
 impl Measured {
-    /// The measurement of `steps` steps over `seconds` in steps, `positions` positions,
-    /// and the span totals of the run.
+    /// The measurement of `steps` steps over `seconds` and `positions` positions with
+    /// the span timer off, and of as many over `timed_seconds` with it on, whose span
+    /// totals are `spans`.
     pub fn new(
         steps: usize,
         seconds: f64,
         positions: u64,
+        timed_seconds: f64,
         spans: &BTreeMap<&'static str, SpanTotal>,
     ) -> Self {
         let per_step = |s: f64| s / steps.max(1) as f64;
-        let phases = [
-            "forward",
-            "recompute",
-            "head",
-            "backward",
-            "optimizer",
-            "load",
-        ]
-        .into_iter()
-        .map(|n| {
-            (
-                n.to_string(),
-                per_step(spans.get(n).map_or(0.0, |t| t.seconds)),
-            )
-        })
-        .collect();
+        let phases = PHASES
+            .into_iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    per_step(spans.get(n).map_or(0.0, |t| t.seconds)),
+                )
+            })
+            .collect();
         Measured {
             steps,
             step_seconds: per_step(seconds),
             positions_per_s: positions as f64 / seconds.max(1e-9),
+            timed_step_seconds: per_step(timed_seconds),
             phases,
             rss_before_bytes: None,
             peak_rss_bytes: None,
             planned_bytes: 0,
+            validation: None,
         }
     }
 
@@ -121,7 +156,7 @@ impl Measured {
 }
 
 /// The memory profile of one plan (and, when it ran, its measurement).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Profile {
     /// A name for the run (in titles and legends).
     pub name: String,
@@ -172,16 +207,7 @@ impl Profile {
             plan: PlanReport::new(p),
             timeline: Timeline::new(p),
             peak_buffers: peak_buffers(p),
-            buffers: (p.buffers.iter())
-                .map(|b| BufferBox {
-                    name: b.buffer.kind.name(&p.sizes),
-                    category: b.buffer.category.name(),
-                    offset: b.offset,
-                    bytes: b.buffer.bytes(),
-                    first: b.span.0.index(),
-                    last: b.span.1.index(),
-                })
-                .collect(),
+            buffers: BufferBox::all(p),
             policies,
             chosen,
             measured: None,
@@ -192,6 +218,83 @@ impl Profile {
     /// script, nothing fetched), with `vs` drawn beside it when given.
     pub fn html(&self, vs: Option<&Profile>) -> Result<String> {
         html(self, vs)
+    }
+}
+
+/// The mark of a profile's JSON twin, so `recur report` knows what it reads.
+pub const PROFILE_FORMAT: &str = "recur-profile-1";
+
+/// A profile's JSON twin: the run, and the run `--vs` set beside it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProfileFile {
+    /// Always [`PROFILE_FORMAT`].
+    pub format: String,
+    /// The profiled run.
+    pub profile: Profile,
+    /// The second run of `--vs`.
+    pub vs: Option<Profile>,
+}
+
+impl ProfileFile {
+    /// The twin of `profile` (and `vs`).
+    pub fn new(profile: Profile, vs: Option<Profile>) -> Self {
+        ProfileFile {
+            format: PROFILE_FORMAT.to_string(),
+            profile,
+            vs,
+        }
+    }
+
+    /// Reads a twin `recur profile` wrote; anything else is one error naming the file.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let bad = |msg: String| Error::spec(path.display().to_string(), msg);
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "not JSON ({e}); give the .json `recur profile` wrote"
+            ))
+        })?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(PROFILE_FORMAT) => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    "a profile of format `{other}`; this recur reads `{PROFILE_FORMAT}`: \
+                     profile the run again"
+                )))
+            }
+            None => {
+                return Err(bad(
+                    "not a profile's JSON (no `format` key); give the .json `recur profile` \
+                     wrote beside its report"
+                        .to_string(),
+                ))
+            }
+        }
+        let file: ProfileFile =
+            serde_json::from_value(value).map_err(|e| bad(format!("a damaged profile: {e}")))?;
+        file.check().map_err(bad)?;
+        Ok(file)
+    }
+
+    /// The shapes the charts index by: a hand-edited twin is refused, not drawn out of
+    /// bounds.
+    fn check(&self) -> std::result::Result<(), String> {
+        for p in std::iter::once(&self.profile).chain(&self.vs) {
+            let t = &p.timeline;
+            let n = t.live.first().map_or(0, Vec::len);
+            if t.live.len() != t.categories.len()
+                || t.live.iter().any(|l| l.len() != n)
+                || (n > 0 && t.peak_position >= n)
+                || p.chosen.is_some_and(|c| c >= p.policies.len())
+            {
+                return Err(format!(
+                    "the profile `{}` does not hold together (its timeline or policies were \
+                     edited?)",
+                    p.name
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -215,6 +318,22 @@ fn colour(category: &str) -> RGBColor {
         .position(|c| c.name() == category)
         .unwrap_or(0);
     COLOURS[i]
+}
+
+/// An axis tick without trailing zeros: `2`, `2.5`, `0.125`.
+fn tick(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A category's name as the report shows it: `saved activations`.
+fn label(category: &str) -> String {
+    category.replace('_', " ")
 }
 
 /// A byte unit for an axis whose largest value is `max`: (divisor, name).
@@ -277,6 +396,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             })
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc(format!("bytes live ({name})"))
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
@@ -288,7 +408,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 let cols = columns(t);
                 let mut below = vec![0u64; cols.len()];
                 for (c, live) in t.live.iter().enumerate() {
-                    let cat = t.categories[c];
+                    let cat = &t.categories[c];
                     let top_: Vec<u64> = (below.iter().zip(&cols))
                         .map(|(a, &(_, _, i))| a + live[i])
                         .collect();
@@ -304,7 +424,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                     let col = colour(cat);
                     chart
                         .draw_series(std::iter::once(Polygon::new(poly, col.mix(0.85).filled())))?
-                        .label(cat)
+                        .label(label(cat))
                         .legend(move |(x, yy)| {
                             Rectangle::new([(x, yy - 5), (x + 14, yy + 5)], col.filled())
                         });
@@ -403,6 +523,7 @@ fn offset_map(p: &Profile) -> Result<String> {
             .configure_mesh()
             .x_desc("instruction")
             .y_desc(format!("offset ({name})"))
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
@@ -416,7 +537,7 @@ fn offset_map(p: &Profile) -> Result<String> {
         chart.draw_series(boxes.map(|b| {
             let (x0, x1) = (b.first as f64, b.last as f64 + 1.0);
             let (y0, y1) = (b.offset as f64 / div, (b.offset + b.bytes) as f64 / div);
-            Rectangle::new([(x0, y0), (x1, y1)], colour(b.category).mix(0.8).filled())
+            Rectangle::new([(x0, y0), (x1, y1)], colour(&b.category).mix(0.8).filled())
         }))?;
         Ok(())
     })
@@ -461,6 +582,7 @@ fn category_bars(runs: &[&Profile]) -> Result<String> {
         chart
             .configure_mesh()
             .x_desc(format!("bytes ({name})"))
+            .x_label_formatter(&|v| tick(*v))
             .y_labels(bars.len() * 2 + 1)
             .y_label_formatter(&|v| {
                 let i = (v - 0.5).round();
@@ -485,11 +607,11 @@ fn category_bars(runs: &[&Profile]) -> Result<String> {
                 .filter(|c| c.region == *region && c.bytes > 0)
             {
                 let w = c.bytes as f64 / div;
-                let col = colour(c.category);
+                let col = colour(&c.category);
                 let rect = Rectangle::new([(at, row + 0.15), (at + w, row + 0.85)], col.filled());
                 let drawn = chart.draw_series(std::iter::once(rect))?;
-                if legend_done.insert(c.category) {
-                    drawn.label(c.category).legend(move |(x, y)| {
+                if legend_done.insert(c.category.clone()) {
+                    drawn.label(label(&c.category)).legend(move |(x, y)| {
                         Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled())
                     });
                 }
@@ -507,16 +629,15 @@ fn category_bars(runs: &[&Profile]) -> Result<String> {
     })
 }
 
-/// Memory against recomputation, one point per policy, the chosen one marked.
-fn policy_chart(p: &Profile) -> Result<String> {
-    let max = p
-        .policies
-        .iter()
+/// Memory against recomputation, one point per policy and run, each run's chosen
+/// one marked (with its measured step time); labels placed where they overlap no
+/// other label.
+fn policy_chart(runs: &[&Profile]) -> Result<String> {
+    let all = || runs.iter().flat_map(|p| p.policies.iter());
+    let max = all().map(|r| r.arena_bytes).max().unwrap_or(1).max(1);
+    let least = all()
         .map(|r| r.arena_bytes)
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let least = (p.policies.iter().map(|r| r.arena_bytes).min())
+        .min()
         .unwrap_or(1)
         .clamp(1, max);
     let (div, name) = unit(max);
@@ -526,12 +647,9 @@ fn policy_chart(p: &Profile) -> Result<String> {
         .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
         .filter(|&v| v >= lo && v <= hi)
         .collect();
-    let rmax = p
-        .policies
-        .iter()
-        .map(|r| r.recompute_factor)
-        .fold(1.0, f64::max);
-    svg((960, 420), |root| {
+    let rmax = all().map(|r| r.recompute_factor).fold(1.0, f64::max);
+    let two = runs.len() > 1;
+    svg((960, 440), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "Checkpoint policies: arena against recomputation",
@@ -542,43 +660,145 @@ fn policy_chart(p: &Profile) -> Result<String> {
             .y_label_area_size(70)
             // Log scale: keep-all's arena would squash every checkpointed one.
             .build_cartesian_2d(
-                0.95..rmax * 1.12 + 0.05,
+                0.95..rmax * 1.25 + 0.1,
                 (lo..hi).log_scale().with_key_points(ticks.clone()),
             )?;
         chart
             .configure_mesh()
             .x_desc("forward steps run ÷ window (recompute ×)")
             .y_desc(format!("activation arena ({name}, log scale)"))
-            .y_label_formatter(&|v| {
-                let s = format!("{v:.3}");
-                s.trim_end_matches('0').trim_end_matches('.').to_string()
-            })
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (i, r) in p.policies.iter().enumerate() {
-            let at = (r.recompute_factor, r.arena_bytes as f64 / div);
-            let chosen = Some(i) == p.chosen;
-            let (col, size) = if chosen { (RED, 7) } else { (COLOURS[0], 4) };
-            let label = match (&p.measured, chosen) {
-                (Some(m), true) => {
-                    format!(
-                        "{} (this run: {:.4} s/step measured)",
-                        r.policy, m.step_seconds
-                    )
-                }
-                (None, true) => format!("{} (this run)", r.policy),
-                _ => r.policy.clone(),
+        // Runs with the same rows (the same model and window) share their points; each
+        // run's choice is ringed in its colour.
+        let same = runs.iter().all(|r| {
+            r.policies.len() == runs[0].policies.len()
+                && (r.policies.iter().zip(&runs[0].policies))
+                    .all(|(a, b)| a.policy == b.policy && a.arena_bytes == b.arena_bytes)
+        });
+        let groups: Vec<Vec<(usize, &Profile)>> = if same {
+            vec![runs.iter().copied().enumerate().collect()]
+        } else {
+            runs.iter().copied().enumerate().map(|r| vec![r]).collect()
+        };
+        let ring = |k: usize| if k == 0 { RED } else { COLOURS[2] };
+        // Every label goes where it collides with no point and no label placed before
+        // it: right above, right below, left above, left below, then further out.
+        let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
+        for group in &groups {
+            for r in &group[0].1.policies {
+                let (px, py) =
+                    chart.backend_coord(&(r.recompute_factor, r.arena_bytes as f64 / div));
+                placed.push((px - 6, py - 6, px + 6, py + 6));
+            }
+        }
+        let mut jobs = Vec::new();
+        for group in &groups {
+            let (k, p) = group[0];
+            let col = if same || k == 0 {
+                COLOURS[0]
+            } else {
+                COLOURS[7]
             };
-            chart.draw_series(std::iter::once(
-                EmptyElement::at(at)
-                    + Circle::new((0, 0), size, col.filled())
-                    + Text::new(
-                        label,
-                        (8, if i % 2 == 0 { -14 } else { 4 }),
-                        ("sans-serif", 12),
-                    ),
-            ))?;
+            for (i, r) in p.policies.iter().enumerate() {
+                let at = (r.recompute_factor, r.arena_bytes as f64 / div);
+                let drawn = if same || k == 0 {
+                    chart.draw_series(std::iter::once(Circle::new(at, 4, col.filled())))?
+                } else {
+                    chart.draw_series(std::iter::once(TriangleMarker::new(at, 6, col.filled())))?
+                };
+                if i == 0 && two && !same {
+                    let name = p.name.clone();
+                    if k == 0 {
+                        drawn
+                            .label(name)
+                            .legend(move |(x, y)| Circle::new((x + 7, y), 4, col.filled()));
+                    } else {
+                        drawn
+                            .label(name)
+                            .legend(move |(x, y)| TriangleMarker::new((x + 7, y), 6, col.filled()));
+                    }
+                }
+                let chosen: Vec<(usize, &Profile)> = (group.iter().copied())
+                    .filter(|(_, q)| q.chosen == Some(i))
+                    .collect();
+                let mut texts = vec![(r.policy.clone(), BLACK)];
+                for (n, &(kk, q)) in chosen.iter().enumerate() {
+                    let c = ring(kk);
+                    let drawn = chart.draw_series(std::iter::once(Circle::new(
+                        at,
+                        9 + 4 * n as i32,
+                        c.stroke_width(2),
+                    )))?;
+                    if two && same {
+                        drawn
+                            .label(format!("{}: its policy", q.name))
+                            .legend(move |(x, y)| Circle::new((x + 7, y), 5, c.stroke_width(2)));
+                    }
+                    let who = if two {
+                        format!("{}: ", q.name)
+                    } else {
+                        String::new()
+                    };
+                    let what = match &q.measured {
+                        Some(m) => format!("{who}{:.4} s/step measured", m.step_seconds),
+                        None => format!("{who}chosen"),
+                    };
+                    if n == 0 {
+                        texts[0] = (format!("{} ({what})", r.policy), c);
+                    } else {
+                        texts.push((format!("({what})"), c));
+                    }
+                }
+                jobs.push((at, texts, !chosen.is_empty()));
+            }
+        }
+        // The chosen points' labels first; another label that finds no free spot is
+        // left to the table below the chart.
+        jobs.sort_by_key(|j| !j.2);
+        for (at, texts, chosen) in jobs {
+            let (px, py) = chart.backend_coord(&at);
+            let w = (texts.iter().map(|t| t.0.chars().count()).max().unwrap_or(0) as f64 * 6.6)
+                as i32
+                + 4;
+            let h = 14 * texts.len() as i32;
+            let spots = [-h - 2, 4, -h - 18, 20, -h - 34, 36]
+                .into_iter()
+                .flat_map(|dy| [(10, dy), (-10 - w, dy)]);
+            let overlaps = |r: (i32, i32, i32, i32)| {
+                r.0 < xs.start
+                    || r.2 > xs.end
+                    || r.1 < ys.start
+                    || r.3 > ys.end
+                    || (placed.iter()).any(|q| r.0 < q.2 && q.0 < r.2 && r.1 < q.3 && q.1 < r.3)
+            };
+            let spot = spots
+                .clone()
+                .find(|&(dx, dy)| !overlaps((px + dx, py + dy, px + dx + w, py + dy + h)));
+            let (dx, dy) = match (spot, chosen) {
+                (Some(s), _) => s,
+                (None, true) => (10, -h - 2),
+                (None, false) => continue,
+            };
+            placed.push((px + dx, py + dy, px + dx + w, py + dy + h));
+            for (n, (text, c)) in texts.into_iter().enumerate() {
+                let style = ("sans-serif", 12).into_font().color(&c);
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at(at) + Text::new(text, (dx, dy + 14 * n as i32), style),
+                ))?;
+            }
+        }
+        if two {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 12))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()?;
         }
         Ok(())
     })
@@ -595,14 +815,20 @@ fn esc(s: &str) -> String {
 fn peak_difference(a: &Profile, b: &Profile) -> String {
     let (pa, pb) = (a.timeline.peak_bytes as i128, b.timeline.peak_bytes as i128);
     let mut parts = Vec::new();
-    for (c, name) in a.timeline.categories.iter().enumerate() {
-        let at = |p: &Profile| p.timeline.live[c][p.timeline.peak_position] as i128;
+    for name in &a.timeline.categories {
+        let at = |p: &Profile| {
+            let t = &p.timeline;
+            (t.categories.iter().position(|c| c == name))
+                .and_then(|c| t.live[c].get(t.peak_position))
+                .map_or(0, |&b| b as i128)
+        };
         let d = at(b) - at(a);
         if d != 0 {
             parts.push((
                 d.abs(),
                 format!(
-                    "{name} {}{}",
+                    "{} {}{}",
+                    label(name),
                     if d < 0 { "−" } else { "+" },
                     fmt_bytes(d.unsigned_abs() as u64)
                 ),
@@ -735,6 +961,32 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 Some(m) => (String::new(), format!("{:.0}", m.positions_per_s)),
                 None => (String::new(), String::new()),
             });
+            if runs
+                .iter()
+                .any(|r| r.measured.as_ref().is_some_and(|m| m.validation.is_some()))
+            {
+                row(&mut h, "validation (its own program)", &|run| match run
+                    .measured
+                    .as_ref()
+                    .and_then(|m| m.validation.as_ref())
+                {
+                    Some(v) => (
+                        format!(
+                            "{} (B{} T{})",
+                            fmt_bytes(v.planned_bytes),
+                            v.batch,
+                            v.window
+                        ),
+                        format!(
+                            "{:.4} s per validation ({} run{})",
+                            v.seconds,
+                            v.runs,
+                            if v.runs == 1 { "" } else { "s" }
+                        ),
+                    ),
+                    None => (String::new(), String::new()),
+                });
+            }
             for phase in PHASES {
                 row(
                     &mut h,
@@ -744,7 +996,10 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                             let s = m.phases.get(phase).copied().unwrap_or(0.0);
                             (
                                 String::new(),
-                                format!("{s:.5} s ({:.1}%)", 100.0 * s / m.step_seconds.max(1e-12)),
+                                format!(
+                                    "{s:.5} s ({:.1}%)",
+                                    100.0 * s / m.timed_step_seconds.max(1e-12)
+                                ),
                             )
                         }
                         None => (String::new(), String::new()),
@@ -752,6 +1007,20 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 );
             }
             let _ = writeln!(h, "</table>");
+            for run in &runs {
+                if let Some(m) = &run.measured {
+                    let _ = writeln!(
+                        h,
+                        "<p class=\"note\">{}: the step's parts are from a second pass of {} \
+                         steps with the span timer on, {:.4} s a step ({} of the plain step's \
+                         time); the percentages are of that step.</p>",
+                        esc(&run.name),
+                        m.steps,
+                        m.timed_step_seconds,
+                        signed_pct(m.timed_step_seconds / m.step_seconds.max(1e-12) - 1.0)
+                    );
+                }
+            }
         }
     }
     let _ = writeln!(h, "<h2 id=\"timeline\">Arena timeline</h2>");
@@ -778,7 +1047,7 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             h,
             "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td><code>{}</code></td></tr>",
             esc(&b.name),
-            b.category,
+            label(&b.category),
             opt(b.layer),
             opt(b.segment),
             fmt_bytes(b.bytes),
@@ -789,27 +1058,62 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
     let _ = writeln!(h, "<h2 id=\"categories\">Bytes by category</h2>");
     let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
     h.push_str(&category_bars(&runs)?);
-    let _ = writeln!(h, "<h2 id=\"policies\">Policies</h2>");
-    h.push_str(&policy_chart(p)?);
-    let _ = writeln!(
-        h,
-        "<table><tr><th>policy</th><th>arena</th><th>total</th><th>recompute</th></tr>"
-    );
-    for (i, row) in p.policies.iter().enumerate() {
-        let mark = if Some(i) == p.chosen {
-            " ← this run"
-        } else {
-            ""
-        };
+    for run in &runs {
+        let r = &run.plan;
         let _ = writeln!(
             h,
-            "<tr><td><code>{}</code>{mark}</td><td class=n>{}</td><td class=n>{}</td><td class=n>×{:.2}</td></tr>",
-            esc(&row.policy),
-            fmt_bytes(row.arena_bytes),
-            fmt_bytes(row.total_bytes),
-            row.recompute_factor
+            "<p class=\"note\">{}: the arena bar is what is live at the arena's peak, {} (its \
+             lower bound); the allocator placed it in {}{}.</p>",
+            esc(&run.name),
+            fmt_bytes(r.arena_lower_bound_bytes),
+            fmt_bytes(r.arena_bytes),
+            if r.arena_bytes > r.arena_lower_bound_bytes {
+                format!(
+                    ", {} more where lifetimes left gaps between offsets",
+                    fmt_bytes(r.arena_bytes - r.arena_lower_bound_bytes)
+                )
+            } else {
+                ", no byte more".to_string()
+            }
         );
     }
-    let _ = writeln!(h, "</table>\n</body></html>");
+    let _ = writeln!(h, "<h2 id=\"policies\">Policies</h2>");
+    h.push_str(&policy_chart(&runs)?);
+    let same = runs.iter().all(|r| {
+        r.policies.len() == p.policies.len()
+            && (r.policies.iter().zip(&p.policies))
+                .all(|(a, b)| a.policy == b.policy && a.total_bytes == b.total_bytes)
+    });
+    let tables: Vec<Vec<&Profile>> = if same {
+        vec![runs.clone()]
+    } else {
+        runs.iter().map(|r| vec![*r]).collect()
+    };
+    for group in tables {
+        if !same {
+            let _ = writeln!(h, "<p><b>{}</b></p>", esc(&group[0].name));
+        }
+        let _ = writeln!(
+            h,
+            "<table><tr><th>policy</th><th>arena</th><th>total</th><th>recompute</th></tr>"
+        );
+        for (i, row) in group[0].policies.iter().enumerate() {
+            let marks: Vec<String> = (group.iter())
+                .filter(|r| r.chosen == Some(i))
+                .map(|r| format!(" ← {}", esc(&r.name)))
+                .collect();
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>×{:.2}</td></tr>",
+                esc(&row.policy),
+                marks.concat(),
+                fmt_bytes(row.arena_bytes),
+                fmt_bytes(row.total_bytes),
+                row.recompute_factor
+            );
+        }
+        let _ = writeln!(h, "</table>");
+    }
+    let _ = writeln!(h, "</body></html>");
     Ok(h)
 }

@@ -3,6 +3,7 @@
 //! forward, recompute, head, backward and optimizer without a trace file.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::span::{Attributes, Id};
@@ -22,14 +23,35 @@ pub struct SpanTotal {
 }
 
 /// A tracing layer that totals the time spent in spans, by name. Clone it to read
-/// the totals while (or after) it is installed.
-#[derive(Clone, Debug, Default)]
+/// the totals while (or after) it is installed; install it with its [`filter`]
+/// (`times.clone().with_filter(times.filter())`) so that [`set_on`]`(false)` turns
+/// its spans off, not just its counting.
+///
+/// [`filter`]: SpanTimes::filter
+/// [`set_on`]: SpanTimes::set_on
+#[derive(Clone, Debug)]
 pub struct SpanTimes {
-    totals: Arc<Mutex<BTreeMap<&'static str, SpanTotal>>>,
+    state: Arc<Mutex<State>>,
+    on: Arc<AtomicBool>,
+    skip_inside: Option<&'static str>,
 }
 
-/// When a span was entered (kept in the span's extensions).
-struct Entered(Instant);
+/// The totals, and the spans entered and not yet exited (innermost last).
+#[derive(Debug, Default)]
+struct State {
+    totals: BTreeMap<&'static str, SpanTotal>,
+    open: Vec<(Id, &'static str, Instant)>,
+}
+
+impl Default for SpanTimes {
+    fn default() -> Self {
+        SpanTimes {
+            state: Arc::default(),
+            on: Arc::new(AtomicBool::new(true)),
+            skip_inside: None,
+        }
+    }
+}
 
 impl SpanTimes {
     /// An empty tally.
@@ -37,16 +59,41 @@ impl SpanTimes {
         Self::default()
     }
 
+    /// The tally, leaving out the spans inside a span named `name` (that span itself
+    /// is totalled): validation's forward passes are not the training step's.
+    pub fn excluding(mut self, name: &'static str) -> Self {
+        self.skip_inside = Some(name);
+        self
+    }
+
     /// The totals so far, by span name.
     pub fn totals(&self) -> BTreeMap<&'static str, SpanTotal> {
-        self.totals.lock().map(|t| t.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|t| t.totals.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets the totals so far (after a warm-up, say).
     pub fn reset(&self) {
-        if let Ok(mut t) = self.totals.lock() {
-            t.clear();
+        if let Ok(mut t) = self.state.lock() {
+            t.totals.clear();
         }
+    }
+
+    /// Turns the timing on or off: off, the layer's filter enables none of the spans
+    /// it would time, so (with no other layer wanting them) they cost nothing.
+    pub fn set_on(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// The per-layer filter that [`set_on`](SpanTimes::set_on) controls.
+    pub fn filter<S>(&self) -> impl tracing_subscriber::layer::Filter<S> + 'static
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let on = self.on.clone();
+        tracing_subscriber::filter::dynamic_filter_fn(move |_, _| on.load(Ordering::Relaxed))
     }
 }
 
@@ -54,19 +101,26 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanTimes {
     fn on_new_span(&self, _: &Attributes<'_>, _: &Id, _: Context<'_, S>) {}
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().replace(Entered(Instant::now()));
+        let Some(meta) = ctx.metadata(id) else { return };
+        if let Ok(mut t) = self.state.lock() {
+            t.open.push((id.clone(), meta.name(), Instant::now()));
         }
     }
 
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let Some(Entered(at)) = span.extensions_mut().remove::<Entered>() else {
+    fn on_exit(&self, id: &Id, _: Context<'_, S>) {
+        let now = Instant::now();
+        let Ok(mut t) = self.state.lock() else { return };
+        // Spans exit innermost first; one that does not is found further down.
+        let Some(i) = t.open.iter().rposition(|(open, _, _)| open == id) else {
             return;
         };
-        if let Ok(mut t) = self.totals.lock() {
-            let e = t.entry(span.metadata().name()).or_default();
-            e.seconds += at.elapsed().as_secs_f64();
+        let (_, name, at) = t.open.remove(i);
+        let inside = self
+            .skip_inside
+            .is_some_and(|skip| t.open[..i].iter().any(|(_, n, _)| *n == skip));
+        if !inside {
+            let e = t.totals.entry(name).or_default();
+            e.seconds += now.duration_since(at).as_secs_f64();
             e.count += 1;
         }
     }
@@ -96,5 +150,34 @@ mod tests {
         assert!(t["outer"].seconds >= t["inner"].seconds, "{t:?}");
         times.reset();
         assert!(times.totals().is_empty());
+    }
+
+    /// Spans inside an excluded one are not totalled; the excluded span is. Off, the
+    /// filter keeps them from the layer.
+    #[test]
+    fn excluded_and_off_spans_are_not_totalled() {
+        let times = SpanTimes::new().excluding("validation");
+        let layer = times.clone().with_filter(times.filter());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            {
+                let _step = tracing::info_span!("step").entered();
+                let _f = tracing::trace_span!("forward").entered();
+            }
+            {
+                let _v = tracing::info_span!("validation").entered();
+                let _f = tracing::trace_span!("forward").entered();
+            }
+            times.set_on(false);
+            {
+                let _step = tracing::info_span!("step").entered();
+            }
+            times.set_on(true);
+            let _step = tracing::info_span!("step").entered();
+        });
+        let t = times.totals();
+        assert_eq!(t["forward"].count, 1, "{t:?}");
+        assert_eq!(t["validation"].count, 1, "{t:?}");
+        assert_eq!(t["step"].count, 2, "{t:?}");
     }
 }

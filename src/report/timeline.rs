@@ -5,13 +5,13 @@
 use crate::graph::{BufKind, Category};
 use crate::program::Program;
 use crate::units::fmt_bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes live in the arena at every position of the program, by arena category.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     /// The arena categories, in report order.
-    pub categories: Vec<&'static str>,
+    pub categories: Vec<String>,
     /// `live[c][p]`: bytes of category `c` live at position `p` (instruction index).
     pub live: Vec<Vec<u64>>,
     /// The position where the most bytes are live (the first such).
@@ -65,7 +65,7 @@ impl Timeline {
             |best, (i, t)| if t > best.1 { (i, t) } else { best },
         );
         Timeline {
-            categories: cats.iter().map(|c| c.name()).collect(),
+            categories: cats.iter().map(|c| c.name().to_string()).collect(),
             live,
             peak_position,
             peak_bytes,
@@ -129,12 +129,12 @@ impl Timeline {
 }
 
 /// A buffer live at the arena's peak.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeakBuffer {
     /// The buffer's name (`h[l0,s3]`, `gates[l1,s0]`).
     pub name: String,
     /// Its category.
-    pub category: &'static str,
+    pub category: String,
     /// Its layer, if it belongs to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<u32>,
@@ -162,7 +162,7 @@ pub fn buffers_at(p: &Program, position: usize) -> Vec<PeakBuffer> {
         .filter(|b| b.span.0.index() <= position && position <= b.span.1.index())
         .map(|b| PeakBuffer {
             name: b.buffer.kind.name(&p.sizes),
-            category: b.buffer.category.name(),
+            category: b.buffer.category.name().to_string(),
             layer: layer_of(&b.buffer.kind),
             segment: b.buffer.kind.seg(),
             bytes: b.buffer.bytes(),

@@ -75,8 +75,13 @@ fn the_report_parses_and_agrees_with_the_plan() {
     for k in ["forward", "recompute", "head", "backward", "optimizer"] {
         assert!(phases[k].as_f64().unwrap() > 0.0, "{k}: {m}");
     }
+    // The phases split the timed pass's step: together no more than it.
     let parts: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
-    assert!(parts <= m["step_seconds"].as_f64().unwrap() * 1.05, "{m}");
+    assert!(
+        parts <= m["timed_step_seconds"].as_f64().unwrap() * 1.05,
+        "{m}"
+    );
+    assert!(m["step_seconds"].as_f64().unwrap() > 0.0, "{m}");
     let chosen = prof["chosen"].as_u64().unwrap() as usize;
     assert_eq!(prof["policies"][chosen]["policy"], plan["policy"]);
 }
@@ -211,4 +216,149 @@ fn profile_writes_a_trace_too() {
     ] {
         assert!(names.contains(n), "{n} in {names:?}");
     }
+}
+
+/// `recur report` draws a profile again from its JSON twin, and two twins together
+/// (named by their files); anything but a twin is one error line.
+#[test]
+fn report_redraws_one_twin_and_sets_two_side_by_side() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let base = ["profile", "--hidden", "16", "--batch", "4", "--steps", "1"];
+    for (window, name) in [("32", "short.html"), ("64", "long.html")] {
+        let args = [&base[..], &["--window", window, "--out", name]].concat();
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = recur(&["report", "short.json", "--out", "again.html"], p);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("again.html"), "{out}");
+    // Drawn from the JSON alone, the report is the one `profile` wrote.
+    assert_eq!(
+        std::fs::read_to_string(p.join("again.html")).unwrap(),
+        std::fs::read_to_string(p.join("short.html")).unwrap()
+    );
+    let (code, _, err) = recur(
+        &["report", "short.json", "long.json", "--out", "both.html"],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(p.join("both.html")).unwrap();
+    let doc = scraper::Html::parse_document(&html);
+    assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+    // Both timelines (one chart each, and one together), offsets, categories, policies.
+    let svgs = doc
+        .select(&scraper::Selector::parse("svg").unwrap())
+        .count();
+    assert_eq!(svgs, 5);
+    assert!(
+        html.contains("At the arena's peak, long holds"),
+        "difference named"
+    );
+    // Bad input: not JSON, JSON that is not a profile, a twin of another format.
+    std::fs::write(p.join("text.json"), "hello").unwrap();
+    std::fs::write(p.join("other.json"), r#"{"steps": 3}"#).unwrap();
+    let twin = std::fs::read_to_string(p.join("short.json")).unwrap();
+    std::fs::write(
+        p.join("future.json"),
+        twin.replacen("recur-profile-1", "recur-profile-9", 1),
+    )
+    .unwrap();
+    for (file, says) in [
+        ("text.json", "not JSON"),
+        ("other.json", "not a profile"),
+        ("future.json", "recur-profile-9"),
+        ("missing.json", "missing.json"),
+    ] {
+        let (code, _, err) = recur(&["report", file], p);
+        assert_ne!(code, 0, "{file}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{file}: {err}"
+        );
+    }
+}
+
+/// Without --data, a classifier profiles on a generated labelled set of uneven
+/// sequences and a regression on a generated series; bad sizes are refused by name.
+#[test]
+fn generated_data_follows_the_head() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let base = [
+        "profile", "--hidden", "16", "--batch", "4", "--window", "32", "--steps", "1",
+    ];
+    for (head, extra, input) in [
+        ("classify", &["--outputs", "3"][..], "tokens"),
+        ("classify", &["--features", "2"][..], "features"),
+        ("regress", &[][..], "features"),
+    ] {
+        let args = [&base[..], &["--head", head, "--out", "g.html"], extra].concat();
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{head} {extra:?}: {err}");
+        let j: Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join("g.json")).unwrap()).unwrap();
+        assert_eq!(j["profile"]["plan"]["head"], head);
+        assert_eq!(j["profile"]["plan"]["input"], input);
+    }
+    // A small vocabulary: the generated tokens stay below it.
+    let args = [&base[..], &["--vocab", "5", "--out", "g.html"]].concat();
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    for (flags, names) in [
+        (&["--features", "0"][..], "--features"),
+        (&["--epochs", "1"][..], "--epochs"),
+        (&["--valid", "v.npy"][..], "--valid"),
+    ] {
+        let args = [&["profile"][..], flags].concat();
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 2, "{flags:?}");
+        assert!(err.contains(names) && err.lines().count() == 1, "{err}");
+    }
+}
+
+/// With held-out data the validation program's bytes join the planned total and the
+/// validations are timed apart from the step (their forward passes are not the step's).
+#[test]
+fn validation_is_planned_and_timed_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "naïve café, déjà vu — ".repeat(400)).unwrap();
+    std::fs::write(p.join("v.txt"), "déjà vu, naïve café — ".repeat(100)).unwrap();
+    let args = [
+        "profile",
+        "--data",
+        "t.txt",
+        "--valid",
+        "v.txt",
+        "--valid-every",
+        "2",
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--window",
+        "32",
+        "--steps",
+        "4",
+        "--out",
+        "v.html",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("v.json")).unwrap()).unwrap();
+    let m = &j["profile"]["measured"];
+    let v = &m["validation"];
+    assert_eq!(v["runs"], 2, "{m}");
+    assert!(v["seconds"].as_f64().unwrap() > 0.0, "{m}");
+    let total = j["profile"]["plan"]["total_bytes"].as_u64().unwrap();
+    let valid = v["planned_bytes"].as_u64().unwrap();
+    assert!(valid > 0);
+    assert_eq!(m["planned_bytes"].as_u64().unwrap(), total + valid);
+    // The step's forward is timed once per window, not also in validation.
+    let fwd = m["phases"]["forward"].as_f64().unwrap();
+    assert!(fwd < m["timed_step_seconds"].as_f64().unwrap(), "{m}");
+    let html = std::fs::read_to_string(p.join("v.html")).unwrap();
+    assert!(html.contains("validation (its own program)"));
 }

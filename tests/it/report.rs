@@ -166,3 +166,35 @@ fn train_writes_a_chrome_trace_of_its_spans() {
     // 4 segments a window; sqrt recomputes some of them.
     assert_eq!(seen["forward"], 2 * 4, "{seen:?}");
 }
+
+/// `plan --json --listing` stays one JSON object: the listing is two arrays in it, an
+/// instruction per program position and a buffer per arena buffer.
+#[test]
+fn json_listing_is_one_object() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out, err) = crate::util::recur(
+        &[
+            "plan",
+            "--json",
+            "--listing",
+            "--hidden",
+            "8",
+            "--window",
+            "8",
+            "--grain",
+            "4",
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ops = v["instructions_listing"].as_array().unwrap();
+    let bufs = v["buffers_listing"].as_array().unwrap();
+    assert_eq!(ops.len() as u64, v["instructions"].as_u64().unwrap());
+    assert_eq!(bufs.len() as u64, v["buffers"].as_u64().unwrap());
+    for b in bufs {
+        let end = b["offset"].as_u64().unwrap() + b["bytes"].as_u64().unwrap();
+        assert!(end <= v["arena_bytes"].as_u64().unwrap(), "{b}");
+        assert!(b["first"].as_u64() <= b["last"].as_u64(), "{b}");
+    }
+}

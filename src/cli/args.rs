@@ -71,7 +71,7 @@ pub enum Command {
 }
 
 /// Model and window settings shared by `train` and `plan`; also the config file's keys.
-#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ModelFlags {
     /// Recurrent cell [lstm].
@@ -131,7 +131,7 @@ pub struct ModelFlags {
 }
 
 /// Settings of a training run; also the config file's keys.
-#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RunFlags {
     /// Training steps (optimiser updates) [200].
@@ -249,7 +249,7 @@ pub struct TrainCmd {
 }
 
 /// `recur profile`.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct ProfileCmd {
     /// The data, as `recur train --data` takes it [generated: a bracket token stream,
     /// with --features N a series of N columns (8 for --head regress), with --head
@@ -257,13 +257,13 @@ pub struct ProfileCmd {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Row splits of a set of sequences in --data.
-    #[arg(long, requires = "data")]
+    #[arg(long)]
     pub offsets: Option<PathBuf>,
     /// One integer class per sequence of the set.
     #[arg(long, requires = "offsets")]
     pub labels: Option<PathBuf>,
     /// Batch sequences of similar lengths (less padding), as `recur train --bucket`.
-    #[arg(long, requires = "offsets")]
+    #[arg(long)]
     pub bucket: bool,
     /// Held-out data, as `recur train --valid`: its program's bytes join the plan, and
     /// the report times validation (after the last measured step, or every
@@ -285,8 +285,8 @@ pub struct ProfileCmd {
     /// The report: an HTML file, and its JSON twin beside it (FILE.json).
     #[arg(long, default_value = "profile.html", value_name = "FILE.html")]
     pub out: PathBuf,
-    /// Profile a second run with these flags changed (in one quoted string:
-    /// "--checkpoint sqrt") and draw both together.
+    /// Profile a second run with these flags changed (in one quoted string, split at
+    /// spaces: "--checkpoint sqrt"; not --out or --trace) and draw both together.
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub vs: Option<String>,
     /// Also write a Chrome trace of the run's spans.
@@ -303,12 +303,25 @@ pub struct ProfileCmd {
     pub run: RunFlags,
 }
 
+impl ProfileCmd {
+    /// Whether `other` profiles the same run (the report's names aside).
+    pub fn same_run(&self, other: &ProfileCmd) -> bool {
+        let strip = |c: &ProfileCmd| ProfileCmd {
+            out: Default::default(),
+            trace: None,
+            vs: None,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
 /// `recur report`.
 #[derive(Args, Debug)]
 pub struct ReportCmd {
     /// The JSON twins `recur profile` wrote (FILE.json beside FILE.html): one to draw
     /// again, two to draw together.
-    #[arg(value_name = "PROFILE.json", required = true, num_args = 1..=2)]
+    #[arg(value_name = "PROFILE.json", required = true)]
     pub profiles: Vec<PathBuf>,
     /// The report to write.
     #[arg(long, default_value = "report.html", value_name = "FILE.html")]

@@ -37,7 +37,6 @@ use crate::spec::{Input, ModelSpec, TrainSpec};
 use crate::train::{synth, Batch, FitOptions, Inputs, Targets, Trainer};
 use crate::{Error, Result};
 use args::{Cli, Command, DemoCmd, GradsCmd, PlanCmd};
-use clap::Parser;
 use resolve::DataShape;
 
 /// Spec fields and the flags that set them.
@@ -81,11 +80,23 @@ pub fn render(e: &Error) -> String {
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    // The flags `profile` shares with `train` but reads its own way.
+    let command = Cli::command().mut_subcommand("profile", |c| {
+        c.mut_arg("steps", |a| {
+            a.help(format!(
+                "Steps measured, each run twice (plain, then timed) [{}]",
+                profile::PROFILE_STEPS
+            ))
+        })
+    });
+    let parsed = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // Bare `recur`: the commands and examples, on stdout.
-            use clap::CommandFactory;
             say!("{}", Cli::command().render_help());
             return Ok(());
         }
@@ -104,7 +115,15 @@ pub fn run() -> Result<()> {
             (None, Some(cfg)) => resolve::read_config(cfg)?.trace,
             (None, None) => None,
         },
-        Command::Profile(c) => c.trace.clone(),
+        Command::Profile(c) => {
+            let trace = match (&c.trace, &c.config) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(cfg)) => resolve::read_config(cfg)?.trace,
+                (None, None) => None,
+            };
+            profile::check_paths(c, trace.as_deref())?;
+            trace
+        }
         _ => None,
     };
     let times = matches!(cli.command, Command::Profile(_))
@@ -143,10 +162,7 @@ pub fn run() -> Result<()> {
             demo(c)
         }
         Command::Data(c) => data::run(c),
-        Command::Profile(c) => {
-            threads(c.run.threads)?;
-            profile::profile(*c, &times.unwrap_or_default())
-        }
+        Command::Profile(c) => profile::profile(*c, &times.unwrap_or_default()),
         Command::Plot(c) => plot::plot(c),
         Command::Report(c) => profile::report(c),
     }
@@ -208,6 +224,16 @@ fn init_tracing(
         .with(times)
         .try_init();
     Ok(guard)
+}
+
+/// Whether `path` holds a report recur wrote (so writing a new one over it loses
+/// nothing of the user's).
+pub(super) fn is_recur_report(path: &std::path::Path) -> bool {
+    let mut head = [0u8; 200];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    String::from_utf8_lossy(&head[..n]).contains("<title>recur memory profile")
 }
 
 /// A clap error as one line: its message, the missing arguments it lists, the values
@@ -391,8 +417,13 @@ fn plan(c: PlanCmd) -> Result<()> {
             ));
         }
     }
-    if c.listing && format != args::PlanFormat::Json {
-        say_raw!("\n{}", crate::report::listing(&program));
+    match (c.listing, format) {
+        (true, args::PlanFormat::Table) => say_raw!("\n{}", crate::report::listing(&program)),
+        // A code block, so its `#` lines are not headings.
+        (true, args::PlanFormat::Markdown) => {
+            say_raw!("\n```text\n{}```\n", crate::report::listing(&program))
+        }
+        _ => {}
     }
     Ok(())
 }

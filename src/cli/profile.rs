@@ -9,19 +9,64 @@ use super::train::{check_data, data_shape, warm_blas, ValidFiles};
 use crate::data::npy::{Dtype, Npy};
 use crate::data::{DataFile, SeqSet, SeriesFile, Source, TokenFile};
 use crate::plan::compile;
-use crate::report::profile::{Measured, MeasuredValidation, Profile, ProfileFile};
+use crate::report::profile::{Measured, MeasuredValidation, Profile, ProfileFile, PROFILE_FORMAT};
 use crate::report::spans::SpanTimes;
-use crate::train::{fit, fit_validated, synth, Evaluator, Feed, FitOptions, Trainer, Validation};
+use crate::train::{fit, synth, Evaluator, Feed, FitOptions, Trainer};
 use crate::{Error, Result};
 
 /// Steps a profile runs unless `--steps` says otherwise.
 pub const PROFILE_STEPS: usize = 20;
 
-pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
-    let html_path = c.out.clone();
-    check_html(&html_path)?;
-    let json_path = html_path.with_extension("json");
-    if c.trace.as_deref() == Some(json_path.as_path()) {
+/// The report's paths, before anything is written: an HTML `--out`; a JSON twin beside
+/// it that is new or an earlier twin; a trace elsewhere.
+pub(super) fn check_paths(c: &ProfileCmd, trace: Option<&std::path::Path>) -> Result<()> {
+    check_html(&c.out)?;
+    let json_path = c.out.with_extension("json");
+    // Never the data: its files are read, not replaced.
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        a == b
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(x), Ok(y)) if x == y
+            )
+    };
+    let inputs = [
+        &c.data,
+        &c.offsets,
+        &c.labels,
+        &c.valid,
+        &c.valid_offsets,
+        &c.valid_labels,
+    ];
+    for input in inputs.into_iter().flatten() {
+        for (out, what) in [(&c.out, "report"), (&json_path, "report's JSON twin")] {
+            if same(input, out) {
+                return Err(Error::spec(
+                    "--out",
+                    format!(
+                        "the {what} would replace {}, which the run reads; give another --out",
+                        input.display()
+                    ),
+                ));
+            }
+        }
+    }
+    if c.out.is_dir() {
+        return Err(Error::spec(
+            "--out",
+            format!("{} is a directory; give a file name", c.out.display()),
+        ));
+    }
+    if c.out.exists() && !super::is_recur_report(&c.out) {
+        return Err(Error::spec(
+            "--out",
+            format!(
+                "{} exists and is not an earlier report; give another --out",
+                c.out.display()
+            ),
+        ));
+    }
+    if trace == Some(json_path.as_path()) {
         return Err(Error::spec(
             "--trace",
             format!(
@@ -30,19 +75,38 @@ pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
             ),
         ));
     }
+    if json_path.exists() {
+        let head = std::fs::read(&json_path)
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned())
+            .unwrap_or_default();
+        if !head.starts_with(&format!("{{\"format\":\"{PROFILE_FORMAT}\"")) {
+            return Err(Error::spec(
+                "--out",
+                format!(
+                    "{} (the report's JSON twin) exists and is not an earlier profile; give \
+                     another --out",
+                    json_path.display()
+                ),
+            ));
+        }
+    }
+    if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
+    check_paths(&c, c.trace.as_deref())?;
+    let html_path = c.out.clone();
+    let json_path = html_path.with_extension("json");
     let vs = match &c.vs {
         Some(flags) => Some(with_changes(&c, flags)?),
         None => None,
     };
-    let mut first = run(&c, times)?;
-    first.name = "this run".to_string();
+    let first = run(&c, times, "this run")?;
     let second = match (&vs, &c.vs) {
-        (Some(v), Some(flags)) => {
-            super::threads(v.run.threads)?;
-            let mut p = run(v, times)?;
-            p.name = format!("with {flags}");
-            Some(p)
-        }
+        (Some(v), Some(flags)) => Some(run(v, times, &format!("with {flags}"))?),
         _ => None,
     };
     let html = first.html(second.as_ref())?;
@@ -58,6 +122,15 @@ pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
 /// twins drawn together.
 pub(super) fn report(c: ReportCmd) -> Result<()> {
     check_html(&c.out)?;
+    if c.out.exists() && !super::is_recur_report(&c.out) {
+        return Err(Error::spec(
+            "--out",
+            format!(
+                "{} exists and is not an earlier report; give another --out",
+                c.out.display()
+            ),
+        ));
+    }
     let (first, second) = match c.profiles.as_slice() {
         [one] => {
             let f = ProfileFile::read(one)?;
@@ -94,7 +167,10 @@ pub(super) fn report(c: ReportCmd) -> Result<()> {
         _ => {
             return Err(Error::spec(
                 "report",
-                "takes one profile's JSON, or two to draw together",
+                format!(
+                    "takes one profile's JSON, or two to draw together, not {}",
+                    c.profiles.len()
+                ),
             ))
         }
     };
@@ -106,6 +182,16 @@ pub(super) fn report(c: ReportCmd) -> Result<()> {
 
 /// An `--out` that names an HTML file.
 fn check_html(path: &std::path::Path) -> Result<()> {
+    let name = (path.file_name()).map(|n| n.to_string_lossy().to_ascii_lowercase());
+    if matches!(name.as_deref(), Some(".html" | ".htm")) {
+        return Err(Error::spec(
+            "--out",
+            format!(
+                "{} names no file: give one, e.g. profile.html",
+                path.display()
+            ),
+        ));
+    }
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -119,21 +205,53 @@ fn check_html(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The profile command with `flags` (one string, split at spaces) laid over it: the
-/// second run of `--vs`.
+/// The profile command with `flags` (one string, split as a shell splits words) laid
+/// over it: the second run of `--vs`.
 fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
     use clap::Parser;
-    let words = std::iter::once("recur")
-        .chain(["profile"])
-        .chain(flags.split_whitespace());
-    let cli = super::args::Cli::try_parse_from(words)
-        .map_err(|e| Error::spec("--vs", super::clap_line(&e.to_string())))?;
+    // Split as a shell would: a path with spaces in quotes is one word.
+    let split = shlex::split(flags).ok_or_else(|| {
+        Error::spec(
+            "--vs",
+            "has an unclosed quote; quote a path with spaces as 'my file.txt'",
+        )
+    })?;
+    let words = ["recur", "profile"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(split.iter().cloned());
+    if flags.trim().is_empty() {
+        return Err(Error::spec(
+            "--vs",
+            "is empty: give the flags the second run changes",
+        ));
+    }
+    // What names the report, not the run, stays the first run's.
+    for w in flags.split_whitespace().filter(|w| w.starts_with("--")) {
+        let name = w.split('=').next().unwrap_or(w);
+        if ["--out", "--trace", "--vs"].contains(&name) {
+            return Err(Error::spec(
+                "--vs",
+                format!(
+                    "holds {name}, which belongs outside it (it names the report, not the run)"
+                ),
+            ));
+        }
+    }
+    let cli = super::args::Cli::try_parse_from(words).map_err(|e| {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Error::spec(
+                "--vs",
+                "takes the flags of `recur profile` the second run changes (split at spaces); \
+                 see `recur profile --help`",
+            ),
+            _ => Error::spec("--vs", super::clap_line(&e.to_string())),
+        }
+    })?;
     let super::args::Command::Profile(other) = cli.command else {
         return Err(Error::spec("--vs", "takes flags of `recur profile`"));
     };
-    if other.vs.is_some() {
-        return Err(Error::spec("--vs", "cannot hold another --vs"));
-    }
     let overlay = |a: serde_json::Value, b: serde_json::Value| {
         let (mut a, b) = (a, b);
         if let (Some(a), Some(b)) = (a.as_object_mut(), b.as_object()) {
@@ -169,13 +287,7 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
             other.labels.or(base.labels.clone()),
         ),
     };
-    if flags.trim().is_empty() {
-        return Err(Error::spec(
-            "--vs",
-            "is empty: give the flags the second run changes",
-        ));
-    }
-    Ok(ProfileCmd {
+    let second = ProfileCmd {
         data: other.data.or(base.data.clone()),
         offsets,
         labels,
@@ -184,20 +296,33 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
         valid_labels: other.valid_labels.or(base.valid_labels.clone()),
         valid_every: other.valid_every.or(base.valid_every),
         bytes: other.bytes || base.bytes,
+        bucket: other.bucket || base.bucket,
+        config: other.config.or(base.config.clone()),
         model,
         run,
         vs: None,
         ..base.clone()
-    })
+    };
+    if second.same_run(base) {
+        return Err(Error::spec(
+            "--vs",
+            format!("`{flags}` changes nothing: the second run would be the first"),
+        ));
+    }
+    Ok(second)
 }
 
 /// Generated data of the kind the flags ask for, long enough for a few passes of the
 /// window: with `--head classify` a labelled set of sequences of uneven lengths (up to
 /// the window), with `--features N` (or `--head regress`, 8 columns) a series (sines
 /// with noise), else a bracket token stream; tokens stay below `--vocab`.
-fn generated(model: &ModelFlags) -> Result<Source> {
+fn generated(model: &ModelFlags) -> Result<(Source, u64, String)> {
     use crate::spec::HeadKind;
-    let (b, t) = (model.batch.unwrap_or(32), model.window.unwrap_or(64));
+    // Sizes of zero are refused with the flags when they resolve.
+    let (b, t) = (
+        model.batch.unwrap_or(32).max(1),
+        model.window.unwrap_or(64).max(1),
+    );
     if model.features == Some(0) {
         return Err(Error::spec("--features", "must be at least 1"));
     }
@@ -210,16 +335,38 @@ fn generated(model: &ModelFlags) -> Result<Source> {
         (None, _) => None,
     };
     let classify = model.head == Some(HeadKind::Classify);
-    // A set: 8 batches of sequences from half the window to all of it.
+    // A set: 4 batches of sequences from half the window to all of it; a stream: two
+    // windows of every batch row (later steps wrap around to its start).
     let lens: Vec<usize> = if classify {
-        (0..b * 8)
-            .map(|i| t / 2 + (i * 7919) % (t - t / 2 + 1))
-            .collect()
+        let lo = (t / 2).max(1);
+        (0..b * 4).map(|i| lo + (i * 7919) % (t - lo + 1)).collect()
     } else {
-        vec![(b * t * 4 + 1).max(4096)]
+        vec![(2 * b * t + 1).max(4096)]
     };
-    let classes = model.outputs.unwrap_or(4).max(1);
+    let classes = model.outputs.unwrap_or(4);
+    if classify && classes < 2 {
+        return Err(Error::spec(
+            "--outputs",
+            format!("a classifier needs at least 2 classes, got {classes}"),
+        ));
+    }
     let steps: usize = lens.iter().sum();
+    // Its bytes must fit before they are made.
+    let bytes = steps as u64 * features.map_or(1, |n| 4 * n as u64);
+    if let Some(available) = crate::exec::memory::available_memory() {
+        if bytes > available / 2 {
+            return Err(Error::spec(
+                "--data",
+                format!(
+                    "not given, and generating {} of data for this batch and window would \
+                     take more than half of the {} available: give --data, or a smaller \
+                     --batch or --window",
+                    crate::units::fmt_bytes(bytes),
+                    crate::units::fmt_bytes(available)
+                ),
+            ));
+        }
+    }
     let mut x = 0u64;
     let mut noise = move || {
         x = x
@@ -266,11 +413,23 @@ fn generated(model: &ModelFlags) -> Result<Source> {
             ("tokens", crate::data::sets::Values::Tokens(file))
         }
     };
+    let what = match (classify, features) {
+        (true, f) => format!(
+            "generated: {} {} sequences of {}–{} steps, {classes} classes",
+            lens.len(),
+            f.map_or("token".to_string(), |n| format!("{n}-feature")),
+            lens.iter().min().copied().unwrap_or(0),
+            lens.iter().max().copied().unwrap_or(0)
+        ),
+        (false, Some(n)) => format!("generated: a series of {steps} rows × {n} (sines with noise)"),
+        (false, None) => format!("generated: a bracket stream of {steps} tokens"),
+    };
     if !classify {
-        return Ok(Source::Stream(match values {
+        let stream = match values {
             crate::data::sets::Values::Features(f) => DataFile::Series(f),
             crate::data::sets::Values::Tokens(t) => DataFile::Tokens(t),
-        }));
+        };
+        return Ok((Source::Stream(stream), bytes, what));
     }
     let ints = |name: &str, v: Vec<i64>| {
         let n = v.len();
@@ -289,11 +448,13 @@ fn generated(model: &ModelFlags) -> Result<Source> {
         ints(&format!("<generated {name} set: offsets>"), offsets),
         Some(ints(&format!("<generated {name} set: labels>"), labels)),
     )?;
-    Ok(Source::Set(Box::new(set)))
+    Ok((Source::Set(Box::new(set)), bytes, what))
 }
 
 /// One profiled run: resolve, compile, measure a few steps.
-fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
+fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
+    // In a trace, each run under its name, its steps under `warmup`, `plain`, `timed`.
+    let _run = tracing::info_span!("profile_run", run = name).entered();
     let config = c.config.as_deref().map(resolve::read_config).transpose()?;
     let pick = |flag: &Option<std::path::PathBuf>,
                 key: fn(&super::args::ConfigFile) -> Option<std::path::PathBuf>| {
@@ -309,16 +470,41 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         None => pick(&c.labels, |f| f.labels.clone()),
     };
     let cr = config.as_ref().map(|f| &f.run);
+    let cfg = |f: fn(&super::args::ConfigFile) -> Option<bool>| {
+        config.as_ref().and_then(f).unwrap_or(false)
+    };
+    let (bucket, bytes) = (c.bucket || cfg(|f| f.bucket), c.bytes || cfg(|f| f.bytes));
+    super::threads(c.run.threads.or_else(|| cr.and_then(|r| r.threads)))?;
+    if data.is_none() && (offsets.is_some() || labels.is_some()) {
+        return Err(Error::spec(
+            "--offsets",
+            "splits --data into sequences: give the data too (without --data, a profile \
+             generates its own; --head classify makes it a labelled set)",
+        ));
+    }
+    if data.is_none() && c.bytes {
+        return Err(Error::spec(
+            "--bytes",
+            "reads --data as bytes; without --data the profile generates its own",
+        ));
+    }
+    if c.run.log_every.is_some() {
+        return Err(Error::spec(
+            "--log-every",
+            "a profile logs no steps: it measures them (--steps N)",
+        ));
+    }
     if resolve::epochs(&c.run, cr)?.is_some() {
         return Err(Error::spec(
             "--epochs",
             "a profile measures a few steps (--steps N), not passes over the data",
         ));
     }
-    let source = match &data {
+    let (source, made, made_what) = match &data {
         Some(p) => {
-            super::train::check_extension(p, "--data", Some(c.bytes))?;
-            Source::open(p, offsets.as_deref(), labels.as_deref())?
+            super::train::check_extension(p, "--data", Some(bytes))?;
+            let source = Source::open(p, offsets.as_deref(), labels.as_deref())?;
+            (source, 0, String::new())
         }
         None => {
             // The flags over the config's keys: the data must fit the model and window.
@@ -334,8 +520,16 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
             generated(&m)?
         }
     };
+    if bucket && matches!(source, Source::Stream(_)) {
+        return Err(Error::spec(
+            "--bucket",
+            "applies to a set of sequences (--offsets, or --head classify without --data)",
+        ));
+    }
     let run_flags = RunFlags {
-        steps: c.run.steps.or(Some(PROFILE_STEPS)),
+        steps: (c.run.steps)
+            .or_else(|| cr.and_then(|r| r.steps))
+            .or(Some(PROFILE_STEPS)),
         ..c.run.clone()
     };
     let cm = config.as_ref().map(|f| &f.model);
@@ -359,18 +553,22 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
             },
             (&source, d),
             (offsets.is_some(), labels.is_some()),
-            c.bytes,
+            bytes,
             false,
             (&model, &train),
         )?),
     };
-    let valid_every = match c.valid_every {
+    let valid_every = match c
+        .valid_every
+        .or_else(|| config.as_ref().and_then(|f| f.valid_every))
+    {
         Some(0) => return Err(Error::spec("--valid-every", "must be at least 1")),
         Some(n) => n,
         None => train.steps,
     };
     warm_blas(&model, &train);
-    crate::exec::memory::reset_peak_rss();
+    // Without a reset of the peak (another run's may stand in it), no peak is given.
+    let reset = crate::exec::memory::reset_peak_rss();
     let rss_before = crate::exec::memory::proc_status_bytes("VmRSS:");
     let program = compile(&model, &train)?;
     let eval_program = match &valid {
@@ -378,54 +576,56 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         None => None,
     };
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
-    super::check_fits(&model, &train, program.total_bytes(), eval_bytes)?;
+    super::check_fits(&model, &train, program.total_bytes(), eval_bytes + made)?;
     let mut trainer = Trainer::new(program)?;
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
-    let mut feed = Feed::new(&source, &train, model.head, c.bucket)?;
+    let mut feed = Feed::new(&source, &train, model.head, bucket)?;
     // One step first, unmeasured: the first touches every page of the arena.
-    fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {})?;
-    // The steps plain (the span timer's spans off) for the step time, then again timed
-    // for the split of a step, with validation.
-    times.set_on(false);
-    let plain = fit(
-        &mut trainer,
-        &mut feed,
-        FitOptions::steps(train.steps),
-        |_| {},
-    );
-    times.set_on(true);
-    let plain = plain?;
+    tracing::info_span!("warmup")
+        .in_scope(|| fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {}))?;
+    // Each step twice over, interleaved so that both see the same machine: plain (the
+    // span timer's spans off) for the step time, then timed for the split of a step.
+    let (mut plain_seconds, mut plain_positions, mut timed_seconds) = (0.0, 0u64, 0.0);
     times.reset();
-    let validation = match (&valid, evaluator.as_mut()) {
-        (Some((data, _)), Some(eval)) => Some(Validation {
-            eval,
-            data,
-            every: valid_every,
-        }),
-        _ => None,
-    };
-    let summary = fit_validated(
-        &mut trainer,
-        &mut feed,
-        FitOptions::steps(train.steps),
-        validation,
-        |_| {},
-    )?;
+    for _ in 0..train.steps {
+        times.set_on(false);
+        let plain = tracing::info_span!("plain")
+            .in_scope(|| fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {}));
+        times.set_on(true);
+        let plain = plain?;
+        plain_seconds += plain.seconds;
+        plain_positions += plain.positions;
+        let timed = tracing::info_span!("timed")
+            .in_scope(|| fit(&mut trainer, &mut feed, FitOptions::steps(1), |_| {}))?;
+        timed_seconds += timed.seconds;
+    }
     let spans = times.totals();
+    // Validation as training would run it over these steps: every --valid-every.
+    let runs = (train.steps / valid_every).max(1);
+    let mut valid_seconds = 0.0;
+    if let (Some((data, _)), Some(eval)) = (&valid, evaluator.as_mut()) {
+        for _ in 0..runs {
+            let _v = tracing::info_span!("validation").entered();
+            let at = std::time::Instant::now();
+            eval.load_params(trainer.executor().params());
+            eval.evaluate(data)?;
+            valid_seconds += at.elapsed().as_secs_f64();
+        }
+    }
     let mut measured = Measured::new(
-        plain.steps,
-        plain.seconds,
-        plain.positions,
-        summary.seconds,
+        train.steps,
+        plain_seconds,
+        plain_positions,
+        timed_seconds,
         &spans,
     );
+    measured.traced = c.trace.is_some();
     measured.rss_before_bytes = rss_before;
     if let Some(e) = &evaluator {
-        let runs = summary.valid_history.len().max(1);
         measured.validation = Some(MeasuredValidation {
             planned_bytes: e.program().total_bytes(),
             runs,
-            seconds: spans.get("validation").map_or(0.0, |t| t.seconds) / runs as f64,
+            seconds: valid_seconds / runs as f64,
             batch: e.program().train.batch,
             window: e.program().train.window,
         });
@@ -439,15 +639,44 @@ fn run(c: &ProfileCmd, times: &SpanTimes) -> Result<Profile> {
         0
     };
     measured.planned_bytes = trainer.program().total_bytes() - pages + eval_bytes;
-    measured.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
-    let mut p = Profile::new("this run", trainer.program())?;
-    let data_name = match &data {
-        Some(d) => d.display().to_string(),
-        None => source.path().display().to_string(),
+    measured.data_pages_left_out = pages;
+    measured.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:").filter(|_| reset);
+    let mut p = Profile::new(name, trainer.program())?;
+    // The run's data and what it did with it, at the top of the report.
+    let mut top = vec![(
+        "data".to_string(),
+        match &data {
+            Some(d) => d.display().to_string(),
+            None => made_what,
+        },
+    )];
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            top.push((k.to_string(), v));
+        }
     };
-    p.config.insert(0, ("data".to_string(), data_name));
-    p.config
-        .insert(1, ("steps measured".to_string(), summary.steps.to_string()));
+    add("offsets", path(&offsets));
+    add("labels", path(&labels));
+    add("bucket", bucket.then(|| "on".to_string()));
+    add("valid", path(&valid_path));
+    add(
+        "valid every",
+        valid.is_some().then(|| format!("{valid_every} steps")),
+    );
+    add(
+        "accumulate",
+        (train.accumulate > 1).then(|| format!("{} windows a step", train.accumulate)),
+    );
+    add(
+        "advance",
+        train.advance.map(|k| format!("{k} steps a window")),
+    );
+    add(
+        "steps measured",
+        Some(format!("{} (and as many timed)", train.steps)),
+    );
+    p.config.splice(0..0, top);
     p.measured = Some(measured);
     Ok(p)
 }

@@ -231,6 +231,11 @@ impl PlanReport {
     }
 }
 
+/// Runs of spaces (a listing's columns) as one.
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// `recur plan --timeline`: the arena drawn over the instructions, then the buffers
 /// live at the peak (the largest 12, and how many more), as text or Markdown.
 pub fn timeline_text(t: &timeline::Timeline, peak: &[timeline::PeakBuffer], md: bool) -> String {
@@ -254,10 +259,10 @@ pub fn timeline_text(t: &timeline::Timeline, peak: &[timeline::PeakBuffer], md: 
                 s,
                 "| `{}` | {} | {} | `{}` | `{}` |",
                 b.name,
-                b.category,
+                b.category.replace('_', " "),
                 fmt_bytes(b.bytes),
-                b.first_op,
-                b.last_op
+                squeeze(&b.first_op),
+                squeeze(&b.last_op)
             );
         } else {
             let _ = writeln!(
@@ -272,9 +277,11 @@ pub fn timeline_text(t: &timeline::Timeline, peak: &[timeline::PeakBuffer], md: 
     }
     if peak.len() > 12 {
         let rest: u64 = peak[12..].iter().map(|b| b.bytes).sum();
+        // A blank line first in Markdown, or the line would join the table.
         let _ = writeln!(
             s,
-            "  … {} more buffers, {}",
+            "{}  … {} more buffers, {}",
+            if md { "\n" } else { "" },
             peak.len() - 12,
             fmt_bytes(rest)
         );

@@ -69,11 +69,11 @@ fn signed_pct(x: f64) -> String {
     }
 }
 
-/// What a short real run of the plan measured: its steps run twice, first plain (the
-/// step time and throughput), then with the span timer on (the split of a step).
+/// What a short real run of the plan measured: each step run twice, interleaved, plain
+/// (the step time and throughput) and with the span timer on (the split of a step).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
-    /// Optimiser steps in each of the two passes.
+    /// Optimiser steps measured plain, and as many timed.
     pub steps: usize,
     /// Mean seconds of one step (forward, backward, update), span timer off.
     pub step_seconds: f64,
@@ -95,6 +95,12 @@ pub struct Measured {
     /// validation program's), less the mapped data's pages when the data was generated
     /// in memory.
     pub planned_bytes: u64,
+    /// The plan's data pages left out of `planned_bytes` (generated data maps none).
+    #[serde(default)]
+    pub data_pages_left_out: u64,
+    /// Whether a Chrome trace was recorded (in both passes: its cost is in both).
+    #[serde(default)]
+    pub traced: bool,
     /// Validation on held-out data, when the run had it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<MeasuredValidation>,
@@ -145,6 +151,8 @@ impl Measured {
             rss_before_bytes: None,
             peak_rss_bytes: None,
             planned_bytes: 0,
+            data_pages_left_out: 0,
+            traced: false,
             validation: None,
         }
     }
@@ -276,22 +284,56 @@ impl ProfileFile {
         Ok(file)
     }
 
-    /// The shapes the charts index by: a hand-edited twin is refused, not drawn out of
-    /// bounds.
+    /// What the charts rely on, so a hand-edited twin is refused by name rather than
+    /// drawn out of bounds: a timeline of equal rows over at least one position whose
+    /// totals stay within the arena, buffers inside the arena and the timeline, finite
+    /// recomputation factors, a chosen row that exists.
     fn check(&self) -> std::result::Result<(), String> {
         for p in std::iter::once(&self.profile).chain(&self.vs) {
-            let t = &p.timeline;
-            let n = t.live.first().map_or(0, Vec::len);
-            if t.live.len() != t.categories.len()
-                || t.live.iter().any(|l| l.len() != n)
-                || (n > 0 && t.peak_position >= n)
-                || p.chosen.is_some_and(|c| c >= p.policies.len())
-            {
-                return Err(format!(
-                    "the profile `{}` does not hold together (its timeline or policies were \
-                     edited?)",
+            let bad = |what: &str| {
+                Err(format!(
+                    "the profile `{}` does not hold together: {what} (edited by hand?)",
                     p.name
-                ));
+                ))
+            };
+            let t = &p.timeline;
+            let n = t.positions();
+            if t.categories.is_empty() || t.live.len() != t.categories.len() {
+                return bad("its timeline's categories and rows differ");
+            }
+            if n == 0 || t.live.iter().any(|l| l.len() != n) {
+                return bad("its timeline's rows are empty or of unequal lengths");
+            }
+            if t.peak_position >= n {
+                return bad("its peak lies past the timeline's end");
+            }
+            let mut top = 0u64;
+            for i in 0..n {
+                let sum = (t.live.iter()).try_fold(0u64, |acc, l| acc.checked_add(l[i]));
+                match sum {
+                    Some(v) if v <= t.arena_bytes => top = top.max(v),
+                    _ => return bad("bytes live exceed its arena"),
+                }
+            }
+            if top != t.peak_bytes || t.total(t.peak_position) != top {
+                return bad("its peak is not the timeline's most bytes");
+            }
+            let inside = |b: &BufferBox| {
+                b.first <= b.last
+                    && b.last < n
+                    && b.offset
+                        .checked_add(b.bytes)
+                        .is_some_and(|e| e <= t.arena_bytes)
+            };
+            if !p.buffers.iter().all(inside) {
+                return bad("a buffer lies outside its arena or its timeline");
+            }
+            let sane = |x: f64| x.is_finite() && (0.0..1e9).contains(&x);
+            if !p.policies.iter().all(|r| sane(r.recompute_factor)) {
+                return bad("a policy's recomputation factor is not a finite number");
+            }
+            if p.chosen.is_some_and(|c| c >= p.policies.len()) {
+                return bad("its chosen policy is not among its policies");
             }
         }
         Ok(())
@@ -318,6 +360,24 @@ fn colour(category: &str) -> RGBColor {
         .position(|c| c.name() == category)
         .unwrap_or(0);
     COLOURS[i]
+}
+
+/// Seconds in a unit that shows them: `1.234 s`, `45.60 ms`, `7.89 µs`.
+fn secs(s: f64) -> String {
+    match s.abs() {
+        v if v >= 1.0 => format!("{s:.3} s"),
+        v if v >= 1e-3 => format!("{:.2} ms", s * 1e3),
+        _ => format!("{:.2} µs", s * 1e6),
+    }
+}
+
+/// Floating-point operations in G, M or k.
+fn flops(f: u64) -> String {
+    match f {
+        v if v >= 1_000_000_000 => format!("{:.2} GFLOP", v as f64 / 1e9),
+        v if v >= 1_000_000 => format!("{:.2} MFLOP", v as f64 / 1e6),
+        v => format!("{:.1} kFLOP", v as f64 / 1e3),
+    }
 }
 
 /// An axis tick without trailing zeros: `2`, `2.5`, `0.125`.
@@ -405,7 +465,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 // Stacked as steps (a buffer is live over [first, last + 1)): each
                 // category's area from the running sum below it, over at most
                 // `COLUMNS` columns, each the instruction of its most bytes.
-                let cols = columns(t);
+                let cols = t.columns(COLUMNS);
                 let mut below = vec![0u64; cols.len()];
                 for (c, live) in t.live.iter().enumerate() {
                     let cat = &t.categories[c];
@@ -454,7 +514,7 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 for (k, (run, col)) in [(p, COLOURS[0]), (v, COLOURS[7])].into_iter().enumerate() {
                     let tl = &run.timeline;
                     let n = tl.positions().max(1) as f64;
-                    let pts: Vec<(f64, f64)> = (columns(tl).into_iter())
+                    let pts: Vec<(f64, f64)> = (tl.columns(COLUMNS).into_iter())
                         .flat_map(|(a, b, i)| {
                             let h = y(tl.total(i));
                             [(100.0 * a as f64 / n, h), (100.0 * b as f64 / n, h)]
@@ -490,19 +550,6 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
 /// instructions and shows the one where the most bytes are live.
 pub const COLUMNS: usize = 1500;
 
-/// The timeline's columns: (first instruction, end, the instruction drawn).
-fn columns(t: &Timeline) -> Vec<(usize, usize, usize)> {
-    let n = t.positions();
-    let cols = n.clamp(1, COLUMNS);
-    (0..cols)
-        .map(|c| {
-            let (a, b) = (c * n / cols, ((c + 1) * n / cols).max(c * n / cols + 1));
-            let at = (a..b.min(n)).max_by_key(|&i| t.total(i)).unwrap_or(a);
-            (a, b, at)
-        })
-        .collect()
-}
-
 /// Every buffer's bytes of the arena (offset) over its lifetime (instructions),
 /// coloured by category: what the allocator did.
 fn offset_map(p: &Profile) -> Result<String> {
@@ -523,24 +570,48 @@ fn offset_map(p: &Profile) -> Result<String> {
             .configure_mesh()
             .x_desc("instruction")
             .y_desc(format!("offset ({name})"))
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        // Boxes smaller than a pixel each way are not drawn (a long window has more
-        // buffers than the chart has pixels).
-        let (min_w, min_h) = (x_max / 1500.0, t.arena_bytes as f64 / 600.0);
-        let visible = p.buffers.len() <= 20_000;
-        let boxes = (p.buffers.iter()).filter(|b| {
-            visible || (b.last + 1 - b.first) as f64 >= min_w || b.bytes as f64 >= min_h
-        });
-        chart.draw_series(boxes.map(|b| {
+        let boxes = p.buffers.iter().filter(|b| drawn_box(p, b));
+        let mut legend_done = std::collections::HashSet::new();
+        for b in boxes {
             let (x0, x1) = (b.first as f64, b.last as f64 + 1.0);
             let (y0, y1) = (b.offset as f64 / div, (b.offset + b.bytes) as f64 / div);
-            Rectangle::new([(x0, y0), (x1, y1)], colour(&b.category).mix(0.8).filled())
-        }))?;
+            let col = colour(&b.category);
+            let drawn = chart.draw_series(std::iter::once(Rectangle::new(
+                [(x0, y0), (x1, y1)],
+                col.mix(0.8).filled(),
+            )))?;
+            if legend_done.insert(b.category.as_str()) {
+                drawn.label(label(&b.category)).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.mix(0.8).filled())
+                });
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
         Ok(())
     })
+}
+
+/// Whether the offset map draws buffer `b`: every buffer when there are at most
+/// 20,000; beyond that (a long window has more buffers than the chart has pixels),
+/// those at least a pixel wide or tall.
+fn drawn_box(p: &Profile, b: &BufferBox) -> bool {
+    let t = &p.timeline;
+    let (min_w, min_h) = (
+        t.positions().max(1) as f64 / 1500.0,
+        t.arena_bytes as f64 / 600.0,
+    );
+    p.buffers.len() <= 20_000 || (b.last + 1 - b.first) as f64 >= min_w || b.bytes as f64 >= min_h
 }
 
 /// Bytes by category as two stacked bars per run: persistent and arena.
@@ -629,6 +700,19 @@ fn category_bars(runs: &[&Profile]) -> Result<String> {
     })
 }
 
+/// Whether the runs' policy rows are the same (the same model and window): then the
+/// chart and the table share them, each run's choice marked.
+fn same_policies(runs: &[&Profile]) -> bool {
+    runs.iter().all(|r| {
+        r.policies.len() == runs[0].policies.len()
+            && (r.policies.iter().zip(&runs[0].policies)).all(|(a, b)| {
+                a.policy == b.policy
+                    && a.arena_bytes == b.arena_bytes
+                    && a.total_bytes == b.total_bytes
+            })
+    })
+}
+
 /// Memory against recomputation, one point per policy and run, each run's chosen
 /// one marked (with its measured step time); labels placed where they overlap no
 /// other label.
@@ -643,10 +727,17 @@ fn policy_chart(runs: &[&Profile]) -> Result<String> {
     let (div, name) = unit(max);
     let (lo, hi) = ((least as f64 / div) * 0.7, (max as f64 / div) * 1.4);
     // 1, 2, 5 × 10^k within the range: labels at every decade's steps.
-    let ticks: Vec<f64> = (-4..8)
-        .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
-        .filter(|&v| v >= lo && v <= hi)
-        .collect();
+    let within = |ms: &[f64]| -> Vec<f64> {
+        (-4..8)
+            .flat_map(|k| ms.iter().map(move |m| m * 10f64.powi(k)))
+            .filter(|&v| v >= lo && v <= hi)
+            .collect()
+    };
+    // 1-2-5 steps, or every digit when those give too few.
+    let mut ticks = within(&[1.0, 2.0, 5.0]);
+    if ticks.len() < 3 {
+        ticks = within(&[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    }
     let rmax = all().map(|r| r.recompute_factor).fold(1.0, f64::max);
     let two = runs.len() > 1;
     svg((960, 440), |root| {
@@ -673,11 +764,7 @@ fn policy_chart(runs: &[&Profile]) -> Result<String> {
             .draw()?;
         // Runs with the same rows (the same model and window) share their points; each
         // run's choice is ringed in its colour.
-        let same = runs.iter().all(|r| {
-            r.policies.len() == runs[0].policies.len()
-                && (r.policies.iter().zip(&runs[0].policies))
-                    .all(|(a, b)| a.policy == b.policy && a.arena_bytes == b.arena_bytes)
-        });
+        let same = same_policies(runs);
         let groups: Vec<Vec<(usize, &Profile)>> = if same {
             vec![runs.iter().copied().enumerate().collect()]
         } else {
@@ -744,7 +831,7 @@ fn policy_chart(runs: &[&Profile]) -> Result<String> {
                         String::new()
                     };
                     let what = match &q.measured {
-                        Some(m) => format!("{who}{:.4} s/step measured", m.step_seconds),
+                        Some(m) => format!("{who}{}/step measured", secs(m.step_seconds)),
                         None => format!("{who}chosen"),
                     };
                     if n == 0 {
@@ -784,6 +871,18 @@ fn policy_chart(runs: &[&Profile]) -> Result<String> {
                 (None, false) => continue,
             };
             placed.push((px + dx, py + dy, px + dx + w, py + dy + h));
+            // A label set further off than beside its point is tied to it by a line.
+            if dy < -h - 2 || dy > 4 {
+                let end = if dx > 0 {
+                    (dx - 2, dy + 7)
+                } else {
+                    (dx + w + 2, dy + 7)
+                };
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at(at)
+                        + PathElement::new(vec![(0, 0), end], BLACK.mix(0.35).stroke_width(1)),
+                ))?;
+            }
             for (n, (text, c)) in texts.into_iter().enumerate() {
                 let style = ("sans-serif", 12).into_font().color(&c);
                 chart.draw_series(std::iter::once(
@@ -873,39 +972,70 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
          td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
          h2{{margin-top:32px;border-bottom:1px solid #ddd}} .note{{color:#555}}\
          </style></head><body>\n",
-        esc(&p.name)
+        esc(&r.model)
     );
-    let _ = writeln!(h, "<h1>Memory profile: {}</h1>", esc(&r.model));
-    let _ = writeln!(
-        h,
-        "<p><b>{}</b> ({} parameters) · window B{} T{} G{} · policy <code>{}</code> \
-         (recompute ×{:.2}) · {:.2} GFLOP/step</p><p class=\"note\">{}</p>",
-        esc(&r.model),
-        r.parameters,
-        r.batch,
-        r.window,
-        r.grain,
-        esc(&r.policy),
-        r.recompute_factor,
-        r.flops_per_step as f64 / 1e9,
-        esc(&r.policy_meaning)
-    );
-    let settings: Vec<String> = (p.config.iter())
-        .map(|(k, v)| format!("{} <code>{}</code>", esc(k), esc(v)))
-        .collect();
-    let _ = writeln!(h, "<p class=\"note\">{}</p>", settings.join(" · "));
-    let _ = writeln!(
-        h,
-        "<table><tr><th>planned</th><th>bytes</th></tr>\
-         <tr><td>persistent</td><td class=n>{}</td></tr>\
-         <tr><td>activation arena</td><td class=n>{} (lower bound {}, no reuse {})</td></tr>\
-         <tr><td><b>total</b></td><td class=n><b>{}</b></td></tr></table>",
-        fmt_bytes(r.persistent_bytes),
-        fmt_bytes(r.arena_bytes),
-        fmt_bytes(r.arena_lower_bound_bytes),
-        fmt_bytes(r.arena_no_reuse_bytes),
-        fmt_bytes(r.total_bytes)
-    );
+    let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
+    let models: Vec<&str> = runs.iter().map(|r| r.plan.model.as_str()).collect();
+    let title = if models.windows(2).all(|w| w[0] == w[1]) {
+        models[0].to_string()
+    } else {
+        models.join(" against ")
+    };
+    let _ = writeln!(h, "<h1>Memory profile: {}</h1>", esc(&title));
+    for run in &runs {
+        let r = &run.plan;
+        let who = if vs.is_some() {
+            format!("{}: ", esc(&run.name))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            h,
+            "<p>{who}<b>{}</b> ({} parameters) · window B{} T{} G{} · policy <code>{}</code> \
+             (recompute ×{:.2}) · {}/step</p><p class=\"note\">{}</p>",
+            esc(&r.model),
+            r.parameters,
+            r.batch,
+            r.window,
+            r.grain,
+            esc(&r.policy),
+            r.recompute_factor,
+            flops(r.flops_per_step),
+            esc(&r.policy_meaning)
+        );
+        let settings: Vec<String> = (run.config.iter())
+            .map(|(k, v)| format!("{} <code>{}</code>", esc(k), esc(v)))
+            .collect();
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", settings.join(" · "));
+    }
+    let _ = write!(h, "<table><tr><th>planned</th>");
+    for run in &runs {
+        let _ = write!(h, "<th>{}</th>", esc(&run.name));
+    }
+    let _ = writeln!(h, "</tr>");
+    type Figure = (&'static str, fn(&PlanReport) -> String);
+    let figures: [Figure; 3] = [
+        ("persistent", |r| fmt_bytes(r.persistent_bytes)),
+        ("activation arena", |r| {
+            format!(
+                "{} (lower bound {}, no reuse {})",
+                fmt_bytes(r.arena_bytes),
+                fmt_bytes(r.arena_lower_bound_bytes),
+                fmt_bytes(r.arena_no_reuse_bytes)
+            )
+        }),
+        ("<b>total</b>", |r| {
+            format!("<b>{}</b>", fmt_bytes(r.total_bytes))
+        }),
+    ];
+    for (name, figure) in figures {
+        let _ = write!(h, "<tr><td>{name}</td>");
+        for run in &runs {
+            let _ = write!(h, "<td class=n>{}</td>", figure(&run.plan));
+        }
+        let _ = writeln!(h, "</tr>");
+    }
+    let _ = writeln!(h, "</table>");
     // Measured beside planned.
     let _ = writeln!(h, "<h2 id=\"measured\">Measured beside planned</h2>");
     match &p.measured {
@@ -913,7 +1043,6 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             let _ = writeln!(h, "<p class=\"note\">Not run.</p>");
         }
         Some(_) => {
-            let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
             let _ = write!(h, "<table><tr><th>figure</th>");
             for run in &runs {
                 let _ = write!(
@@ -948,19 +1077,26 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             });
             row(&mut h, "activation arena", &|run| {
                 let b = fmt_bytes(run.plan.arena_bytes);
-                (b.clone(), format!("{b} (allocated as planned)"))
+                (
+                    b.clone(),
+                    format!("{b} (one allocation of the planned size)"),
+                )
             });
             row(&mut h, "step time", &|run| match &run.measured {
                 Some(m) => (
                     String::new(),
-                    format!("{:.4} s ({} steps)", m.step_seconds, m.steps),
+                    format!("{} ({} steps)", secs(m.step_seconds), m.steps),
                 ),
                 None => (String::new(), String::new()),
             });
-            row(&mut h, "positions per second", &|run| match &run.measured {
-                Some(m) => (String::new(), format!("{:.0}", m.positions_per_s)),
-                None => (String::new(), String::new()),
-            });
+            row(
+                &mut h,
+                "positions (tokens or rows) per second",
+                &|run| match &run.measured {
+                    Some(m) => (String::new(), format!("{:.0}", m.positions_per_s)),
+                    None => (String::new(), String::new()),
+                },
+            );
             if runs
                 .iter()
                 .any(|r| r.measured.as_ref().is_some_and(|m| m.validation.is_some()))
@@ -978,8 +1114,8 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                             v.window
                         ),
                         format!(
-                            "{:.4} s per validation ({} run{})",
-                            v.seconds,
+                            "{} per validation ({} run{})",
+                            secs(v.seconds),
                             v.runs,
                             if v.runs == 1 { "" } else { "s" }
                         ),
@@ -997,7 +1133,8 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                             (
                                 String::new(),
                                 format!(
-                                    "{s:.5} s ({:.1}%)",
+                                    "{} ({:.1}%)",
+                                    secs(s),
                                     100.0 * s / m.timed_step_seconds.max(1e-12)
                                 ),
                             )
@@ -1011,52 +1148,103 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
                 if let Some(m) = &run.measured {
                     let _ = writeln!(
                         h,
-                        "<p class=\"note\">{}: the step's parts are from a second pass of {} \
-                         steps with the span timer on, {:.4} s a step ({} of the plain step's \
-                         time); the percentages are of that step.</p>",
+                        "<p class=\"note\">{}: the step's parts are from {} steps with the span \
+                         timer on, run one by one between the plain steps: {} a step ({} \
+                         of the plain step's time); the percentages are of that step.{} The \
+                         resident memory is set beside the plan's total{}{}.</p>",
                         esc(&run.name),
                         m.steps,
-                        m.timed_step_seconds,
-                        signed_pct(m.timed_step_seconds / m.step_seconds.max(1e-12) - 1.0)
+                        secs(m.timed_step_seconds),
+                        signed_pct(m.timed_step_seconds / m.step_seconds.max(1e-12) - 1.0),
+                        if m.traced {
+                            " A Chrome trace was recorded too: its cost is in both."
+                        } else {
+                            ""
+                        },
+                        if m.data_pages_left_out > 0 {
+                            format!(
+                                " less its bound on the data's mapped pages ({}: the data was \
+                                 generated in memory)",
+                                fmt_bytes(m.data_pages_left_out)
+                            )
+                        } else {
+                            String::new()
+                        },
+                        m.validation.as_ref().map_or(String::new(), |v| format!(
+                            " plus validation's program ({})",
+                            fmt_bytes(v.planned_bytes)
+                        )),
                     );
                 }
             }
         }
     }
+    // A heading per run when there are two.
+    let run_head = |h: &mut String, run: &Profile| {
+        if vs.is_some() {
+            let _ = writeln!(h, "<h3>{}</h3>", esc(&run.name));
+        }
+    };
     let _ = writeln!(h, "<h2 id=\"timeline\">Arena timeline</h2>");
     if let Some(v) = vs {
         let _ = writeln!(h, "<p><b>{}</b></p>", esc(&peak_difference(p, v)));
         h.push_str(&timeline_chart(p, Some(v))?);
     }
-    h.push_str(&timeline_chart(p, None)?);
+    for run in &runs {
+        run_head(&mut h, run);
+        h.push_str(&timeline_chart(run, None)?);
+    }
     let _ = writeln!(h, "<h2 id=\"offsets\">Arena offsets</h2>");
-    h.push_str(&offset_map(p)?);
+    for run in &runs {
+        run_head(&mut h, run);
+        h.push_str(&offset_map(run)?);
+        let left = run.buffers.iter().filter(|b| !drawn_box(run, b)).count();
+        if left > 0 {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">{left} of {} buffers are under a pixel each way and \
+                 not drawn.</p>",
+                run.buffers.len()
+            );
+        }
+    }
     let _ = writeln!(
         h,
         "<h2 id=\"peak\">Live at the peak ({})</h2>",
-        fmt_bytes(p.timeline.peak_bytes)
+        (runs.iter())
+            .map(|r| fmt_bytes(r.timeline.peak_bytes))
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
-    let _ = writeln!(
-        h,
-        "<table id=\"peak-table\"><tr><th>buffer</th><th>category</th><th>layer</th><th>segment</th>\
-         <th>bytes</th><th>made by</th></tr>"
-    );
-    for b in &p.peak_buffers {
-        let opt = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+    for (k, run) in runs.iter().enumerate() {
+        run_head(&mut h, run);
+        let id = if k == 0 {
+            "peak-table".to_string()
+        } else {
+            format!("peak-table-{}", k + 1)
+        };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td><code>{}</code></td></tr>",
-            esc(&b.name),
-            label(&b.category),
-            opt(b.layer),
-            opt(b.segment),
-            fmt_bytes(b.bytes),
-            esc(&b.first_op)
+            "<table id=\"{id}\"><tr><th>buffer</th><th>category</th><th>layer</th>\
+             <th>segment</th><th>bytes</th><th>made by</th></tr>"
         );
+        for b in &run.peak_buffers {
+            let opt = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
+                 <td class=n>{}</td><td><code>{}</code></td></tr>",
+                esc(&b.name),
+                esc(&label(&b.category)),
+                opt(b.layer),
+                opt(b.segment),
+                fmt_bytes(b.bytes),
+                esc(&b.first_op.split_whitespace().collect::<Vec<_>>().join(" "))
+            );
+        }
+        let _ = writeln!(h, "</table>");
     }
-    let _ = writeln!(h, "</table>");
     let _ = writeln!(h, "<h2 id=\"categories\">Bytes by category</h2>");
-    let runs: Vec<&Profile> = std::iter::once(p).chain(vs).collect();
     h.push_str(&category_bars(&runs)?);
     for run in &runs {
         let r = &run.plan;
@@ -1079,11 +1267,7 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
     }
     let _ = writeln!(h, "<h2 id=\"policies\">Policies</h2>");
     h.push_str(&policy_chart(&runs)?);
-    let same = runs.iter().all(|r| {
-        r.policies.len() == p.policies.len()
-            && (r.policies.iter().zip(&p.policies))
-                .all(|(a, b)| a.policy == b.policy && a.total_bytes == b.total_bytes)
-    });
+    let same = same_policies(&runs);
     let tables: Vec<Vec<&Profile>> = if same {
         vec![runs.clone()]
     } else {

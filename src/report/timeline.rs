@@ -83,6 +83,21 @@ impl Timeline {
         self.live.iter().map(|l| l[i]).sum()
     }
 
+    /// The positions in at most `most` columns, each `(first, end, at)`: positions
+    /// `first..end`, `at` the one of them with the most bytes live (what a column
+    /// draws). At least one column, `(0, 1, 0)`, when there are no positions.
+    pub fn columns(&self, most: usize) -> Vec<(usize, usize, usize)> {
+        let n = self.positions();
+        let cols = n.clamp(1, most.max(1));
+        (0..cols)
+            .map(|c| {
+                let (a, b) = (c * n / cols, ((c + 1) * n / cols).max(c * n / cols + 1));
+                let at = (a..b.min(n)).max_by_key(|&i| self.total(i)).unwrap_or(a);
+                (a, b, at)
+            })
+            .collect()
+    }
+
     /// The timeline in `height` lines of text, `width` columns wide, for a terminal:
     /// each column the most bytes live over its positions, as bars of eighth blocks
     /// under an axis labelled in bytes, the peak marked below.
@@ -90,12 +105,10 @@ impl Timeline {
         use std::fmt::Write;
         let n = self.positions();
         let (width, height) = (width.clamp(8, 400), height.clamp(1, 40));
-        let cols = width.min(n.max(1));
-        let col_max: Vec<u64> = (0..cols)
-            .map(|c| {
-                let (a, b) = (c * n / cols, ((c + 1) * n / cols).max(c * n / cols + 1));
-                (a..b.min(n)).map(|i| self.total(i)).max().unwrap_or(0)
-            })
+        let columns = self.columns(width);
+        let cols = columns.len();
+        let col_max: Vec<u64> = (columns.iter())
+            .map(|&(_, _, at)| if n == 0 { 0 } else { self.total(at) })
             .collect();
         let top = self.arena_bytes.max(self.peak_bytes).max(1);
         let eighths = |v: u64| (v as u128 * (height as u128 * 8) / top as u128) as usize;
@@ -114,7 +127,9 @@ impl Timeline {
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
-        let peak_col = (self.peak_position * cols / n.max(1)).min(cols.saturating_sub(1));
+        let peak_col = (columns.iter())
+            .position(|&(a, b, _)| (a..b).contains(&self.peak_position))
+            .unwrap_or(0);
         let _ = writeln!(out, "{:>10} └{}", "", "─".repeat(cols));
         let _ = writeln!(
             out,

@@ -44,6 +44,19 @@ fn the_report_parses_and_agrees_with_the_plan() {
     ] {
         assert_eq!(doc.select(&sel(&format!("#{id}"))).count(), 1, "#{id}");
     }
+    // Each chart holds what it draws: the timeline an area per category live and the
+    // planned line and peak in its legend; the offset map a box per buffer; the policy
+    // chart this run's measured step.
+    let svgs: Vec<String> = doc.select(&sel("svg")).map(|e| e.html()).collect();
+    assert!(
+        svgs[0].contains("planned arena") && svgs[0].contains("peak"),
+        "timeline legend"
+    );
+    assert!(svgs[2].contains("Bytes by category"));
+    assert!(
+        svgs[3].contains("s/step measured"),
+        "the chosen policy's step time"
+    );
     let rows = doc.select(&sel("#peak-table tr")).count();
     // The profile as JSON: the plan's figures are `recur plan --json`'s, the peak
     // table holds the buffers live at the peak.
@@ -53,16 +66,33 @@ fn the_report_parses_and_agrees_with_the_plan() {
     let (code, plan, err) = recur(&[&["plan"][..], &flags, &["--json"]].concat(), p);
     assert_eq!(code, 0, "{err}");
     let plan: Value = serde_json::from_str(&plan).unwrap();
-    for k in [
-        "arena_bytes",
-        "arena_lower_bound_bytes",
-        "persistent_bytes",
-        "recompute_factor",
-    ] {
-        assert_eq!(prof["plan"][k], plan[k], "{k}");
-    }
-    // The profile's batch comes from generated data of the same shape: the same totals.
-    assert_eq!(prof["plan"]["total_bytes"], plan["total_bytes"]);
+    // The profile's batch comes from generated data of the same shape: the same plan,
+    // every figure and category.
+    assert_eq!(prof["plan"], plan);
+    let live = prof["timeline"]["live"].as_array().unwrap();
+    let cats = prof["timeline"]["categories"].as_array().unwrap();
+    let areas = svgs[0].matches("<polygon").count();
+    let nonzero = live
+        .iter()
+        .filter(|l| l.as_array().unwrap().iter().any(|v| v.as_u64() != Some(0)))
+        .count();
+    assert_eq!(cats.len(), live.len());
+    assert!(
+        areas >= nonzero && nonzero > 0,
+        "{areas} areas, {nonzero} categories"
+    );
+    let boxes = svgs[1].matches("<rect").count();
+    let buffers = prof["buffers"].as_array().unwrap().len();
+    assert!(boxes >= buffers, "{boxes} boxes for {buffers} buffers");
+    // The timeline and the peak's buffers are `plan --timeline --json`'s.
+    let (code, tl, err) = recur(
+        &[&["plan"][..], &flags, &["--json", "--timeline"]].concat(),
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    let tl: Value = serde_json::from_str(&tl).unwrap();
+    assert_eq!(prof["timeline"], tl["timeline"]);
+    assert_eq!(prof["peak_buffers"], tl["peak_buffers"]);
     let peak = prof["peak_buffers"].as_array().unwrap();
     assert_eq!(rows, peak.len() + 1, "a row per buffer and the header");
     assert_eq!(
@@ -120,7 +150,62 @@ fn vs_draws_two_runs_and_names_the_difference() {
         serde_json::from_str(&std::fs::read_to_string(p.join("v.json")).unwrap()).unwrap();
     let (a, b) = (&j["profile"], &j["vs"]);
     assert_eq!(b["plan"]["policy"], "none");
-    assert!(b["timeline"]["peak_bytes"].as_u64() > a["timeline"]["peak_bytes"].as_u64());
+    let peak = |x: &Value| x["timeline"]["peak_bytes"].as_u64().unwrap();
+    assert!(peak(b) > peak(a));
+    // The second run keeps the first's flags it does not change.
+    assert_eq!(b["plan"]["hidden"], 32);
+    assert_eq!(b["plan"]["window"], 64);
+    // The difference named is the one between the two peaks.
+    let d = peak(b) - peak(a);
+    let named = format!("(+{}", recur::units::fmt_bytes(d));
+    assert!(html.contains(&named), "{named}");
+    // Both runs drawn: the overlay, then each run's timeline and offsets.
+    let doc = scraper::Html::parse_document(&html);
+    let svgs = doc
+        .select(&scraper::Selector::parse("svg").unwrap())
+        .count();
+    assert_eq!(svgs, 7);
+    assert!(html.contains("id=\"peak-table-2\""));
+    // What changes nothing, and what names the report, are refused.
+    for (vs, says) in [
+        ("--hidden 32", "changes nothing"),
+        ("--out other.html", "--out"),
+        ("--trace t.json", "--trace"),
+        ("--help", "recur profile --help"),
+        ("--data 'unclosed", "quote"),
+    ] {
+        let args = [
+            "profile", "--hidden", "32", "--steps", "1", "--vs", vs, "--out", "w.html",
+        ];
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 2, "{vs}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{vs}: {err}"
+        );
+    }
+    // A path with spaces passes in quotes.
+    std::fs::write(p.join("my text.txt"), "a b c d e f g ".repeat(300)).unwrap();
+    let args = [
+        "profile",
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--window",
+        "16",
+        "--steps",
+        "1",
+        "--vs",
+        "--data 'my text.txt'",
+        "--out",
+        "q.html",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("q.json")).unwrap()).unwrap();
+    assert_eq!(j["vs"]["config"][0][1], "my text.txt");
     let (code, _, err) = recur(&["profile", "--vs", "--bogus"], p);
     assert_ne!(code, 0);
     assert!(err.contains("--vs") && err.lines().count() == 1, "{err}");
@@ -193,7 +278,7 @@ fn profile_writes_a_trace_too() {
         "--window",
         "32",
         "--steps",
-        "1",
+        "2",
         "--out",
         "t.html",
         "--trace",
@@ -203,8 +288,7 @@ fn profile_writes_a_trace_too() {
     assert_eq!(code, 0, "{err}");
     let events: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(p.join("t-trace.json")).unwrap()).unwrap();
-    let names: std::collections::HashSet<&str> =
-        events.iter().filter_map(|e| e["name"].as_str()).collect();
+    let seen = crate::report::nesting(&events);
     for n in [
         "compile",
         "step",
@@ -213,9 +297,16 @@ fn profile_writes_a_trace_too() {
         "head",
         "backward",
         "optimizer",
+        "profile_run",
+        "warmup",
+        "plain",
+        "timed",
     ] {
-        assert!(names.contains(n), "{n} in {names:?}");
+        assert!(seen.contains_key(n), "{n} in {seen:?}");
     }
+    // One warm-up step, then each measured step twice.
+    assert_eq!(seen["step"], 1 + 2 * 2, "{seen:?}");
+    assert_eq!((seen["plain"], seen["timed"]), (2, 2));
 }
 
 /// `recur report` draws a profile again from its JSON twin, and two twins together
@@ -246,11 +337,14 @@ fn report_redraws_one_twin_and_sets_two_side_by_side() {
     let html = std::fs::read_to_string(p.join("both.html")).unwrap();
     let doc = scraper::Html::parse_document(&html);
     assert!(doc.errors.is_empty(), "{:?}", doc.errors);
-    // Both timelines (one chart each, and one together), offsets, categories, policies.
+    // Both timelines together, then each run's timeline and offsets; categories,
+    // policies.
     let svgs = doc
         .select(&scraper::Selector::parse("svg").unwrap())
         .count();
-    assert_eq!(svgs, 5);
+    assert_eq!(svgs, 7);
+    // The two models are named.
+    assert!(html.contains("T32") && html.contains("T64"));
     assert!(
         html.contains("At the arena's peak, long holds"),
         "difference named"
@@ -264,11 +358,39 @@ fn report_redraws_one_twin_and_sets_two_side_by_side() {
         twin.replacen("recur-profile-1", "recur-profile-9", 1),
     )
     .unwrap();
+    // Hand-edited twins that would draw out of bounds, or inject markup.
+    let mut v: Value = serde_json::from_str(&twin).unwrap();
+    let edit = |f: &dyn Fn(&mut Value), name: &str| {
+        let mut e = v.clone();
+        f(&mut e);
+        std::fs::write(p.join(name), e.to_string()).unwrap();
+    };
+    edit(
+        &|e| {
+            for l in e["profile"]["timeline"]["live"].as_array_mut().unwrap() {
+                *l = Value::Array(vec![]);
+            }
+        },
+        "empty.json",
+    );
+    edit(
+        &|e| e["profile"]["timeline"]["peak_position"] = 1_000_000.into(),
+        "peak.json",
+    );
+    edit(
+        &|e| e["profile"]["buffers"][0]["offset"] = u64::MAX.into(),
+        "offset.json",
+    );
+    edit(&|e| e["profile"]["chosen"] = 99.into(), "chosen.json");
     for (file, says) in [
         ("text.json", "not JSON"),
         ("other.json", "not a profile"),
         ("future.json", "recur-profile-9"),
         ("missing.json", "missing.json"),
+        ("empty.json", "empty"),
+        ("peak.json", "peak"),
+        ("offset.json", "outside"),
+        ("chosen.json", "chosen"),
     ] {
         let (code, _, err) = recur(&["report", file], p);
         assert_ne!(code, 0, "{file}");
@@ -276,7 +398,25 @@ fn report_redraws_one_twin_and_sets_two_side_by_side() {
             err.contains(says) && err.lines().count() == 1,
             "{file}: {err}"
         );
+        assert!(!err.contains("panicked"), "{file}: {err}");
     }
+    let (code, _, err) = recur(&["report", "short.json", "long.json", "short.json"], p);
+    assert_eq!(code, 2);
+    assert!(err.contains("not 3"), "{err}");
+    v["profile"]["peak_buffers"][0]["category"] = "<script>x</script>".into();
+    std::fs::write(p.join("inject.json"), v.to_string()).unwrap();
+    let (code, _, err) = recur(&["report", "inject.json", "--out", "inject.html"], p);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(p.join("inject.html")).unwrap();
+    assert!(!html.contains("<script"), "escaped");
+    // A report never replaces a file that is not one.
+    std::fs::write(p.join("notes.html"), "my notes").unwrap();
+    let (code, _, err) = recur(&["report", "short.json", "--out", "notes.html"], p);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(p.join("notes.html")).unwrap(),
+        "my notes"
+    );
 }
 
 /// Without --data, a classifier profiles on a generated labelled set of uneven
@@ -356,9 +496,61 @@ fn validation_is_planned_and_timed_apart() {
     let valid = v["planned_bytes"].as_u64().unwrap();
     assert!(valid > 0);
     assert_eq!(m["planned_bytes"].as_u64().unwrap(), total + valid);
-    // The step's forward is timed once per window, not also in validation.
-    let fwd = m["phases"]["forward"].as_f64().unwrap();
-    assert!(fwd < m["timed_step_seconds"].as_f64().unwrap(), "{m}");
+    // The step's parts exclude validation's forward passes: together no more than the
+    // timed step.
+    let parts: f64 = (m["phases"].as_object().unwrap().values())
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!(
+        parts <= m["timed_step_seconds"].as_f64().unwrap() * 1.05,
+        "{m}"
+    );
     let html = std::fs::read_to_string(p.join("v.html")).unwrap();
     assert!(html.contains("validation (its own program)"));
+}
+
+/// The report and its twin never replace the data or a file that is not a report.
+#[test]
+fn outputs_never_replace_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("notes.json"), "{\"mine\": 1}").unwrap();
+    std::fs::write(p.join("doc.html"), "words ".repeat(400)).unwrap();
+    let base = [
+        "profile", "--hidden", "8", "--batch", "2", "--window", "16", "--steps", "1",
+    ];
+    for (extra, says) in [
+        (
+            &["--data", "notes.json", "--bytes", "--out", "notes.html"][..],
+            "notes.json",
+        ),
+        (
+            &["--data", "doc.html", "--bytes", "--out", "doc.html"][..],
+            "doc.html",
+        ),
+        (&["--out", "doc.html"][..], "not an earlier report"),
+        (&["--out", "sub"][..], "not an .html file"),
+        (&["--out", ".html"][..], "names no file"),
+    ] {
+        let (code, _, err) = recur(&[&base[..], extra].concat(), p);
+        assert_eq!(code, 2, "{extra:?}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{extra:?}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.join("notes.json")).unwrap(),
+        "{\"mine\": 1}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("doc.html")).unwrap(),
+        "words ".repeat(400)
+    );
+    // A new directory for the report is made; an earlier report is replaced.
+    for _ in 0..2 {
+        let (code, _, err) = recur(&[&base[..], &["--out", "new/dir/r.html"]].concat(), p);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(p.join("new/dir/r.json").exists());
 }

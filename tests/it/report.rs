@@ -113,38 +113,8 @@ fn train_writes_a_chrome_trace_of_its_spans() {
     assert_eq!(code, 0, "{err}");
     let events: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(p.join("t.json")).unwrap()).unwrap();
-    let mut stacks: std::collections::HashMap<u64, Vec<String>> = Default::default();
-    let mut seen: std::collections::HashMap<String, usize> = Default::default();
-    for e in &events {
-        let (Some(name), Some(ph)) = (e["name"].as_str(), e["ph"].as_str()) else {
-            continue;
-        };
-        let stack = stacks.entry(e["tid"].as_u64().unwrap_or(0)).or_default();
-        match ph {
-            "B" => {
-                let within = |outer: &str| stack.iter().any(|s| s == outer);
-                match name {
-                    "policy" | "unroll" | "liveness" | "arena" | "link" => {
-                        assert!(within("compile"), "{name} outside compile: {stack:?}")
-                    }
-                    "forward" | "recompute" | "head" | "backward" | "load" => assert!(
-                        within("window") && within("step"),
-                        "{name} outside a window: {stack:?}"
-                    ),
-                    "window" | "optimizer" => assert!(within("step"), "{name}: {stack:?}"),
-                    _ => {}
-                }
-                *seen.entry(name.to_string()).or_default() += 1;
-                stack.push(name.to_string());
-            }
-            "E" => assert_eq!(stack.pop().as_deref(), Some(name), "spans close in order"),
-            _ => {}
-        }
-    }
-    assert!(
-        stacks.values().all(Vec::is_empty),
-        "every span closed: {stacks:?}"
-    );
+    let seen = nesting(&events);
+
     for name in [
         "compile",
         "policy",
@@ -197,4 +167,43 @@ fn json_listing_is_one_object() {
         assert!(end <= v["arena_bytes"].as_u64().unwrap(), "{b}");
         assert!(b["first"].as_u64() <= b["last"].as_u64(), "{b}");
     }
+}
+
+/// Checks a Chrome trace's nesting (compile passes inside `compile`, a window's parts
+/// inside a window inside a step, the optimizer inside a step; every span closed in
+/// order) and counts the spans by name.
+pub(crate) fn nesting(events: &[Value]) -> std::collections::HashMap<String, usize> {
+    let mut stacks: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for e in events {
+        let (Some(name), Some(ph)) = (e["name"].as_str(), e["ph"].as_str()) else {
+            continue;
+        };
+        let stack = stacks.entry(e["tid"].as_u64().unwrap_or(0)).or_default();
+        match ph {
+            "B" => {
+                let within = |outer: &str| stack.iter().any(|s| s == outer);
+                match name {
+                    "policy" | "unroll" | "liveness" | "arena" | "link" => {
+                        assert!(within("compile"), "{name} outside compile: {stack:?}")
+                    }
+                    "forward" | "recompute" | "head" | "backward" | "load" => assert!(
+                        within("window") && within("step"),
+                        "{name} outside a window: {stack:?}"
+                    ),
+                    "window" | "optimizer" => assert!(within("step"), "{name}: {stack:?}"),
+                    _ => {}
+                }
+                *seen.entry(name.to_string()).or_default() += 1;
+                stack.push(name.to_string());
+            }
+            "E" => assert_eq!(stack.pop().as_deref(), Some(name), "spans close in order"),
+            _ => {}
+        }
+    }
+    assert!(
+        stacks.values().all(Vec::is_empty),
+        "every span closed: {stacks:?}"
+    );
+    seen
 }

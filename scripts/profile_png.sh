@@ -15,7 +15,7 @@ trap 'rm -rf "$out"' EXIT
 OPENBLAS_NUM_THREADS=2 "$recur" profile --hidden 256 --batch 32 --window 512 \
     --checkpoint sqrt --steps 10 --vs "--checkpoint none" --out "$out/profile.html"
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --window-size=1100,4600 --screenshot="$out/profile.png" "file://$out/profile.html" \
+    --window-size=1100,6300 --screenshot="$out/profile.png" "file://$out/profile.html" \
     2>/dev/null
 cp "$out/profile.png" docs/profile.png
 echo "wrote docs/profile.png"

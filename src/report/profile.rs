@@ -546,6 +546,9 @@ fn timeline_chart(p: &Profile, vs: Option<&Profile>) -> Result<String> {
     })
 }
 
+/// Rows of a peak table shown before the rest are folded away.
+const PEAK_ROWS: usize = 20;
+
 /// Most columns a timeline is drawn in: beyond them, a column covers several
 /// instructions and shows the one where the most bytes are live.
 pub const COLUMNS: usize = 1500;
@@ -1223,26 +1226,42 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
         } else {
             format!("peak-table-{}", k + 1)
         };
-        let _ = writeln!(
-            h,
-            "<table id=\"{id}\"><tr><th>buffer</th><th>category</th><th>layer</th>\
-             <th>segment</th><th>bytes</th><th>made by</th></tr>"
-        );
-        for b in &run.peak_buffers {
-            let opt = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+        // The largest buffers shown, the rest folded (a long window has thousands).
+        let head_row = "<tr><th>buffer</th><th>category</th><th>layer</th><th>segment</th>\
+                        <th>bytes</th><th>made by</th></tr>";
+        let (shown, folded) = run
+            .peak_buffers
+            .split_at(run.peak_buffers.len().min(PEAK_ROWS));
+        let rows = |h: &mut String, bufs: &[PeakBuffer]| {
+            for b in bufs {
+                let opt = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
+                     <td class=n>{}</td><td><code>{}</code></td></tr>",
+                    esc(&b.name),
+                    esc(&label(&b.category)),
+                    opt(b.layer),
+                    opt(b.segment),
+                    fmt_bytes(b.bytes),
+                    esc(&b.first_op.split_whitespace().collect::<Vec<_>>().join(" "))
+                );
+            }
+        };
+        let _ = writeln!(h, "<table id=\"{id}\">{head_row}");
+        rows(&mut h, shown);
+        let _ = writeln!(h, "</table>");
+        if !folded.is_empty() {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>\
-                 <td class=n>{}</td><td><code>{}</code></td></tr>",
-                esc(&b.name),
-                esc(&label(&b.category)),
-                opt(b.layer),
-                opt(b.segment),
-                fmt_bytes(b.bytes),
-                esc(&b.first_op.split_whitespace().collect::<Vec<_>>().join(" "))
+                "<details><summary>{} more buffers live at the peak, {}</summary>\
+                 <table id=\"{id}-rest\">{head_row}",
+                folded.len(),
+                fmt_bytes(folded.iter().map(|b| b.bytes).sum())
             );
+            rows(&mut h, folded);
+            let _ = writeln!(h, "</table></details>");
         }
-        let _ = writeln!(h, "</table>");
     }
     let _ = writeln!(h, "<h2 id=\"categories\">Bytes by category</h2>");
     h.push_str(&category_bars(&runs)?);

@@ -6,5 +6,8 @@ set -euo pipefail
 bin="${1:-target/release/recur}"
 lib=$(ldd "$bin" | grep -o 'libopenblas[^ ]*' | head -1 || true)
 [ -n "$lib" ] || { echo "check_blas: $bin is not linked against libopenblas"; exit 1; }
-nm -D --undefined-only "$bin" | grep -qw cblas_sgemm || { echo "check_blas: $bin does not import cblas_sgemm"; exit 1; }
+# Read every symbol before searching: `nm | grep -q` under pipefail fails whenever grep
+# exits at the match before nm has written the rest (SIGPIPE), as a large binary's nm does.
+syms=$(nm -D --undefined-only "$bin")
+grep -qw cblas_sgemm <<<"$syms" || { echo "check_blas: $bin does not import cblas_sgemm"; exit 1; }
 echo "check_blas: $bin links $lib ($(readlink -f "$(ldconfig -p | grep -m1 'libopenblas.so.0' | awk '{print $NF}')")) and imports cblas_sgemm"

@@ -260,7 +260,7 @@ pub struct ProfileCmd {
     #[arg(long)]
     pub offsets: Option<PathBuf>,
     /// One integer class per sequence of the set.
-    #[arg(long, requires = "offsets")]
+    #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Batch sequences of similar lengths (less padding), as `recur train --bucket`.
     #[arg(long)]
@@ -271,13 +271,13 @@ pub struct ProfileCmd {
     #[arg(long)]
     pub valid: Option<PathBuf>,
     /// Row splits of the held-out set.
-    #[arg(long, requires = "valid")]
+    #[arg(long)]
     pub valid_offsets: Option<PathBuf>,
     /// Labels of the held-out set.
-    #[arg(long, requires = "valid_offsets")]
+    #[arg(long)]
     pub valid_labels: Option<PathBuf>,
     /// Steps between validations [the measured steps: once, at the end].
-    #[arg(long, value_name = "N", requires = "valid")]
+    #[arg(long, value_name = "N")]
     pub valid_every: Option<usize>,
     /// Read --data as bytes whatever its extension, as `recur train --bytes`.
     #[arg(long)]
@@ -285,14 +285,17 @@ pub struct ProfileCmd {
     /// The report: an HTML file, and its JSON twin beside it (FILE.json).
     #[arg(long, default_value = "profile.html", value_name = "FILE.html")]
     pub out: PathBuf,
-    /// Profile a second run with these flags changed (in one quoted string, split at
-    /// spaces: "--checkpoint sqrt"; not --out or --trace) and draw both together.
+    /// Profile a second run with these flags changed (in one quoted string, split as a
+    /// shell splits words: "--checkpoint sqrt"; not --out or --trace) and draw both
+    /// together.
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub vs: Option<String>,
     /// Also write a Chrome trace of the run's spans.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
-    /// TOML file with the same keys as `recur train`'s flags (flags win).
+    /// A training run's TOML config (`recur train --config`'s keys; flags win). Its
+    /// `steps` are training's, not the profile's (--steps sets those), and keys a
+    /// profile has no use for (out, log-every, json, quiet) are left aside.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Model and window.

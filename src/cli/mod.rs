@@ -162,7 +162,7 @@ pub fn run() -> Result<()> {
             demo(c)
         }
         Command::Data(c) => data::run(c),
-        Command::Profile(c) => profile::profile(*c, &times.unwrap_or_default()),
+        Command::Profile(c) => profile::profile(*c, &times.unwrap_or_default(), trace.is_some()),
         Command::Plot(c) => plot::plot(c),
         Command::Report(c) => profile::report(c),
     }

@@ -30,25 +30,52 @@ pub(super) fn check_paths(c: &ProfileCmd, trace: Option<&std::path::Path>) -> Re
                 (Ok(x), Ok(y)) if x == y
             )
     };
-    let inputs = [
-        &c.data,
-        &c.offsets,
-        &c.labels,
-        &c.valid,
-        &c.valid_offsets,
-        &c.valid_labels,
-    ];
-    for input in inputs.into_iter().flatten() {
-        for (out, what) in [(&c.out, "report"), (&json_path, "report's JSON twin")] {
-            if same(input, out) {
-                return Err(Error::spec(
-                    "--out",
-                    format!(
-                        "the {what} would replace {}, which the run reads; give another --out",
-                        input.display()
-                    ),
-                ));
-            }
+    // The files the runs read: given as flags, in the config, or in --vs.
+    let mut inputs: Vec<std::path::PathBuf> = Vec::new();
+    let mut read = |c: &ProfileCmd| -> Result<()> {
+        let flags = [
+            &c.data,
+            &c.offsets,
+            &c.labels,
+            &c.valid,
+            &c.valid_offsets,
+            &c.valid_labels,
+            &c.config,
+        ];
+        inputs.extend(flags.into_iter().flatten().cloned());
+        if let Some(cfg) = &c.config {
+            let f = resolve::read_config(cfg)?;
+            let keys = [
+                f.data,
+                f.offsets,
+                f.labels,
+                f.valid,
+                f.valid_offsets,
+                f.valid_labels,
+            ];
+            inputs.extend(keys.into_iter().flatten());
+        }
+        Ok(())
+    };
+    read(c)?;
+    if let Some(flags) = &c.vs {
+        read(&with_changes(c, flags)?)?;
+    }
+    let outputs = [
+        (c.out.as_path(), "--out", "report"),
+        (json_path.as_path(), "--out", "report's JSON twin"),
+    ]
+    .into_iter()
+    .chain(trace.map(|t| (t, "--trace", "trace")));
+    for (out, flag, what) in outputs {
+        if let Some(input) = inputs.iter().find(|i| same(i, out)) {
+            return Err(Error::spec(
+                flag,
+                format!(
+                    "the {what} would replace {}, which the run reads; give another {flag}",
+                    input.display()
+                ),
+            ));
         }
     }
     if c.out.is_dir() {
@@ -66,12 +93,12 @@ pub(super) fn check_paths(c: &ProfileCmd, trace: Option<&std::path::Path>) -> Re
             ),
         ));
     }
-    if trace == Some(json_path.as_path()) {
+    if trace.is_some_and(|t| same(t, &json_path) || same(t, &c.out)) {
         return Err(Error::spec(
             "--trace",
             format!(
-                "{} is where the report's JSON goes; give another path",
-                json_path.display()
+                "{} is where the report or its JSON goes; give another path",
+                trace.map_or(json_path.display(), |t| t.display())
             ),
         ));
     }
@@ -96,7 +123,7 @@ pub(super) fn check_paths(c: &ProfileCmd, trace: Option<&std::path::Path>) -> Re
     Ok(())
 }
 
-pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
+pub(super) fn profile(c: ProfileCmd, times: &SpanTimes, traced: bool) -> Result<()> {
     check_paths(&c, c.trace.as_deref())?;
     let html_path = c.out.clone();
     let json_path = html_path.with_extension("json");
@@ -106,9 +133,26 @@ pub(super) fn profile(c: ProfileCmd, times: &SpanTimes) -> Result<()> {
     };
     let first = run(&c, times, "this run")?;
     let second = match (&vs, &c.vs) {
-        (Some(v), Some(flags)) => Some(run(v, times, &format!("with {flags}"))?),
+        (Some(v), Some(flags)) => {
+            let p = run(v, times, &format!("with {flags}"))?;
+            // Flags that resolve to the first run's settings (the defaults, say).
+            let same = |p: &Profile| (serde_json::to_value(&p.plan).ok(), p.config.clone());
+            if same(&p) == same(&first) {
+                return Err(Error::spec(
+                    "--vs",
+                    format!("`{flags}` changes nothing: the second run is the first"),
+                ));
+            }
+            Some(p)
+        }
         _ => None,
     };
+    let (mut first, mut second) = (first, second);
+    for p in std::iter::once(&mut first).chain(second.as_mut()) {
+        if let Some(m) = p.measured.as_mut() {
+            m.traced = traced;
+        }
+    }
     let html = first.html(second.as_ref())?;
     let twin = ProfileFile::new(first, second);
     crate::io::safetensors::write_atomic(&html_path, html.as_bytes())?;
@@ -227,7 +271,7 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
         ));
     }
     // What names the report, not the run, stays the first run's.
-    for w in flags.split_whitespace().filter(|w| w.starts_with("--")) {
+    for w in split.iter().filter(|w| w.starts_with("--")) {
         let name = w.split('=').next().unwrap_or(w);
         if ["--out", "--trace", "--vs"].contains(&name) {
             return Err(Error::spec(
@@ -243,8 +287,8 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
         match e.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Error::spec(
                 "--vs",
-                "takes the flags of `recur profile` the second run changes (split at spaces); \
-                 see `recur profile --help`",
+                "takes the flags of `recur profile` the second run changes (split as a shell \
+                 splits words); see `recur profile --help`",
             ),
             _ => Error::spec("--vs", super::clap_line(&e.to_string())),
         }
@@ -287,13 +331,20 @@ fn with_changes(base: &ProfileCmd, flags: &str) -> Result<ProfileCmd> {
             other.labels.or(base.labels.clone()),
         ),
     };
+    let (valid_offsets, valid_labels) = match other.valid {
+        Some(_) => (other.valid_offsets, other.valid_labels),
+        None => (
+            other.valid_offsets.or(base.valid_offsets.clone()),
+            other.valid_labels.or(base.valid_labels.clone()),
+        ),
+    };
     let second = ProfileCmd {
         data: other.data.or(base.data.clone()),
         offsets,
         labels,
         valid: other.valid.or(base.valid.clone()),
-        valid_offsets: other.valid_offsets.or(base.valid_offsets.clone()),
-        valid_labels: other.valid_labels.or(base.valid_labels.clone()),
+        valid_offsets,
+        valid_labels,
         valid_every: other.valid_every.or(base.valid_every),
         bytes: other.bytes || base.bytes,
         bucket: other.bucket || base.bucket,
@@ -326,6 +377,19 @@ fn generated(model: &ModelFlags) -> Result<(Source, u64, String)> {
     if model.features == Some(0) {
         return Err(Error::spec("--features", "must be at least 1"));
     }
+    // The specs' own bounds, before anything is sized by them.
+    for (flag, v, most) in [
+        ("--batch", b, 1usize << 16),
+        ("--window", t, 1 << 30),
+        ("--features", model.features.unwrap_or(1), 1 << 20),
+    ] {
+        if v > most {
+            return Err(Error::spec(
+                flag,
+                format!("must be at most {most}, got {v}"),
+            ));
+        }
+    }
     if model.vocab == Some(0) {
         return Err(Error::spec("--vocab", "must be at least 1"));
     }
@@ -352,7 +416,7 @@ fn generated(model: &ModelFlags) -> Result<(Source, u64, String)> {
     }
     let steps: usize = lens.iter().sum();
     // Its bytes must fit before they are made.
-    let bytes = steps as u64 * features.map_or(1, |n| 4 * n as u64);
+    let bytes = (steps as u64).saturating_mul(features.map_or(1, |n| 4 * n as u64));
     if let Some(available) = crate::exec::memory::available_memory() {
         if bytes > available / 2 {
             return Err(Error::spec(
@@ -527,9 +591,8 @@ fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
         ));
     }
     let run_flags = RunFlags {
-        steps: (c.run.steps)
-            .or_else(|| cr.and_then(|r| r.steps))
-            .or(Some(PROFILE_STEPS)),
+        // A config's steps are its training's, not a profile's.
+        steps: c.run.steps.or(Some(PROFILE_STEPS)),
         ..c.run.clone()
     };
     let cm = config.as_ref().map(|f| &f.model);
@@ -537,6 +600,25 @@ fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
         resolve::model_and_window(&c.model, cm, &run_flags, cr, data_shape(&source))?;
     check_data(&source, &model, &train)?;
     let valid_path = pick(&c.valid, |f| f.valid.clone());
+    if valid_path.is_none() {
+        let given = [
+            ("--valid-offsets", c.valid_offsets.is_some()),
+            ("--valid-labels", c.valid_labels.is_some()),
+            ("--valid-every", c.valid_every.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(Error::spec(
+                *flag,
+                "given without --valid: there is no held-out data",
+            ));
+        }
+    }
+    if labels.is_some() && offsets.is_none() {
+        return Err(Error::spec(
+            "--labels",
+            "label the sequences of a set: give their row splits with --offsets",
+        ));
+    }
     let valid = match (&valid_path, &data) {
         (None, _) => None,
         (Some(_), None) => {
@@ -600,8 +682,9 @@ fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
         timed_seconds += timed.seconds;
     }
     let spans = times.totals();
-    // Validation as training would run it over these steps: every --valid-every.
-    let runs = (train.steps / valid_every).max(1);
+    // Validation as training would run it over these steps: every --valid-every steps
+    // and after the last.
+    let runs = train.steps / valid_every + usize::from(train.steps % valid_every != 0);
     let mut valid_seconds = 0.0;
     if let (Some((data, _)), Some(eval)) = (&valid, evaluator.as_mut()) {
         for _ in 0..runs {
@@ -619,7 +702,6 @@ fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
         timed_seconds,
         &spans,
     );
-    measured.traced = c.trace.is_some();
     measured.rss_before_bytes = rss_before;
     if let Some(e) = &evaluator {
         measured.validation = Some(MeasuredValidation {

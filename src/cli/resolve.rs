@@ -375,7 +375,15 @@ pub fn train_spec(
             ));
         }
     }
-    let policy = match (get!(checkpoint), get!(memory_budget)) {
+    // A policy and a budget are one setting: a flag for either replaces the config's.
+    let (checkpoint, budget) = match (&flags.checkpoint, &flags.memory_budget) {
+        (None, None) => (
+            config.and_then(|c| c.checkpoint),
+            config.and_then(|c| c.memory_budget.clone()),
+        ),
+        (c, b) => (*c, b.clone()),
+    };
+    let policy = match (checkpoint, budget) {
         (Some(_), Some(_)) => {
             let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
             return Err(Error::spec("--memory-budget", msg));

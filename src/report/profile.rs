@@ -382,8 +382,17 @@ fn flops(f: u64) -> String {
 
 /// An axis tick without trailing zeros: `2`, `2.5`, `0.125`.
 fn tick(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if v == 0.0 || !v.is_finite() {
+        return "0".to_string();
+    }
+    // Three significant digits, whatever the unit: 1500, 2.5, 0.0005.
+    let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     if s == "-0" {
         "0".to_string()
     } else {
@@ -775,7 +784,7 @@ fn policy_chart(runs: &[&Profile]) -> Result<String> {
         };
         let ring = |k: usize| if k == 0 { RED } else { COLOURS[2] };
         // Every label goes where it collides with no point and no label placed before
-        // it: right above, right below, left above, left below, then further out.
+        // it: above right, above left, below right, below left, then further out.
         let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
         let (xs, ys) = chart.plotting_area().get_pixel_range();
         for group in &groups {
@@ -1080,10 +1089,7 @@ fn html(p: &Profile, vs: Option<&Profile>) -> Result<String> {
             });
             row(&mut h, "activation arena", &|run| {
                 let b = fmt_bytes(run.plan.arena_bytes);
-                (
-                    b.clone(),
-                    format!("{b} (one allocation of the planned size)"),
-                )
+                (b, "— (allocated as planned, in one block)".to_string())
             });
             row(&mut h, "step time", &|run| match &run.measured {
                 Some(m) => (

@@ -27,6 +27,11 @@ features, K regression outputs, C classes):
   torch_lstm_classify.safetensors seed 5, T9 B3 V11 E5 H6 L1 C4
       nn.Embedding(V, E) -> nn.LSTM(E, H, 1 layer) -> nn.Linear(H, C); each row is
       predicted from step T-1; cross-entropy mean over the B rows, no mask.
+  torch_peephole_lm.safetensors   seed 6, T9 B3 V11 E5 H6 L2
+      nn.Embedding(V, E) -> PeepholeLSTM(E, H, 2 layers) -> nn.Linear(H, V), where
+      PeepholeLSTM is the module docs/cells.md gives (its code block is run as written,
+      every tensor drawn U(-1/sqrt(H), 1/sqrt(H)) as nn.LSTM's); mean cross-entropy over
+      the positions with mask = 1.
 
 Tensors in every file:
   weights         float32, PyTorch state-dict names with module prefixes:
@@ -220,6 +225,39 @@ def lstm_classify():
         dict(input=inp, label=label))
 
 
+def documented_module(marker):
+    """The Python block between `<!-- marker -->` and `<!-- /marker -->` in
+    docs/cells.md, run; returns its namespace."""
+    text = (DATA.parents[1] / "docs" / "cells.md").read_text()
+    block = text.split(f"<!-- {marker} -->", 1)[1].split(f"<!-- /{marker} -->", 1)[0]
+    code = block.split("```python", 1)[1].rsplit("```", 1)[0]
+    namespace = {}
+    exec(code, namespace)
+    return namespace
+
+
+def peephole_lm():
+    torch.manual_seed(6)
+    L = 2
+    PeepholeLSTM = documented_module("peephole-module")["PeepholeLSTM"]
+    emb, cell, fc = torch.nn.Embedding(V, E), PeepholeLSTM(E, H, L), torch.nn.Linear(H, V)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-H ** -0.5, H ** -0.5)
+    inp = torch.randint(0, V, (T, B))
+    tgt = torch.randint(0, V, (T, B))
+    mask = random_mask(0.3)
+    hx0 = (0.5 * torch.randn(L, B, H), 0.5 * torch.randn(L, B, H))
+
+    def loss_fn(out):
+        ce = F.cross_entropy(fc(out).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
+        m = mask.reshape(T * B).float()
+        return (ce * m).sum() / m.sum()
+
+    run("torch_peephole_lm.safetensors", (("embedding", emb), ("lstm", cell), ("fc", fc)),
+        cell, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
+
+
 CASES = {
     "torch_lstm2": lstm2,
     "torch_gru_lm": gru_lm,
@@ -227,6 +265,7 @@ CASES = {
     "torch_gru_regress": gru_regress,
     "torch_gru_classify": gru_classify,
     "torch_lstm_classify": lstm_classify,
+    "torch_peephole_lm": peephole_lm,
 }
 KEEP = {"torch_lstm2"}  # kept when it exists, unless named on the command line
 

@@ -224,8 +224,13 @@ pub struct RecurrentGrads<'a> {
 
 /// A recurrent cell: declarations and kernels. See the module documentation.
 pub trait Cell: Sync + std::fmt::Debug {
-    /// The PyTorch module prefix and the name on the command line (`lstm`).
+    /// The name on the command line and in configs (`lstm`, `peephole`).
     fn name(&self) -> &'static str;
+    /// The module prefix of its weights (`lstm` in `lstm.weight_hh_l0`): PyTorch's,
+    /// where PyTorch has the module; the name unless a cell says otherwise.
+    fn module(&self) -> &'static str {
+        self.name()
+    }
     /// Gates per hidden unit: `weight_ih` has `gates·H` rows.
     fn gates(&self) -> usize;
     /// The state tensors, in carried-state order.
@@ -306,6 +311,9 @@ cells! {
     lstm::Lstm,
     /// PyTorch's `nn.GRU`: gates r, z, n; state h.
     gru::Gru,
+    /// The peephole LSTM (Gers & Schmidhuber 2000): the LSTM with diagonal peepholes
+    /// p_i, p_f on c_{t−1} and p_o on c_t; weights under `lstm.`.
+    peephole::Peephole,
 }
 
 impl std::fmt::Display for CellKind {
@@ -331,6 +339,7 @@ mod tests {
             let bih: Vec<_> = p.iter().filter(|t| t.role == Role::InputBias).collect();
             assert_eq!(wih.len(), 1, "{k}");
             assert_eq!(wih[0].shape, vec![c.gates() * h, i], "{k}");
+            assert!(!c.module().is_empty(), "{k}");
             assert_eq!(bih.len(), 1, "{k}");
             assert_eq!(bih[0].shape, vec![c.gates() * h], "{k}");
             let s = c.states(h);

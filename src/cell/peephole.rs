@@ -373,8 +373,13 @@ mod tests {
                 assert!((g - dc[k] as f64).abs() < 2e-3, "c_prev {k}: fd {g} vs {}", dc[k]);
             }
             // The peepholes: p_i and p_f saw c_prev (zero after a reset), p_o saw c'.
-            let seen = |k: usize| if k < 2 * hd { if reset == 1 { 0.0 } else { cp[k % hd] } } else { c[k % hd] };
-            let gate = |k: usize| if k < hd { k } else if k < 2 * hd { k } else { k + hd };
+            let seen = |k: usize| match (k < 2 * hd, reset == 1) {
+                (true, true) => 0.0,
+                (true, false) => cp[k % hd],
+                (false, _) => c[k % hd],
+            };
+            // p_i and p_f sit over gates i and f (columns k); p_o over gate o (3H + j).
+            let gate = |k: usize| if k < 2 * hd { k } else { k + hd };
             for k in 0..3 * hd {
                 let g = fd(&|e| {
                     let mut q = peep.clone();

@@ -222,6 +222,14 @@ fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
     keys
 }
 
+/// The names of the tensors a cell declares for layer 0 (`lstm.weight_ih_l0`, …).
+fn layer0_tensors(k: CellKind) -> Vec<String> {
+    let c = k.cell();
+    (c.params(1, 1).iter())
+        .map(|d| format!("{}.{}_l0", c.module(), d.name))
+        .collect()
+}
+
 /// The model of the flat keys of `map` (not yet validated).
 fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSpec, String> {
     let need = |k: &str| {
@@ -413,16 +421,31 @@ pub fn model_of(
     };
     let found = infer_model(path, bytes, cell, want.head)?;
     let k = want.cell;
+    let km = k.cell().module();
     if found.cell != k {
+        // The first tensor that tells them apart: one the metadata's cell needs and the
+        // file lacks, else one the file holds that the metadata's cell does not have.
+        let (mine, theirs) = (layer0_tensors(k), layer0_tensors(found.cell));
+        let fm = found.cell.cell().module();
+        let detail = if fm != km {
+            format!("`{fm}.weight_hh_l0`, no `{km}.weight_hh_l0`")
+        } else {
+            match mine.iter().find(|n| !theirs.contains(n)) {
+                Some(n) => format!("no tensor `{n}`"),
+                None => match theirs.iter().find(|n| !mine.contains(n)) {
+                    Some(n) => format!("a tensor `{n}` it does not have"),
+                    None => format!("`{fm}.weight_hh_l0`"),
+                },
+            }
+        };
         return Err(err(format!(
-            "metadata says cell {k}, but the tensors are {f} (`{f}.weight_hh_l0`, no \
-             `{k}.weight_hh_l0`)",
+            "metadata says cell {k}, but the tensors are {f} ({detail})",
             f = found.cell
         )));
     }
     if found.hidden != want.hidden {
         return Err(err(format!(
-            "metadata says hidden {}, but `{k}.weight_hh_l0` has shape [{}, {}]",
+            "metadata says hidden {}, but `{km}.weight_hh_l0` has shape [{}, {}]",
             want.hidden,
             found.gate_width(),
             found.hidden
@@ -431,7 +454,7 @@ pub fn model_of(
     if found.layers != want.layers {
         return Err(err(format!(
             "metadata says layers {}, but the tensors hold {} (the last is \
-             `{k}.weight_ih_l{}`)",
+             `{km}.weight_ih_l{}`)",
             want.layers,
             found.layers,
             found.layers - 1
@@ -457,7 +480,7 @@ pub fn model_of(
         }
         (Input::Features { width }, Input::Features { width: w }) => {
             return Err(err(format!(
-                "metadata says features {width}, but `{k}.weight_ih_l0` has shape [{}, {w}]",
+                "metadata says features {width}, but `{km}.weight_ih_l0` has shape [{}, {w}]",
                 found.gate_width()
             )))
         }
@@ -493,12 +516,7 @@ pub fn infer_model(
     let shape = |name: &str| st.tensor(name).ok().map(|t| t.shape().to_vec());
     // A cell is present when every tensor it declares for layer 0 is; the most specific
     // such cell wins (one whose tensors include another's).
-    let layer0 = |k: CellKind| -> Vec<String> {
-        let c = k.cell();
-        (c.params(1, 1).iter())
-            .map(|d| format!("{}.{}_l0", c.name(), d.name))
-            .collect()
-    };
+    let layer0 = layer0_tensors;
     let missing = |k: CellKind| layer0(k).into_iter().find(|n| shape(n).is_none());
     let present: Vec<CellKind> = (CellKind::ALL.iter().copied())
         .filter(|&k| missing(k).is_none())
@@ -514,32 +532,47 @@ pub fn infer_model(
     let kind = match (specific.as_slice(), cell) {
         (&[a, b, ..], _) => {
             return Err(err(format!(
-                "holds tensors of two cells, {a} (`{a}.weight_hh_l0`) and {b} \
-                 (`{b}.weight_hh_l0`)"
+                "holds tensors of two cells, {a} (`{}.weight_hh_l0`) and {b} \
+                 (`{}.weight_hh_l0`)",
+                a.cell().module(),
+                b.cell().module()
             )))
         }
         (&[f], Some(c)) if f != c => {
-            let want = missing(c).unwrap_or_else(|| format!("{c}.weight_hh_l0"));
-            return Err(err(format!(
-                "holds {f} weights (`{f}.weight_hh_l0`), not {c}: it has no tensor `{want}`"
-            )));
+            let detail = match missing(c) {
+                Some(want) => format!("it has no tensor `{want}`"),
+                None => {
+                    let extra = (layer0(f).into_iter()).find(|n| !layer0(c).contains(n));
+                    format!(
+                        "it has a tensor `{}`, which {c} does not have",
+                        extra.unwrap_or_default()
+                    )
+                }
+            };
+            let (fm, cm) = (f.cell().module(), c.cell().module());
+            let which = if fm == cm {
+                String::new()
+            } else {
+                format!(" (`{fm}.weight_hh_l0`)")
+            };
+            return Err(err(format!("holds {f} weights{which}, not {c}: {detail}")));
         }
         (&[f], _) => f,
         (&[], Some(c)) => {
-            let want = missing(c).unwrap_or_else(|| format!("{c}.weight_hh_l0"));
+            let want = missing(c).unwrap_or_else(|| format!("{}.weight_hh_l0", c.cell().module()));
             return Err(err(format!("has no tensor `{want}`")));
         }
         (&[], None) => {
             // Part of a cell is there: name the first of its tensors that is not.
             let partial = (CellKind::ALL.iter().copied())
-                .find(|k| shape(&format!("{k}.weight_hh_l0")).is_some())
+                .find(|k| shape(&format!("{}.weight_hh_l0", k.cell().module())).is_some())
                 .and_then(missing);
             if let Some(want) = partial {
                 return Err(err(format!("has no tensor `{want}`")));
             }
             let names: Vec<String> = CellKind::ALL
                 .iter()
-                .map(|k| format!("`{k}.weight_hh_l0`"))
+                .map(|k| format!("`{}.weight_hh_l0`", k.cell().module()))
                 .collect();
             return Err(err(format!(
                 "has no complete recurrent layer: expected {} (with its weight_ih, bias_ih \
@@ -548,13 +581,30 @@ pub fn infer_model(
             )));
         }
     };
+    // Part of a variant that extends this cell (a peephole LSTM's `weight_ci` without
+    // its `weight_cf`): name what is missing rather than load the rest as the plain cell.
+    for o in CellKind::ALL.iter().copied().filter(|&o| o != kind) {
+        let (base, more) = (layer0(kind), layer0(o));
+        if !base.iter().all(|n| more.contains(n)) {
+            continue;
+        }
+        let extra: Vec<&String> = more.iter().filter(|n| !base.contains(n)).collect();
+        let held = extra.iter().find(|n| shape(n).is_some());
+        let lacking = extra.iter().find(|n| shape(n).is_none());
+        if let (Some(h), Some(l)) = (held, lacking) {
+            return Err(err(format!(
+                "holds `{h}` but no `{l}`: a {o} layer needs both, a {kind} layer neither"
+            )));
+        }
+    }
     let gates = kind.cell().gates();
     let two_d = |name: &str| -> Result<[usize; 2]> {
         let s = shape(name).ok_or_else(|| err(format!("has no tensor `{name}`")))?;
         <[usize; 2]>::try_from(s.as_slice())
             .map_err(|_| err(format!("`{name}` has shape {s:?}; expected 2-D")))
     };
-    let hh = format!("{kind}.weight_hh_l0");
+    let module = kind.cell().module();
+    let hh = format!("{module}.weight_hh_l0");
     let [rows, hidden] = two_d(&hh)?;
     if rows != gates * hidden {
         return Err(err(format!(
@@ -564,7 +614,7 @@ pub fn infer_model(
         )));
     }
     let layers = (0..)
-        .take_while(|l| shape(&format!("{kind}.weight_ih_l{l}")).is_some())
+        .take_while(|l| shape(&format!("{module}.weight_ih_l{l}")).is_some())
         .count();
     let input = match shape("embedding.weight") {
         Some(_) => {
@@ -572,7 +622,7 @@ pub fn infer_model(
             Input::Tokens { vocab, embed }
         }
         None => {
-            let [_, width] = two_d(&format!("{kind}.weight_ih_l0"))?;
+            let [_, width] = two_d(&format!("{module}.weight_ih_l0"))?;
             Input::Features { width }
         }
     };

@@ -128,7 +128,7 @@ impl ParamLayout {
                 let init = match d.init {
                     Init::Uniform => uniform,
                 };
-                let name = format!("{}.{}_l{l}", cell.name(), d.name);
+                let name = format!("{}.{}_l{l}", cell.module(), d.name);
                 let i = push(name, d.shape, init);
                 lt.first = lt.first.min(i);
             }

@@ -33,7 +33,7 @@ pub fn init_params(model: &ModelSpec, layout: &ParamLayout, seed: u64, params: &
     let gate = model.cell.cell().forget_gate();
     if let (Some(fb), Some(k)) = (model.forget_bias, gate) {
         let h = model.hidden;
-        let prefix = model.cell.cell().name();
+        let prefix = model.cell.cell().module();
         for l in 0..model.layers {
             for (name, v) in [("bias_ih", fb), ("bias_hh", 0.0)] {
                 if let Some(t) = layout.get(&format!("{prefix}.{name}_l{l}")) {

@@ -203,6 +203,7 @@ pub fn ref_model(s: &Shape) -> RefModel {
         cell: match s.cell {
             CellKind::Lstm => RefCell::Lstm,
             CellKind::Gru => RefCell::Gru,
+            CellKind::Peephole => RefCell::Peephole,
         },
         layers: s.layers,
         hidden: s.hidden,

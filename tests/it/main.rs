@@ -2,6 +2,7 @@
 
 mod blas;
 mod cases;
+mod cells;
 mod cli;
 mod data_cmd;
 mod data_props;

@@ -1,5 +1,6 @@
 //! Against PyTorch itself: each `tests/data/torch_*.safetensors` holds a model built from
-//! `nn.Embedding` (token input only), `nn.LSTM` or `nn.GRU` and `nn.Linear` with
+//! `nn.Embedding` (token input only), `nn.LSTM`, `nn.GRU` or docs/cells.md's peephole
+//! module and `nn.Linear` with
 //! PyTorch's own initialisation, a batch (with a mask where the case has one), a
 //! non-zero initial state, and the loss, gradients and final state PyTorch computed
 //! (`scripts/ref/torch_fixture.py` regenerates them). recur loads the weights by their
@@ -164,5 +165,16 @@ fn lstm_classifier_over_tokens() {
         "torch_lstm_classify.safetensors",
         CellKind::Lstm,
         HeadKind::Classify,
+    );
+}
+
+/// The peephole LSTM against the PyTorch module docs/cells.md gives for it (the fixture
+/// script runs that very code block), with a mask.
+#[test]
+fn peephole_language_model_against_the_documented_module() {
+    all_grains(
+        "torch_peephole_lm.safetensors",
+        CellKind::Peephole,
+        HeadKind::Lm,
     );
 }

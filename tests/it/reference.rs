@@ -27,6 +27,9 @@ use std::collections::HashMap;
 pub enum RefCell {
     Lstm,
     Gru,
+    /// The LSTM with diagonal peepholes `weight_ci`, `weight_cf` (on c_{t-1}) and
+    /// `weight_co` (on c_t), [H] each, under the `lstm.` prefix.
+    Peephole,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +83,7 @@ pub struct RefBatch {
 impl RefCell {
     fn prefix(self) -> &'static str {
         match self {
-            RefCell::Lstm => "lstm",
+            RefCell::Lstm | RefCell::Peephole => "lstm",
             RefCell::Gru => "gru",
         }
     }
@@ -88,7 +91,7 @@ impl RefCell {
     /// State tensors per layer: [h, c] or [h].
     fn states(self) -> usize {
         match self {
-            RefCell::Lstm => 2,
+            RefCell::Lstm | RefCell::Peephole => 2,
             RefCell::Gru => 1,
         }
     }
@@ -96,7 +99,7 @@ impl RefCell {
     /// Gate blocks in the weight rows.
     fn gates(self) -> usize {
         match self {
-            RefCell::Lstm => 4,
+            RefCell::Lstm | RefCell::Peephole => 4,
             RefCell::Gru => 3,
         }
     }
@@ -153,6 +156,8 @@ struct Layer<'a> {
     w_hh: &'a [f64],
     b_ih: &'a [f64],
     b_hh: &'a [f64],
+    /// Peepholes p_i, p_f, p_o [H] (a peephole LSTM only).
+    peep: Option<[&'a [f64]; 3]>,
 }
 
 impl<'a> Layer<'a> {
@@ -163,6 +168,9 @@ impl<'a> Layer<'a> {
             w_hh: param(p, &format!("{pre}.weight_hh_l{l}"), gh * m.hidden),
             b_ih: param(p, &format!("{pre}.bias_ih_l{l}"), gh),
             b_hh: param(p, &format!("{pre}.bias_hh_l{l}"), gh),
+            peep: (m.cell == RefCell::Peephole).then(|| {
+                ["ci", "cf", "co"].map(|k| param(p, &format!("{pre}.weight_{k}_l{l}"), m.hidden))
+            }),
         }
     }
 
@@ -173,12 +181,14 @@ impl<'a> Layer<'a> {
         let gh = affine(self.w_hh, self.b_hh, h);
         let gate = |k: usize| gi[k] + gh[k];
         let (mut h2, mut c2) = (vec![0.0; n], vec![0.0; n]);
+        // Peepholes: i and f see c_{t-1}, o sees c_t.
+        let peep = |k: usize, j: usize| self.peep.map_or(0.0, |p| p[k][j]);
         for j in 0..n {
-            let i = sigmoid(gate(j));
-            let f = sigmoid(gate(n + j));
+            let i = sigmoid(gate(j) + peep(0, j) * c[j]);
+            let f = sigmoid(gate(n + j) + peep(1, j) * c[j]);
             let g = gate(2 * n + j).tanh();
-            let o = sigmoid(gate(3 * n + j));
             c2[j] = f * c[j] + i * g;
+            let o = sigmoid(gate(3 * n + j) + peep(2, j) * c2[j]);
             h2[j] = o * c2[j].tanh();
         }
         (h2, c2)
@@ -273,7 +283,7 @@ pub fn loss(
                 let h_at = (l * s * nb + r) * hid;
                 let h = st[h_at..h_at + hid].to_vec();
                 let h2 = match m.cell {
-                    RefCell::Lstm => {
+                    RefCell::Lstm | RefCell::Peephole => {
                         let c_at = h_at + nb * hid;
                         let (h2, c2) = layer.lstm(&x, &h, &st[c_at..c_at + hid]);
                         st[c_at..c_at + hid].copy_from_slice(&c2);

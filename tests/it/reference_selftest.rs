@@ -51,7 +51,7 @@ impl Case {
             reset: None,
         };
         let (c0, cn, prefix) = match cell {
-            RefCell::Lstm => (Some("c0"), Some("cn"), "lstm."),
+            RefCell::Lstm | RefCell::Peephole => (Some("c0"), Some("cn"), "lstm."),
             RefCell::Gru => (None, None, "gru."),
         };
         let p = fx.params();

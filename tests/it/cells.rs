@@ -1,0 +1,183 @@
+//! The cells beyond PyTorch's LSTM and GRU, end to end: what their weights are called,
+//! how they reduce to the plain cell, and how a file of one variant given for another
+//! is refused. (Their gradients, policies, masks and `recur grads` are covered for every
+//! cell by `gradcheck`, `policies`, `masks` and `grads`, which iterate `CellKind::ALL`.)
+
+use crate::cases::{Shape, Window};
+use crate::grads::write_batch;
+use crate::util::recur;
+use recur::io::safetensors as st;
+use recur::layout::ParamLayout;
+use recur::spec::HeadKind;
+use recur::{compile, CellKind, Trainer};
+
+/// A peephole LSTM with zero peepholes is the LSTM: the same loss, the same carried
+/// state and the same gradients of the shared tensors, bit for bit, with masks and
+/// resets, over two windows (the second from a carried state).
+#[test]
+fn zero_peepholes_are_the_lstm_bit_for_bit() {
+    for features in [None, Some(3)] {
+        let mut a = Shape::new(CellKind::Lstm, features, HeadKind::Lm);
+        (a.masks, a.resets, a.layers) = (true, true, 2);
+        let mut b = a;
+        b.cell = CellKind::Peephole;
+        let run = |s: Shape, from: &ParamLayout, values: &[f32]| {
+            let mut t = Trainer::new(compile(&s.model(), &s.train()).unwrap()).unwrap();
+            let lay = t.executor().layout().clone();
+            // The LSTM's values by name; the peepholes zero.
+            let params = t.executor_mut().params_mut();
+            params.fill(0.0);
+            for x in &from.tensors {
+                let mine = lay.get(&x.name).expect("shared tensor");
+                params[mine.range()].copy_from_slice(&values[x.range()]);
+            }
+            let mut out = Vec::new();
+            for seed in [1, 2] {
+                t.load_batch(Window::new(s, seed).batch()).unwrap();
+                let loss = t.forward_backward();
+                let ex = t.executor();
+                let grads: Vec<(String, Vec<u32>)> = (from.tensors.iter())
+                    .map(|x| {
+                        let r = lay.get(&x.name).unwrap().range();
+                        (
+                            x.name.clone(),
+                            ex.grads()[r].iter().map(|g| g.to_bits()).collect(),
+                        )
+                    })
+                    .collect();
+                let state: Vec<u32> = ex.state().iter().map(|v| v.to_bits()).collect();
+                out.push((loss.to_bits(), state, grads));
+            }
+            (out, lay)
+        };
+        let lstm = Trainer::new(compile(&a.model(), &a.train()).unwrap()).unwrap();
+        let (lay, values) = (
+            lstm.executor().layout().clone(),
+            lstm.executor().params().to_vec(),
+        );
+        let (want, _) = run(a, &lay, &values);
+        let (got, play) = run(b, &lay, &values);
+        assert_eq!(want, got, "features {features:?}");
+        // The peephole model has exactly three more tensors per layer, [H] each.
+        assert_eq!(play.tensors.len(), lay.tensors.len() + 3 * a.layers);
+        for l in 0..a.layers {
+            for k in ["ci", "cf", "co"] {
+                let t = play.get(&format!("lstm.weight_{k}_l{l}")).unwrap();
+                assert_eq!(t.shape, vec![a.hidden]);
+            }
+        }
+    }
+}
+
+/// Non-zero peepholes change the loss (they are wired in), and a trained peephole model
+/// saves under `lstm.` with its three tensors per layer.
+#[test]
+fn peepholes_matter_and_save_under_lstm() {
+    let s = Shape::new(CellKind::Peephole, None, HeadKind::Lm);
+    let mut t = Trainer::new(compile(&s.model(), &s.train()).unwrap()).unwrap();
+    let loss = |t: &mut Trainer| {
+        t.load_batch(Window::new(s, 1).batch()).unwrap();
+        t.forward_backward()
+    };
+    let before = loss(&mut t);
+    let lay = t.executor().layout().clone();
+    let r = lay.get("lstm.weight_co_l1").unwrap().range();
+    for x in &mut t.executor_mut().params_mut()[r] {
+        *x += 0.5;
+    }
+    assert_ne!(before.to_bits(), loss(&mut t).to_bits());
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.safetensors");
+    st::save_params(&path, &lay, t.executor().params()).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let m = st::infer_model(&path, &bytes, None, HeadKind::Lm).unwrap();
+    assert_eq!(
+        (m.cell, m.hidden, m.layers),
+        (CellKind::Peephole, s.hidden, s.layers)
+    );
+}
+
+/// Weights of one variant given for another: one line naming the first tensor that
+/// differs, a non-zero exit, nothing written.
+#[test]
+fn a_variant_given_for_another_is_refused_by_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let lstm = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    let peep = Shape::new(CellKind::Peephole, None, HeadKind::Lm);
+    let save = |name: &str, s: &Shape, drop: &[&str]| {
+        let lay = ParamLayout::new(&s.model());
+        let values = vec![0.01f32; lay.total];
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = (lay.tensors.iter())
+            .filter(|t| !drop.contains(&t.name.as_str()))
+            .map(|t| {
+                let b = values[t.range()]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                (t.name.clone(), t.shape.clone(), b)
+            })
+            .collect();
+        let views = tensors.iter().map(|(n, s, b)| {
+            let v =
+                safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, s.clone(), b);
+            (n.as_str(), v.unwrap())
+        });
+        std::fs::write(p.join(name), safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    save("lstm.safetensors", &lstm, &[]);
+    save("peep.safetensors", &peep, &[]);
+    save("partial.safetensors", &peep, &["lstm.weight_cf_l0"]);
+    write_batch(&p.join("b.safetensors"), &Window::new(lstm, 1));
+    let grads = |weights: &'static str, cell: Option<&'static str>| {
+        let mut args = vec![
+            "grads",
+            "--weights",
+            weights,
+            "--batch",
+            "b.safetensors",
+            "--out",
+            "g.safetensors",
+        ];
+        if let Some(c) = cell {
+            args.extend(["--cell", c]);
+        }
+        args
+    };
+    for (weights, cell, says) in [
+        (
+            "lstm.safetensors",
+            Some("peephole"),
+            "no tensor `lstm.weight_ci_l0`",
+        ),
+        (
+            "peep.safetensors",
+            Some("lstm"),
+            "`lstm.weight_ci_l0`, which lstm does not have",
+        ),
+        ("partial.safetensors", None, "no `lstm.weight_cf_l0`"),
+        (
+            "partial.safetensors",
+            Some("peephole"),
+            "no tensor `lstm.weight_cf_l0`",
+        ),
+    ] {
+        let args = grads(weights, cell);
+        let (code, _, err) = recur(&args, p);
+        assert_ne!(code, 0, "{weights} {cell:?}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{weights} {cell:?}: {err}"
+        );
+        assert!(!p.join("g.safetensors").exists());
+    }
+    // Given as itself, each loads.
+    for (weights, cell) in [
+        ("lstm.safetensors", "lstm"),
+        ("peep.safetensors", "peephole"),
+    ] {
+        let args = grads(weights, Some(cell));
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{weights}: {err}");
+    }
+}

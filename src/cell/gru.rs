@@ -20,8 +20,8 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
-    Backward, Cell, Dims, Forward, gate_params, Mat, MatMul, ParamDecl, Params, ParamsMut,
+    add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
+    zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut,
     RecurrentGrads, SavedDecl, StateDecl, Tr,
 };
 
@@ -320,7 +320,11 @@ mod tests {
                     p[k] += e;
                     loss(&x, &p, &hp)
                 });
-                assert!((gr - dg_h[k] as f64).abs() < 2e-3, "rec {k}: {gr} vs {}", dg_h[k]);
+                assert!(
+                    (gr - dg_h[k] as f64).abs() < 2e-3,
+                    "rec {k}: {gr} vs {}",
+                    dg_h[k]
+                );
             }
             for k in 0..hd {
                 // Through the direct path only (the product with W_hh is the caller's).
@@ -329,7 +333,11 @@ mod tests {
                     p[k] += e;
                     loss(&x, &rec, &p)
                 });
-                assert!((gh - dhp[k] as f64).abs() < 2e-3, "h_prev {k}: {gh} vs {}", dhp[k]);
+                assert!(
+                    (gh - dhp[k] as f64).abs() < 2e-3,
+                    "h_prev {k}: {gh} vs {}",
+                    dhp[k]
+                );
                 assert_eq!(hn[k], dg_h[2 * hd + k]);
             }
         }

@@ -18,9 +18,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
-    Backward, Cell, Dims, Forward, gate_params, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads,
-    StateDecl, Tr,
+    add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
+    zero_reset_rows_of, Backward, Cell, Dims, Forward, MatMul, ParamDecl, Params, ParamsMut,
+    RecurrentGrads, StateDecl, Tr,
 };
 
 /// PyTorch's `nn.LSTM` cell.
@@ -124,7 +124,17 @@ impl Cell for Lstm {
         let [h, ..] = io.states;
         zero_reset_rows(&mut h[..rows * hd], d.batch, hd, io.reset);
         let h_prev = &h[..rows * hd];
-        mm.gemm(gw, hd, rows, io.gates, Tr::T, h_prev, Tr::N, 1.0, g.get(W_HH));
+        mm.gemm(
+            gw,
+            hd,
+            rows,
+            io.gates,
+            Tr::T,
+            h_prev,
+            Tr::N,
+            1.0,
+            g.get(W_HH),
+        );
         add_col_sums(g.get(B_HH), io.gates, gw);
     }
 }
@@ -289,7 +299,11 @@ mod tests {
                 p[k] += eps;
                 m[k] -= eps;
                 let fd = (loss(&p, &cp) - loss(&m, &cp)) / (2.0 * eps as f64);
-                assert!((fd - a[k] as f64).abs() < 2e-3, "gate {k}: fd {fd} vs {}", a[k]);
+                assert!(
+                    (fd - a[k] as f64).abs() < 2e-3,
+                    "gate {k}: fd {fd} vs {}",
+                    a[k]
+                );
             }
             for k in 0..hd {
                 let (mut p, mut m) = (cp.clone(), cp.clone());

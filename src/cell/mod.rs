@@ -18,7 +18,7 @@
 //! [`Role::InputWeight`] and [`Role::InputBias`].
 //!
 //! Adding a cell: write `src/cell/<name>.rs` with a unit struct implementing [`Cell`],
-//! and add one line to the `cells!` list below. `docs/ARCHITECTURE.md` walks through it.
+//! and register it in [`CellKind`] below. `docs/ARCHITECTURE.md` walks through it.
 //!
 //! No BLAS here: products go through the [`MatMul`] the executor passes in.
 
@@ -269,56 +269,135 @@ pub trait Cell: Sync + std::fmt::Debug {
     );
 }
 
-macro_rules! cells {
-    (
-        $(#[$doc0:meta])* $module0:ident :: $ty0:ident,
-        $($(#[$doc:meta])* $module:ident :: $ty:ident,)*
-    ) => {
-        pub mod $module0;
-        $(pub mod $module;)*
+pub mod gru;
+pub mod lstm;
+pub mod multilag;
+pub mod peephole;
 
-        /// The recurrent cells, one per file of `src/cell/`; the first is the default.
-        #[derive(
-            Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize,
-            serde::Deserialize, clap::ValueEnum,
-        )]
-        #[serde(rename_all = "lowercase")]
-        #[value(rename_all = "lower")]
-        pub enum CellKind {
-            $(#[$doc0])* #[default] $ty0,
-            $($(#[$doc])* $ty,)*
-        }
+/// Most past states a multi-lag cell may read.
+pub const MAX_LAGS: usize = 16;
 
-        impl CellKind {
-            /// Every registered cell.
-            pub const ALL: &'static [CellKind] = &[CellKind::$ty0, $(CellKind::$ty,)*];
-
-            /// The cell's declarations and kernels.
-            pub fn cell(self) -> &'static dyn Cell {
-                match self {
-                    CellKind::$ty0 => &$module0::$ty0,
-                    $(CellKind::$ty => &$module::$ty,)*
-                }
-            }
-        }
-    };
-}
-
-// One line per cell: `module::Type,` (a unit struct implementing `Cell` in
-// `src/cell/module.rs`), with its doc comment. The first is the default.
-cells! {
+/// The recurrent cells, one per file of `src/cell/`; the first is the default. On the
+/// command line, in configs and in weights' metadata: `lstm`, `gru`, `peephole`,
+/// `multilag:M`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CellKind {
     /// PyTorch's `nn.LSTM`: gates i, f, g, o; states h, c.
-    lstm::Lstm,
+    #[default]
+    Lstm,
     /// PyTorch's `nn.GRU`: gates r, z, n; state h.
-    gru::Gru,
+    Gru,
     /// The peephole LSTM (Gers & Schmidhuber 2000): the LSTM with diagonal peepholes
     /// p_i, p_f on c_{t−1} and p_o on c_t; weights under `lstm.`.
-    peephole::Peephole,
+    Peephole,
+    /// The multi-lag gated unit: a GRU whose gates and candidate read the last M hidden
+    /// states (1 ≤ M ≤ [`MAX_LAGS`]); with M = 1, the GRU.
+    MultiLag(u8),
+}
+
+static MULTILAG: [multilag::MultiLag; MAX_LAGS] = {
+    let mut cells = [multilag::MultiLag { lags: 1 }; MAX_LAGS];
+    let mut m = 0;
+    while m < MAX_LAGS {
+        cells[m] = multilag::MultiLag { lags: m + 1 };
+        m += 1;
+    }
+    cells
+};
+
+impl CellKind {
+    /// A cell of every kind, for tests and benchmarks to run each (a multi-lag cell of
+    /// 3 lags stands for its family).
+    pub const ALL: &'static [CellKind] = &[
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Peephole,
+        CellKind::MultiLag(3),
+    ];
+
+    /// One cell of each family of weights (a multi-lag cell's lags come from its
+    /// `weight_hh`'s width).
+    pub const FAMILIES: &'static [CellKind] = &[
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Peephole,
+        CellKind::MultiLag(1),
+    ];
+
+    /// The cell's declarations and kernels.
+    pub fn cell(self) -> &'static dyn Cell {
+        match self {
+            CellKind::Lstm => &lstm::Lstm,
+            CellKind::Gru => &gru::Gru,
+            CellKind::Peephole => &peephole::Peephole,
+            CellKind::MultiLag(m) => &MULTILAG[(m as usize).clamp(1, MAX_LAGS) - 1],
+        }
+    }
+
+    /// The same family (a multi-lag cell of any lags).
+    pub fn family(self) -> CellKind {
+        match self {
+            CellKind::MultiLag(_) => CellKind::MultiLag(1),
+            k => k,
+        }
+    }
 }
 
 impl std::fmt::Display for CellKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.cell().name())
+        match self {
+            CellKind::MultiLag(m) => write!(f, "multilag:{m}"),
+            k => f.write_str(k.cell().name()),
+        }
+    }
+}
+
+impl std::str::FromStr for CellKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lags = |m: &str| match m.parse::<usize>() {
+            Ok(m @ 1..=MAX_LAGS) => Ok(CellKind::MultiLag(m as u8)),
+            _ => Err(format!(
+                "multilag:{m}: the lags are a whole number from 1 to {MAX_LAGS}"
+            )),
+        };
+        match s.trim() {
+            "lstm" => Ok(CellKind::Lstm),
+            "gru" => Ok(CellKind::Gru),
+            "peephole" => Ok(CellKind::Peephole),
+            "multilag" => Err(format!(
+                "multilag needs its lags: multilag:M, M from 1 to {MAX_LAGS}"
+            )),
+            other => match other.strip_prefix("multilag:") {
+                Some(m) => lags(m),
+                None => {
+                    let names = ["lstm", "gru", "peephole", "multilag"];
+                    let near = (names.iter())
+                        .map(|n| (strsim::levenshtein(n, other), n))
+                        .min()
+                        .filter(|(d, _)| *d <= 2)
+                        .map_or(String::new(), |(_, n)| format!("did you mean `{n}`? "));
+                    Err(format!(
+                        "unknown cell `{other}`; {near}expected lstm, gru, peephole or \
+                         multilag:M"
+                    ))
+                }
+            },
+        }
+    }
+}
+
+impl serde::Serialize for CellKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CellKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -351,16 +430,12 @@ mod tests {
             names.sort_unstable();
             names.dedup();
             assert_eq!(names.len(), p.len(), "{k}");
-            // One spelling everywhere: the flag value, the config value, the weight prefix.
-            use clap::ValueEnum;
-            let flag = k
-                .to_possible_value()
-                .expect("a value")
-                .get_name()
-                .to_string();
+            // One spelling everywhere: the flag value, the config value, the metadata.
+            let text = k.to_string();
+            assert_eq!(text.parse::<CellKind>(), Ok(k), "{k:?}");
             let config = serde_json::to_string(&k).expect("serialises");
-            assert_eq!(flag, c.name(), "{k:?}");
-            assert_eq!(config, format!("\"{}\"", c.name()), "{k:?}");
+            assert_eq!(config, format!("\"{text}\""), "{k:?}");
+            assert!(text.starts_with(c.name()), "{k:?}");
         }
     }
 }

@@ -21,8 +21,8 @@
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
-    zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params,
-    ParamsMut, RecurrentGrads, Role, StateDecl, Tr,
+    zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut,
+    RecurrentGrads, Role, StateDecl, Tr,
 };
 
 /// The peephole LSTM cell.
@@ -144,14 +144,30 @@ impl Cell for Peephole {
         let [h, c, ..] = io.states;
         // p_o saw each step's new state: c's blocks after the entry block, read before
         // the reset rows of the entry blocks are zeroed below.
-        diag_grads(g.get(P_O), io.gates, 3 * hd, gw, &c[b * hd..(rows + b) * hd]);
+        diag_grads(
+            g.get(P_O),
+            io.gates,
+            3 * hd,
+            gw,
+            &c[b * hd..(rows + b) * hd],
+        );
         zero_reset_rows(&mut c[..rows * hd], b, hd, io.reset);
         let c_prev = &c[..rows * hd];
         diag_grads(g.get(P_I), io.gates, 0, gw, c_prev);
         diag_grads(g.get(P_F), io.gates, hd, gw, c_prev);
         zero_reset_rows(&mut h[..rows * hd], b, hd, io.reset);
         let h_prev = &h[..rows * hd];
-        mm.gemm(gw, hd, rows, io.gates, Tr::T, h_prev, Tr::N, 1.0, g.get(W_HH));
+        mm.gemm(
+            gw,
+            hd,
+            rows,
+            io.gates,
+            Tr::T,
+            h_prev,
+            Tr::N,
+            1.0,
+            g.get(W_HH),
+        );
         add_col_sums(g.get(B_HH), io.gates, gw);
     }
 }
@@ -283,7 +299,11 @@ pub fn backward_step(
             let dao = dh[j] * tc[j] * o * (1.0 - o);
             let dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j]) + dao * po[j];
             let dai = dcj * g * i * (1.0 - i);
-            let daf = if fresh { 0.0 } else { dcj * cp[j] * f * (1.0 - f) };
+            let daf = if fresh {
+                0.0
+            } else {
+                dcj * cp[j] * f * (1.0 - f)
+            };
             ai[j] = dai;
             af[j] = daf;
             ag[j] = dcj * i * (1.0 - g * g);
@@ -305,13 +325,19 @@ mod tests {
     #[test]
     fn zero_peepholes_are_the_lstm() {
         let hd = 3;
-        let pre: Vec<f32> = (0..8 * hd).map(|k| ((k * 5 % 13) as f32 - 6.0) * 0.25).collect();
+        let pre: Vec<f32> = (0..8 * hd)
+            .map(|k| ((k * 5 % 13) as f32 - 6.0) * 0.25)
+            .collect();
         let cp: Vec<f32> = (0..2 * hd).map(|k| k as f32 * 0.3 - 0.7).collect();
         let z = vec![0.0f32; hd];
         for reset in [[0u8, 0], [1, 0], [0, 1]] {
             let (mut a1, mut a2) = (pre.clone(), pre.clone());
-            let (mut c1, mut h1, mut c2, mut h2) =
-                (vec![0.0; 2 * hd], vec![0.0; 2 * hd], vec![0.0; 2 * hd], vec![0.0; 2 * hd]);
+            let (mut c1, mut h1, mut c2, mut h2) = (
+                vec![0.0; 2 * hd],
+                vec![0.0; 2 * hd],
+                vec![0.0; 2 * hd],
+                vec![0.0; 2 * hd],
+            );
             super::super::lstm::forward_step(hd, &mut a1, &cp, &mut c1, &mut h1, &reset);
             forward_step(hd, [&z, &z, &z], &mut a2, &cp, &mut c2, &mut h2, &reset);
             assert_eq!((&a1, &c1, &h1), (&a2, &c2, &h2));
@@ -319,7 +345,17 @@ mod tests {
             let (mut dc1, mut dc2) = (dh.clone(), dh.clone());
             let mut s = vec![0.0; hd];
             super::super::lstm::backward_step(hd, &mut a1, &dh, &mut dc1, &cp, &c1, &mut s, &reset);
-            backward_step(hd, [&z, &z, &z], &mut a2, &dh, &mut dc2, &cp, &c2, &mut s, &reset);
+            backward_step(
+                hd,
+                [&z, &z, &z],
+                &mut a2,
+                &dh,
+                &mut dc2,
+                &cp,
+                &c2,
+                &mut s,
+                &reset,
+            );
             assert_eq!((&a1, &dc1), (&a2, &dc2));
         }
     }
@@ -353,7 +389,17 @@ mod tests {
             let (mut a, c, _) = run(&pre, &cp, &peep);
             let mut dc = wc.to_vec();
             let p = [&peep[..hd], &peep[hd..2 * hd], &peep[2 * hd..]];
-            backward_step(hd, p, &mut a, &wh, &mut dc, &cp, &c, &mut [0.0; 3], &[reset]);
+            backward_step(
+                hd,
+                p,
+                &mut a,
+                &wh,
+                &mut dc,
+                &cp,
+                &c,
+                &mut [0.0; 3],
+                &[reset],
+            );
             let eps = 1e-2f32;
             let fd = |f: &dyn Fn(f32) -> f64| (f(eps) - f(-eps)) / (2.0 * eps as f64);
             for k in 0..4 * hd {
@@ -362,7 +408,11 @@ mod tests {
                     q[k] += e;
                     loss(&q, &cp, &peep)
                 });
-                assert!((g - a[k] as f64).abs() < 2e-3, "gate {k}: fd {g} vs {}", a[k]);
+                assert!(
+                    (g - a[k] as f64).abs() < 2e-3,
+                    "gate {k}: fd {g} vs {}",
+                    a[k]
+                );
             }
             for k in 0..hd {
                 let g = fd(&|e| {
@@ -370,7 +420,11 @@ mod tests {
                     q[k] += e;
                     loss(&pre, &q, &peep)
                 });
-                assert!((g - dc[k] as f64).abs() < 2e-3, "c_prev {k}: fd {g} vs {}", dc[k]);
+                assert!(
+                    (g - dc[k] as f64).abs() < 2e-3,
+                    "c_prev {k}: fd {g} vs {}",
+                    dc[k]
+                );
             }
             // The peepholes: p_i and p_f saw c_prev (zero after a reset), p_o saw c'.
             let seen = |k: usize| match (k < 2 * hd, reset == 1) {

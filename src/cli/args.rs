@@ -74,7 +74,8 @@ pub enum Command {
 #[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ModelFlags {
-    /// Recurrent cell [lstm].
+    /// Recurrent cell: lstm, gru, peephole or multilag:M (M past states, 1 to 16)
+    /// [lstm].
     #[arg(long, value_enum)]
     pub cell: Option<CellKind>,
     /// Vocabulary size [train: largest token + 1, or 256 for raw bytes; plan: 256].
@@ -484,7 +485,8 @@ pub struct SampleCmd {
 /// `recur demo`.
 #[derive(Args, Debug)]
 pub struct DemoCmd {
-    /// Recurrent cell [lstm].
+    /// Recurrent cell: lstm, gru, peephole or multilag:M (M past states, 1 to 16)
+    /// [lstm].
     #[arg(long, value_enum)]
     pub cell: Option<CellKind>,
     /// Seconds of training [60].

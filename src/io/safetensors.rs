@@ -222,6 +222,14 @@ fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
     keys
 }
 
+/// A family's name in messages: `multilag:M` for the multi-lag units.
+fn family_name(k: CellKind) -> String {
+    match k {
+        CellKind::MultiLag(_) => "multilag:M".to_string(),
+        k => k.to_string(),
+    }
+}
+
 /// The names of the tensors a cell declares for layer 0 (`lstm.weight_ih_l0`, …).
 fn layer0_tensors(k: CellKind) -> Vec<String> {
     let c = k.cell();
@@ -243,12 +251,9 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
             .map_err(|_| format!("key `{k}` is {v:?}; expected a whole number"))
     };
     let cell = need("cell")?;
-    let cell = (CellKind::ALL.iter().copied())
-        .find(|k| k.to_string() == cell)
-        .ok_or_else(|| {
-            let known: Vec<String> = CellKind::ALL.iter().map(|k| k.to_string()).collect();
-            format!("key `cell` is {cell:?}; expected {}", known.join(" or "))
-        })?;
+    let cell = cell
+        .parse::<CellKind>()
+        .map_err(|e| format!("key `cell` is {cell:?}: {e}"))?;
     let input = match need("input")? {
         "tokens" => Input::Tokens {
             vocab: count("vocab")?,
@@ -518,7 +523,7 @@ pub fn infer_model(
     // such cell wins (one whose tensors include another's).
     let layer0 = layer0_tensors;
     let missing = |k: CellKind| layer0(k).into_iter().find(|n| shape(n).is_none());
-    let present: Vec<CellKind> = (CellKind::ALL.iter().copied())
+    let present: Vec<CellKind> = (CellKind::FAMILIES.iter().copied())
         .filter(|&k| missing(k).is_none())
         .collect();
     let specific: Vec<CellKind> = (present.iter().copied())
@@ -529,12 +534,17 @@ pub fn infer_model(
                 .any(|&o| o != k && mine.iter().all(|n| layer0(o).contains(n)))
         })
         .collect();
+    // Families: a multi-lag cell's lags are read from its `weight_hh` below.
+    let cell_given = cell;
+    let cell = cell.map(CellKind::family);
     let kind = match (specific.as_slice(), cell) {
         (&[a, b, ..], _) => {
             return Err(err(format!(
-                "holds tensors of two cells, {a} (`{}.weight_hh_l0`) and {b} \
+                "holds tensors of two cells, {} (`{}.weight_hh_l0`) and {} \
                  (`{}.weight_hh_l0`)",
+                family_name(a),
                 a.cell().module(),
+                family_name(b),
                 b.cell().module()
             )))
         }
@@ -555,6 +565,10 @@ pub fn infer_model(
             } else {
                 format!(" (`{fm}.weight_hh_l0`)")
             };
+            let (f, c) = (
+                family_name(f),
+                cell_given.map_or(c.to_string(), |k| k.to_string()),
+            );
             return Err(err(format!("holds {f} weights{which}, not {c}: {detail}")));
         }
         (&[f], _) => f,
@@ -564,13 +578,13 @@ pub fn infer_model(
         }
         (&[], None) => {
             // Part of a cell is there: name the first of its tensors that is not.
-            let partial = (CellKind::ALL.iter().copied())
+            let partial = (CellKind::FAMILIES.iter().copied())
                 .find(|k| shape(&format!("{}.weight_hh_l0", k.cell().module())).is_some())
                 .and_then(missing);
             if let Some(want) = partial {
                 return Err(err(format!("has no tensor `{want}`")));
             }
-            let names: Vec<String> = CellKind::ALL
+            let names: Vec<String> = CellKind::FAMILIES
                 .iter()
                 .map(|k| format!("`{}.weight_hh_l0`", k.cell().module()))
                 .collect();
@@ -583,7 +597,7 @@ pub fn infer_model(
     };
     // Part of a variant that extends this cell (a peephole LSTM's `weight_ci` without
     // its `weight_cf`): name what is missing rather than load the rest as the plain cell.
-    for o in CellKind::ALL.iter().copied().filter(|&o| o != kind) {
+    for o in CellKind::FAMILIES.iter().copied().filter(|&o| o != kind) {
         let (base, more) = (layer0(kind), layer0(o));
         if !base.iter().all(|n| more.contains(n)) {
             continue;
@@ -605,14 +619,45 @@ pub fn infer_model(
     };
     let module = kind.cell().module();
     let hh = format!("{module}.weight_hh_l0");
-    let [rows, hidden] = two_d(&hh)?;
-    if rows != gates * hidden {
-        return Err(err(format!(
-            "`{hh}` has shape [{rows}, {hidden}]; a {kind} layer of hidden width {hidden} has \
-             [{}, {hidden}]",
-            gates * hidden
-        )));
-    }
+    let [rows, cols] = two_d(&hh)?;
+    let (kind, hidden) = match kind {
+        // [3H, M·H]: H from the gates, M from the width.
+        CellKind::MultiLag(_) => {
+            let hidden = rows / gates;
+            let lags = if hidden > 0 && rows % gates == 0 && cols % hidden == 0 {
+                cols / hidden
+            } else {
+                0
+            };
+            if !(1..=crate::cell::MAX_LAGS).contains(&lags) {
+                return Err(err(format!(
+                    "`{hh}` has shape [{rows}, {cols}]; a multilag:M layer of hidden width H \
+                     has [3H, M·H], M from 1 to {}",
+                    crate::cell::MAX_LAGS
+                )));
+            }
+            let found = CellKind::MultiLag(lags as u8);
+            if let Some(c @ CellKind::MultiLag(m)) = cell_given {
+                if c != found {
+                    return Err(err(format!(
+                        "`{hh}` has shape [{rows}, {cols}]: {lags} lags of hidden width \
+                         {hidden}, not {m} ({c})"
+                    )));
+                }
+            }
+            (found, hidden)
+        }
+        kind => {
+            if rows != gates * cols {
+                return Err(err(format!(
+                    "`{hh}` has shape [{rows}, {cols}]; a {kind} layer of hidden width {cols} \
+                     has [{}, {cols}]",
+                    gates * cols
+                )));
+            }
+            (kind, cols)
+        }
+    };
     let layers = (0..)
         .take_while(|l| shape(&format!("{module}.weight_ih_l{l}")).is_some())
         .count();
@@ -847,7 +892,10 @@ mod tests {
         let e = edit("hidden", Some("four"));
         assert!(e.contains("`hidden`") && e.contains("whole number"), "{e}");
         let e = edit("cell", Some("rnn"));
-        assert!(e.contains("`cell`") && e.contains("lstm or gru"), "{e}");
+        assert!(
+            e.contains("`cell`") && e.contains("lstm, gru, peephole or multilag:M"),
+            "{e}"
+        );
         let e = edit("head", Some("seq2seq"));
         assert!(e.contains("`head`"), "{e}");
         let e = edit("layers", None);

@@ -204,6 +204,7 @@ pub fn ref_model(s: &Shape) -> RefModel {
             CellKind::Lstm => RefCell::Lstm,
             CellKind::Gru => RefCell::Gru,
             CellKind::Peephole => RefCell::Peephole,
+            CellKind::MultiLag(m) => RefCell::MultiLag(m as usize),
         },
         layers: s.layers,
         hidden: s.hidden,

@@ -128,6 +128,10 @@ fn a_variant_given_for_another_is_refused_by_tensor() {
     save("lstm.safetensors", &lstm, &[]);
     save("peep.safetensors", &peep, &[]);
     save("partial.safetensors", &peep, &["lstm.weight_cf_l0"]);
+    let lags3 = Shape::new(CellKind::MultiLag(3), None, HeadKind::Lm);
+    let gru = Shape::new(CellKind::Gru, None, HeadKind::Lm);
+    save("lags3.safetensors", &lags3, &[]);
+    save("gru.safetensors", &gru, &[]);
     write_batch(&p.join("b.safetensors"), &Window::new(lstm, 1));
     let grads = |weights: &'static str, cell: Option<&'static str>| {
         let mut args = vec![
@@ -157,6 +161,21 @@ fn a_variant_given_for_another_is_refused_by_tensor() {
         ),
         ("partial.safetensors", None, "no `lstm.weight_cf_l0`"),
         (
+            "lags3.safetensors",
+            Some("multilag:2"),
+            "`multilag.weight_hh_l0` has shape [15, 15]: 3 lags",
+        ),
+        (
+            "lags3.safetensors",
+            Some("gru"),
+            "no tensor `gru.weight_ih_l0`",
+        ),
+        (
+            "gru.safetensors",
+            Some("multilag:2"),
+            "no tensor `multilag.weight_ih_l0`",
+        ),
+        (
             "partial.safetensors",
             Some("peephole"),
             "no tensor `lstm.weight_cf_l0`",
@@ -175,9 +194,117 @@ fn a_variant_given_for_another_is_refused_by_tensor() {
     for (weights, cell) in [
         ("lstm.safetensors", "lstm"),
         ("peep.safetensors", "peephole"),
+        ("lags3.safetensors", "multilag:3"),
     ] {
         let args = grads(weights, Some(cell));
         let (code, _, err) = recur(&args, p);
         assert_eq!(code, 0, "{weights}: {err}");
+    }
+}
+
+/// The multi-lag unit of one lag is the GRU bit for bit: the same loss, the same final
+/// h and the same gradients (`multilag.*` beside `gru.*`), with masks and resets, over
+/// two windows (the second from a carried state), at every input and head.
+#[test]
+fn one_lag_is_the_gru_bit_for_bit() {
+    for features in [None, Some(3)] {
+        for head in [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify] {
+            let mut a = Shape::new(CellKind::Gru, features, head);
+            (a.masks, a.resets, a.layers) = (true, true, 2);
+            let mut b = a;
+            b.cell = CellKind::MultiLag(1);
+            let gru = Trainer::new(compile(&a.model(), &a.train()).unwrap()).unwrap();
+            let (lay, values) = (
+                gru.executor().layout().clone(),
+                gru.executor().params().to_vec(),
+            );
+            let run = |s: Shape| {
+                let mut t = Trainer::new(compile(&s.model(), &s.train()).unwrap()).unwrap();
+                let mine = t.executor().layout().clone();
+                let to = if s.cell == CellKind::Gru {
+                    "gru."
+                } else {
+                    "multilag."
+                };
+                let name = |n: &str| n.replacen("gru.", to, 1);
+                for x in &lay.tensors {
+                    let r = mine.get(&name(&x.name)).expect("same tensors").range();
+                    t.executor_mut().params_mut()[r].copy_from_slice(&values[x.range()]);
+                }
+                let mut out = Vec::new();
+                for seed in [1, 2] {
+                    t.load_batch(Window::new(s, seed).batch()).unwrap();
+                    let loss = t.forward_backward().to_bits();
+                    let ex = t.executor();
+                    let grads: Vec<Vec<u32>> = (lay.tensors.iter())
+                        .map(|x| {
+                            let r = mine.get(&name(&x.name)).unwrap().range();
+                            ex.grads()[r].iter().map(|g| g.to_bits()).collect()
+                        })
+                        .collect();
+                    // Each layer's h (the GRU's one state; the unit's one-lag ring).
+                    let per = ex.state().len() / s.layers;
+                    let hb = s.batch * s.hidden;
+                    let h: Vec<u32> = (0..s.layers)
+                        .flat_map(|l| ex.state()[l * per..l * per + hb].to_vec())
+                        .map(|v| v.to_bits())
+                        .collect();
+                    out.push((loss, h, grads));
+                }
+                out
+            };
+            assert_eq!(run(a), run(b), "{features:?} {head:?}");
+        }
+    }
+}
+
+/// A multi-lag run as a user makes it: `--cell multilag:2` trains, saves its lags in
+/// the weights' metadata and config, and `eval` reads them back from the weights alone.
+#[test]
+fn a_multilag_run_keeps_its_lags() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "déjà vu, naïve café — ".repeat(200)).unwrap();
+    let args = [
+        "train",
+        "--data",
+        "t.txt",
+        "--cell",
+        "multilag:2",
+        "--hidden",
+        "8",
+        "--batch",
+        "4",
+        "--window",
+        "16",
+        "--steps",
+        "3",
+        "--out",
+        "run",
+        "--quiet",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    let config = std::fs::read_to_string(p.join("run/config.toml")).unwrap();
+    assert!(config.contains("cell = \"multilag:2\""), "{config}");
+    let (code, out, err) = recur(
+        &[
+            "eval",
+            "--weights",
+            "run/model.safetensors",
+            "--data",
+            "t.txt",
+        ],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("multilag:2 V"), "{out}");
+    for bad in ["multilag", "multilag:0", "multilag:17", "multilag:x"] {
+        let (code, _, err) = recur(&["plan", "--cell", bad], p);
+        assert_eq!(code, 2, "{bad}");
+        assert!(
+            err.contains("multilag") && err.lines().count() == 1,
+            "{bad}: {err}"
+        );
     }
 }

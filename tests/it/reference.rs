@@ -30,6 +30,12 @@ pub enum RefCell {
     /// The LSTM with diagonal peepholes `weight_ci`, `weight_cf` (on c_{t-1}) and
     /// `weight_co` (on c_t), [H] each, under the `lstm.` prefix.
     Peephole,
+    /// The multi-lag unit of M lags: a GRU whose `weight_hh` is [3H, M*H] over the
+    /// stacked [h_{t-1}; ...; h_{t-M}] (zero where a lag lies before the row's sequence),
+    /// whose update uses h_{t-1} alone; under `multilag.`. Its state per layer is the
+    /// ring of the last M h (oldest first, [M, B, H]) and the age [B]: how many of them
+    /// belong to the current sequence.
+    MultiLag(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,14 +91,25 @@ impl RefCell {
         match self {
             RefCell::Lstm | RefCell::Peephole => "lstm",
             RefCell::Gru => "gru",
+            RefCell::MultiLag(_) => "multilag",
         }
     }
 
-    /// State tensors per layer: [h, c] or [h].
-    fn states(self) -> usize {
+    /// Past states each step reads.
+    fn lags(self) -> usize {
         match self {
-            RefCell::Lstm | RefCell::Peephole => 2,
-            RefCell::Gru => 1,
+            RefCell::MultiLag(m) => m,
+            _ => 1,
+        }
+    }
+
+    /// State elements per layer: [h, c] or [h] blocks of [B, H]; a multi-lag ring and
+    /// its age.
+    fn state_len(self, nb: usize, hid: usize) -> usize {
+        match self {
+            RefCell::Lstm | RefCell::Peephole => 2 * nb * hid,
+            RefCell::Gru => nb * hid,
+            RefCell::MultiLag(m) => m * nb * hid + nb,
         }
     }
 
@@ -100,7 +117,7 @@ impl RefCell {
     fn gates(self) -> usize {
         match self {
             RefCell::Lstm | RefCell::Peephole => 4,
-            RefCell::Gru => 3,
+            RefCell::Gru | RefCell::MultiLag(_) => 3,
         }
     }
 }
@@ -165,7 +182,11 @@ impl<'a> Layer<'a> {
         let (pre, gh) = (m.cell.prefix(), m.cell.gates() * m.hidden);
         Layer {
             w_ih: param(p, &format!("{pre}.weight_ih_l{l}"), gh * input),
-            w_hh: param(p, &format!("{pre}.weight_hh_l{l}"), gh * m.hidden),
+            w_hh: param(
+                p,
+                &format!("{pre}.weight_hh_l{l}"),
+                gh * m.hidden * m.cell.lags(),
+            ),
             b_ih: param(p, &format!("{pre}.bias_ih_l{l}"), gh),
             b_hh: param(p, &format!("{pre}.bias_hh_l{l}"), gh),
             peep: (m.cell == RefCell::Peephole).then(|| {
@@ -194,11 +215,12 @@ impl<'a> Layer<'a> {
         (h2, c2)
     }
 
-    /// One GRU step: h -> h'.
-    fn gru(&self, x: &[f64], h: &[f64]) -> Vec<f64> {
+    /// One GRU step: h -> h', the recurrent product over `s` (h itself, or a
+    /// multi-lag unit's stacked lags).
+    fn gru(&self, x: &[f64], s: &[f64], h: &[f64]) -> Vec<f64> {
         let n = h.len();
         let gi = affine(self.w_ih, self.b_ih, x);
-        let gh = affine(self.w_hh, self.b_hh, h);
+        let gh = affine(self.w_hh, self.b_hh, s);
         (0..n)
             .map(|j| {
                 let r = sigmoid(gi[j] + gh[j]);
@@ -219,7 +241,8 @@ pub fn loss(
     b: &RefBatch,
     state0: &[f64],
 ) -> (f64, Vec<f64>) {
-    let (hid, nb, s) = (m.hidden, b.batch, m.cell.states());
+    let (hid, nb) = (m.hidden, b.batch);
+    let per_layer = m.cell.state_len(nb, hid);
     // The first layer's input width: N, or the embedding width E.
     let w_ih0 = format!("{}.weight_ih_l0", m.cell.prefix());
     let in_width = get(p, &w_ih0).len() / (m.cell.gates() * hid);
@@ -244,7 +267,7 @@ pub fn loss(
     };
     assert_eq!(
         state0.len(),
-        m.layers * s * nb * hid,
+        m.layers * per_layer,
         "reference: state0 length"
     );
     let layers: Vec<Layer> = (0..m.layers)
@@ -264,9 +287,17 @@ pub fn loss(
         for r in 0..nb {
             if flag(&b.reset, t, r) == Some(true) {
                 for l in 0..m.layers {
-                    for k in 0..s {
-                        let at = ((l * s + k) * nb + r) * hid;
-                        st[at..at + hid].fill(0.0);
+                    let base = l * per_layer;
+                    match m.cell {
+                        // The ring keeps its values; none of them belongs to the new
+                        // sequence.
+                        RefCell::MultiLag(lags) => st[base + lags * nb * hid + r] = 0.0,
+                        _ => {
+                            for k in 0..per_layer / (nb * hid) {
+                                let at = base + (k * nb + r) * hid;
+                                st[at..at + hid].fill(0.0);
+                            }
+                        }
                     }
                 }
             }
@@ -280,7 +311,31 @@ pub fn loss(
                 }
             };
             for (l, layer) in layers.iter().enumerate() {
-                let h_at = (l * s * nb + r) * hid;
+                if let RefCell::MultiLag(lags) = m.cell {
+                    let base = l * per_layer;
+                    let block = |j: usize| base + (j * nb + r) * hid;
+                    let age_at = base + lags * nb * hid + r;
+                    let age = st[age_at] as usize;
+                    // Lag k is the ring's block M - k, zero before the sequence.
+                    let mut stacked = vec![0.0; lags * hid];
+                    for k in 1..=age.min(lags) {
+                        let at = block(lags - k);
+                        stacked[(k - 1) * hid..k * hid].copy_from_slice(&st[at..at + hid]);
+                    }
+                    let h_prev = stacked[..hid].to_vec();
+                    let h2 = layer.gru(&x, &stacked, &h_prev);
+                    // The ring moves on: the oldest out, h' in.
+                    for j in 0..lags - 1 {
+                        let from = block(j + 1);
+                        st.copy_within(from..from + hid, block(j));
+                    }
+                    let at = block(lags - 1);
+                    st[at..at + hid].copy_from_slice(&h2);
+                    st[age_at] = (age + 1).min(lags) as f64;
+                    x = h2;
+                    continue;
+                }
+                let h_at = l * per_layer + r * hid;
                 let h = st[h_at..h_at + hid].to_vec();
                 let h2 = match m.cell {
                     RefCell::Lstm | RefCell::Peephole => {
@@ -289,7 +344,8 @@ pub fn loss(
                         st[c_at..c_at + hid].copy_from_slice(&c2);
                         h2
                     }
-                    RefCell::Gru => layer.gru(&x, &h),
+                    RefCell::Gru => layer.gru(&x, &h, &h),
+                    RefCell::MultiLag(_) => unreachable!("handled above"),
                 };
                 st[h_at..h_at + hid].copy_from_slice(&h2);
                 x = h2;

@@ -52,7 +52,7 @@ impl Case {
         };
         let (c0, cn, prefix) = match cell {
             RefCell::Lstm | RefCell::Peephole => (Some("c0"), Some("cn"), "lstm."),
-            RefCell::Gru => (None, None, "gru."),
+            RefCell::Gru | RefCell::MultiLag(_) => (None, None, "gru."),
         };
         let p = fx.params();
         assert!(

@@ -311,7 +311,7 @@ fn typos_get_suggestions_and_bare_recur_helps() {
     let e = fails(&["trian"], p);
     assert!(e.contains("'train'"), "{e}");
     let e = fails(&["plan", "--cell", "lsmt"], p);
-    assert!(e.contains("'lstm'"), "{e}");
+    assert!(e.contains("did you mean `lstm`"), "{e}");
     std::fs::write(p.join("c.toml"), "hiden = 8\n").unwrap();
     let e = fails(&["plan", "--config", "c.toml"], p);
     assert!(

@@ -198,7 +198,8 @@ pub struct Backward<'a> {
     /// may use it as scratch.
     pub dh: &'a mut [f32],
     /// The gradient carried backward through time: per declared state its
-    /// `history·B·width` elements (in declared order), then
+    /// `history·B·width` elements (in declared order; the cell chooses their order
+    /// within, e.g. the multi-lag unit keeps its lags newest first), then
     /// [`Cell::backward_scratch`] elements. Zero before the window's last segment.
     pub carry: &'a mut [f32],
     /// As in [`Forward::reset`].
@@ -356,10 +357,16 @@ impl std::str::FromStr for CellKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Digits only, no leading zero: one spelling for each cell.
         let lags = |m: &str| match m.parse::<usize>() {
-            Ok(m @ 1..=MAX_LAGS) => Ok(CellKind::MultiLag(m as u8)),
+            Ok(n @ 1..=MAX_LAGS)
+                if m.bytes().all(|b| b.is_ascii_digit()) && !m.starts_with('0') =>
+            {
+                Ok(CellKind::MultiLag(n as u8))
+            }
             _ => Err(format!(
-                "multilag:{m}: the lags are a whole number from 1 to {MAX_LAGS}"
+                "`multilag:{m}`: the lags are a whole number from 1 to {MAX_LAGS} \
+                 (multilag:3)"
             )),
         };
         match s.trim() {
@@ -373,8 +380,14 @@ impl std::str::FromStr for CellKind {
                 Some(m) => lags(m),
                 None => {
                     let names = ["lstm", "gru", "peephole", "multilag"];
+                    let lower = other.to_ascii_lowercase();
                     let near = (names.iter())
-                        .map(|n| (strsim::levenshtein(n, other), n))
+                        .map(|n| {
+                            (
+                                strsim::levenshtein(n, lower.split(':').next().unwrap_or("")),
+                                n,
+                            )
+                        })
                         .min()
                         .filter(|(d, _)| *d <= 2)
                         .map_or(String::new(), |(_, n)| format!("did you mean `{n}`? "));

@@ -24,6 +24,9 @@ pub struct Sizes {
     pub hidden: usize,
     /// Gate columns of a layer, `gates · H`.
     pub gate_width: usize,
+    /// Columns of the recurrent matrix `weight_hh`: H, or M·H for a cell reading M past
+    /// states (what the recurrent products cost).
+    pub recurrent_width: usize,
     /// Embedding width E of a token input (the width of its gathered rows).
     pub embed: Option<usize>,
     /// Features per step N of a feature input.
@@ -61,6 +64,10 @@ impl Sizes {
             layers: model.layers,
             hidden: h,
             gate_width: model.gate_width(),
+            recurrent_width: (cell.params(h, h).iter())
+                .find(|p| p.name == "weight_hh")
+                .and_then(|p| p.shape.get(1).copied())
+                .unwrap_or(h),
             embed,
             features,
             outputs: model.outputs,

@@ -157,6 +157,9 @@ impl ModelSpec {
             }
             Input::Features { width } => check_range("model.features", width, 1, MAX_DIM)?,
         }
+        if let crate::cell::CellKind::MultiLag(m) = self.cell {
+            check_range("model.cell", m as usize, 1, crate::cell::MAX_LAGS)?;
+        }
         let gates = self.cell.cell().gates();
         check_range("model.hidden", self.hidden, 1, MAX_DIM / gates)?;
         check_range("model.layers", self.layers, 1, 64)?;

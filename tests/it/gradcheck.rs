@@ -98,3 +98,15 @@ fn three_layers_grain_above_window() {
         check(s);
     }
 }
+
+/// Multi-lag units whose lags reach past a segment and past the window's start (and a
+/// reset inside the window), against the reference.
+#[test]
+fn lags_beyond_the_grain_and_the_window() {
+    for (lags, window, grain) in [(5, 11, 2), (16, 7, 3)] {
+        let mut s = Shape::new(CellKind::MultiLag(lags), Some(2), HeadKind::Regress);
+        (s.hidden, s.layers, s.batch, s.window, s.grain) = (3, 2, 2, window, grain);
+        (s.masks, s.resets) = (true, true);
+        check(s);
+    }
+}

@@ -66,7 +66,7 @@ fn check_all(shape: Shape) {
 fn shape_strategy() -> impl Strategy<Value = Shape> {
     (
         (
-            0usize..2,
+            0usize..CellKind::ALL.len() + 2,
             0usize..3,
             0usize..3,
             any::<bool>(),
@@ -77,7 +77,13 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
         .prop_map(|((c, f, h, masks, resets), (hid, l, b, t, g))| {
             let head = [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify][h];
             let features = [None, Some(1), Some(4)][f];
-            let mut s = Shape::new(CellKind::ALL[c % CellKind::ALL.len()], features, head);
+            // Every cell, and multi-lag units of 1 and 5 lags beside the 3 of `ALL`.
+            let cell = match c.checked_sub(CellKind::ALL.len()) {
+                None => CellKind::ALL[c],
+                Some(0) => CellKind::MultiLag(1),
+                Some(_) => CellKind::MultiLag(5),
+            };
+            let mut s = Shape::new(cell, features, head);
             (s.hidden, s.layers, s.batch, s.window, s.grain) = (hid, l, b, t, g);
             (s.masks, s.resets) = (masks, resets);
             s
@@ -107,6 +113,19 @@ fn window_not_a_multiple_of_the_grain() {
     for mut s in Shape::all() {
         (s.window, s.grain) = (23, 4);
         check_all(s);
+    }
+}
+
+/// More lags than a segment has steps, than the window has steps, with resets: the
+/// ring crosses segments and windows, and every policy keeps the same bits.
+#[test]
+fn lags_beyond_the_grain_and_the_window() {
+    for (lags, window, grain) in [(5, 11, 2), (16, 7, 3)] {
+        for head in [HeadKind::Lm, HeadKind::Classify] {
+            let mut s = Shape::new(CellKind::MultiLag(lags), None, head);
+            (s.window, s.grain, s.masks, s.resets) = (window, grain, true, true);
+            check_all(s);
+        }
     }
 }
 

@@ -560,3 +560,37 @@ fn weights_without_metadata_load_as_before() {
     );
     assert!(e.contains("no metadata") && e.contains("vocab.json"), "{e}");
 }
+
+/// Metadata naming another variant of the cell its tensors are: one line naming the
+/// tensor that tells them apart (a peephole tensor missing, a multi-lag width).
+#[test]
+fn metadata_naming_another_variant_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "abcd".repeat(200)).unwrap();
+    for (cell, claim, says) in [
+        ("lstm", "peephole", "no tensor `lstm.weight_ci_l0`"),
+        ("peephole", "lstm", "`lstm.weight_ci_l0`"),
+        ("multilag:2", "multilag:3", "`multilag.weight_hh_l0`"),
+    ] {
+        let out = format!("m-{}", cell.replace(':', "-"));
+        ok(
+            &[
+                "train", "--data", "t.txt", "--cell", cell, "--hidden", "6", "--embed", "3",
+                "--batch", "2", "--window", "8", "--steps", "1", "--out", &out,
+            ],
+            p,
+        );
+        let w = p.join(&out).join("model.safetensors");
+        rewrite(&w, |m| {
+            let m = m.as_mut().unwrap();
+            m.insert("cell".into(), claim.into());
+            let mut j: serde_json::Value = serde_json::from_str(&m["model"]).unwrap();
+            j["cell"] = claim.into();
+            m.insert("model".into(), j.to_string());
+        });
+        let weights = w.to_string_lossy().into_owned();
+        let e = fails(&["eval", "--weights", &weights, "--data", "t.txt"], p);
+        assert!(e.contains(says), "{cell} as {claim}: {e}");
+    }
+}

@@ -32,9 +32,10 @@ pub enum RefCell {
     Peephole,
     /// The multi-lag unit of M lags: a GRU whose `weight_hh` is [3H, M*H] over the
     /// stacked [h_{t-1}; ...; h_{t-M}] (zero where a lag lies before the row's sequence),
-    /// whose update uses h_{t-1} alone; under `multilag.`. Its state per layer is the
-    /// ring of the last M h (oldest first, [M, B, H]) and the age [B]: how many of them
-    /// belong to the current sequence.
+    /// whose update uses h_{t-1} alone; under `multilag.`. The reference keeps each
+    /// row's whole history and where its sequence starts; its state in and out per layer
+    /// is recur's form: the last M h (oldest first, [M, B, H]) and the age [B], how many
+    /// of them belong to the current sequence.
     MultiLag(usize),
 }
 
@@ -281,22 +282,45 @@ pub fn loss(
     };
 
     let mut st = state0.to_vec();
+    // A multi-lag unit's history, kept apart from recur's (ring, age) form: per layer
+    // and row, every h so far (the carried ring's M first, oldest first, then each
+    // step's) and the position where the row's current sequence starts. Lag k of the
+    // step about to run is the history's entry len - k if that is at or after the start,
+    // else zero. Converted back to (ring, age) at the end.
+    let mut hist: Vec<Vec<(Vec<Vec<f64>>, usize)>> = Vec::new();
+    if let RefCell::MultiLag(lags) = m.cell {
+        for l in 0..m.layers {
+            let base = l * per_layer;
+            hist.push(
+                (0..nb)
+                    .map(|r| {
+                        let ring: Vec<Vec<f64>> = (0..lags)
+                            .map(|j| {
+                                let at = base + (j * nb + r) * hid;
+                                st[at..at + hid].to_vec()
+                            })
+                            .collect();
+                        let age = st[base + lags * nb * hid + r] as usize;
+                        (ring, lags - age.min(lags))
+                    })
+                    .collect(),
+            );
+        }
+    }
     // Top layer's h at every (t, b): [T, B, H].
     let mut top = vec![0.0; steps * nb * hid];
     for t in 0..steps {
         for r in 0..nb {
             if flag(&b.reset, t, r) == Some(true) {
-                for l in 0..m.layers {
-                    let base = l * per_layer;
-                    match m.cell {
-                        // The ring keeps its values; none of them belongs to the new
-                        // sequence.
-                        RefCell::MultiLag(lags) => st[base + lags * nb * hid + r] = 0.0,
-                        _ => {
-                            for k in 0..per_layer / (nb * hid) {
-                                let at = base + (k * nb + r) * hid;
-                                st[at..at + hid].fill(0.0);
-                            }
+                // The new sequence starts here: nothing before counts.
+                for rows in hist.iter_mut() {
+                    rows[r].1 = rows[r].0.len();
+                }
+                if !matches!(m.cell, RefCell::MultiLag(_)) {
+                    for l in 0..m.layers {
+                        for k in 0..per_layer / (nb * hid) {
+                            let at = l * per_layer + (k * nb + r) * hid;
+                            st[at..at + hid].fill(0.0);
                         }
                     }
                 }
@@ -312,26 +336,18 @@ pub fn loss(
             };
             for (l, layer) in layers.iter().enumerate() {
                 if let RefCell::MultiLag(lags) = m.cell {
-                    let base = l * per_layer;
-                    let block = |j: usize| base + (j * nb + r) * hid;
-                    let age_at = base + lags * nb * hid + r;
-                    let age = st[age_at] as usize;
-                    // Lag k is the ring's block M - k, zero before the sequence.
+                    let (seq, start) = &mut hist[l][r];
+                    let now = seq.len();
+                    // S = [h_{t-1}; ...; h_{t-M}], zero before the sequence's start.
                     let mut stacked = vec![0.0; lags * hid];
-                    for k in 1..=age.min(lags) {
-                        let at = block(lags - k);
-                        stacked[(k - 1) * hid..k * hid].copy_from_slice(&st[at..at + hid]);
+                    for k in 1..=lags {
+                        if now >= k && now - k >= *start {
+                            stacked[(k - 1) * hid..k * hid].copy_from_slice(&seq[now - k]);
+                        }
                     }
                     let h_prev = stacked[..hid].to_vec();
                     let h2 = layer.gru(&x, &stacked, &h_prev);
-                    // The ring moves on: the oldest out, h' in.
-                    for j in 0..lags - 1 {
-                        let from = block(j + 1);
-                        st.copy_within(from..from + hid, block(j));
-                    }
-                    let at = block(lags - 1);
-                    st[at..at + hid].copy_from_slice(&h2);
-                    st[age_at] = (age + 1).min(lags) as f64;
+                    seq.push(h2.clone());
                     x = h2;
                     continue;
                 }
@@ -401,6 +417,20 @@ pub fn loss(
         (head, _) => panic!("reference: target kind does not match head {head:?}"),
     }
     let loss = if n == 0 { 0.0 } else { total / n as f64 };
+    // The multi-lag state in recur's form: the last M h, and how many belong to the
+    // current sequence.
+    if let RefCell::MultiLag(lags) = m.cell {
+        for (l, rows) in hist.iter().enumerate() {
+            let base = l * per_layer;
+            for (r, (seq, start)) in rows.iter().enumerate() {
+                for j in 0..lags {
+                    let at = base + (j * nb + r) * hid;
+                    st[at..at + hid].copy_from_slice(&seq[seq.len() - lags + j]);
+                }
+                st[base + lags * nb * hid + r] = (seq.len() - start).min(lags) as f64;
+            }
+        }
+    }
     (loss, st)
 }
 

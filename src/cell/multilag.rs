@@ -14,6 +14,11 @@
 //!
 //! With M = 1 it is the GRU, bit for bit (the same kernels and products).
 //!
+//! A carried state whose age is 0 is expected to come from a start (zeros, or a reset):
+//! the update's z ⊙ h_{t−1} reads the ring's newest block unless the step's reset flag
+//! is set, while S masks every lag by the age. A state written by hand through
+//! `Executor::state_mut` with age 0 and a non-zero ring would differ in that term.
+//!
 //! Declarations: the GRU's, with `weight_hh` [3H, M·H], under `multilag.`; states `h`
 //! with M past steps (the ring of the last M states: carried, checkpointed and copied
 //! between segments as M blocks) and `age` [1]: how many of those belong to the current

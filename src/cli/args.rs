@@ -76,7 +76,7 @@ pub enum Command {
 pub struct ModelFlags {
     /// Recurrent cell: lstm, gru, peephole or multilag:M (M past states, 1 to 16)
     /// [lstm].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub cell: Option<CellKind>,
     /// Vocabulary size [train: largest token + 1, or 256 for raw bytes; plan: 256].
     #[arg(long)]
@@ -389,7 +389,7 @@ pub struct GradsCmd {
     #[arg(long)]
     pub batch: PathBuf,
     /// The cell the weights must hold [whatever their names say].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub cell: Option<CellKind>,
     /// Output: `loss` and `grad.<name>` for every parameter.
     #[arg(long)]
@@ -429,7 +429,7 @@ pub struct EvalCmd {
     #[arg(long, requires = "offsets")]
     pub labels: Option<PathBuf>,
     /// The cell the weights must hold [whatever their names say].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub cell: Option<CellKind>,
     /// Batch rows B [the training config's, else 32; fewer if the data is short].
     #[arg(long)]
@@ -475,7 +475,7 @@ pub struct SampleCmd {
     #[arg(long, value_name = "ROWS")]
     pub context: Option<usize>,
     /// The cell the weights must hold [whatever their names say].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub cell: Option<CellKind>,
     /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
     #[arg(long, value_name = "N")]
@@ -487,7 +487,7 @@ pub struct SampleCmd {
 pub struct DemoCmd {
     /// Recurrent cell: lstm, gru, peephole or multilag:M (M past states, 1 to 16)
     /// [lstm].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub cell: Option<CellKind>,
     /// Seconds of training [60].
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]

@@ -30,7 +30,6 @@ use super::{
 pub struct Peephole;
 
 const W_HH: usize = 1;
-const B_IH: usize = 2;
 const B_HH: usize = 3;
 const P_I: usize = 4;
 const P_F: usize = 5;
@@ -91,9 +90,8 @@ impl Cell for Peephole {
     }
 
     fn input_bias(&self, w: &Params<'_>, row: &mut [f32]) {
-        for ((o, a), b) in row.iter_mut().zip(w.get(B_IH)).zip(w.get(B_HH)) {
-            *o = a + b;
-        }
+        // The LSTM's four tensors come first, in its order.
+        super::lstm::Lstm.input_bias(w, row);
     }
 
     fn forward(&self, d: Dims, w: &Params<'_>, io: Forward<'_>, mm: &dyn MatMul) {

@@ -103,9 +103,12 @@ pub(super) fn check_paths(c: &ProfileCmd, trace: Option<&std::path::Path>) -> Re
         ));
     }
     if json_path.exists() {
-        let head = std::fs::read(&json_path)
-            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned())
-            .unwrap_or_default();
+        // Its first bytes say what it is; a twin can be megabytes.
+        let mut buf = [0u8; 64];
+        let n = std::fs::File::open(&json_path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            .unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]);
         if !head.starts_with(&format!("{{\"format\":\"{PROFILE_FORMAT}\"")) {
             return Err(Error::spec(
                 "--out",

@@ -32,6 +32,10 @@ features, K regression outputs, C classes):
       PeepholeLSTM is the module docs/cells.md gives (its code block is run as written,
       every tensor drawn U(-1/sqrt(H), 1/sqrt(H)) as nn.LSTM's); mean cross-entropy over
       the positions with mask = 1.
+  torch_lstmp_lm.safetensors      seed 7, T9 B3 V11 E5 H6 P4 L2
+      nn.Embedding(V, E) -> nn.LSTM(E, H, 2 layers, proj_size=P) -> nn.Linear(P, V);
+      cross-entropy averaged over the positions with mask = 1 (h0, hn are [L, B, P];
+      lstm.weight_hh_l{k} is [4H, P], lstm.weight_hr_l{k} [P, H]).
 
 Tensors in every file:
   weights         float32, PyTorch state-dict names with module prefixes:
@@ -258,6 +262,26 @@ def peephole_lm():
         cell, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
 
 
+def lstmp_lm():
+    torch.manual_seed(7)
+    L, P = 2, 4
+    emb = torch.nn.Embedding(V, E)
+    lstm = torch.nn.LSTM(E, H, num_layers=L, proj_size=P)
+    fc = torch.nn.Linear(P, V)
+    inp = torch.randint(0, V, (T, B))
+    tgt = torch.randint(0, V, (T, B))
+    mask = random_mask(0.3)
+    hx0 = (0.5 * torch.randn(L, B, P), 0.5 * torch.randn(L, B, H))
+
+    def loss_fn(out):
+        ce = F.cross_entropy(fc(out).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
+        m = mask.reshape(T * B).float()
+        return (ce * m).sum() / m.sum()
+
+    run("torch_lstmp_lm.safetensors", (("embedding", emb), ("lstm", lstm), ("fc", fc)),
+        lstm, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
+
+
 CASES = {
     "torch_lstm2": lstm2,
     "torch_gru_lm": gru_lm,
@@ -266,6 +290,7 @@ CASES = {
     "torch_gru_classify": gru_classify,
     "torch_lstm_classify": lstm_classify,
     "torch_peephole_lm": peephole_lm,
+    "torch_lstmp_lm": lstmp_lm,
 }
 KEEP = {"torch_lstm2"}  # kept when it exists, unless named on the command line
 

@@ -22,7 +22,7 @@ use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
     zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, SavedDecl, StateDecl, Tr,
+    RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// PyTorch's `nn.GRU` cell.
@@ -43,7 +43,8 @@ impl Cell for Gru {
         3
     }
 
-    fn states(&self, hidden: usize) -> Vec<StateDecl> {
+    fn states(&self, w: Width) -> Vec<StateDecl> {
+        let hidden = w.hidden;
         vec![StateDecl {
             name: "h",
             width: hidden,
@@ -53,22 +54,26 @@ impl Cell for Gru {
         }]
     }
 
-    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
+    fn params(&self, input: usize, w: Width) -> Vec<ParamDecl> {
+        let hidden = w.hidden;
         gate_params(3, input, hidden)
     }
 
-    fn saved(&self, hidden: usize) -> Vec<SavedDecl> {
+    fn saved(&self, w: Width) -> Vec<SavedDecl> {
+        let hidden = w.hidden;
         vec![SavedDecl {
             name: "hn",
             width: hidden,
         }]
     }
 
-    fn forward_scratch(&self, batch: usize, hidden: usize) -> usize {
+    fn forward_scratch(&self, batch: usize, w: Width) -> usize {
+        let hidden = w.hidden;
         3 * batch * hidden
     }
 
-    fn backward_scratch(&self, batch: usize, hidden: usize) -> usize {
+    fn backward_scratch(&self, batch: usize, w: Width) -> usize {
+        let hidden = w.hidden;
         3 * batch * hidden
     }
 

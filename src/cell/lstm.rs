@@ -15,12 +15,24 @@
 //! (they are what backward needs) and writes c', h'. The backward kernel turns the
 //! activated gates into dL/da in place, so the gate buffer doubles as the delta buffer
 //! for both weight gradients. tanh(c') is recomputed in backward rather than stored.
+//!
+//! With an output projection of width P (PyTorch's `proj_size`, the LSTMP of Sak et
+//! al. 2014) the step ends with one more product, and h is P wide:
+//!
+//! ```text
+//! m' = o ⊙ tanh(c');   h' = m' W_hrᵀ               (W_hr [P, H]; W_hh is [4H, P])
+//! ```
+//!
+//! Then h [P] and c [H] are the states, each step saves m' [H] (what `weight_hr`'s
+//! gradient reads), the backward first takes dL/dm = dL/dh · W_hr, and it leaves the
+//! total dL/dh of every step in its dh buffer, from which it accumulates the gradient
+//! of `weight_hr` (one product over the segment) before it returns.
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
-    zero_reset_rows_of, Backward, Cell, Dims, Forward, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, StateDecl, Tr,
+    zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut,
+    RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// PyTorch's `nn.LSTM` cell.
@@ -30,7 +42,9 @@ pub struct Lstm;
 const W_HH: usize = 1;
 const B_IH: usize = 2;
 const B_HH: usize = 3;
+const W_HR: usize = 4;
 const C: usize = 1;
+const M: usize = 0;
 
 impl Cell for Lstm {
     fn name(&self) -> &'static str {
@@ -41,18 +55,22 @@ impl Cell for Lstm {
         4
     }
 
-    fn states(&self, hidden: usize) -> Vec<StateDecl> {
+    fn projects(&self) -> bool {
+        true
+    }
+
+    fn states(&self, w: Width) -> Vec<StateDecl> {
         vec![
             StateDecl {
                 name: "h",
-                width: hidden,
+                width: w.out(),
                 history: 1,
                 read_in_backward: false,
                 read_in_grads: true,
             },
             StateDecl {
                 name: "c",
-                width: hidden,
+                width: w.hidden,
                 history: 1,
                 read_in_backward: true,
                 read_in_grads: false,
@@ -60,12 +78,37 @@ impl Cell for Lstm {
         ]
     }
 
-    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
-        gate_params(4, input, hidden)
+    fn params(&self, input: usize, w: Width) -> Vec<ParamDecl> {
+        let mut p = gate_params(4, input, w.hidden);
+        if let Some(proj) = w.proj {
+            // PyTorch's order: weight_ih, weight_hh [4H, P], bias_ih, bias_hh, weight_hr.
+            p[W_HH].shape = vec![4 * w.hidden, proj];
+            p.push(ParamDecl {
+                name: "weight_hr",
+                shape: vec![proj, w.hidden],
+                role: super::Role::Own,
+                init: Init::Uniform,
+            });
+        }
+        p
     }
 
-    fn backward_scratch(&self, _batch: usize, hidden: usize) -> usize {
-        hidden
+    fn saved(&self, w: Width) -> Vec<SavedDecl> {
+        match w.proj {
+            Some(_) => vec![SavedDecl {
+                name: "m",
+                width: w.hidden,
+            }],
+            None => Vec::new(),
+        }
+    }
+
+    fn backward_scratch(&self, batch: usize, w: Width) -> usize {
+        // tanh(c_t) of one row [H]; projected, also dL/dm of the step [B, H].
+        match w.proj {
+            Some(_) => w.hidden + batch * w.hidden,
+            None => w.hidden,
+        }
     }
 
     fn forget_gate(&self) -> Option<usize> {
@@ -79,6 +122,9 @@ impl Cell for Lstm {
     }
 
     fn forward(&self, d: Dims, w: &Params<'_>, io: Forward<'_>, mm: &dyn MatMul) {
+        if let Some(p) = d.proj {
+            return forward_projected(d, p, w, io, mm);
+        }
         let (b, hd) = (d.batch, d.hidden);
         let (bh, gw) = (b * hd, 4 * hd);
         let w_hh = w.get(W_HH);
@@ -93,6 +139,9 @@ impl Cell for Lstm {
     }
 
     fn backward(&self, d: Dims, w: &Params<'_>, io: Backward<'_>, mm: &dyn MatMul) {
+        if let Some(p) = d.proj {
+            return backward_projected(d, p, w, io, mm);
+        }
         let (b, hd) = (d.batch, d.hidden);
         let (bh, gw) = (b * hd, 4 * hd);
         let w_hh = w.get(W_HH);
@@ -121,12 +170,14 @@ impl Cell for Lstm {
         mm: &dyn MatMul,
     ) {
         let (rows, hd, gw) = (d.steps * d.batch, d.hidden, 4 * d.hidden);
+        // h is P wide when projected.
+        let out = d.proj.unwrap_or(hd);
         let [h, ..] = io.states;
-        zero_reset_rows(&mut h[..rows * hd], d.batch, hd, io.reset);
-        let h_prev = &h[..rows * hd];
+        zero_reset_rows(&mut h[..rows * out], d.batch, out, io.reset);
+        let h_prev = &h[..rows * out];
         mm.gemm(
             gw,
-            hd,
+            out,
             rows,
             io.gates,
             Tr::T,
@@ -137,6 +188,56 @@ impl Cell for Lstm {
         );
         add_col_sums(g.get(B_HH), io.gates, gw);
     }
+}
+
+/// The forward recurrence with an output projection of width `p`: the LSTM step writes
+/// m' (saved) where h' would be, then h' = m' W_hrᵀ.
+fn forward_projected(d: Dims, p: usize, w: &Params<'_>, io: Forward<'_>, mm: &dyn MatMul) {
+    let (b, hd) = (d.batch, d.hidden);
+    let (bh, bp, gw) = (b * hd, b * p, 4 * hd);
+    let (w_hh, w_hr) = (w.get(W_HH), w.get(W_HR));
+    let [h, c, ..] = io.states;
+    let [m, ..] = io.saved;
+    for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
+        let flags = step_flags(io.reset, t, b);
+        let (h_prev, h_next) = h[t * bp..(t + 2) * bp].split_at_mut(bp);
+        recurrent_product(mm, b, gw, p, h_prev, w_hh, 1.0, a_t, flags);
+        let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
+        let m_t = &mut m[t * bh..(t + 1) * bh];
+        forward_step(hd, a_t, c_prev, c_next, m_t, flags);
+        mm.gemm(b, p, hd, m_t, Tr::N, w_hr, Tr::T, 0.0, h_next);
+    }
+}
+
+/// The backward recurrence with an output projection of width `p`, then the gradient of
+/// `weight_hr` from the total dL/dh_t it formed in `io.dh`.
+fn backward_projected(d: Dims, p: usize, w: &Params<'_>, mut io: Backward<'_>, mm: &dyn MatMul) {
+    let (b, hd) = (d.batch, d.hidden);
+    let (bh, bp, gw) = (b * hd, b * p, 4 * hd);
+    let (w_hh, w_hr) = (w.get(W_HH), w.get(W_HR));
+    let c = io.states[C];
+    let (dh_carry, rest) = io.carry.split_at_mut(bp);
+    let (dc_carry, scratch) = rest.split_at_mut(bh);
+    let (tc, dm) = scratch.split_at_mut(hd);
+    let dm = &mut dm[..bh];
+    for t in (0..d.steps).rev() {
+        let flags = step_flags(io.reset, t, b);
+        let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
+        let dh_t = &mut io.dh[t * bp..(t + 1) * bp];
+        add_assign(dh_t, dh_carry);
+        mm.gemm(b, hd, p, dh_t, Tr::N, w_hr, Tr::N, 0.0, dm);
+        let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
+        backward_step(hd, a_t, dm, dc_carry, c_prev, c_t, tc, flags);
+        if !io.first_segment || t > 0 {
+            mm.gemm(b, p, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
+            zero_reset_rows_of(dh_carry, p, flags);
+        }
+    }
+    // dW_hr += Σ_t dL/dh_tᵀ · m_t, one product over the segment.
+    let rows = d.steps * b;
+    let m = &io.saved[M][..rows * hd];
+    let dw_hr = io.grads.get(W_HR);
+    mm.gemm(p, hd, rows, io.dh, Tr::T, m, Tr::N, 1.0, dw_hr);
 }
 
 /// One fused forward step for `rows` batch rows.

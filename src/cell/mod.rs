@@ -123,6 +123,31 @@ pub struct Dims {
     pub hidden: usize,
     /// Steps in the segment.
     pub steps: usize,
+    /// The output projection's width P (PyTorch's `proj_size`), for a cell that
+    /// [`Cell::projects`]; `None` otherwise.
+    pub proj: Option<usize>,
+}
+
+/// A layer's widths, as its declarations depend on them: the hidden width H and, for
+/// a projected layer, the width P of its output h (PyTorch's `proj_size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Width {
+    /// Hidden width H: the gates are `gates · H` wide.
+    pub hidden: usize,
+    /// The output projection's width P, if any.
+    pub proj: Option<usize>,
+}
+
+impl Width {
+    /// H wide, no projection.
+    pub fn plain(hidden: usize) -> Self {
+        Width { hidden, proj: None }
+    }
+
+    /// The width of the layer's output h: P if projected, else H.
+    pub fn out(self) -> usize {
+        self.proj.unwrap_or(self.hidden)
+    }
 }
 
 /// One layer's parameter tensors (or their gradients), in the cell's declared order.
@@ -194,8 +219,8 @@ pub struct Backward<'a> {
     /// Per declared saved tensor, [steps·B, width]; the cell may overwrite them with
     /// what [`Cell::recurrent_grads`] needs.
     pub saved: [&'a mut [f32]; MAX_SAVED],
-    /// [steps·B, H]: dL/dh arriving from above (the head or the next layer); the cell
-    /// may use it as scratch.
+    /// [steps·B, out]: dL/dh arriving from above (the head or the next layer); the
+    /// cell may use it as scratch.
     pub dh: &'a mut [f32],
     /// The gradient carried backward through time: per declared state its
     /// `history·B·width` elements (in declared order; the cell chooses their order
@@ -206,6 +231,10 @@ pub struct Backward<'a> {
     pub reset: &'a [u8],
     /// True for the window's first segment: nothing flows into the state before it.
     pub first_segment: bool,
+    /// The layer's parameter gradients, for a cell that accumulates one of its own
+    /// tensors' gradients here rather than in [`Cell::recurrent_grads`] (the projected
+    /// LSTM's `weight_hr`, which reads the total dL/dh the backward forms).
+    pub grads: ParamsMut<'a>,
 }
 
 /// What [`Cell::recurrent_grads`] reads: the segment after its backward.
@@ -234,20 +263,27 @@ pub trait Cell: Sync + std::fmt::Debug {
     }
     /// Gates per hidden unit: `weight_ih` has `gates·H` rows.
     fn gates(&self) -> usize;
-    /// The state tensors, in carried-state order.
-    fn states(&self, hidden: usize) -> Vec<StateDecl>;
+    /// Whether the cell takes an output projection (`Width::proj`, PyTorch's
+    /// `proj_size`). Cells that do not are never handed one.
+    fn projects(&self) -> bool {
+        false
+    }
+    /// The state tensors, in carried-state order; state 0 is the layer's output h,
+    /// `w.out()` wide.
+    fn states(&self, w: Width) -> Vec<StateDecl>;
     /// The parameter tensors of a layer with input width `input`, in layout order.
-    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl>;
+    fn params(&self, input: usize, w: Width) -> Vec<ParamDecl>;
     /// Per-step tensors saved for backward beyond gates and states.
-    fn saved(&self, _hidden: usize) -> Vec<SavedDecl> {
+    fn saved(&self, _w: Width) -> Vec<SavedDecl> {
         Vec::new()
     }
     /// Scratch elements of one forward call.
-    fn forward_scratch(&self, _batch: usize, _hidden: usize) -> usize {
+    fn forward_scratch(&self, _batch: usize, _w: Width) -> usize {
         0
     }
     /// Scratch elements of one backward call (kept after the carried gradients).
-    fn backward_scratch(&self, batch: usize, hidden: usize) -> usize;
+    fn backward_scratch(&self, batch: usize, w: Width) -> usize;
+
     /// The gate whose bias `ModelSpec::forget_bias` sets, if the cell has one.
     fn forget_gate(&self) -> Option<usize> {
         None
@@ -426,7 +462,8 @@ mod tests {
         for &k in CellKind::ALL {
             let c = k.cell();
             let (i, h) = (5, 7);
-            let p = c.params(i, h);
+            let w = Width::plain(h);
+            let p = c.params(i, w);
             let wih: Vec<_> = p.iter().filter(|t| t.role == Role::InputWeight).collect();
             let bih: Vec<_> = p.iter().filter(|t| t.role == Role::InputBias).collect();
             assert_eq!(wih.len(), 1, "{k}");
@@ -434,11 +471,19 @@ mod tests {
             assert!(!c.module().is_empty(), "{k}");
             assert_eq!(bih.len(), 1, "{k}");
             assert_eq!(bih[0].shape, vec![c.gates() * h], "{k}");
-            let s = c.states(h);
+            let s = c.states(w);
             assert!(!s.is_empty() && s.len() <= MAX_STATES, "{k}");
             assert_eq!(s[0].width, h, "{k}: state 0 is the output h");
             assert!(s.iter().all(|s| s.history >= 1), "{k}");
-            assert!(c.saved(h).len() <= MAX_SAVED, "{k}");
+            assert!(c.saved(w).len() <= MAX_SAVED, "{k}");
+            if c.projects() {
+                let pw = Width {
+                    hidden: h,
+                    proj: Some(3),
+                };
+                assert_eq!(c.states(pw)[0].width, 3, "{k}: h is P wide");
+                assert!(c.saved(pw).len() <= MAX_SAVED, "{k}");
+            }
             let mut names: Vec<_> = p.iter().map(|t| t.name).collect();
             names.sort_unstable();
             names.dedup();

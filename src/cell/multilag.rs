@@ -29,7 +29,7 @@
 
 use super::{
     add_col_sums, gate_params, recurrent_product, step_flags, Backward, Cell, Dims, Forward, Mat,
-    MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr,
+    MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// The multi-lag gated unit of `lags` past states.
@@ -80,7 +80,8 @@ impl Cell for MultiLag {
         3
     }
 
-    fn states(&self, hidden: usize) -> Vec<StateDecl> {
+    fn states(&self, w: Width) -> Vec<StateDecl> {
+        let hidden = w.hidden;
         vec![
             StateDecl {
                 name: "h",
@@ -99,25 +100,29 @@ impl Cell for MultiLag {
         ]
     }
 
-    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
+    fn params(&self, input: usize, w: Width) -> Vec<ParamDecl> {
+        let hidden = w.hidden;
         let mut p = gate_params(3, input, hidden);
         p[W_HH].shape = vec![3 * hidden, self.lags * hidden];
         p
     }
 
-    fn saved(&self, hidden: usize) -> Vec<SavedDecl> {
+    fn saved(&self, w: Width) -> Vec<SavedDecl> {
+        let hidden = w.hidden;
         vec![SavedDecl {
             name: "hn",
             width: hidden,
         }]
     }
 
-    fn forward_scratch(&self, batch: usize, hidden: usize) -> usize {
+    fn forward_scratch(&self, batch: usize, w: Width) -> usize {
+        let hidden = w.hidden;
         // The step's recurrent product [B, 3H] and S [B, M·H].
         (3 + self.lags) * batch * hidden
     }
 
-    fn backward_scratch(&self, batch: usize, hidden: usize) -> usize {
+    fn backward_scratch(&self, batch: usize, w: Width) -> usize {
+        let hidden = w.hidden;
         // dL/d(S W_hhᵀ) [B, 3H], dL/dS [B, M·H], the z path to h_{t−1} [B, H].
         (4 + self.lags) * batch * hidden
     }
@@ -281,9 +286,9 @@ mod tests {
     #[test]
     fn lags_are_declared() {
         let c = MultiLag { lags: 3 };
-        let p = c.params(4, 5);
+        let p = c.params(4, crate::cell::Width::plain(5));
         assert_eq!(p[W_HH].shape, vec![15, 15]);
-        let s = c.states(5);
+        let s = c.states(crate::cell::Width::plain(5));
         assert_eq!((s[H].history, s[AGE].width), (3, 1));
     }
 }

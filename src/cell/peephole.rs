@@ -22,7 +22,7 @@ use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
     add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
     zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, Role, StateDecl, Tr,
+    RecurrentGrads, Role, StateDecl, Tr, Width,
 };
 
 /// The peephole LSTM cell.
@@ -49,7 +49,8 @@ impl Cell for Peephole {
         4
     }
 
-    fn states(&self, hidden: usize) -> Vec<StateDecl> {
+    fn states(&self, w: Width) -> Vec<StateDecl> {
+        let hidden = w.hidden;
         vec![
             StateDecl {
                 name: "h",
@@ -68,7 +69,8 @@ impl Cell for Peephole {
         ]
     }
 
-    fn params(&self, input: usize, hidden: usize) -> Vec<ParamDecl> {
+    fn params(&self, input: usize, w: Width) -> Vec<ParamDecl> {
+        let hidden = w.hidden;
         let mut p = gate_params(4, input, hidden);
         for name in ["weight_ci", "weight_cf", "weight_co"] {
             p.push(ParamDecl {
@@ -81,7 +83,8 @@ impl Cell for Peephole {
         p
     }
 
-    fn backward_scratch(&self, _batch: usize, hidden: usize) -> usize {
+    fn backward_scratch(&self, _batch: usize, w: Width) -> usize {
+        let hidden = w.hidden;
         hidden
     }
 

@@ -105,6 +105,10 @@ pub struct ModelFlags {
     /// Initial forget-gate bias (PyTorch: 0; Gers et al.: 1.0) [0].
     #[arg(long, allow_negative_numbers = true)]
     pub forget_bias: Option<f32>,
+    /// Output projection width P of every LSTM layer (PyTorch's proj_size, 1 ≤ P < H):
+    /// h is P wide, and the next layer and the head read P [none].
+    #[arg(long)]
+    pub proj: Option<usize>,
     /// Batch rows B [32].
     #[arg(long)]
     pub batch: Option<usize>,

@@ -48,6 +48,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("model.layers", "--layers"),
     ("model.outputs", "--outputs"),
     ("model.forget_bias", "--forget-bias"),
+    ("model.proj", "--proj"),
     ("train.batch", "--batch"),
     ("train.window", "--window"),
     ("train.grain", "--grain"),

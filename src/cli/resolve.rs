@@ -31,6 +31,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "hidden",
     "layers",
     "forget-bias",
+    "proj",
     "batch",
     "window",
     "advance",
@@ -331,6 +332,7 @@ pub fn model_and_window(
         head,
         outputs,
         forget_bias: get!(forget_bias),
+        proj: get!(proj),
     };
     model.validate()?;
     // A set's default window is exact BPTT: its longest sequence's inputs.
@@ -544,6 +546,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             hidden: Some(model.hidden),
             layers: Some(model.layers),
             forget_bias: model.forget_bias,
+            proj: model.proj,
             batch: Some(train.batch),
             window: Some(train.window),
             advance: train.advance,

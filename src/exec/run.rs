@@ -114,6 +114,7 @@ impl<'a> Ctx<'a> {
             batch: self.sz.batch,
             hidden: self.sz.hidden,
             steps: self.sz.seg_len(seg as usize),
+            proj: self.sz.proj,
         }
     }
 
@@ -177,17 +178,21 @@ impl<'a> Ctx<'a> {
                 carry,
             } => {
                 let read = ar.bufs::<MAX_STATES>(states);
+                let (d, reset) = (self.dims(seg), self.reset_of(seg));
+                let lay: &'a ParamLayout = self.lay;
+                let ranges = &lay.layer(layer as usize).ranges;
                 let io = Backward {
                     gates: ar.buf(gates),
                     states: read.map(|s| &*s),
                     saved: ar.bufs::<MAX_SAVED>(saved),
                     dh: ar.buf(dh),
                     carry: ar.buf(carry),
-                    reset: self.reset_of(seg),
+                    reset,
                     first_segment: seg == 0,
+                    grads: ParamsMut::new(self.g, ranges),
                 };
-                let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
-                self.cell.backward(self.dims(seg), &w, io, &Blas);
+                let w = Params::new(self.p, ranges);
+                self.cell.backward(d, &w, io, &Blas);
             }
             Op::WeightGrad {
                 layer,
@@ -330,7 +335,7 @@ impl<'a> Ctx<'a> {
     /// The head of a segment, forward only: outputs (the window's last step's kept),
     /// loss, and the counted positions whose arg-max is the target.
     fn head_eval(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId) {
-        let (hd, k, b) = (self.sz.hidden, self.sz.outputs, self.sz.batch);
+        let (hd, k, b) = (self.sz.out, self.sz.outputs, self.sz.batch);
         let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
         let pos = self.positions(seg);
         let h = &ar.buf(h)[self.sz.state_block(0)..];
@@ -364,7 +369,7 @@ impl<'a> Ctx<'a> {
 
     /// The head of a segment and its backward: outputs, loss, dL/dfc, dL/dh.
     fn head(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId, dh: BufId) {
-        let (hd, k) = (self.sz.hidden, self.sz.outputs);
+        let (hd, k) = (self.sz.out, self.sz.outputs);
         let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
         let pos = self.positions(seg);
         let dh = ar.buf(dh);

@@ -19,20 +19,29 @@ pub enum CostClass {
 /// not counted, so GFLOP/s figures compare directly with a raw sgemm.
 pub fn flops(op: &Op, sz: &Sizes) -> u64 {
     let b = sz.batch as u64;
-    let (h, k, gw) = (sz.hidden as u64, sz.outputs as u64, sz.gate_width as u64);
+    // The head reads each layer's output: P wide if projected, else H.
+    let (h, k, gw) = (sz.out as u64, sz.outputs as u64, sz.gate_width as u64);
     // The recurrent matrix's width: H, or M·H for a cell of M lags.
     let r = sz.recurrent_width as u64;
     let input = |l: u32| sz.input_width(l as usize) as u64;
     let rows = |s: u32| sz.seg_rows(s as usize) as u64;
+    // A projected layer's h = m W_hrᵀ, its dL/dm and dW_hr: one [·, P]×[P, H] product
+    // each per step.
+    let proj = |s: u32| {
+        sz.proj
+            .map_or(0, |p| 2 * rows(s) * p as u64 * sz.hidden as u64)
+    };
     match *op {
         Op::InputProj { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
-        Op::CellForward { seg, .. } => 2 * rows(seg) * gw * r,
+        Op::CellForward { seg, .. } => 2 * rows(seg) * gw * r + proj(seg),
         // dL/dh_{t-1} is not computed for the window's first step.
-        Op::CellBackward { seg, .. } => 2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * r,
+        Op::CellBackward { seg, .. } => {
+            2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * r + proj(seg)
+        }
         // outputs, dW_fc, dh
         Op::Head { seg, .. } => 3 * 2 * rows(seg) * k * h,
         Op::HeadEval { seg, .. } => 2 * rows(seg) * k * h,
-        Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + r),
+        Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + r) + proj(seg),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }
         | Op::LoadState { .. }

@@ -183,7 +183,7 @@ pub struct WeightsMeta {
 }
 
 /// The keys of the flat model description, in the order they are compared.
-const MODEL_KEYS: [&str; 10] = [
+const MODEL_KEYS: [&str; 11] = [
     "cell",
     "input",
     "vocab",
@@ -194,6 +194,7 @@ const MODEL_KEYS: [&str; 10] = [
     "head",
     "outputs",
     "forget_bias",
+    "proj",
 ];
 
 /// `model` as flat metadata keys (those of [`MODEL_KEYS`] that apply).
@@ -219,6 +220,9 @@ fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
     if let Some(b) = model.forget_bias {
         keys.push(("forget_bias", b.to_string()));
     }
+    if let Some(p) = model.proj {
+        keys.push(("proj", p.to_string()));
+    }
     keys
 }
 
@@ -233,7 +237,7 @@ fn family_name(k: CellKind) -> String {
 /// The names of the tensors a cell declares for layer 0 (`lstm.weight_ih_l0`, …).
 fn layer0_tensors(k: CellKind) -> Vec<String> {
     let c = k.cell();
-    (c.params(1, 1).iter())
+    (c.params(1, crate::cell::Width::plain(1)).iter())
         .map(|d| format!("{}.{}_l0", c.module(), d.name))
         .collect()
 }
@@ -285,6 +289,10 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
                 .map_err(|_| format!("key `forget_bias` is {v:?}; expected a number"))?,
         ),
     };
+    let proj = match map.get("proj") {
+        None => None,
+        Some(_) => Some(count("proj")?),
+    };
     Ok(ModelSpec {
         input,
         cell,
@@ -293,6 +301,7 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
         head,
         outputs: count("outputs")?,
         forget_bias,
+        proj,
     })
 }
 
@@ -448,12 +457,26 @@ pub fn model_of(
             f = found.cell
         )));
     }
+    if found.proj != want.proj {
+        let hr = format!("{km}.weight_hr_l0");
+        return Err(err(match (want.proj, found.proj) {
+            (Some(p), None) => format!("metadata says proj {p}, but there is no tensor `{hr}`"),
+            (None, Some(_)) => {
+                format!("metadata says no projection, but there is a tensor `{hr}`")
+            }
+            (Some(p), Some(q)) => format!(
+                "metadata says proj {p}, but `{hr}` has shape [{q}, {}]",
+                found.hidden
+            ),
+            (None, None) => unreachable!("they differ"),
+        }));
+    }
     if found.hidden != want.hidden {
         return Err(err(format!(
             "metadata says hidden {}, but `{km}.weight_hh_l0` has shape [{}, {}]",
             want.hidden,
             found.gate_width(),
-            found.hidden
+            found.recurrent_cols()
         )));
     }
     if found.layers != want.layers {
@@ -493,7 +516,9 @@ pub fn model_of(
     if found.outputs != want.outputs {
         return Err(err(format!(
             "metadata says outputs {}, but `fc.weight` has shape [{}, {}]",
-            want.outputs, found.outputs, found.hidden
+            want.outputs,
+            found.outputs,
+            found.layer_out()
         )));
     }
     Ok((want.clone(), Some(meta)))
@@ -620,6 +645,28 @@ pub fn infer_model(
     let module = kind.cell().module();
     let hh = format!("{module}.weight_hh_l0");
     let [rows, cols] = two_d(&hh)?;
+    // An output projection: `weight_hr` [P, H] beside `weight_hh` [G·H, P].
+    let hr = format!("{module}.weight_hr_l0");
+    let proj = match shape(&hr) {
+        None => None,
+        Some(_) if !kind.cell().projects() => {
+            return Err(err(format!(
+                "holds `{hr}`, an output projection, which a {} layer does not have (PyTorch's \
+                 proj_size is an LSTM option)",
+                family_name(kind)
+            )))
+        }
+        Some(_) => {
+            let [p, h] = two_d(&hr)?;
+            if rows != gates * h || cols != p || p == 0 || p >= h {
+                return Err(err(format!(
+                    "`{hr}` has shape [{p}, {h}] beside `{hh}` [{rows}, {cols}]; a projected \
+                     layer of hidden width H has [P, H] and [{gates}H, P], 1 ≤ P < H"
+                )));
+            }
+            Some(p)
+        }
+    };
     let (kind, hidden) = match kind {
         // [3H, M·H]: H from the gates, M from the width.
         CellKind::MultiLag(_) => {
@@ -647,6 +694,7 @@ pub fn infer_model(
             }
             (found, hidden)
         }
+        kind if proj.is_some() => (kind, rows / gates),
         kind => {
             if rows != gates * cols {
                 return Err(err(format!(
@@ -672,13 +720,21 @@ pub fn infer_model(
         }
     };
     let [outputs, fc_in] = two_d("fc.weight")?;
-    if fc_in != hidden {
+    let out = proj.unwrap_or(hidden);
+    if fc_in != out {
+        let what = match proj {
+            Some(p) => format!("their projection width is {p}"),
+            None => format!("hidden width is {hidden}"),
+        };
         return Err(err(format!(
-            "`fc.weight` has shape [{outputs}, {fc_in}]; the layers' hidden width is {hidden}"
+            "`fc.weight` has shape [{outputs}, {fc_in}]; the layers' {what}"
         )));
     }
-    ModelSpec::new(input, kind, hidden, layers.max(1), head, outputs)
-        .map_err(|e| err(e.to_string()))
+    let mut model = ModelSpec::new(input, kind, hidden, layers.max(1), head, outputs)
+        .map_err(|e| err(e.to_string()))?;
+    model.proj = proj;
+    model.validate().map_err(|e| err(e.to_string()))?;
+    Ok(model)
 }
 
 /// Loads every tensor of `layout` from `bytes` into `params`, checking names, dtypes

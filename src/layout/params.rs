@@ -112,7 +112,7 @@ impl ParamLayout {
         };
         let mut layers = Vec::with_capacity(spec.layers);
         for l in 0..spec.layers {
-            let decls = cell.params(spec.input_width(l), h);
+            let decls = cell.params(spec.input_width(l), spec.width());
             let mut lt = LayerTensors {
                 first: usize::MAX,
                 ranges: Vec::with_capacity(decls.len()),
@@ -134,8 +134,14 @@ impl ParamLayout {
             }
             layers.push(lt);
         }
-        let fc = push("fc.weight".into(), vec![spec.outputs, h], uniform);
-        push("fc.bias".into(), vec![spec.outputs], uniform);
+        // The head reads the top layer's output (P wide if projected), and is
+        // initialised as `nn.Linear` of that input width is.
+        let out = spec.layer_out();
+        let fc_init = TensorInit::Uniform {
+            bound: 1.0 / (out as f32).sqrt(),
+        };
+        let fc = push("fc.weight".into(), vec![spec.outputs, out], fc_init);
+        push("fc.bias".into(), vec![spec.outputs], fc_init);
         let mut layout = ParamLayout {
             tensors,
             total: offset,

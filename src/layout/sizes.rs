@@ -22,10 +22,15 @@ pub struct Sizes {
     pub layers: usize,
     /// Hidden width H.
     pub hidden: usize,
+    /// The output projection's width P, if any (PyTorch's `proj_size`).
+    pub proj: Option<usize>,
+    /// Width of a layer's output (state 0, what the next layer and the head read): P
+    /// if projected, else H.
+    pub out: usize,
     /// Gate columns of a layer, `gates · H`.
     pub gate_width: usize,
-    /// Columns of the recurrent matrix `weight_hh`: H, or M·H for a cell reading M past
-    /// states (what the recurrent products cost).
+    /// Columns of the recurrent matrix `weight_hh`: H, P when projected, or M·H for a
+    /// cell reading M past states (what the recurrent products cost).
     pub recurrent_width: usize,
     /// Embedding width E of a token input (the width of its gathered rows).
     pub embed: Option<usize>,
@@ -43,6 +48,7 @@ pub struct Sizes {
     pub forward_scratch: usize,
     /// Scratch of one backward call of the cell.
     pub backward_scratch: usize,
+
     /// Optimiser moments per parameter (Adam 2, SGD 1).
     pub moments: usize,
 }
@@ -51,7 +57,7 @@ impl Sizes {
     /// The sizes of `model` under `train` (both validated).
     pub fn new(model: &ModelSpec, train: &TrainSpec) -> Self {
         let cell = model.cell.cell();
-        let (b, h) = (train.batch, model.hidden);
+        let (b, h, w) = (train.batch, model.hidden, model.width());
         let (embed, features) = match model.input {
             Input::Tokens { embed, .. } => (Some(embed), None),
             Input::Features { width } => (None, Some(width)),
@@ -63,8 +69,10 @@ impl Sizes {
             segments: train.segments(),
             layers: model.layers,
             hidden: h,
+            proj: model.proj,
+            out: w.out(),
             gate_width: model.gate_width(),
-            recurrent_width: (cell.params(h, h).iter())
+            recurrent_width: (cell.params(h, w).iter())
                 .find(|p| p.name == "weight_hh")
                 .and_then(|p| p.shape.get(1).copied())
                 .unwrap_or(h),
@@ -72,10 +80,11 @@ impl Sizes {
             features,
             outputs: model.outputs,
             head: model.head,
-            states: cell.states(h),
-            saved: cell.saved(h),
-            forward_scratch: cell.forward_scratch(b, h),
-            backward_scratch: cell.backward_scratch(b, h),
+            states: cell.states(w),
+            saved: cell.saved(w),
+            forward_scratch: cell.forward_scratch(b, w),
+            backward_scratch: cell.backward_scratch(b, w),
+
             moments: match train.optim.kind {
                 OptimKind::Adam => 2,
                 OptimKind::Sgd => 1,
@@ -93,10 +102,10 @@ impl Sizes {
         self.seg_len(s) * self.batch
     }
 
-    /// Input width of layer `l`: E or N for layer 0, H above.
+    /// Input width of layer `l`: E or N for layer 0, the layer below's output above.
     pub fn input_width(&self, l: usize) -> usize {
         if l > 0 {
-            self.hidden
+            self.out
         } else {
             self.embed.or(self.features).unwrap_or(0)
         }
@@ -145,9 +154,9 @@ impl Sizes {
         self.seg_rows(s) * self.embed.unwrap_or(0)
     }
 
-    /// dL/dh of a segment's layer outputs, [steps·B, H].
+    /// dL/dh of a segment's layer outputs, [steps·B, out].
     pub fn delta_elems(&self, s: usize) -> usize {
-        self.seg_rows(s) * self.hidden
+        self.seg_rows(s) * self.out
     }
 
     /// The head's workspace of a segment (logits or predictions), [steps·B, K].

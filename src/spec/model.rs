@@ -99,6 +99,11 @@ pub struct ModelSpec {
     /// Gers et al.'s advice for long dependencies. It is placed in `bias_ih`, with
     /// `bias_hh`'s forget part zero.
     pub forget_bias: Option<f32>,
+    /// The width P of an output projection (PyTorch's `proj_size`, LSTM only): each
+    /// layer's h is `weight_hr` [P, H] times what it would be, so the next layer and the
+    /// head read P. `None`: no projection. 1 ≤ P < H.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj: Option<usize>,
 }
 
 impl ModelSpec {
@@ -142,6 +147,7 @@ impl ModelSpec {
             head,
             outputs,
             forget_bias: None,
+            proj: None,
         };
         spec.validate()?;
         Ok(spec)
@@ -165,6 +171,28 @@ impl ModelSpec {
         check_range("model.layers", self.layers, 1, 64)?;
         let least = if self.head.is_softmax() { 2 } else { 1 };
         check_range("model.outputs", self.outputs, least, MAX_DIM)?;
+        if let Some(p) = self.proj {
+            if !self.cell.cell().projects() {
+                return Err(Error::spec(
+                    "model.proj",
+                    format!(
+                        "the {} cell has no output projection (PyTorch's proj_size is an \
+                         LSTM option)",
+                        self.cell
+                    ),
+                ));
+            }
+            if p == 0 || p >= self.hidden {
+                return Err(Error::spec(
+                    "model.proj",
+                    format!(
+                        "must be at least 1 and below the hidden width {} (PyTorch's \
+                         proj_size < hidden_size), got {p}",
+                        self.hidden
+                    ),
+                ));
+            }
+        }
         if let Some(b) = self.forget_bias {
             if self.cell.cell().forget_gate().is_none() {
                 return Err(Error::spec(
@@ -184,12 +212,36 @@ impl ModelSpec {
         self.cell.cell().gates() * self.hidden
     }
 
-    /// Input width of layer `l`: E or N for layer 0, H above.
+    /// Columns of layer 0's `weight_hh`: what the recurrent product reads (P if
+    /// projected, M·H for M lags, else H).
+    pub fn recurrent_cols(&self) -> usize {
+        let w = self.width();
+        (self.cell.cell().params(1, w).iter())
+            .find(|p| p.name == "weight_hh")
+            .and_then(|p| p.shape.get(1).copied())
+            .unwrap_or(self.hidden)
+    }
+
+    /// A layer's widths: H and the projection P, if any.
+    pub fn width(&self) -> crate::cell::Width {
+        crate::cell::Width {
+            hidden: self.hidden,
+            proj: self.proj,
+        }
+    }
+
+    /// The width of a layer's output, what the next layer and the head read: P if
+    /// projected, else H.
+    pub fn layer_out(&self) -> usize {
+        self.width().out()
+    }
+
+    /// Input width of layer `l`: E or N for layer 0, the layer below's output above.
     pub fn input_width(&self, l: usize) -> usize {
         if l == 0 {
             self.input.width()
         } else {
-            self.hidden
+            self.layer_out()
         }
     }
 
@@ -200,7 +252,11 @@ impl ModelSpec {
             Input::Tokens { vocab, embed } => format!("V{vocab} E{embed}"),
             Input::Features { width } => format!("N{width}"),
         };
-        let body = format!("{} {input} H{} L{}", self.cell, self.hidden, self.layers);
+        let proj = self.proj.map_or(String::new(), |p| format!(" P{p}"));
+        let body = format!(
+            "{} {input} H{}{proj} L{}",
+            self.cell, self.hidden, self.layers
+        );
         match (self.head, self.input) {
             (HeadKind::Lm, Input::Tokens { vocab, .. }) if vocab == self.outputs => body,
             (HeadKind::Lm, _) => format!("{body} → lm over {}", self.outputs),

@@ -45,7 +45,7 @@ fn evaluation_matches_the_reference_and_the_training_forward() {
         // The last step's outputs: fc applied to the top layer's final h.
         let (h, k, b) = (shape.hidden, shape.outputs(), shape.batch);
         // The top layer's newest h: its carried block is the last of state 0's.
-        let decls = m.cell.cell().states(h);
+        let decls = m.cell.cell().states(m.width());
         let per_layer: usize = decls.iter().map(|s| s.history * b * s.width).sum();
         let newest = (decls[0].history - 1) * b * h;
         let top = &ev.executor().state()[(shape.layers - 1) * per_layer + newest..][..b * h];

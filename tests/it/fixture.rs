@@ -101,12 +101,14 @@ impl Fixture {
     pub fn state(&self, h: &str, c: Option<&str>, layers: usize) -> Vec<f64> {
         let h = self.floats(h);
         let c = c.map(|c| self.floats(c));
+        // h and c may differ in width (a projected LSTM's h is P wide).
         let per = h.len() / layers;
         let mut out = Vec::with_capacity(h.len() * 2);
         for l in 0..layers {
             out.extend_from_slice(&h[l * per..(l + 1) * per]);
             if let Some(c) = c {
-                out.extend_from_slice(&c[l * per..(l + 1) * per]);
+                let pc = c.len() / layers;
+                out.extend_from_slice(&c[l * pc..(l + 1) * pc]);
             }
         }
         out

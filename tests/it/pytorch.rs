@@ -23,7 +23,13 @@ fn close(what: &str, got: &[f32], want: &[f64]) {
 fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
     let fx = Fixture::load(file);
     let h0 = &fx.tensor("h0").shape;
-    let (layers, batch, hidden) = (h0[0], h0[1], h0[2]);
+    let (layers, batch, out) = (h0[0], h0[1], h0[2]);
+    // A projected LSTM: h0 is [L, B, P], c0 [L, B, H].
+    let proj = fx.get("lstm.weight_hr_l0").map(|_| out);
+    let hidden = match proj {
+        Some(_) => fx.tensor("c0").shape[2],
+        None => out,
+    };
     let input = fx.tensor("input");
     let window = input.shape[0];
     let (model_input, x_tokens, x_features) = match &input.data {
@@ -51,7 +57,9 @@ fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
         }
     };
     let outputs = fx.tensor("fc.weight").shape[0];
-    let m = ModelSpec::new(model_input, cell, hidden, layers, head, outputs).unwrap();
+    let mut m = ModelSpec::new(model_input, cell, hidden, layers, head, outputs).unwrap();
+    m.proj = proj;
+    m.validate().unwrap();
     let mut tr = TrainSpec::new(batch, window).unwrap();
     tr.grain = grain;
     let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
@@ -65,7 +73,9 @@ fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
     }
     // PyTorch's state is [L, B, H] per state tensor; recur's carried state is, per
     // layer, each state [B, H] in the cell's order (h, c for the LSTM).
-    let names: Vec<&str> = cell.cell().states(hidden).iter().map(|s| s.name).collect();
+    let names: Vec<&str> = (cell.cell().states(m.width()).iter())
+        .map(|s| s.name)
+        .collect();
     assert!(
         names == ["h"] || names == ["h", "c"],
         "{file}: fixtures hold h0 (and c0)"
@@ -166,6 +176,13 @@ fn lstm_classifier_over_tokens() {
         CellKind::Lstm,
         HeadKind::Classify,
     );
+}
+
+/// The projected LSTM (LSTMP) against `nn.LSTM(proj_size=P)`, two layers, with a mask:
+/// `weight_hr`, h P wide between layers and into the head.
+#[test]
+fn projected_lstm_language_model() {
+    all_grains("torch_lstmp_lm.safetensors", CellKind::Lstm, HeadKind::Lm);
 }
 
 /// The peephole LSTM against the PyTorch module docs/cells.md gives for it (the fixture

@@ -84,8 +84,7 @@ impl Cell for Peephole {
     }
 
     fn backward_scratch(&self, _batch: usize, w: Width) -> usize {
-        let hidden = w.hidden;
-        hidden
+        w.hidden
     }
 
     fn forget_gate(&self) -> Option<usize> {

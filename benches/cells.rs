@@ -1,5 +1,6 @@
-//! One training step of every cell, on tokens and on f32 features, keep-all and sqrt,
-//! at B=32 H=256 T=1000 (E = N = 64; the feature model regresses the next row, K = 64).
+//! One training step of every cell and layer option (the projected LSTM, P = H/2), on
+//! tokens and on f32 features, keep-all and sqrt, at B=32 H=256 T=1000 (E = N = 64; the
+//! feature model regresses the next row, K = 64).
 //! Criterion times each case; a summary at the end gives medians of interleaved steps
 //! measured in one run, tokens/s, GEMM GFLOP/s, the arena, and each cell's step time
 //! against the LSTM of the same input and policy.
@@ -19,9 +20,41 @@ const H: usize = 256;
 const T: usize = 1000;
 const WIDTH: usize = 64;
 
+/// A cell with its layer options.
+#[derive(Clone, Copy, PartialEq)]
+struct Variant {
+    cell: CellKind,
+    proj: Option<usize>,
+}
+
+impl Variant {
+    fn all() -> Vec<Variant> {
+        let mut v: Vec<Variant> = (CellKind::ALL.iter())
+            .map(|&cell| Variant { cell, proj: None })
+            .collect();
+        v.push(Variant {
+            cell: CellKind::Lstm,
+            proj: Some(H / 2),
+        });
+        v
+    }
+
+    fn name(&self) -> String {
+        match self.proj {
+            Some(p) => format!("{}-proj{p}", self.cell),
+            None => self.cell.to_string(),
+        }
+    }
+
+    const LSTM: Variant = Variant {
+        cell: CellKind::Lstm,
+        proj: None,
+    };
+}
+
 struct Case {
     name: String,
-    cell: CellKind,
+    variant: Variant,
     features: bool,
     policy: Policy,
     arena: u64,
@@ -47,14 +80,17 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
     let mut out = Vec::new();
     for features in [false, true] {
         for policy in [Policy::None, Policy::Sqrt] {
-            for &cell in CellKind::ALL {
-                let model = if features {
+            for variant in Variant::all() {
+                let cell = variant.cell;
+                let mut model = if features {
                     let input = Input::Features { width: WIDTH };
                     ModelSpec::new(input, cell, H, 1, HeadKind::Regress, WIDTH)
                 } else {
                     ModelSpec::language_model(cell, 256, WIDTH, H, 1)
                 }
                 .expect("model");
+                model.proj = variant.proj;
+                model.validate().expect("variant");
                 let train = TrainSpec {
                     policy,
                     ..TrainSpec::new(B, T).expect("window")
@@ -62,7 +98,8 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                 let program = compile(&model, &train).expect("plan");
                 let (arena, flops) = (program.arena_bytes, program.flops);
                 let name = format!(
-                    "{cell}_{}_{}",
+                    "{}_{}_{}",
+                    variant.name(),
                     if features { "features" } else { "tokens" },
                     program.policy.to_string().replace(' ', "")
                 );
@@ -71,7 +108,7 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                 let trainer = Trainer::new(program).expect("memory");
                 out.push(Case {
                     name,
-                    cell,
+                    variant,
                     features,
                     policy,
                     arena,
@@ -130,7 +167,7 @@ fn bench(cr: &mut Criterion) {
     for (c, m) in cases.iter().zip(&meds) {
         let lstm = (cases.iter().zip(&meds))
             .find(|(o, _)| {
-                o.cell == CellKind::Lstm && o.features == c.features && o.policy == c.policy
+                o.variant == Variant::LSTM && o.features == c.features && o.policy == c.policy
             })
             .map_or(f64::NAN, |(_, &t)| t);
         println!(

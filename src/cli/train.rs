@@ -608,14 +608,16 @@ pub(super) fn check_data(
 pub(super) fn warm_blas(model: &crate::ModelSpec, train: &crate::TrainSpec) {
     use crate::exec::gemm::{warm_up, Tr};
     let rows = train.grain.min(train.window) * train.batch;
-    let (gw, h, k, b) = (model.gate_width(), model.hidden, model.outputs, train.batch);
+    let (gw, k, b) = (model.gate_width(), model.outputs, train.batch);
+    // The recurrent product's width (H, P or M·H) and the layers' output width.
+    let (r, h) = (model.recurrent_cols(), model.layer_out());
     let i = model.input.width().max(h);
     warm_up(&[
         (rows, gw, i, Tr::N, Tr::T),
         (gw, i, rows, Tr::T, Tr::N),
         (rows, i, gw, Tr::N, Tr::N),
-        (b, gw, h, Tr::N, Tr::T),
-        (b, h, gw, Tr::N, Tr::N),
+        (b, gw, r, Tr::N, Tr::T),
+        (b, r, gw, Tr::N, Tr::N),
         (rows, k, h, Tr::N, Tr::T),
         (k, h, rows, Tr::T, Tr::N),
         (rows, h, k, Tr::N, Tr::N),

@@ -33,6 +33,8 @@ pub struct Shape {
     pub grain: usize,
     pub masks: bool,
     pub resets: bool,
+    /// An LSTM's output projection P.
+    pub proj: Option<usize>,
 }
 
 impl Shape {
@@ -48,6 +50,7 @@ impl Shape {
             grain: 3,
             masks: false,
             resets: false,
+            proj: None,
         }
     }
 
@@ -85,7 +88,7 @@ impl Shape {
                 embed: 3,
             },
         };
-        ModelSpec::new(
+        let mut m = ModelSpec::new(
             input,
             self.cell,
             self.hidden,
@@ -93,7 +96,10 @@ impl Shape {
             self.head,
             self.outputs(),
         )
-        .expect("valid model")
+        .expect("valid model");
+        m.proj = self.proj;
+        m.validate().expect("valid projection");
+        m
     }
 
     pub fn train(&self) -> TrainSpec {
@@ -214,6 +220,7 @@ pub fn ref_model(s: &Shape) -> RefModel {
             HeadKind::Classify => RefHead::Classify,
         },
         features: s.features,
+        proj: s.proj,
     }
 }
 

@@ -308,3 +308,136 @@ fn a_multilag_run_keeps_its_lags() {
         );
     }
 }
+
+/// Tensor names and shapes.
+type Named = Vec<(String, Vec<usize>)>;
+
+/// Writes `tensors` (name, shape; values 0.01) as a safetensors file without metadata.
+fn save_tensors(path: &std::path::Path, tensors: &Named) {
+    let bytes: Vec<Vec<u8>> = (tensors.iter())
+        .map(|(_, s)| {
+            let n: usize = s.iter().product();
+            (0..n).flat_map(|_| 0.01f32.to_le_bytes()).collect()
+        })
+        .collect();
+    let views = tensors.iter().zip(&bytes).map(|((n, s), b)| {
+        let v = safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, s.clone(), b);
+        (n.as_str(), v.unwrap())
+    });
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// The tensors of `s`'s model, by name and shape.
+fn tensors_of(s: &Shape) -> Named {
+    (ParamLayout::new(&s.model()).tensors.iter())
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect()
+}
+
+/// A projected LSTM's weights load by their shapes (P from `weight_hr`); a projection
+/// that is missing in a layer, that disagrees with `weight_hh`, or that sits on a cell
+/// without one is one line naming the tensor, a non-zero exit, nothing written.
+#[test]
+fn a_projection_that_disagrees_is_refused_by_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    s.proj = Some(3);
+    let good = tensors_of(&s);
+    save_tensors(&p.join("lstmp.safetensors"), &good);
+    let bytes = std::fs::read(p.join("lstmp.safetensors")).unwrap();
+    let m = st::infer_model(&p.join("lstmp.safetensors"), &bytes, None, HeadKind::Lm).unwrap();
+    assert_eq!((m.hidden, m.proj, m.layers), (s.hidden, Some(3), s.layers));
+    let edit = |name: &str, f: &dyn Fn(&mut Named)| {
+        let mut t = good.clone();
+        f(&mut t);
+        save_tensors(&p.join(name), &t);
+    };
+    edit("no-hr1.safetensors", &|t| {
+        t.retain(|(n, _)| n != "lstm.weight_hr_l1")
+    });
+    edit("wide-hr.safetensors", &|t| {
+        for (n, sh) in t.iter_mut() {
+            if n == "lstm.weight_hr_l0" {
+                *sh = vec![2, s.hidden];
+            }
+        }
+    });
+    let mut g = Shape::new(CellKind::Gru, None, HeadKind::Lm);
+    g.layers = 1;
+    let mut gru = tensors_of(&g);
+    gru.push(("gru.weight_hr_l0".into(), vec![3, g.hidden]));
+    save_tensors(&p.join("gru-hr.safetensors"), &gru);
+    write_batch(&p.join("b.safetensors"), &Window::new(s, 1));
+    for (weights, says) in [
+        ("no-hr1.safetensors", "`lstm.weight_hr_l1`"),
+        (
+            "wide-hr.safetensors",
+            "`lstm.weight_hr_l0` has shape [2, 5]",
+        ),
+        (
+            "gru-hr.safetensors",
+            "`gru.weight_hr_l0`, an output projection",
+        ),
+    ] {
+        let args = [
+            "grads",
+            "--weights",
+            weights,
+            "--batch",
+            "b.safetensors",
+            "--out",
+            "g.safetensors",
+        ];
+        let (code, _, err) = recur(&args, p);
+        assert_ne!(code, 0, "{weights}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{weights}: {err}"
+        );
+        assert!(!p.join("g.safetensors").exists());
+    }
+    let args = [
+        "grads",
+        "--weights",
+        "lstmp.safetensors",
+        "--batch",
+        "b.safetensors",
+        "--out",
+        "g.safetensors",
+    ];
+    let (code, _, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `--proj` on the command line: a projection as wide as H, or on a cell without one,
+/// is one line naming the flag.
+#[test]
+fn a_projection_flag_out_of_range_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for (extra, says) in [
+        (&["--proj", "6"][..], "below the hidden width 6"),
+        (&["--proj", "0"][..], "at least 1"),
+        (
+            &["--proj", "2", "--cell", "gru"][..],
+            "gru cell has no output projection",
+        ),
+        (&["--proj", "2", "--cell", "peephole"][..], "peephole cell"),
+    ] {
+        let mut args = vec!["plan", "--hidden", "6", "--vocab", "16"];
+        args.extend_from_slice(extra);
+        let (code, _, err) = recur(&args, p);
+        assert_ne!(code, 0, "{extra:?}: {err}");
+        assert!(
+            err.contains(says) && err.contains("--proj") && err.lines().count() == 1,
+            "{extra:?}: {err}"
+        );
+    }
+    let (code, out, err) = recur(
+        &["plan", "--hidden", "6", "--vocab", "16", "--proj", "2"],
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("P2"), "{out}");
+}

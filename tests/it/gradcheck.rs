@@ -110,3 +110,20 @@ fn lags_beyond_the_grain_and_the_window() {
         check(s);
     }
 }
+
+/// The projected LSTM (P = 3 of H = 5) under every input and head, with masks and
+/// resets: `weight_hr`, h P wide into the next layer and the head.
+#[test]
+fn projected_lstm_every_input_and_head() {
+    for features in [None, Some(3)] {
+        for head in [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify] {
+            let mut s = Shape::new(CellKind::Lstm, features, head);
+            (s.masks, s.resets, s.proj) = (true, true, Some(3));
+            check(s);
+        }
+    }
+    // P = 1, one layer, grain 1.
+    let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    (s.layers, s.grain, s.proj) = (1, 1, Some(1));
+    check(s);
+}

@@ -71,10 +71,11 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
             0usize..3,
             any::<bool>(),
             any::<bool>(),
+            0usize..8,
         ),
         (1usize..7, 1usize..4, 1usize..4, 1usize..40, 1usize..8),
     )
-        .prop_map(|((c, f, h, masks, resets), (hid, l, b, t, g))| {
+        .prop_map(|((c, f, h, masks, resets, p), (hid, l, b, t, g))| {
             let head = [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify][h];
             let features = [None, Some(1), Some(4)][f];
             // Every cell, and multi-lag units of 1 and 5 lags beside the 3 of `ALL`.
@@ -86,6 +87,10 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
             let mut s = Shape::new(cell, features, head);
             (s.hidden, s.layers, s.batch, s.window, s.grain) = (hid, l, b, t, g);
             (s.masks, s.resets) = (masks, resets);
+            // An LSTM is projected half the time, to any P below H.
+            if cell == CellKind::Lstm && hid > 1 && p % 2 == 1 {
+                s.proj = Some(1 + p / 2 % (hid - 1));
+            }
             s
         })
 }
@@ -112,6 +117,17 @@ fn one_step_window() {
 fn window_not_a_multiple_of_the_grain() {
     for mut s in Shape::all() {
         (s.window, s.grain) = (23, 4);
+        check_all(s);
+    }
+}
+
+/// The projected LSTM under every head, with masks and resets, a window that is not a
+/// multiple of the grain.
+#[test]
+fn projected_lstm() {
+    for head in [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify] {
+        let mut s = Shape::new(CellKind::Lstm, Some(2), head);
+        (s.window, s.grain, s.masks, s.resets, s.proj) = (23, 4, true, true, Some(2));
         check_all(s);
     }
 }

@@ -54,6 +54,10 @@ pub struct RefModel {
     pub head: RefHead,
     /// None: token input via `embedding.weight`; Some(n): f32 features of width n
     pub features: Option<usize>,
+    /// An LSTM's output projection P (`weight_hr_l{k}` [P, H], `weight_hh_l{k}`
+    /// [4H, P]): h = W_hr (o ⊙ tanh c) is P wide, and so are the next layer's input,
+    /// the head's and the state's h block.
+    pub proj: Option<usize>,
 }
 
 /// The input of one window, time-major.
@@ -104,11 +108,11 @@ impl RefCell {
         }
     }
 
-    /// State elements per layer: [h, c] or [h] blocks of [B, H]; a multi-lag ring and
-    /// its age.
-    fn state_len(self, nb: usize, hid: usize) -> usize {
+    /// State elements per layer: [h, c] or [h] blocks of [B, H] (h [B, P] when
+    /// projected); a multi-lag ring and its age.
+    fn state_len(self, nb: usize, hid: usize, out: usize) -> usize {
         match self {
-            RefCell::Lstm | RefCell::Peephole => 2 * nb * hid,
+            RefCell::Lstm | RefCell::Peephole => nb * out + nb * hid,
             RefCell::Gru => nb * hid,
             RefCell::MultiLag(m) => m * nb * hid + nb,
         }
@@ -176,29 +180,35 @@ struct Layer<'a> {
     b_hh: &'a [f64],
     /// Peepholes p_i, p_f, p_o [H] (a peephole LSTM only).
     peep: Option<[&'a [f64]; 3]>,
+    /// The output projection [P, H] (a projected LSTM only).
+    w_hr: Option<&'a [f64]>,
 }
 
 impl<'a> Layer<'a> {
     fn get(m: &RefModel, p: &'a HashMap<String, Vec<f64>>, l: usize, input: usize) -> Self {
         let (pre, gh) = (m.cell.prefix(), m.cell.gates() * m.hidden);
+        let out = m.proj.unwrap_or(m.hidden);
         Layer {
             w_ih: param(p, &format!("{pre}.weight_ih_l{l}"), gh * input),
             w_hh: param(
                 p,
                 &format!("{pre}.weight_hh_l{l}"),
-                gh * m.hidden * m.cell.lags(),
+                gh * out * m.cell.lags(),
             ),
             b_ih: param(p, &format!("{pre}.bias_ih_l{l}"), gh),
             b_hh: param(p, &format!("{pre}.bias_hh_l{l}"), gh),
             peep: (m.cell == RefCell::Peephole).then(|| {
                 ["ci", "cf", "co"].map(|k| param(p, &format!("{pre}.weight_{k}_l{l}"), m.hidden))
             }),
+            w_hr: m
+                .proj
+                .map(|pw| param(p, &format!("{pre}.weight_hr_l{l}"), pw * m.hidden)),
         }
     }
 
-    /// One LSTM step: (h, c) -> (h', c').
+    /// One LSTM step: (h, c) -> (h', c'); h' = W_hr (o ⊙ tanh c') when projected.
     fn lstm(&self, x: &[f64], h: &[f64], c: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let n = h.len();
+        let n = c.len();
         let gi = affine(self.w_ih, self.b_ih, x);
         let gh = affine(self.w_hh, self.b_hh, h);
         let gate = |k: usize| gi[k] + gh[k];
@@ -212,6 +222,10 @@ impl<'a> Layer<'a> {
             c2[j] = f * c[j] + i * g;
             let o = sigmoid(gate(3 * n + j) + peep(2, j) * c2[j]);
             h2[j] = o * c2[j].tanh();
+        }
+        if let Some(w_hr) = self.w_hr {
+            let zero = vec![0.0; w_hr.len() / n];
+            h2 = affine(w_hr, &zero, &h2);
         }
         (h2, c2)
     }
@@ -243,7 +257,9 @@ pub fn loss(
     state0: &[f64],
 ) -> (f64, Vec<f64>) {
     let (hid, nb) = (m.hidden, b.batch);
-    let per_layer = m.cell.state_len(nb, hid);
+    // Each layer's output width: P when projected.
+    let out = m.proj.unwrap_or(hid);
+    let per_layer = m.cell.state_len(nb, hid, out);
     // The first layer's input width: N, or the embedding width E.
     let w_ih0 = format!("{}.weight_ih_l0", m.cell.prefix());
     let in_width = get(p, &w_ih0).len() / (m.cell.gates() * hid);
@@ -272,7 +288,7 @@ pub fn loss(
         "reference: state0 length"
     );
     let layers: Vec<Layer> = (0..m.layers)
-        .map(|l| Layer::get(m, p, l, if l == 0 { in_width } else { hid }))
+        .map(|l| Layer::get(m, p, l, if l == 0 { in_width } else { out }))
         .collect();
     let flag = |v: &Option<Vec<u8>>, t: usize, r: usize| {
         v.as_ref().map(|v| {
@@ -307,8 +323,8 @@ pub fn loss(
             );
         }
     }
-    // Top layer's h at every (t, b): [T, B, H].
-    let mut top = vec![0.0; steps * nb * hid];
+    // Top layer's h at every (t, b): [T, B, out].
+    let mut top = vec![0.0; steps * nb * out];
     for t in 0..steps {
         for r in 0..nb {
             if flag(&b.reset, t, r) == Some(true) {
@@ -318,9 +334,12 @@ pub fn loss(
                 }
                 if !matches!(m.cell, RefCell::MultiLag(_)) {
                     for l in 0..m.layers {
-                        for k in 0..per_layer / (nb * hid) {
-                            let at = l * per_layer + (k * nb + r) * hid;
-                            st[at..at + hid].fill(0.0);
+                        // h [B, out], then c [B, H] for an LSTM.
+                        let h_at = l * per_layer + r * out;
+                        st[h_at..h_at + out].fill(0.0);
+                        if per_layer > nb * out {
+                            let c_at = l * per_layer + nb * out + r * hid;
+                            st[c_at..c_at + hid].fill(0.0);
                         }
                     }
                 }
@@ -351,11 +370,11 @@ pub fn loss(
                     x = h2;
                     continue;
                 }
-                let h_at = l * per_layer + r * hid;
-                let h = st[h_at..h_at + hid].to_vec();
+                let h_at = l * per_layer + r * out;
+                let h = st[h_at..h_at + out].to_vec();
                 let h2 = match m.cell {
                     RefCell::Lstm | RefCell::Peephole => {
-                        let c_at = h_at + nb * hid;
+                        let c_at = l * per_layer + nb * out + r * hid;
                         let (h2, c2) = layer.lstm(&x, &h, &st[c_at..c_at + hid]);
                         st[c_at..c_at + hid].copy_from_slice(&c2);
                         h2
@@ -363,18 +382,18 @@ pub fn loss(
                     RefCell::Gru => layer.gru(&x, &h, &h),
                     RefCell::MultiLag(_) => unreachable!("handled above"),
                 };
-                st[h_at..h_at + hid].copy_from_slice(&h2);
+                st[h_at..h_at + out].copy_from_slice(&h2);
                 x = h2;
             }
-            top[(t * nb + r) * hid..(t * nb + r + 1) * hid].copy_from_slice(&x);
+            top[(t * nb + r) * out..(t * nb + r + 1) * out].copy_from_slice(&x);
         }
     }
 
     let fc_b = get(p, "fc.bias");
     let k_out = fc_b.len();
-    let fc_w = param(p, "fc.weight", k_out * hid);
+    let fc_w = param(p, "fc.weight", k_out * out);
     let head =
-        |t: usize, r: usize| affine(fc_w, fc_b, &top[(t * nb + r) * hid..(t * nb + r + 1) * hid]);
+        |t: usize, r: usize| affine(fc_w, fc_b, &top[(t * nb + r) * out..(t * nb + r + 1) * out]);
     let counts = |t: usize, r: usize| flag(&b.mask, t, r).unwrap_or(true);
     let (mut total, mut n) = (0.0, 0usize);
     match (m.head, &b.target) {

@@ -25,7 +25,13 @@ impl Case {
         let h0 = fx.tensor("h0");
         assert_eq!(h0.shape.len(), 3, "{file}: h0 is [L, B, H]");
         assert_eq!(h0.shape[0], layers, "{file}: layers");
-        let (batch, hidden) = (h0.shape[1], h0.shape[2]);
+        let batch = h0.shape[1];
+        // A projected LSTM: h0 is [L, B, P], c0 [L, B, H].
+        let proj = fx.get("lstm.weight_hr_l0").map(|_| h0.shape[2]);
+        let hidden = match proj {
+            Some(_) => fx.tensor("c0").shape[2],
+            None => h0.shape[2],
+        };
         let input = fx.tensor("input");
         let (features, input) = match input.data {
             Data::Float(ref x) => (Some(input.shape[2]), RefInput::Features(x.clone())),
@@ -42,6 +48,7 @@ impl Case {
             hidden,
             head,
             features,
+            proj,
         };
         let b = RefBatch {
             batch,
@@ -173,6 +180,11 @@ fn lstm_classify_tokens() {
         1,
         RefHead::Classify,
     );
+}
+
+#[test]
+fn projected_lstm_lm_masked() {
+    check("torch_lstmp_lm.safetensors", RefCell::Lstm, 2, RefHead::Lm);
 }
 
 /// No fixture has resets: check them against the fixture's own window instead. With a

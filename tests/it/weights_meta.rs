@@ -594,3 +594,60 @@ fn metadata_naming_another_variant_is_one_line() {
         assert!(e.contains(says), "{cell} as {claim}: {e}");
     }
 }
+
+/// Metadata whose projection disagrees with the tensors (another P, none where
+/// `weight_hr` is there, one where it is not): one line naming the tensor.
+#[test]
+fn metadata_with_another_projection_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "abcd".repeat(200)).unwrap();
+    for (proj, claim, says) in [
+        (
+            Some("2"),
+            Some("3"),
+            "metadata says proj 3, but `lstm.weight_hr_l0` has shape [2, 6]",
+        ),
+        (
+            Some("2"),
+            None,
+            "metadata says no projection, but there is a tensor `lstm.weight_hr_l0`",
+        ),
+        (
+            None,
+            Some("2"),
+            "metadata says proj 2, but there is no tensor `lstm.weight_hr_l0`",
+        ),
+    ] {
+        let out = format!("m-{proj:?}-{claim:?}").replace(['"', '(', ')'], "");
+        let mut args = vec![
+            "train", "--data", "t.txt", "--hidden", "6", "--embed", "3", "--batch", "2",
+            "--window", "8", "--steps", "1", "--out", &out,
+        ];
+        if let Some(v) = proj {
+            args.extend(["--proj", v]);
+        }
+        ok(&args, p);
+        let w = p.join(&out).join("model.safetensors");
+        // Trained as written, the file is read back whole.
+        let weights = w.to_string_lossy().into_owned();
+        ok(&["eval", "--weights", &weights, "--data", "t.txt"], p);
+        rewrite(&w, |m| {
+            let m = m.as_mut().unwrap();
+            let mut j: serde_json::Value = serde_json::from_str(&m["model"]).unwrap();
+            match claim {
+                Some(v) => {
+                    m.insert("proj".into(), v.into());
+                    j["proj"] = v.parse::<u64>().unwrap().into();
+                }
+                None => {
+                    m.remove("proj");
+                    j.as_object_mut().unwrap().remove("proj");
+                }
+            }
+            m.insert("model".into(), j.to_string());
+        });
+        let e = fails(&["eval", "--weights", &weights, "--data", "t.txt"], p);
+        assert!(e.contains(says), "{proj:?} as {claim:?}: {e}");
+    }
+}

@@ -109,6 +109,11 @@ pub struct ModelFlags {
     /// h is P wide, and the next layer and the head read P [none].
     #[arg(long)]
     pub proj: Option<usize>,
+    /// Dropout on each layer's output but the last's while training (PyTorch's
+    /// placement; 0 ≤ p < 1; needs 2 layers or more). Masks follow --seed, the same on
+    /// recomputation [0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub dropout: Option<f32>,
     /// Batch rows B [32].
     #[arg(long)]
     pub batch: Option<usize>,
@@ -407,6 +412,13 @@ pub struct GradsCmd {
     /// Bound the activation arena (e.g. 256MiB).
     #[arg(long)]
     pub memory_budget: Option<Size>,
+    /// Apply the model's dropout as in training (PyTorch's `model.train()`), masks
+    /// drawn from --seed; without it dropout is off (`model.eval()`).
+    #[arg(long)]
+    pub train_mode: bool,
+    /// Seed of the dropout masks under --train-mode.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -441,6 +453,13 @@ pub struct EvalCmd {
     /// Window T [the training config's, else 64; a set: its longest sequence].
     #[arg(long)]
     pub window: Option<usize>,
+    /// Apply the model's dropout as in training (PyTorch's `model.train()`), masks
+    /// drawn from --seed; without it dropout is off (`model.eval()`).
+    #[arg(long)]
+    pub train_mode: bool,
+    /// Seed of the dropout masks under --train-mode.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -481,6 +500,10 @@ pub struct SampleCmd {
     /// The cell the weights must hold [whatever their names say].
     #[arg(long)]
     pub cell: Option<CellKind>,
+    /// Apply the model's dropout as in training (PyTorch's `model.train()`), masks
+    /// drawn from --seed; without it dropout is off (`model.eval()`).
+    #[arg(long)]
+    pub train_mode: bool,
     /// OpenBLAS threads (as OPENBLAS_NUM_THREADS, which it overrides).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

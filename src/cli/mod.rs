@@ -49,6 +49,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("model.outputs", "--outputs"),
     ("model.forget_bias", "--forget-bias"),
     ("model.proj", "--proj"),
+    ("model.dropout", "--dropout"),
     ("train.batch", "--batch"),
     ("train.window", "--window"),
     ("train.grain", "--grain"),
@@ -461,6 +462,11 @@ fn grads(c: GradsCmd) -> Result<()> {
     let wbytes = st::read(&c.weights)?;
     // Weights with recur's metadata say their head: the batch's targets must be for it.
     let (model, _) = st::model_of(&c.weights, &wbytes, c.cell, file.head())?;
+    // Dropout is off unless asked for (PyTorch's eval() and train()).
+    let model = match c.train_mode {
+        true => model,
+        false => model.without_dropout(),
+    };
     let bad = |msg: String| Error::Batch {
         path: c.batch.clone(),
         msg,
@@ -515,7 +521,8 @@ fn grads(c: GradsCmd) -> Result<()> {
         window: Some(file.window),
         ..Default::default()
     };
-    let train = resolve::train_spec(&flags, None, &Default::default(), None, None)?;
+    let mut train = resolve::train_spec(&flags, None, &Default::default(), None, None)?;
+    train.seed = c.seed;
     let mut trainer = Trainer::new(compile(&model, &train)?)?;
     let layout = trainer.executor().layout().clone();
     st::load_params(

@@ -657,7 +657,7 @@ fn run(c: &ProfileCmd, times: &SpanTimes, name: &str) -> Result<Profile> {
     let rss_before = crate::exec::memory::proc_status_bytes("VmRSS:");
     let program = compile(&model, &train)?;
     let eval_program = match &valid {
-        Some((_, spec)) => Some(crate::plan::compile_eval(&model, spec)?),
+        Some((_, spec)) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
         None => None,
     };
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());

@@ -32,6 +32,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "layers",
     "forget-bias",
     "proj",
+    "dropout",
     "batch",
     "window",
     "advance",
@@ -333,6 +334,7 @@ pub fn model_and_window(
         outputs,
         forget_bias: get!(forget_bias),
         proj: get!(proj),
+        dropout: get!(dropout).unwrap_or(0.0),
     };
     model.validate()?;
     // A set's default window is exact BPTT: its longest sequence's inputs.
@@ -547,6 +549,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             layers: Some(model.layers),
             forget_bias: model.forget_bias,
             proj: model.proj,
+            dropout: (model.dropout > 0.0).then_some(model.dropout),
             batch: Some(train.batch),
             window: Some(train.window),
             advance: train.advance,

@@ -305,9 +305,11 @@ pub fn draw(logits: &[f32], temperature: f32, top_k: usize, rng: &mut impl Rng) 
 }
 
 /// One row, one step: an evaluator that feeds its own outputs back.
-fn stepper(weights: &Path, bytes: &[u8], model: &crate::ModelSpec) -> Result<Evaluator> {
+fn stepper(weights: &Path, bytes: &[u8], model: &crate::ModelSpec, seed: u64) -> Result<Evaluator> {
     let mut train = TrainSpec::new(1, 1)?;
     train.grain = 1;
+    // Dropout masks, under --train-mode, from the draws' seed.
+    train.seed = seed;
     let mut ev = Evaluator::new(model, &train)?;
     let layout = ev.executor().layout().clone();
     st::load_params(weights, bytes, &layout, ev.executor_mut().params_mut())?;
@@ -334,8 +336,11 @@ fn read_context(
     if long > 0 {
         let mut train = TrainSpec::new(1, CONTEXT_WINDOW)?;
         train.grain = 16;
+        // Under --train-mode, the one-step program's seed, its windows counted on.
+        train.seed = step.executor().program().train.seed;
         let mut ev = Evaluator::new(model, &train)?;
         ev.load_params(step.executor().params());
+        ev.executor_mut().set_round(step.executor().round());
         let t = CONTEXT_WINDOW;
         let (mut x, mut tok) = (vec![0.0f32; t * feats], vec![0u32; t]);
         let (mask, y_tok, y_val) = (vec![0u8; t], vec![0u32; t], vec![0.0f32; t * model.outputs]);
@@ -362,6 +367,7 @@ fn read_context(
         step.executor_mut()
             .state_mut()
             .copy_from_slice(ev.executor().state());
+        step.executor_mut().set_round(ev.executor().round());
     }
     let (mut x, mut tok) = (vec![0.0f32; feats], 0u32);
     let (y_val, mask) = (vec![0.0f32; model.outputs], [0u8]);
@@ -439,6 +445,11 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
         });
     }
     let (model, meta) = st::model_of(&c.weights, &bytes, c.cell, head)?;
+    // Dropout is off unless asked for (PyTorch's eval() and train()).
+    let model = match c.train_mode {
+        true => model,
+        false => model.without_dropout(),
+    };
     let wrong_head = |want: HeadKind, what: &str| {
         Err(Error::Weights {
             path: c.weights.clone(),
@@ -535,7 +546,7 @@ fn text(
             "is empty; leave it out to start from a newline",
         ));
     }
-    let mut ev = stepper(&c.weights, bytes, model)?;
+    let mut ev = stepper(&c.weights, bytes, model, c.seed)?;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(c.seed);
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -621,7 +632,7 @@ fn forecast(
         ));
     }
     let context = c.context.unwrap_or(rows).min(rows);
-    let mut ev = stepper(&c.weights, bytes, model)?;
+    let mut ev = stepper(&c.weights, bytes, model, c.seed)?;
     let mut x = vec![0.0f32; width];
     let first = rows - context;
     read_context(&mut ev, model, context, |i, row, _| {

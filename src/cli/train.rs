@@ -390,7 +390,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     };
     let program = compile(&model, &train)?;
     let eval_program = match &valid {
-        Some((_, spec)) => Some(crate::plan::compile_eval(&model, spec)?),
+        Some((_, spec)) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
         None => None,
     };
     // Training and validation together must fit, before either allocates; if they do
@@ -783,6 +783,11 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         None => from_data,
     };
     let (model, _) = crate::io::safetensors::model_of(&c.weights, &bytes, c.cell, head)?;
+    // Dropout is off unless asked for (PyTorch's eval() and train()).
+    let model = match c.train_mode {
+        true => model,
+        false => model.without_dropout(),
+    };
     if source.tokens().is_some() {
         let vocab = super::sample::model_vocab(&c.weights, meta.as_ref())?;
         super::sample::check_vocab(&c.data, vocab.as_ref())?;
@@ -811,7 +816,8 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         None,
         None,
     )?;
-    let spec = eval_spec(&spec, &source);
+    let mut spec = eval_spec(&spec, &source);
+    spec.seed = c.seed;
     check_data(&source, &model, &spec)?;
     let mut evaluator = Evaluator::new(&model, &spec)?;
     let layout = evaluator.executor().layout().clone();

@@ -5,6 +5,7 @@
 //! the input side of the weight gradients and the head are the same for every cell and
 //! live here, one function per kind of instruction.
 
+pub mod dropout;
 pub mod gemm;
 pub mod memory;
 pub mod ops;
@@ -74,6 +75,8 @@ pub struct Executor {
     outputs: Vec<f32>,
     /// What the last run counted.
     counts: Counts,
+    /// Windows run so far: the dropout masks' round (`dropout`).
+    round: u64,
     /// Per op, the last segment it touches (0 for ops of every segment): a window
     /// whose data ends early runs only the ops of the segments holding it.
     op_seg: Vec<u32>,
@@ -111,9 +114,9 @@ fn phases(ops: &[Op]) -> Vec<(Phase, u32)> {
         .map(|op| {
             let this = match *op {
                 Op::Embed { seg, .. } => fwd(&seen, 0, seg),
-                Op::LoadState { layer, seg, .. } | Op::InputProj { layer, seg, .. } => {
-                    fwd(&seen, layer, seg)
-                }
+                Op::LoadState { layer, seg, .. }
+                | Op::Dropout { layer, seg, .. }
+                | Op::InputProj { layer, seg, .. } => fwd(&seen, layer, seg),
                 Op::CellForward { layer, seg, .. } => {
                     let p = fwd(&seen, layer, seg);
                     seen.insert((layer, seg));
@@ -171,6 +174,7 @@ impl Executor {
             grads: AlignedBuf::zeros(if prog.eval { 0 } else { total }),
             outputs: vec![0.0; if prog.eval { sz.batch * sz.outputs } else { 0 }],
             counts: Counts::default(),
+            round: 0,
             state: AlignedBuf::zeros(sz.carried()),
             state_next: AlignedBuf::zeros(sz.carried()),
             tokens: vec![0; if sz.embed.is_some() { positions } else { 0 }],
@@ -187,6 +191,18 @@ impl Executor {
     pub fn program(&self) -> &Program {
         &self.prog
     }
+
+    /// Windows run so far: what keys the next window's dropout masks (with the
+    /// program's seed).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Sets the window count (a resumed run continues its masks where it stopped).
+    pub fn set_round(&mut self, round: u64) {
+        self.round = round;
+    }
+
     /// The parameter layout.
     pub fn layout(&self) -> &ParamLayout {
         &self.prog.params
@@ -329,6 +345,8 @@ impl Executor {
             } else {
                 weight / terms as f32
             },
+            seed: self.prog.train.seed,
+            round: self.round,
             loss: 0.0,
             correct: 0,
             outputs: &mut self.outputs,
@@ -356,6 +374,7 @@ impl Executor {
             positions: counted,
             correct: cx.correct,
         };
+        self.round += 1;
         std::mem::swap(&mut self.state, &mut self.state_next);
         if !all {
             self.reset_state();

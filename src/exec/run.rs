@@ -85,6 +85,9 @@ pub(super) struct Ctx<'a> {
     /// Empty when no position resets.
     pub(super) reset: &'a [u8],
     pub(super) scale: f32,
+    /// The run's seed and the executor's window count: the dropout masks' key.
+    pub(super) seed: u64,
+    pub(super) round: u64,
     pub(super) loss: f64,
     /// Counted positions predicted right (evaluation).
     pub(super) correct: usize,
@@ -140,6 +143,12 @@ impl<'a> Ctx<'a> {
                 let next = std::mem::take(&mut self.state_next);
                 self.copy_out(ar, layer as usize, states, next);
                 self.state_next = next;
+            }
+            Op::Dropout { layer, seg, h, out } => {
+                let h = &ar.buf(h)[self.sz.state_block(0)..];
+                let first = self.positions(seg).start as u64;
+                self.mask_of(layer)
+                    .apply(first, self.sz.out, h, ar.buf(out));
             }
             Op::InputProj {
                 layer,
@@ -214,11 +223,26 @@ impl<'a> Ctx<'a> {
                 let rows = a.len() / gw;
                 let w_ih = &self.p[self.lay.w_ih(l).range()];
                 gemm(rows, iw, gw, a, Tr::N, w_ih, Tr::N, 0.0, dx);
+                if l > 0 && self.sz.dropout > 0.0 {
+                    // dL/dh of the layer below: through the same mask and scale.
+                    let first = self.positions(seg).start as u64;
+                    self.mask_of(layer).apply_in_place(first, iw, dx);
+                }
                 if let (0, Some(e)) = (l, self.lay.embedding()) {
                     let toks = &self.tokens[self.positions(seg)];
                     ops::scatter_add_rows(&mut self.g[e.range()], iw, toks, dx);
                 }
             }
+        }
+    }
+
+    /// The dropout mask of layer `layer`'s input in this run.
+    fn mask_of(&self, layer: u32) -> super::dropout::Mask {
+        super::dropout::Mask {
+            seed: self.seed,
+            round: self.round,
+            layer,
+            p: self.sz.dropout,
         }
     }
 
@@ -270,6 +294,7 @@ impl<'a> Ctx<'a> {
                 &features[pos.start * w..pos.end * w]
             }
             Input::Hidden(b) => &ar.buf(b)[self.sz.state_block(0)..],
+            Input::Dropped(b) => &*ar.buf(b),
         }
     }
 

@@ -44,6 +44,7 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
         Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + r) + proj(seg),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }
+        | Op::Dropout { .. }
         | Op::LoadState { .. }
         | Op::SaveCheckpoint { .. }
         | Op::StoreState { .. }

@@ -108,6 +108,9 @@ pub enum BufKind {
     State { state: u8, layer: u32, seg: u32 },
     /// Per-step tensor `saved` of those the cell saves for backward, [g·B, width].
     Saved { saved: u8, layer: u32, seg: u32 },
+    /// Layer `layer`'s input after dropout (the layer below's output, masked and
+    /// scaled), [g·B, out].
+    Dropped { layer: u32, seg: u32 },
     /// The cell's scratch during the forward of (layer, segment).
     Work { layer: u32, seg: u32 },
     /// The state of every layer entering segment `boundary` (the carried-state
@@ -135,6 +138,7 @@ impl BufKind {
             | BufKind::Gates { seg, .. }
             | BufKind::State { seg, .. }
             | BufKind::Saved { seg, .. }
+            | BufKind::Dropped { seg, .. }
             | BufKind::Work { seg, .. }
             | BufKind::DeltaIn { seg, .. }
             | BufKind::Logits { seg }
@@ -168,6 +172,7 @@ impl std::fmt::Display for BufKind {
             BufKind::Gates { layer, seg } => write!(f, "gates[l{layer},s{seg}]"),
             BufKind::State { state, layer, seg } => write!(f, "state{state}[l{layer},s{seg}]"),
             BufKind::Saved { saved, layer, seg } => write!(f, "saved{saved}[l{layer},s{seg}]"),
+            BufKind::Dropped { layer, seg } => write!(f, "dropped[l{layer},s{seg}]"),
             BufKind::Work { layer, seg } => write!(f, "work[l{layer},s{seg}]"),
             BufKind::Checkpoint { boundary } => write!(f, "ckpt[b{boundary}]"),
             BufKind::DeltaIn { layer, seg } => write!(f, "dh_in[l{layer},s{seg}]"),

@@ -85,13 +85,15 @@ pub enum Input {
     Features,
     /// Layer l > 0: the output state of layer l−1 (rows start after its entry blocks).
     Hidden(BufId),
+    /// Layer l > 0 under dropout: layer l−1's output, dropped (`BufKind::Dropped`).
+    Dropped(BufId),
 }
 
 impl Input {
     /// The arena buffer read, if any.
     pub fn buf(self) -> Option<BufId> {
         match self {
-            Input::Embedded(b) | Input::Hidden(b) => Some(b),
+            Input::Embedded(b) | Input::Hidden(b) | Input::Dropped(b) => Some(b),
             Input::Features => None,
         }
     }
@@ -122,6 +124,14 @@ pub enum Op {
         seg: u32,
         states: Bufs,
         src: StateSrc,
+    },
+    /// Dropout of layer `layer`'s input: `out` = the output rows of `h` (layer − 1's
+    /// state 0, without its entry blocks), masked and scaled (`exec::dropout`).
+    Dropout {
+        layer: u32,
+        seg: u32,
+        h: BufId,
+        out: BufId,
     },
     /// `gates = x W_ihᵀ + bias` for all steps of the segment: one GEMM.
     InputProj {
@@ -228,6 +238,10 @@ impl Op {
             Op::SaveCheckpoint { ckpt, states, .. } => {
                 states.iter().for_each(|b| f(b, Read));
                 f(ckpt, Write);
+            }
+            Op::Dropout { h, out, .. } => {
+                f(h, Read);
+                f(out, Write);
             }
             Op::InputProj { x, gates, .. } => {
                 if let Some(x) = x.buf() {

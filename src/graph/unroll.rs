@@ -13,6 +13,8 @@ use crate::spec::{HeadKind, ModelSpec, TrainSpec};
 struct SegFwd {
     seg: usize,
     x: Option<BufId>,
+    /// Per layer, its input after dropout (layers above 0 under dropout).
+    dropped: Vec<Option<BufId>>,
     gates: Vec<BufId>,
     states: Vec<Bufs>,
     saved: Vec<Bufs>,
@@ -22,9 +24,10 @@ impl SegFwd {
     /// What layer `l` reads as input: the embedded tokens or features, or the layer
     /// below's output state.
     fn input(&self, l: usize) -> Input {
-        match (l, self.x) {
-            (0, Some(x)) => Input::Embedded(x),
-            (0, None) => Input::Features,
+        match (l, self.x, self.dropped.get(l).copied().flatten()) {
+            (0, Some(x), _) => Input::Embedded(x),
+            (0, None, _) => Input::Features,
+            (_, _, Some(d)) => Input::Dropped(d),
             _ => Input::Hidden(self.states[l - 1].id(0)),
         }
     }
@@ -155,7 +158,9 @@ struct Unroller<'a> {
 impl Unroller<'_> {
     fn push(&mut self, kind: BufKind, elems: usize) -> BufId {
         let (category, class) = match kind {
-            BufKind::Embedded { .. } => (Category::SavedActivations, CostClass::MemoryBound),
+            BufKind::Embedded { .. } | BufKind::Dropped { .. } => {
+                (Category::SavedActivations, CostClass::MemoryBound)
+            }
             BufKind::Gates { .. } | BufKind::State { .. } | BufKind::Saved { .. } => {
                 (Category::SavedActivations, CostClass::ComputeBound)
             }
@@ -200,6 +205,7 @@ impl Unroller<'_> {
         let mut f = SegFwd {
             seg: s,
             x,
+            dropped: Vec::with_capacity(nl),
             gates: Vec::with_capacity(nl),
             states: Vec::with_capacity(nl),
             saved: Vec::with_capacity(nl),
@@ -225,6 +231,18 @@ impl Unroller<'_> {
                 states,
                 src,
             });
+            // Dropout of the layer below's output, on its way in.
+            let dropped = (l > 0 && sz.dropout > 0.0).then(|| {
+                let out = self.push(BufKind::Dropped { layer: lu, seg: su }, sz.dropped_elems(s));
+                self.ops.push(Op::Dropout {
+                    layer: lu,
+                    seg: su,
+                    h: f.states[l - 1].id(0),
+                    out,
+                });
+                out
+            });
+            f.dropped.push(dropped);
             let g = self.push(BufKind::Gates { layer: lu, seg: su }, sz.gates_elems(s));
             self.ops.push(Op::InputProj {
                 layer: lu,

@@ -183,7 +183,7 @@ pub struct WeightsMeta {
 }
 
 /// The keys of the flat model description, in the order they are compared.
-const MODEL_KEYS: [&str; 11] = [
+const MODEL_KEYS: [&str; 12] = [
     "cell",
     "input",
     "vocab",
@@ -195,6 +195,7 @@ const MODEL_KEYS: [&str; 11] = [
     "outputs",
     "forget_bias",
     "proj",
+    "dropout",
 ];
 
 /// `model` as flat metadata keys (those of [`MODEL_KEYS`] that apply).
@@ -222,6 +223,9 @@ fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
     }
     if let Some(p) = model.proj {
         keys.push(("proj", p.to_string()));
+    }
+    if model.dropout > 0.0 {
+        keys.push(("dropout", model.dropout.to_string()));
     }
     keys
 }
@@ -289,6 +293,12 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
                 .map_err(|_| format!("key `forget_bias` is {v:?}; expected a number"))?,
         ),
     };
+    let dropout = match map.get("dropout") {
+        None => 0.0,
+        Some(v) => v
+            .parse::<f32>()
+            .map_err(|_| format!("key `dropout` is {v:?}; expected a number"))?,
+    };
     let proj = match map.get("proj") {
         None => None,
         Some(_) => Some(count("proj")?),
@@ -302,6 +312,7 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
         outputs: count("outputs")?,
         forget_bias,
         proj,
+        dropout,
     })
 }
 

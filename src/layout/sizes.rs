@@ -27,6 +27,8 @@ pub struct Sizes {
     /// Width of a layer's output (state 0, what the next layer and the head read): P
     /// if projected, else H.
     pub out: usize,
+    /// Dropout on every layer's output but the last's (0: none).
+    pub dropout: f32,
     /// Gate columns of a layer, `gates · H`.
     pub gate_width: usize,
     /// Columns of the recurrent matrix `weight_hh`: H, P when projected, or M·H for a
@@ -71,6 +73,7 @@ impl Sizes {
             hidden: h,
             proj: model.proj,
             out: w.out(),
+            dropout: model.dropout,
             gate_width: model.gate_width(),
             recurrent_width: (cell.params(h, w).iter())
                 .find(|p| p.name == "weight_hh")
@@ -154,6 +157,15 @@ impl Sizes {
         self.seg_rows(s) * self.embed.unwrap_or(0)
     }
 
+    /// A layer's dropped input of a segment, [steps·B, out] (0 without dropout).
+    pub fn dropped_elems(&self, s: usize) -> usize {
+        if self.dropout > 0.0 {
+            self.seg_rows(s) * self.out
+        } else {
+            0
+        }
+    }
+
     /// dL/dh of a segment's layer outputs, [steps·B, out].
     pub fn delta_elems(&self, s: usize) -> usize {
         self.seg_rows(s) * self.out
@@ -180,7 +192,9 @@ impl Sizes {
             + (0..self.saved.len())
                 .map(|i| self.saved_elems(s, i))
                 .sum::<usize>();
-        (self.layers * per_layer + self.embedded_elems(s)) as u64
+        (self.layers * per_layer
+            + (self.layers - 1) * self.dropped_elems(s)
+            + self.embedded_elems(s)) as u64
     }
 
     /// Elements of one input step row: 1 token or N features.

@@ -350,6 +350,7 @@ pub fn op_text(op: &Op, p: &Program) -> String {
     };
     match *op {
         Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
+        Op::Dropout { h, out, .. } => format!("dropout          {} -> {}", n(h), n(out)),
         Op::LoadState { states, src, .. } => {
             let from = match src {
                 StateSrc::Prev(prev) => list(prev),

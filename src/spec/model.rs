@@ -104,6 +104,15 @@ pub struct ModelSpec {
     /// head read P. `None`: no projection. 1 ≤ P < H.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proj: Option<usize>,
+    /// Dropout on each layer's output except the last's (PyTorch's `dropout` argument of
+    /// `nn.LSTM`), while training: 0 ≤ p < 1, 0 for none. Evaluation, sampling and
+    /// `recur grads` run without it unless asked.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropout: f32,
+}
+
+fn is_zero(p: &f32) -> bool {
+    *p == 0.0
 }
 
 impl ModelSpec {
@@ -148,6 +157,7 @@ impl ModelSpec {
             outputs,
             forget_bias: None,
             proj: None,
+            dropout: 0.0,
         };
         spec.validate()?;
         Ok(spec)
@@ -193,6 +203,22 @@ impl ModelSpec {
                 ));
             }
         }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::spec(
+                "model.dropout",
+                format!(
+                    "is a probability of dropping a unit, at least 0 and below 1, got {}",
+                    self.dropout
+                ),
+            ));
+        }
+        if self.dropout > 0.0 && self.layers < 2 {
+            return Err(Error::spec(
+                "model.dropout",
+                "acts between layers (on every layer's output but the last's), and a \
+                 1-layer model has none: add --layers or drop --dropout",
+            ));
+        }
         if let Some(b) = self.forget_bias {
             if self.cell.cell().forget_gate().is_none() {
                 return Err(Error::spec(
@@ -210,6 +236,15 @@ impl ModelSpec {
     /// Gate rows per layer: `gates · H`.
     pub fn gate_width(&self) -> usize {
         self.cell.cell().gates() * self.hidden
+    }
+
+    /// The same model without dropout: what evaluation, sampling and `recur grads` run
+    /// unless asked to keep it (PyTorch's `model.eval()`).
+    pub fn without_dropout(&self) -> ModelSpec {
+        ModelSpec {
+            dropout: 0.0,
+            ..self.clone()
+        }
     }
 
     /// Columns of layer 0's `weight_hh`: what the recurrent product reads (P if
@@ -253,8 +288,12 @@ impl ModelSpec {
             Input::Features { width } => format!("N{width}"),
         };
         let proj = self.proj.map_or(String::new(), |p| format!(" P{p}"));
+        let drop = match self.dropout {
+            p if p > 0.0 => format!(" dropout {p}"),
+            _ => String::new(),
+        };
         let body = format!(
-            "{} {input} H{}{proj} L{}",
+            "{} {input} H{}{proj} L{}{drop}",
             self.cell, self.hidden, self.layers
         );
         match (self.head, self.input) {

@@ -2,7 +2,7 @@
 //! masks and resets — and their translation into the independent f64 reference's
 //! terms. Deterministic: every value comes from a seeded hash.
 
-use crate::reference::{RefBatch, RefCell, RefHead, RefInput, RefModel, RefTarget};
+use crate::reference::{RefBatch, RefCell, RefDropout, RefHead, RefInput, RefModel, RefTarget};
 use recur::layout::ParamLayout;
 use recur::spec::{HeadKind, Input, ModelSpec, TrainSpec};
 use recur::{Batch, CellKind, Inputs, Targets};
@@ -35,6 +35,8 @@ pub struct Shape {
     pub resets: bool,
     /// An LSTM's output projection P.
     pub proj: Option<usize>,
+    /// Dropout between layers (0: none).
+    pub dropout: f32,
 }
 
 impl Shape {
@@ -51,6 +53,7 @@ impl Shape {
             masks: false,
             resets: false,
             proj: None,
+            dropout: 0.0,
         }
     }
 
@@ -98,7 +101,8 @@ impl Shape {
         )
         .expect("valid model");
         m.proj = self.proj;
-        m.validate().expect("valid projection");
+        m.dropout = self.dropout;
+        m.validate().expect("valid projection and dropout");
         m
     }
 
@@ -203,8 +207,9 @@ impl Window {
     }
 }
 
-/// The model in the reference's terms.
-pub fn ref_model(s: &Shape) -> RefModel {
+/// The model in the reference's terms, its dropout masks those of the run's window
+/// `round` (seed 0, `TrainSpec`'s default).
+pub fn ref_model(s: &Shape, round: u64) -> RefModel {
     RefModel {
         cell: match s.cell {
             CellKind::Lstm => RefCell::Lstm,
@@ -221,6 +226,11 @@ pub fn ref_model(s: &Shape) -> RefModel {
         },
         features: s.features,
         proj: s.proj,
+        dropout: (s.dropout > 0.0).then_some(RefDropout {
+            p: s.dropout as f64,
+            seed: 0,
+            round,
+        }),
     }
 }
 

@@ -441,3 +441,170 @@ fn a_projection_flag_out_of_range_is_one_line() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("P2"), "{out}");
 }
+
+/// Dropout's masks follow the seed and the window: the same seed gives the same bits,
+/// another seed or the next window another mask; p = 0 is no dropout at all.
+#[test]
+fn dropout_follows_the_seed_and_the_window() {
+    let mut s = Shape::new(CellKind::Lstm, Some(3), HeadKind::Regress);
+    (s.layers, s.dropout) = (2, 0.5);
+    let loss_of = |s: Shape, seed: u64, windows: usize| -> Vec<u32> {
+        let mut tr = s.train();
+        tr.seed = 3;
+        let t = Trainer::new(compile(&s.model(), &tr).unwrap()).unwrap();
+        // The same weights whatever the masks' seed.
+        let mut tr2 = tr.clone();
+        tr2.seed = seed;
+        let p = t.executor().params().to_vec();
+        let mut t = Trainer::new(compile(&s.model(), &tr2).unwrap()).unwrap();
+        t.executor_mut().params_mut().copy_from_slice(&p);
+        (0..windows)
+            .map(|_| {
+                t.executor_mut().reset_state();
+                t.load_batch(Window::new(s, 1).batch()).unwrap();
+                t.forward_backward().to_bits()
+            })
+            .collect()
+    };
+    let a = loss_of(s, 3, 2);
+    assert_eq!(a, loss_of(s, 3, 2), "same seed, same bits");
+    assert_ne!(a[0], a[1], "the next window draws another mask");
+    assert_ne!(a, loss_of(s, 4, 2), "another seed, another mask");
+    let mut off = s;
+    off.dropout = 0.0;
+    let plain = loss_of(off, 3, 1)[0];
+    assert_ne!(a[0], plain, "dropout changes the loss");
+    // p = 0 compiles to the plain program.
+    assert_eq!(
+        compile(&off.model(), &off.train()).unwrap().ops,
+        compile(&s.model().without_dropout(), &s.train())
+            .unwrap()
+            .ops
+    );
+}
+
+/// `recur grads`, `eval` and `sample` run without dropout unless asked: on weights
+/// trained with dropout they give what the same weights without it give, and with
+/// --train-mode something else. Bad values of --dropout are one line each.
+#[test]
+fn dropout_is_off_outside_training_unless_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "the quick brown fox ".repeat(60)).unwrap();
+    let train = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train", "--data", "t.txt", "--hidden", "8", "--embed", "4", "--layers", "2",
+            "--batch", "2", "--window", "8", "--steps", "3", "--out", out,
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{err}");
+    };
+    train("drop", &["--dropout", "0.5"]);
+    // The same weights without dropout in their description.
+    let w = p.join("drop/model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    let (model, _) = st::model_of(&w, &bytes, None, HeadKind::Lm).unwrap();
+    assert_eq!(model.dropout, 0.5);
+    let plain = model.without_dropout();
+    let lay = ParamLayout::new(&plain);
+    let mut params = vec![0.0f32; lay.total];
+    st::load_params(&w, &bytes, &lay, &mut params).unwrap();
+    // Its metadata too (the vocabulary), the model without dropout; and its config.
+    let mut meta = st::read_meta(&w, &bytes).unwrap().unwrap();
+    meta.model = plain.clone();
+    std::fs::create_dir(p.join("plain")).unwrap();
+    st::save_params_with(&p.join("plain/model.safetensors"), &lay, &params, &meta).unwrap();
+    let run = |args: &[&str]| {
+        let (code, out, err) = recur(args, p);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    let eval = |weights: &str, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--weights",
+            weights,
+            "--data",
+            "t.txt",
+            "--batch",
+            "2",
+            "--window",
+            "8",
+        ];
+        a.extend_from_slice(extra);
+        let line = run(&a);
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        v["metrics"]["loss"].as_f64().unwrap()
+    };
+    let off = eval("drop/model.safetensors", &[]);
+    assert_eq!(off, eval("plain/model.safetensors", &[]));
+    assert_ne!(off, eval("drop/model.safetensors", &["--train-mode"]));
+    let sample = |weights: &str, extra: &[&str]| {
+        let mut a = vec![
+            "sample",
+            "--weights",
+            weights,
+            "--steps",
+            "30",
+            "--seed",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    assert_eq!(
+        sample("drop/model.safetensors", &[]),
+        sample("plain/model.safetensors", &[])
+    );
+    assert_ne!(
+        sample("drop/model.safetensors", &[]),
+        sample("drop/model.safetensors", &["--train-mode"])
+    );
+    let s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    let mut w8 = s;
+    w8.batch = 2;
+    write_batch(&p.join("b.safetensors"), &Window::new(w8, 1));
+    let grads = |weights: &str, out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "grads",
+            "--weights",
+            weights,
+            "--batch",
+            "b.safetensors",
+            "--out",
+            out,
+        ];
+        a.extend_from_slice(extra);
+        run(&a);
+        std::fs::read(p.join(out)).unwrap()
+    };
+    let g_off = grads("drop/model.safetensors", "g1.safetensors", &[]);
+    let g_plain = grads("plain/model.safetensors", "g2.safetensors", &[]);
+    let loss = |b: &[u8]| {
+        let t = safetensors::SafeTensors::deserialize(b).unwrap();
+        t.tensor("loss").unwrap().data().to_vec()
+    };
+    assert_eq!(loss(&g_off), loss(&g_plain));
+    let g_on = grads(
+        "drop/model.safetensors",
+        "g3.safetensors",
+        &["--train-mode"],
+    );
+    assert_ne!(loss(&g_off), loss(&g_on));
+    for (v, says) in [
+        ("1", "below 1"),
+        ("-0.1", "at least 0"),
+        ("nan", "at least 0"),
+    ] {
+        let (code, _, err) = recur(&["plan", "--layers", "2", "--dropout", v], p);
+        assert_ne!(code, 0, "{v}");
+        assert!(
+            err.contains("--dropout") && err.contains(says) && err.lines().count() == 1,
+            "{v}: {err}"
+        );
+    }
+    let (code, _, err) = recur(&["plan", "--dropout", "0.2"], p);
+    assert_ne!(code, 0);
+    assert!(err.contains("1-layer") && err.lines().count() == 1, "{err}");
+}

@@ -26,7 +26,7 @@ fn evaluation_matches_the_reference_and_the_training_forward() {
         let loss = c.loss_sum / c.terms.max(1) as f64;
         let p = by_name(trainer.executor().layout(), trainer.executor().params());
         let zeros = vec![0.0; trainer.executor().state().len()];
-        let (want, state) = reference::loss(&ref_model(&shape), &p, &w.reference(), &zeros);
+        let (want, state) = reference::loss(&ref_model(&shape, 0), &p, &w.reference(), &zeros);
         let tag = format!("{} {:?} {}", shape.cell, shape.features, shape.head);
         assert!(
             (loss - want).abs() <= 1e-5 * (1.0 + want.abs()),

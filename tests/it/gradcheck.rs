@@ -30,7 +30,8 @@ fn check(shape: Shape) {
     let ex = trainer.executor();
     let lay = ex.layout().clone();
     let p = by_name(&lay, ex.params());
-    let (rm, rb) = (ref_model(&shape), w.reference());
+    // The second window the trainer runs: round 1 of its dropout masks.
+    let (rm, rb) = (ref_model(&shape, 1), w.reference());
     let (ref_loss, ref_state) = reference::loss(&rm, &p, &rb, &state0);
     let what = format!("{shape:?}");
     assert!(
@@ -125,5 +126,27 @@ fn projected_lstm_every_input_and_head() {
     // P = 1, one layer, grain 1.
     let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
     (s.layers, s.grain, s.proj) = (1, 1, Some(1));
+    check(s);
+}
+
+/// Dropout between layers (p = 0.4, three layers, so two dropped inputs), under every
+/// cell, input and head, against the reference with the documented masks: the masks are
+/// the same in forward and backward, the kept units scaled by 1/(1 − p).
+#[test]
+fn dropout_between_layers() {
+    for &cell in CellKind::ALL {
+        for (features, head) in [
+            (None, HeadKind::Lm),
+            (Some(3), HeadKind::Regress),
+            (Some(2), HeadKind::Classify),
+        ] {
+            let mut s = Shape::new(cell, features, head);
+            (s.layers, s.masks, s.resets, s.dropout) = (3, true, true, 0.4);
+            check(s);
+        }
+    }
+    // With a projection, the dropped input is P wide.
+    let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    (s.proj, s.dropout, s.masks) = (Some(2), 0.3, true);
     check(s);
 }

@@ -91,6 +91,10 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
             if cell == CellKind::Lstm && hid > 1 && p % 2 == 1 {
                 s.proj = Some(1 + p / 2 % (hid - 1));
             }
+            // Dropout between layers half the time there are layers to drop between.
+            if l > 1 && p >= 4 {
+                s.dropout = 0.35;
+            }
             s
         })
 }
@@ -129,6 +133,20 @@ fn projected_lstm() {
         let mut s = Shape::new(CellKind::Lstm, Some(2), head);
         (s.window, s.grain, s.masks, s.resets, s.proj) = (23, 4, true, true, Some(2));
         check_all(s);
+    }
+}
+
+/// Dropout between three layers under every cell and head, with masks and resets: the
+/// recomputed forward draws the same masks, so every policy keeps the same bits.
+#[test]
+fn dropout_between_layers() {
+    for &cell in CellKind::ALL {
+        for head in [HeadKind::Lm, HeadKind::Classify] {
+            let mut s = Shape::new(cell, Some(2), head);
+            (s.window, s.grain, s.layers) = (23, 4, 3);
+            (s.masks, s.resets, s.dropout) = (true, true, 0.5);
+            check_all(s);
+        }
     }
 }
 

@@ -58,6 +58,37 @@ pub struct RefModel {
     /// [4H, P]): h = W_hr (o ⊙ tanh c) is P wide, and so are the next layer's input,
     /// the head's and the state's h block.
     pub proj: Option<usize>,
+    /// Dropout between layers: each layer's input above layer 0 is the layer below's
+    /// output, unit j of position t·B + b kept (and scaled by 1/(1 − p)) or zeroed as
+    /// `dropout_keep` says.
+    pub dropout: Option<RefDropout>,
+}
+
+/// Dropout's drop probability and the key of its masks (the run's seed and the
+/// window's round).
+#[derive(Clone, Copy, Debug)]
+pub struct RefDropout {
+    pub p: f64,
+    pub seed: u64,
+    pub round: u64,
+}
+
+/// The documented mask (docs/cells.md, "Dropout"), written again from its definition:
+/// splitmix64's finaliser chained over seed, round, layer, position and unit; kept when
+/// the top 32 bits are at least p·2³².
+pub fn dropout_keep(d: &RefDropout, layer: u64, position: u64, unit: u64) -> bool {
+    fn fin(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    const G: u64 = 0x9E3779B97F4A7C15;
+    let mut k = fin(d.seed ^ G);
+    k = fin(k ^ d.round.wrapping_mul(G));
+    k = fin(k ^ layer.wrapping_mul(0xD6E8FEB86659FD93));
+    k = fin(k ^ position.wrapping_mul(0xA0761D6478BD642F));
+    let u = fin(k ^ unit.wrapping_mul(G)) >> 32;
+    u >= (d.p * 4294967296.0) as u64
 }
 
 /// The input of one window, time-major.
@@ -354,6 +385,15 @@ pub fn loss(
                 }
             };
             for (l, layer) in layers.iter().enumerate() {
+                if let (Some(d), true) = (&m.dropout, l > 0) {
+                    let pos = (t * nb + r) as u64;
+                    for (j, v) in x.iter_mut().enumerate() {
+                        *v = match dropout_keep(d, l as u64, pos, j as u64) {
+                            true => *v / (1.0 - d.p),
+                            false => 0.0,
+                        };
+                    }
+                }
                 if let RefCell::MultiLag(lags) = m.cell {
                     let (seq, start) = &mut hist[l][r];
                     let now = seq.len();

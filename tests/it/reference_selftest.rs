@@ -49,6 +49,7 @@ impl Case {
             head,
             features,
             proj,
+            dropout: None,
         };
         let b = RefBatch {
             batch,

@@ -1,4 +1,5 @@
-//! One training step of every cell and layer option (the projected LSTM, P = H/2), on
+//! One training step of every cell and layer option (the projected LSTM, P = H/2; two
+//! LSTM layers with and without dropout 0.3 between them), on
 //! tokens and on f32 features, keep-all and sqrt, at B=32 H=256 T=1000 (E = N = 64; the
 //! feature model regresses the next row, K = 64).
 //! Criterion times each case; a summary at the end gives medians of interleaved steps
@@ -25,30 +26,51 @@ const WIDTH: usize = 64;
 struct Variant {
     cell: CellKind,
     proj: Option<usize>,
+    layers: usize,
+    dropout: f32,
 }
 
 impl Variant {
     fn all() -> Vec<Variant> {
         let mut v: Vec<Variant> = (CellKind::ALL.iter())
-            .map(|&cell| Variant { cell, proj: None })
+            .map(|&cell| Variant {
+                cell,
+                ..Variant::LSTM
+            })
             .collect();
         v.push(Variant {
-            cell: CellKind::Lstm,
             proj: Some(H / 2),
+            ..Variant::LSTM
         });
+        for dropout in [0.0, 0.3] {
+            v.push(Variant {
+                layers: 2,
+                dropout,
+                ..Variant::LSTM
+            });
+        }
         v
     }
 
     fn name(&self) -> String {
-        match self.proj {
-            Some(p) => format!("{}-proj{p}", self.cell),
-            None => self.cell.to_string(),
+        let mut n = self.cell.to_string();
+        if let Some(p) = self.proj {
+            n += &format!("-proj{p}");
         }
+        if self.layers > 1 {
+            n += &format!("-L{}", self.layers);
+        }
+        if self.dropout > 0.0 {
+            n += &format!("-drop{}", self.dropout);
+        }
+        n
     }
 
     const LSTM: Variant = Variant {
         cell: CellKind::Lstm,
         proj: None,
+        layers: 1,
+        dropout: 0.0,
     };
 }
 
@@ -84,12 +106,13 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                 let cell = variant.cell;
                 let mut model = if features {
                     let input = Input::Features { width: WIDTH };
-                    ModelSpec::new(input, cell, H, 1, HeadKind::Regress, WIDTH)
+                    ModelSpec::new(input, cell, H, variant.layers, HeadKind::Regress, WIDTH)
                 } else {
-                    ModelSpec::language_model(cell, 256, WIDTH, H, 1)
+                    ModelSpec::language_model(cell, 256, WIDTH, H, variant.layers)
                 }
                 .expect("model");
                 model.proj = variant.proj;
+                model.dropout = variant.dropout;
                 model.validate().expect("variant");
                 let train = TrainSpec {
                     policy,
@@ -162,12 +185,16 @@ fn bench(cr: &mut Criterion) {
     println!("\nOPENBLAS_NUM_THREADS={threads}; medians of {reps} interleaved steps");
     println!(
         "{:<36} {:>10} {:>9} {:>11} {:>10} {:>9}",
-        "case", "arena", "step", "tokens/s", "GFLOP/s", "÷ lstm"
+        "case", "arena", "step", "tokens/s", "GFLOP/s", "÷ lstm (same L)"
     );
     for (c, m) in cases.iter().zip(&meds) {
         let lstm = (cases.iter().zip(&meds))
             .find(|(o, _)| {
-                o.variant == Variant::LSTM && o.features == c.features && o.policy == c.policy
+                let lstm = Variant {
+                    layers: c.variant.layers,
+                    ..Variant::LSTM
+                };
+                o.variant == lstm && o.features == c.features && o.policy == c.policy
             })
             .map_or(f64::NAN, |(_, &t)| t);
         println!(

@@ -36,6 +36,14 @@ features, K regression outputs, C classes):
       nn.Embedding(V, E) -> nn.LSTM(E, H, 2 layers, proj_size=P) -> nn.Linear(P, V);
       cross-entropy averaged over the positions with mask = 1 (h0, hn are [L, B, P];
       lstm.weight_hh_l{k} is [4H, P], lstm.weight_hr_l{k} [P, H]).
+  torch_lstm_dropout.safetensors  seed 8, T9 B3 V11 E5 H6 L2, dropout p = 0.4
+      nn.Embedding(V, E) -> nn.LSTM(E, H) -> dropout -> nn.LSTM(H, H) -> nn.Linear(H, V),
+      i.e. nn.LSTM(E, H, 2 layers, dropout=p) in training mode with recur's masks: layer
+      0's output is multiplied by mask / (1 - p), the mask being docs/cells.md's
+      (keep_mask below, a third implementation of it: seed 5, round 0, layer 1);
+      mean cross-entropy over the positions with mask = 1. The two one-layer modules'
+      tensors are saved as layers 0 and 1 of `lstm.`; dropout_p, dropout_seed hold p
+      and the seed.
 
 Tensors in every file:
   weights         float32, PyTorch state-dict names with module prefixes:
@@ -282,6 +290,65 @@ def lstmp_lm():
         lstm, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
 
 
+M64 = (1 << 64) - 1
+
+
+def fin(z):
+    """splitmix64's finaliser on a 64-bit unsigned integer."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def keep_mask(seed, round_, layer, p, steps, batch, width):
+    """float32 [T, B, width]: 1 where docs/cells.md's dropout keeps the unit."""
+    g = 0x9E3779B97F4A7C15
+    thr = int(p * 4294967296.0)
+    out = torch.zeros(steps, batch, width)
+    k = fin(seed ^ g)
+    k = fin(k ^ ((round_ * g) & M64))
+    k = fin(k ^ ((layer * 0xD6E8FEB86659FD93) & M64))
+    for t in range(steps):
+        for b in range(batch):
+            row = fin(k ^ (((t * batch + b) * 0xA0761D6478BD642F) & M64))
+            for j in range(width):
+                out[t, b, j] = float((fin(row ^ ((j * g) & M64)) >> 32) >= thr)
+    return out
+
+
+def lstm_dropout():
+    torch.manual_seed(8)
+    p, seed = 0.4, 5
+    emb = torch.nn.Embedding(V, E)
+    lstm0, lstm1 = torch.nn.LSTM(E, H), torch.nn.LSTM(H, H)
+    fc = torch.nn.Linear(H, V)
+    inp = torch.randint(0, V, (T, B))
+    tgt = torch.randint(0, V, (T, B))
+    mask = random_mask(0.3)
+    h0, c0 = 0.5 * torch.randn(2, B, H), 0.5 * torch.randn(2, B, H)
+    keep = keep_mask(seed, 0, 1, p, T, B, H)
+    assert 0 < int(keep.sum()) < keep.numel()
+
+    out0, (hn0, cn0) = lstm0(emb(inp), (h0[:1], c0[:1]))
+    out1, (hn1, cn1) = lstm1(out0 * keep / (1 - p), (h0[1:], c0[1:]))
+    ce = F.cross_entropy(fc(out1).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
+    m = mask.reshape(T * B).float()
+    loss = (ce * m).sum() / m.sum()
+    loss.backward()
+    tensors = param_tensors((("embedding", emb), ("fc", fc)))
+    for k, module in enumerate((lstm0, lstm1)):
+        for name, t in module.named_parameters():
+            layer_name = name.replace("_l0", f"_l{k}")
+            tensors[f"lstm.{layer_name}"] = t.detach().clone()
+            tensors[f"grad.lstm.{layer_name}"] = t.grad.detach().clone()
+    tensors.update(
+        input=inp, target=tgt, mask=mask, h0=h0, c0=c0, loss=loss.detach().reshape(()),
+        hn=torch.cat([hn0, hn1]).detach().clone(), cn=torch.cat([cn0, cn1]).detach().clone(),
+        dropout_p=torch.tensor(p), dropout_seed=torch.tensor(seed),
+    )
+    write("torch_lstm_dropout.safetensors", tensors, loss)
+
+
 CASES = {
     "torch_lstm2": lstm2,
     "torch_gru_lm": gru_lm,
@@ -291,6 +358,7 @@ CASES = {
     "torch_lstm_classify": lstm_classify,
     "torch_peephole_lm": peephole_lm,
     "torch_lstmp_lm": lstmp_lm,
+    "torch_lstm_dropout": lstm_dropout,
 }
 KEEP = {"torch_lstm2"}  # kept when it exists, unless named on the command line
 

@@ -144,7 +144,11 @@ mod tests {
         for r in 0..rows {
             for j in 0..width {
                 let k = keep(4, 9, 2, 10 + r as u64, j, 0.25);
-                let want = if k { x[r * width + j] * (1.0 / 0.75) } else { 0.0 };
+                let want = if k {
+                    x[r * width + j] * (1.0 / 0.75)
+                } else {
+                    0.0
+                };
                 assert_eq!(out[r * width + j], want);
             }
         }

@@ -59,9 +59,15 @@ fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
     let outputs = fx.tensor("fc.weight").shape[0];
     let mut m = ModelSpec::new(model_input, cell, hidden, layers, head, outputs).unwrap();
     m.proj = proj;
-    m.validate().unwrap();
     let mut tr = TrainSpec::new(batch, window).unwrap();
     tr.grain = grain;
+    // Dropout with recur's masks of the first window (round 0) under this seed.
+    if let Some(p) = fx.get("dropout_p") {
+        m.dropout = fx.floats("dropout_p")[0] as f32;
+        tr.seed = fx.ints("dropout_seed")[0] as u64;
+        assert!(p.shape.is_empty() && m.dropout > 0.0);
+    }
+    m.validate().unwrap();
     let mut trainer = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
     let lay = trainer.executor().layout().clone();
     let ex = trainer.executor_mut();
@@ -183,6 +189,18 @@ fn lstm_classifier_over_tokens() {
 #[test]
 fn projected_lstm_language_model() {
     all_grains("torch_lstmp_lm.safetensors", CellKind::Lstm, HeadKind::Lm);
+}
+
+/// Dropout p = 0.4 between two LSTM layers against PyTorch computing the same masks
+/// (docs/cells.md's definition, implemented again in Python): `nn.LSTM(dropout=p)`'s
+/// placement, scale and gradients, at every grain.
+#[test]
+fn dropout_between_lstm_layers() {
+    all_grains(
+        "torch_lstm_dropout.safetensors",
+        CellKind::Lstm,
+        HeadKind::Lm,
+    );
 }
 
 /// The peephole LSTM against the PyTorch module docs/cells.md gives for it (the fixture

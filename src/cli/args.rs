@@ -114,6 +114,12 @@ pub struct ModelFlags {
     /// recomputation [0].
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
+    /// Every layer runs forward and in reverse (PyTorch's bidirectional): the next
+    /// layer and the head read both directions. A window is then a whole unit: a
+    /// classifier of sequences, or a tagger through `recur grads` and the library.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bidirectional: bool,
     /// Batch rows B [32].
     #[arg(long)]
     pub batch: Option<usize>,

@@ -50,6 +50,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("model.forget_bias", "--forget-bias"),
     ("model.proj", "--proj"),
     ("model.dropout", "--dropout"),
+    ("model.bidirectional", "--bidirectional"),
     ("train.batch", "--batch"),
     ("train.window", "--window"),
     ("train.grain", "--grain"),

@@ -33,6 +33,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "forget-bias",
     "proj",
     "dropout",
+    "bidirectional",
     "batch",
     "window",
     "advance",
@@ -335,6 +336,7 @@ pub fn model_and_window(
         forget_bias: get!(forget_bias),
         proj: get!(proj),
         dropout: get!(dropout).unwrap_or(0.0),
+        bidirectional: flags.bidirectional || config.is_some_and(|c| c.bidirectional),
     };
     model.validate()?;
     // A set's default window is exact BPTT: its longest sequence's inputs.
@@ -550,6 +552,7 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
             forget_bias: model.forget_bias,
             proj: model.proj,
             dropout: (model.dropout > 0.0).then_some(model.dropout),
+            bidirectional: model.bidirectional,
             batch: Some(train.batch),
             window: Some(train.window),
             advance: train.advance,

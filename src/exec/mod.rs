@@ -77,6 +77,10 @@ pub struct Executor {
     counts: Counts,
     /// Windows run so far: the dropout masks' round (`dropout`).
     round: u64,
+    /// A bidirectional model's reset flags and tokens in reverse time (`run::Ctx`),
+    /// written at the start of every run; empty otherwise.
+    reset_rev: Vec<u8>,
+    tokens_rev: Vec<u32>,
     /// Per op, the last segment it touches (0 for ops of every segment): a window
     /// whose data ends early runs only the ops of the segments holding it.
     op_seg: Vec<u32>,
@@ -113,7 +117,13 @@ fn phases(ops: &[Op]) -> Vec<(Phase, u32)> {
     (ops.iter())
         .map(|op| {
             let this = match *op {
-                Op::Embed { seg, .. } => fwd(&seen, 0, seg),
+                Op::Embed { seg, layer, .. } | Op::LayerIn { seg, layer, .. } => {
+                    fwd(&seen, layer, seg)
+                }
+                Op::Emit { .. } | Op::FirstStep { .. } => prev,
+                Op::DirDelta { seg, .. } | Op::ScatterDx { seg, .. } => (Phase::Backward, seg),
+                Op::ZeroDelta { .. } => (Phase::Backward, prev.1),
+                Op::FirstStepGrad { .. } => (Phase::Head, prev.1),
                 Op::LoadState { layer, seg, .. }
                 | Op::Dropout { layer, seg, .. }
                 | Op::InputProj { layer, seg, .. } => fwd(&seen, layer, seg),
@@ -175,6 +185,15 @@ impl Executor {
             outputs: vec![0.0; if prog.eval { sz.batch * sz.outputs } else { 0 }],
             counts: Counts::default(),
             round: 0,
+            reset_rev: vec![0; if sz.directions == 2 { positions } else { 0 }],
+            tokens_rev: vec![
+                0;
+                if sz.directions == 2 && sz.embed.is_some() {
+                    positions
+                } else {
+                    0
+                }
+            ],
             state: AlignedBuf::zeros(sz.carried()),
             state_next: AlignedBuf::zeros(sz.carried()),
             tokens: vec![0; if sz.embed.is_some() { positions } else { 0 }],
@@ -326,6 +345,25 @@ impl Executor {
             prog: &self.prog,
         };
         let any_reset = self.reset.iter().any(|&f| f != 0);
+        if sz.directions == 2 {
+            // The reverse direction's view: step k is time T−1−k; a sequence starting
+            // at time t + 1 makes the reverse state entering time t zero.
+            let (t, b) = (sz.window, sz.batch);
+            for k in 0..t {
+                let time = t - 1 - k;
+                for r in 0..b {
+                    self.reset_rev[k * b + r] = match time + 1 < t {
+                        true => self.reset[(time + 1) * b + r],
+                        false => 0,
+                    };
+                }
+                if !self.tokens_rev.is_empty() {
+                    self.tokens_rev[k * b..(k + 1) * b]
+                        .copy_from_slice(&self.tokens[time * b..(time + 1) * b]);
+                }
+            }
+        }
+        let any_reset_rev = self.reset_rev.iter().any(|&f| f != 0);
         let mut cx = Ctx {
             sz,
             lay: &self.prog.params,
@@ -340,6 +378,8 @@ impl Executor {
             values: self.values.as_slice(),
             mask: &self.mask,
             reset: if any_reset { &self.reset } else { &[] },
+            reset_rev: if any_reset_rev { &self.reset_rev } else { &[] },
+            tokens_rev: &self.tokens_rev,
             scale: if terms == 0 {
                 0.0
             } else {

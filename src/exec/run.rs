@@ -6,10 +6,10 @@
 use super::gemm::{self, gemm, Tr};
 use super::ops;
 use crate::cell::{
-    add_col_sums, Backward, Cell, Dims, Forward, Mat, MatMul, Params, ParamsMut, RecurrentGrads,
-    MAX_SAVED, MAX_STATES,
+    add_assign, add_col_sums, Backward, Cell, Dims, Forward, Mat, MatMul, Params, ParamsMut,
+    RecurrentGrads, MAX_SAVED, MAX_STATES,
 };
-use crate::graph::{Bufs, Input, Op, StateSrc};
+use crate::graph::{BufKind, Bufs, Input, Op, StateSrc};
 use crate::ids::BufId;
 use crate::layout::{ParamLayout, Sizes};
 use crate::program::Program;
@@ -84,6 +84,12 @@ pub(super) struct Ctx<'a> {
     pub(super) mask: &'a [u8],
     /// Empty when no position resets.
     pub(super) reset: &'a [u8],
+    /// A bidirectional model's reset flags in reverse time, [T·B]: set at reversed
+    /// step k (time T−1−k) where a sequence starts at time T−k (the reverse direction
+    /// starts afresh at the step before it); empty when no position resets.
+    pub(super) reset_rev: &'a [u8],
+    /// A bidirectional token model's tokens in reverse time, [T·B].
+    pub(super) tokens_rev: &'a [u32],
     pub(super) scale: f32,
     /// The run's seed and the executor's window count: the dropout masks' key.
     pub(super) seed: u64,
@@ -102,13 +108,51 @@ impl<'a> Ctx<'a> {
         start..start + self.sz.seg_rows(s as usize)
     }
 
-    /// The reset flags of segment `s`, or an empty slice.
-    fn reset_of(&self, s: u32) -> &'a [u8] {
-        let reset: &'a [u8] = self.reset;
+    /// The reset flags of virtual layer `vl`'s segment `s` (in its time order), or an
+    /// empty slice.
+    fn reset_of(&self, vl: u32, s: u32) -> &'a [u8] {
+        let reset: &'a [u8] = match self.sz.reverse(vl as usize) {
+            true => self.reset_rev,
+            false => self.reset,
+        };
         if reset.is_empty() {
             reset
         } else {
             &reset[self.positions(s)]
+        }
+    }
+
+    /// The tokens of virtual layer `vl`'s segment `s`, in its time order.
+    fn tokens_of(&self, vl: u32, s: u32) -> &'a [u32] {
+        let tokens: &'a [u32] = match self.sz.reverse(vl as usize) {
+            true => self.tokens_rev,
+            false => self.tokens,
+        };
+        &tokens[self.positions(s)]
+    }
+
+    /// The time (step of the window) of block `k` of virtual layer `vl`'s segment `s`.
+    fn time_of(&self, vl: u32, s: u32, k: usize) -> usize {
+        let t = s as usize * self.sz.grain + k;
+        match self.sz.reverse(vl as usize) {
+            true => self.sz.window - 1 - t,
+            false => t,
+        }
+    }
+
+    /// The rows of segment `seg` in buffer `b`, `width` wide: a state buffer's after
+    /// its entry blocks, a whole-window buffer's at the segment's positions, any other
+    /// buffer whole.
+    #[allow(clippy::mut_from_ref)]
+    fn rows_of<'b>(&self, ar: &'b Arena, b: BufId, seg: u32, width: usize) -> &'b mut [f32] {
+        let buf = ar.buf(b);
+        match ar.prog.buffers[b.index()].buffer.kind {
+            BufKind::State { .. } => &mut buf[self.sz.state_block(0)..],
+            BufKind::Output { .. } | BufKind::DeltaOut { .. } => {
+                let pos = self.positions(seg);
+                &mut buf[pos.start * width..pos.end * width]
+            }
+            _ => buf,
         }
     }
 
@@ -123,11 +167,79 @@ impl<'a> Ctx<'a> {
 
     pub(super) fn exec(&mut self, op: &Op, ar: &Arena) {
         match *op {
-            Op::Embed { seg, x } => {
+            Op::Embed { seg, x, layer } => {
                 let e = self.lay.embedding().map_or(0..0, |t| t.range());
-                let toks = &self.tokens[self.positions(seg)];
+                let toks = self.tokens_of(layer, seg);
                 ops::gather_rows(&self.p[e], self.sz.input_width(0), toks, ar.buf(x));
             }
+            Op::LayerIn {
+                layer,
+                seg,
+                src,
+                out,
+            } => {
+                let (b, w) = (self.sz.batch, self.sz.input_width(layer as usize));
+                let l = layer as usize / self.sz.directions;
+                let features: &'a [f32] = self.features;
+                let src: &[f32] = match src {
+                    Some(y) => ar.buf(y),
+                    None => features,
+                };
+                let out = ar.buf(out);
+                for (k, block) in out.chunks_exact_mut(b * w).enumerate() {
+                    let t = self.time_of(layer, seg, k);
+                    block.copy_from_slice(&src[t * b * w..(t + 1) * b * w]);
+                    if l > 0 && self.sz.dropout > 0.0 {
+                        self.mask_of(l as u32)
+                            .apply_in_place((t * b) as u64, w, block);
+                    }
+                }
+            }
+            Op::Emit { layer, seg, h, out } => {
+                let (b, o, lo) = (self.sz.batch, self.sz.out, self.sz.layer_out);
+                let side = (layer as usize % self.sz.directions) * o;
+                let h = &ar.buf(h)[self.sz.state_block(0)..];
+                let y = ar.buf(out);
+                for (k, block) in h.chunks_exact(b * o).enumerate() {
+                    let t = self.time_of(layer, seg, k);
+                    for (r, row) in block.chunks_exact(o).enumerate() {
+                        y[(t * b + r) * lo + side..][..o].copy_from_slice(row);
+                    }
+                }
+            }
+            Op::DirDelta {
+                layer,
+                seg,
+                dy,
+                out,
+            } => {
+                let (b, o, lo) = (self.sz.batch, self.sz.out, self.sz.layer_out);
+                let side = (layer as usize % self.sz.directions) * o;
+                let dy = &*ar.buf(dy);
+                let out = ar.buf(out);
+                for (k, block) in out.chunks_exact_mut(b * o).enumerate() {
+                    let t = self.time_of(layer, seg, k);
+                    for (r, row) in block.chunks_exact_mut(o).enumerate() {
+                        row.copy_from_slice(&dy[(t * b + r) * lo + side..][..o]);
+                    }
+                }
+            }
+            Op::ScatterDx { layer, seg, dx, dy } => {
+                let (b, w) = (self.sz.batch, self.sz.input_width(layer as usize));
+                let l = layer as usize / self.sz.directions;
+                let (dx, dy) = (ar.buf(dx), ar.buf(dy));
+                for (k, block) in dx.chunks_exact_mut(b * w).enumerate() {
+                    let t = self.time_of(layer, seg, k);
+                    if self.sz.dropout > 0.0 {
+                        self.mask_of(l as u32)
+                            .apply_in_place((t * b) as u64, w, block);
+                    }
+                    add_assign(&mut dy[t * b * w..(t + 1) * b * w], block);
+                }
+            }
+            Op::ZeroDelta { buf } => ar.buf(buf).fill(0.0),
+            Op::FirstStep { y } => self.first_step(ar.buf(y), false),
+            Op::FirstStepGrad { dy } => self.first_step(ar.buf(dy), true),
             Op::LoadState {
                 layer, states, src, ..
             } => self.load_state(ar, layer as usize, states, src),
@@ -148,7 +260,7 @@ impl<'a> Ctx<'a> {
                 let h = &ar.buf(h)[self.sz.state_block(0)..];
                 let first = self.positions(seg).start as u64;
                 self.mask_of(layer)
-                    .apply(first, self.sz.out, h, ar.buf(out));
+                    .apply(first, self.sz.layer_out, h, ar.buf(out));
             }
             Op::InputProj {
                 layer,
@@ -169,7 +281,7 @@ impl<'a> Ctx<'a> {
                     states: ar.bufs::<MAX_STATES>(states),
                     saved: ar.bufs::<MAX_SAVED>(saved),
                     scratch: work.get(0).map_or(&mut [][..], |w| ar.buf(w)),
-                    reset: self.reset_of(seg),
+                    reset: self.reset_of(layer, seg),
                 };
                 let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
                 self.cell.forward(self.dims(seg), &w, io, &Blas);
@@ -187,7 +299,7 @@ impl<'a> Ctx<'a> {
                 carry,
             } => {
                 let read = ar.bufs::<MAX_STATES>(states);
-                let (d, reset) = (self.dims(seg), self.reset_of(seg));
+                let (d, reset) = (self.dims(seg), self.reset_of(layer, seg));
                 let lay: &'a ParamLayout = self.lay;
                 let ranges = &lay.layer(layer as usize).ranges;
                 let io = Backward {
@@ -223,13 +335,14 @@ impl<'a> Ctx<'a> {
                 let rows = a.len() / gw;
                 let w_ih = &self.p[self.lay.w_ih(l).range()];
                 gemm(rows, iw, gw, a, Tr::N, w_ih, Tr::N, 0.0, dx);
-                if l > 0 && self.sz.dropout > 0.0 {
-                    // dL/dh of the layer below: through the same mask and scale.
+                // One direction: dL/dh of the layer below through the same dropout mask
+                // and scale (two: `ScatterDx` does it).
+                if l > 0 && self.sz.dropout > 0.0 && self.sz.directions == 1 {
                     let first = self.positions(seg).start as u64;
                     self.mask_of(layer).apply_in_place(first, iw, dx);
                 }
-                if let (0, Some(e)) = (l, self.lay.embedding()) {
-                    let toks = &self.tokens[self.positions(seg)];
+                if let (0, Some(e)) = (l / self.sz.directions, self.lay.embedding()) {
+                    let toks = self.tokens_of(layer, seg);
                     ops::scatter_add_rows(&mut self.g[e.range()], iw, toks, dx);
                 }
             }
@@ -258,23 +371,55 @@ impl<'a> Ctx<'a> {
                     dst.copy_from_slice(&p[p.len() - n..]);
                 }
                 StateSrc::Checkpoint(b) => {
-                    dst.copy_from_slice(&ar.buf(b)[sz.carried_offset(l, i)..][..n]);
+                    let ck = ar.buf(b);
+                    let at = sz.carried_offset(if ck.len() == sz.carried() { l } else { 0 }, i);
+                    dst.copy_from_slice(&ck[at..][..n]);
                 }
                 StateSrc::Carried => {
                     dst.copy_from_slice(&self.state[sz.carried_offset(l, i)..][..n]);
                 }
+                StateSrc::Zero => dst.fill(0.0),
             }
         }
     }
 
     /// Copies the last blocks of every state of a segment into `dst`, a block in the
-    /// carried-state layout (a checkpoint or the next window's carried state).
+    /// carried-state layout (a checkpoint or the next window's carried state; a
+    /// bidirectional model's checkpoints hold one virtual layer's).
     fn copy_out(&self, ar: &Arena, l: usize, states: Bufs, dst: &mut [f32]) {
         let sz = self.sz;
+        let l = if dst.len() == sz.carried() { l } else { 0 };
         for i in 0..states.len() {
             let n = sz.state_block(i);
             let s = ar.buf(states.id(i));
             dst[sz.carried_offset(l, i)..][..n].copy_from_slice(&s[s.len() - n..]);
+        }
+    }
+
+    /// A bidirectional classifier's head input and its gradient (`Op::FirstStep`): at
+    /// every counted position (t, b), the reverse half of row (t, b) of `y` is that of
+    /// row (t0, b), t0 the start of its sequence (the last reset at or before t, else
+    /// step 0). Forward: copies it there; `grad`: moves the gradient back to (t0, b).
+    fn first_step(&self, y: &mut [f32], grad: bool) {
+        let (b, o, lo) = (self.sz.batch, self.sz.out, self.sz.layer_out);
+        for (p, _) in self.mask.iter().enumerate().filter(|(_, &m)| m != 0) {
+            let (t, r) = (p / b, p % b);
+            let t0 = (0..=t)
+                .rev()
+                .find(|&u| self.reset.get(u * b + r).is_some_and(|&f| f != 0))
+                .unwrap_or(0);
+            if t0 == t {
+                continue;
+            }
+            let (from, to) = ((t0 * b + r) * lo + o, (t * b + r) * lo + o);
+            if grad {
+                for j in 0..o {
+                    y[from + j] += y[to + j];
+                    y[to + j] = 0.0;
+                }
+            } else {
+                y.copy_within(from..from + o, to);
+            }
         }
     }
 
@@ -293,7 +438,7 @@ impl<'a> Ctx<'a> {
                 let pos = self.positions(seg);
                 &features[pos.start * w..pos.end * w]
             }
-            Input::Hidden(b) => &ar.buf(b)[self.sz.state_block(0)..],
+            Input::Hidden(b) => &*self.rows_of(ar, b, seg, w),
             Input::Dropped(b) => &*ar.buf(b),
         }
     }
@@ -349,7 +494,7 @@ impl<'a> Ctx<'a> {
             gates: a,
             states: ar.bufs::<MAX_STATES>(states),
             saved: saved.map(|s| &*s),
-            reset: self.reset_of(seg),
+            reset: self.reset_of(l as u32, seg),
         };
         let d = self.dims(seg);
         let lay: &'a ParamLayout = self.lay;
@@ -360,10 +505,10 @@ impl<'a> Ctx<'a> {
     /// The head of a segment, forward only: outputs (the window's last step's kept),
     /// loss, and the counted positions whose arg-max is the target.
     fn head_eval(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId) {
-        let (hd, k, b) = (self.sz.out, self.sz.outputs, self.sz.batch);
+        let (hd, k, b) = (self.sz.layer_out, self.sz.outputs, self.sz.batch);
         let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
         let pos = self.positions(seg);
-        let h = &ar.buf(h)[self.sz.state_block(0)..];
+        let h = &*self.rows_of(ar, h, seg, hd);
         let z = ar.buf(out);
         let rows = z.len() / k;
         ops::broadcast_bias(z, &self.p[fb]);
@@ -394,17 +539,17 @@ impl<'a> Ctx<'a> {
 
     /// The head of a segment and its backward: outputs, loss, dL/dfc, dL/dh.
     fn head(&mut self, ar: &Arena, seg: u32, h: BufId, out: BufId, dh: BufId) {
-        let (hd, k) = (self.sz.out, self.sz.outputs);
+        let (hd, k) = (self.sz.layer_out, self.sz.outputs);
         let (fw, fb) = (self.lay.fc_w().range(), self.lay.fc_b().range());
         let pos = self.positions(seg);
-        let dh = ar.buf(dh);
+        let dh = self.rows_of(ar, dh, seg, hd);
         let mask = &self.mask[pos.clone()];
         if mask.iter().all(|&m| m == 0) {
             // Nothing of this segment counts: no loss, no gradient.
             dh.fill(0.0);
             return;
         }
-        let h = &ar.buf(h)[self.sz.state_block(0)..];
+        let h = &*self.rows_of(ar, h, seg, hd);
         let z = ar.buf(out);
         let rows = z.len() / k;
         ops::broadcast_bias(z, &self.p[fb.clone()]);

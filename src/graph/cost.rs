@@ -20,7 +20,7 @@ pub enum CostClass {
 pub fn flops(op: &Op, sz: &Sizes) -> u64 {
     let b = sz.batch as u64;
     // The head reads each layer's output: P wide if projected, else H.
-    let (h, k, gw) = (sz.out as u64, sz.outputs as u64, sz.gate_width as u64);
+    let (h, k, gw) = (sz.layer_out as u64, sz.outputs as u64, sz.gate_width as u64);
     // The recurrent matrix's width: H, or M·H for a cell of M lags.
     let r = sz.recurrent_width as u64;
     let input = |l: u32| sz.input_width(l as usize) as u64;
@@ -45,6 +45,13 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }
         | Op::Dropout { .. }
+        | Op::LayerIn { .. }
+        | Op::Emit { .. }
+        | Op::DirDelta { .. }
+        | Op::ScatterDx { .. }
+        | Op::ZeroDelta { .. }
+        | Op::FirstStep { .. }
+        | Op::FirstStepGrad { .. }
         | Op::LoadState { .. }
         | Op::SaveCheckpoint { .. }
         | Op::StoreState { .. }

@@ -111,6 +111,21 @@ pub enum BufKind {
     /// Layer `layer`'s input after dropout (the layer below's output, masked and
     /// scaled), [g·B, out].
     Dropped { layer: u32, seg: u32 },
+    /// A bidirectional model's virtual layer `layer` (`Sizes::vlayers`): its input
+    /// rows of a segment in its own time order (reversed for a reverse direction,
+    /// dropped above layer 0 under dropout), [g·B, input width].
+    LayerIn { layer: u32, seg: u32 },
+    /// A bidirectional layer's output over the whole window, both directions side by
+    /// side in time order, [T·B, 2·out]; `layer` is the real layer.
+    Output { layer: u32 },
+    /// dL/d(`Output`) of a layer, [T·B, 2·out].
+    DeltaOut { layer: u32 },
+    /// dL/d(`LayerIn`) of a virtual layer's segment, [g·B, input width], on its way into
+    /// the layer below's `DeltaOut` (or the embedding's gradient).
+    DeltaX { layer: u32, seg: u32 },
+    /// One virtual layer's state entering segment `boundary` (a bidirectional model's
+    /// checkpoints, one chain at a time).
+    LayerCheckpoint { layer: u32, boundary: u32 },
     /// The cell's scratch during the forward of (layer, segment).
     Work { layer: u32, seg: u32 },
     /// The state of every layer entering segment `boundary` (the carried-state
@@ -139,19 +154,40 @@ impl BufKind {
             | BufKind::State { seg, .. }
             | BufKind::Saved { seg, .. }
             | BufKind::Dropped { seg, .. }
+            | BufKind::LayerIn { seg, .. }
+            | BufKind::DeltaX { seg, .. }
             | BufKind::Work { seg, .. }
             | BufKind::DeltaIn { seg, .. }
             | BufKind::Logits { seg }
             | BufKind::Predictions { seg }
             | BufKind::DeltaEmbedded { seg } => Some(seg),
-            BufKind::Checkpoint { boundary } => Some(boundary),
-            BufKind::Carry { .. } => None,
+            BufKind::Checkpoint { boundary } | BufKind::LayerCheckpoint { boundary, .. } => {
+                Some(boundary)
+            }
+            BufKind::Carry { .. } | BufKind::Output { .. } | BufKind::DeltaOut { .. } => None,
         }
     }
 
-    /// The buffer's name in reports, with the cell's names for its tensors (`h[l0,s3]`).
-    pub fn name(&self, sz: &Sizes) -> String {
+    /// The virtual layer (`Sizes::vlayers`) of a buffer of one chain.
+    fn vlayer(&self) -> Option<u32> {
         match *self {
+            BufKind::Gates { layer, .. }
+            | BufKind::State { layer, .. }
+            | BufKind::Saved { layer, .. }
+            | BufKind::Work { layer, .. }
+            | BufKind::DeltaIn { layer, .. }
+            | BufKind::Carry { layer }
+            | BufKind::LayerIn { layer, .. }
+            | BufKind::DeltaX { layer, .. }
+            | BufKind::LayerCheckpoint { layer, .. } => Some(layer),
+            _ => None,
+        }
+    }
+
+    /// The buffer's name in reports, with the cell's names for its tensors (`h[l0,s3]`;
+    /// a bidirectional model's reverse direction `h[l0r,s3]`).
+    pub fn name(&self, sz: &Sizes) -> String {
+        let name = match *self {
             BufKind::State { state, layer, seg } => {
                 format!("{}[l{layer},s{seg}]", sz.states[state as usize].name)
             }
@@ -159,6 +195,13 @@ impl BufKind {
                 format!("{}[l{layer},s{seg}]", sz.saved[saved as usize].name)
             }
             _ => self.to_string(),
+        };
+        match (sz.directions, self.vlayer()) {
+            (2, Some(vl)) => {
+                let r = if vl % 2 == 1 { "r" } else { "" };
+                name.replacen(&format!("[l{vl}"), &format!("[l{}{r}", vl / 2), 1)
+            }
+            _ => name,
         }
     }
 }
@@ -173,6 +216,13 @@ impl std::fmt::Display for BufKind {
             BufKind::State { state, layer, seg } => write!(f, "state{state}[l{layer},s{seg}]"),
             BufKind::Saved { saved, layer, seg } => write!(f, "saved{saved}[l{layer},s{seg}]"),
             BufKind::Dropped { layer, seg } => write!(f, "dropped[l{layer},s{seg}]"),
+            BufKind::LayerIn { layer, seg } => write!(f, "in[l{layer},s{seg}]"),
+            BufKind::Output { layer } => write!(f, "y[l{layer}]"),
+            BufKind::DeltaOut { layer } => write!(f, "dy[l{layer}]"),
+            BufKind::DeltaX { layer, seg } => write!(f, "dx[l{layer},s{seg}]"),
+            BufKind::LayerCheckpoint { layer, boundary } => {
+                write!(f, "ckpt[l{layer},b{boundary}]")
+            }
             BufKind::Work { layer, seg } => write!(f, "work[l{layer},s{seg}]"),
             BufKind::Checkpoint { boundary } => write!(f, "ckpt[b{boundary}]"),
             BufKind::DeltaIn { layer, seg } => write!(f, "dh_in[l{layer},s{seg}]"),

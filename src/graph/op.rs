@@ -104,6 +104,8 @@ impl Input {
 pub enum StateSrc {
     /// The state carried in from the previous window (segment 0).
     Carried,
+    /// Zero: a reverse direction's first segment (it starts at the window's end).
+    Zero,
     /// The last blocks of the previous segment's state buffers, this layer.
     Prev(Bufs),
     /// A checkpoint of the boundary (this layer's part of it).
@@ -116,8 +118,51 @@ pub enum StateSrc {
 #[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Op {
-    /// Gather embedding rows of the segment's tokens into `x`.
-    Embed { seg: u32, x: BufId },
+    /// Gather embedding rows of the segment's tokens into `x` (for virtual layer
+    /// `layer`: a reverse direction's in reverse time).
+    Embed { seg: u32, x: BufId, layer: u32 },
+    /// A bidirectional model's virtual layer `layer`: its input rows of segment `seg`
+    /// in its own time order into `out`, from the layer below's `Output` `src` (dropped
+    /// under dropout) or, for layer 0, from the batch's features (`src` none).
+    LayerIn {
+        layer: u32,
+        seg: u32,
+        src: Option<BufId>,
+        out: BufId,
+    },
+    /// Copies a virtual layer's output rows of a segment (state 0 without its entry
+    /// blocks, `h`) into its half of the layer's `Output` `out`, in time order.
+    Emit {
+        layer: u32,
+        seg: u32,
+        h: BufId,
+        out: BufId,
+    },
+    /// A virtual layer's dL/dh of a segment (`out`, its `DeltaIn`) from its half of the
+    /// layer's `DeltaOut` `dy`, in its own time order.
+    DirDelta {
+        layer: u32,
+        seg: u32,
+        dy: BufId,
+        out: BufId,
+    },
+    /// Adds a virtual layer's dL/d(input) of a segment (`dx`) into the layer below's
+    /// `DeltaOut` `dy`, in time order (through the dropout mask, under dropout).
+    ScatterDx {
+        layer: u32,
+        seg: u32,
+        dx: BufId,
+        dy: BufId,
+    },
+    /// Zeroes a whole-window buffer before its gradients accumulate.
+    ZeroDelta { buf: BufId },
+    /// A bidirectional classifier: at each row's labelled step, the reverse half of the
+    /// top `Output` `y` becomes the reverse direction's output at the sequence's first
+    /// step (PyTorch's `h_n`: forward at the last step, reverse at the first).
+    FirstStep { y: BufId },
+    /// The gradient of `FirstStep`: the reverse half of `dy` at each labelled step moves
+    /// to the sequence's first step.
+    FirstStepGrad { dy: BufId },
     /// Fill the entry blocks of every state with the state entering the segment.
     LoadState {
         layer: u32,
@@ -227,9 +272,31 @@ impl Op {
         use Access::*;
         match *self {
             Op::Embed { x, .. } => f(x, Write),
+            Op::LayerIn { src, out, .. } => {
+                if let Some(src) = src {
+                    f(src, Read);
+                }
+                f(out, Write);
+            }
+            Op::Emit { h, out, .. } => {
+                f(h, Read);
+                // Its rows of the layer's output (every emit writes others).
+                f(out, Write);
+            }
+            Op::DirDelta { dy, out, .. } => {
+                f(dy, Read);
+                f(out, Write);
+            }
+            Op::ScatterDx { dx, dy, .. } => {
+                f(dx, ReadWrite);
+                f(dy, ReadWrite);
+            }
+            Op::ZeroDelta { buf } => f(buf, Write),
+            Op::FirstStep { y } => f(y, ReadWrite),
+            Op::FirstStepGrad { dy } => f(dy, ReadWrite),
             Op::LoadState { states, src, .. } => {
                 match src {
-                    StateSrc::Carried => {}
+                    StateSrc::Carried | StateSrc::Zero => {}
                     StateSrc::Prev(prev) => prev.iter().for_each(|b| f(b, Read)),
                     StateSrc::Checkpoint(b) => f(b, Read),
                 }

@@ -44,11 +44,15 @@ enum Entry<'f> {
 /// head and loss (no backward, nothing kept), and the state after the window (or after
 /// `train.advance` steps) stored for the next one.
 pub fn unroll_eval(model: &ModelSpec, train: &TrainSpec) -> Graph {
+    if model.bidirectional {
+        return unroll_bidir(model, train, None);
+    }
     let sizes = Sizes::new(model, train);
     let mut u = Unroller {
         sz: &sizes,
         buffers: Vec::new(),
         ops: Vec::new(),
+        store: train.stride().div_ceil(train.grain),
     };
     let store = train.stride().div_ceil(train.grain);
     let mut last: Option<SegFwd> = None;
@@ -81,12 +85,16 @@ pub fn unroll_eval(model: &ModelSpec, train: &TrainSpec) -> Graph {
 /// same segment, or a forward whose entry state is nowhere). Policy passes are tested
 /// to produce only valid schedules.
 pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph {
+    if model.bidirectional {
+        return unroll_bidir(model, train, Some(actions));
+    }
     let sizes = Sizes::new(model, train);
     let ns = sizes.segments;
     let mut u = Unroller {
         sz: &sizes,
         buffers: Vec::new(),
         ops: Vec::new(),
+        store: train.stride().div_ceil(train.grain),
     };
     // Per boundary b (state entering segment b): the latest checkpoint buffer.
     let mut ckpt: Vec<Option<BufId>> = vec![None; ns + 1];
@@ -153,13 +161,20 @@ struct Unroller<'a> {
     sz: &'a Sizes,
     buffers: Vec<Buffer>,
     ops: Vec<Op>,
+    /// The segment after which the next window's state is taken (`TrainSpec::stride`).
+    store: usize,
 }
 
 impl Unroller<'_> {
     fn push(&mut self, kind: BufKind, elems: usize) -> BufId {
         let (category, class) = match kind {
-            BufKind::Embedded { .. } | BufKind::Dropped { .. } => {
+            BufKind::Embedded { .. } | BufKind::Dropped { .. } | BufKind::LayerIn { .. } => {
                 (Category::SavedActivations, CostClass::MemoryBound)
+            }
+            BufKind::Output { .. } => (Category::SavedActivations, CostClass::ComputeBound),
+            BufKind::LayerCheckpoint { .. } => (Category::Checkpoints, CostClass::ComputeBound),
+            BufKind::DeltaOut { .. } | BufKind::DeltaX { .. } => {
+                (Category::Deltas, CostClass::ComputeBound)
             }
             BufKind::Gates { .. } | BufKind::State { .. } | BufKind::Saved { .. } => {
                 (Category::SavedActivations, CostClass::ComputeBound)
@@ -199,7 +214,11 @@ impl Unroller<'_> {
         let (nl, su) = (sz.layers, s as u32);
         let x = sz.embed.map(|_| {
             let x = self.push(BufKind::Embedded { seg: su }, sz.embedded_elems(s));
-            self.ops.push(Op::Embed { seg: su, x });
+            self.ops.push(Op::Embed {
+                seg: su,
+                x,
+                layer: 0,
+            });
             x
         });
         let mut f = SegFwd {
@@ -375,6 +394,362 @@ impl Unroller<'_> {
                 dx,
             });
             dh = dx;
+        }
+    }
+}
+
+/// One chain of a bidirectional model (a layer's forward or reverse direction) as the
+/// unroller walks it: its segments' buffers where they are kept or were last run, and
+/// its checkpoints.
+struct Chain {
+    vl: usize,
+    kept: Vec<Option<ChainSeg>>,
+    ckpt: Vec<Option<BufId>>,
+    last: Option<ChainSeg>,
+    emitted: Vec<bool>,
+    stored: bool,
+}
+
+/// The buffers of one forward execution of a chain's segment.
+#[derive(Clone, Copy, Debug)]
+struct ChainSeg {
+    seg: usize,
+    x: Input,
+    gates: BufId,
+    states: Bufs,
+    saved: Bufs,
+}
+
+/// A bidirectional model's window (training with `actions`, else evaluation), layer by
+/// layer: each layer's two directions are chains of segments run under the schedule —
+/// its forwards up to the first backward in the forward sweep, the rest in the backward
+/// sweep — the reverse one over the window in reverse time, from a zero state. Each
+/// direction's first forward of a segment writes its rows into the layer's `Output`,
+/// which the layer above (or the head) reads whole; the backward gathers each
+/// direction's dL/dh from the layer's `DeltaOut` and adds its dL/dx into the one below.
+pub(super) fn unroll_bidir(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    actions: Option<&[Action]>,
+) -> Graph {
+    let sizes = Sizes::new(model, train);
+    let mut u = Unroller {
+        sz: &sizes,
+        buffers: Vec::new(),
+        ops: Vec::new(),
+        store: train.stride().div_ceil(train.grain),
+    };
+    let (nl, ns) = (sizes.layers, sizes.segments);
+    let eval_actions: Vec<Action> = (0..ns as u32)
+        .map(|seg| Action::Forward {
+            seg,
+            keep: false,
+            checkpoint: false,
+        })
+        .collect();
+    let actions = actions.unwrap_or(&eval_actions);
+    let split = (actions.iter())
+        .position(|a| matches!(a, Action::Backward { .. }))
+        .unwrap_or(actions.len());
+    let (sweep, back) = actions.split_at(split);
+    let training = !back.is_empty();
+    let mut chains: Vec<Chain> = (0..sizes.vlayers())
+        .map(|vl| Chain {
+            vl,
+            kept: vec![None; ns],
+            ckpt: vec![None; ns + 1],
+            last: None,
+            emitted: vec![false; ns],
+            stored: false,
+        })
+        .collect();
+    let mut outputs: Vec<BufId> = Vec::with_capacity(nl);
+    for l in 0..nl {
+        let y = u.push(BufKind::Output { layer: l as u32 }, sizes.window_elems());
+        let below = l.checked_sub(1).map(|b| outputs[b]);
+        for chain in &mut chains[2 * l..2 * l + 2] {
+            for &a in sweep {
+                u.chain_action(chain, a, below, y, None);
+            }
+        }
+        outputs.push(y);
+    }
+    let top = outputs[nl - 1];
+    let classify = sizes.head == HeadKind::Classify;
+    if classify {
+        u.ops.push(Op::FirstStep { y: top });
+    }
+    let head_kind = |seg| match sizes.head {
+        HeadKind::Regress => BufKind::Predictions { seg },
+        HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg },
+    };
+    if !training {
+        for s in 0..ns {
+            let out = u.push(head_kind(s as u32), sizes.head_elems(s));
+            u.ops.push(Op::HeadEval {
+                seg: s as u32,
+                h: top,
+                out,
+            });
+        }
+    } else {
+        let mut dy = u.push(
+            BufKind::DeltaOut {
+                layer: nl as u32 - 1,
+            },
+            sizes.window_elems(),
+        );
+        for s in 0..ns {
+            let out = u.push(head_kind(s as u32), sizes.head_elems(s));
+            u.ops.push(Op::Head {
+                seg: s as u32,
+                h: top,
+                out,
+                dh: dy,
+            });
+        }
+        if classify {
+            u.ops.push(Op::FirstStepGrad { dy });
+        }
+        for l in (0..nl).rev() {
+            let below = l.checked_sub(1).map(|b| outputs[b]);
+            let dy_below = below.map(|_| {
+                let buf = u.push(
+                    BufKind::DeltaOut {
+                        layer: l as u32 - 1,
+                    },
+                    sizes.window_elems(),
+                );
+                u.ops.push(Op::ZeroDelta { buf });
+                buf
+            });
+            for chain in &mut chains[2 * l..2 * l + 2] {
+                let layer = chain.vl as u32;
+                let carry = u.push(BufKind::Carry { layer }, sizes.carry_elems());
+                u.ops.push(Op::ZeroCarry { layer, carry });
+                for &a in back {
+                    u.chain_action(chain, a, below, outputs[l], Some((dy, dy_below, carry)));
+                }
+            }
+            if let Some(d) = dy_below {
+                dy = d;
+            }
+        }
+    }
+    let (buffers, ops) = (u.buffers, u.ops);
+    Graph {
+        model: model.clone(),
+        train: train.clone(),
+        sizes,
+        buffers,
+        ops,
+    }
+}
+
+impl Unroller<'_> {
+    /// One action of a chain: a forward (from its entry state, checkpointing and
+    /// keeping as told; emitting its rows into `y` the first time), or, in the backward
+    /// sweep (`grads`: this layer's `DeltaOut`, the one below's, the chain's carry), a
+    /// backward.
+    fn chain_action(
+        &mut self,
+        c: &mut Chain,
+        a: Action,
+        below: Option<BufId>,
+        y: BufId,
+        grads: Option<(BufId, Option<BufId>, BufId)>,
+    ) {
+        let sz = self.sz;
+        match a {
+            Action::Forward {
+                seg,
+                keep,
+                checkpoint,
+            } => {
+                let s = seg as usize;
+                let src = if s == 0 {
+                    match sz.reverse(c.vl) {
+                        true => StateSrc::Zero,
+                        false => StateSrc::Carried,
+                    }
+                } else if let Some(p) = c.last.filter(|p| p.seg + 1 == s) {
+                    StateSrc::Prev(p.states)
+                } else if let Some(p) = c.kept[s - 1] {
+                    StateSrc::Prev(p.states)
+                } else {
+                    StateSrc::Checkpoint(c.ckpt[s].expect("schedule: entry state of a forward"))
+                };
+                let f = self.chain_forward(c.vl, s, src, below);
+                if !c.emitted[s] {
+                    c.emitted[s] = true;
+                    self.ops.push(Op::Emit {
+                        layer: c.vl as u32,
+                        seg,
+                        h: f.states.id(0),
+                        out: y,
+                    });
+                }
+                if checkpoint {
+                    let ck = self.push(
+                        BufKind::LayerCheckpoint {
+                            layer: c.vl as u32,
+                            boundary: seg + 1,
+                        },
+                        sz.carried_per_layer(),
+                    );
+                    self.ops.push(Op::SaveCheckpoint {
+                        layer: c.vl as u32,
+                        ckpt: ck,
+                        states: f.states,
+                    });
+                    c.ckpt[s + 1] = Some(ck);
+                }
+                // The state after the window (after `advance` steps) for a forward
+                // direction; a reverse one's after its last segment (time 0), as
+                // PyTorch's h_n.
+                let store_at = match sz.reverse(c.vl) {
+                    true => sz.segments,
+                    false => self.store,
+                };
+                if s + 1 == store_at && !c.stored {
+                    self.ops.push(Op::StoreState {
+                        layer: c.vl as u32,
+                        states: f.states,
+                    });
+                    c.stored = true;
+                }
+                if keep {
+                    c.kept[s] = Some(f);
+                }
+                c.last = Some(f);
+            }
+            Action::Backward { seg } => {
+                let s = seg as usize;
+                let f = c.kept[s]
+                    .take()
+                    .expect("schedule: backward of a kept segment");
+                let (dy, dy_below, carry) = grads.expect("a backward in the backward sweep");
+                let layer = c.vl as u32;
+                let dh = self.push(BufKind::DeltaIn { layer, seg }, sz.delta_elems(s));
+                self.ops.push(Op::DirDelta {
+                    layer,
+                    seg,
+                    dy,
+                    out: dh,
+                });
+                self.ops.push(Op::CellBackward {
+                    layer,
+                    seg,
+                    gates: f.gates,
+                    states: f.states.only(|i| sz.states[i].read_in_backward),
+                    saved: f.saved,
+                    dh,
+                    carry,
+                });
+                self.ops.push(Op::WeightGrad {
+                    layer,
+                    seg,
+                    gates: f.gates,
+                    x: f.x,
+                    states: f.states.only(|i| sz.states[i].read_in_grads),
+                    saved: f.saved,
+                });
+                if dy_below.is_none() && sz.embed.is_none() {
+                    return;
+                }
+                let dx = self.push(BufKind::DeltaX { layer, seg }, sz.layer_in_elems(c.vl, s));
+                self.ops.push(Op::InputGrad {
+                    layer,
+                    seg,
+                    gates: f.gates,
+                    dx,
+                });
+                if let Some(dy) = dy_below {
+                    self.ops.push(Op::ScatterDx { layer, seg, dx, dy });
+                }
+            }
+        }
+    }
+
+    /// A chain's forward of segment `s`: its input rows (embedded, gathered, reversed,
+    /// dropped as needed), entry state, input projection and recurrence.
+    fn chain_forward(
+        &mut self,
+        vl: usize,
+        s: usize,
+        src: StateSrc,
+        below: Option<BufId>,
+    ) -> ChainSeg {
+        let sz = self.sz;
+        let (layer, seg) = (vl as u32, s as u32);
+        let rev = sz.reverse(vl);
+        let gather = |u: &mut Self, src: Option<BufId>| {
+            let out = u.push(BufKind::LayerIn { layer, seg }, sz.layer_in_elems(vl, s));
+            u.ops.push(Op::LayerIn {
+                layer,
+                seg,
+                src,
+                out,
+            });
+            Input::Dropped(out)
+        };
+        let x = match (below, sz.embed) {
+            (None, Some(_)) => {
+                let x = self.push(BufKind::LayerIn { layer, seg }, sz.layer_in_elems(vl, s));
+                self.ops.push(Op::Embed { seg, x, layer });
+                Input::Embedded(x)
+            }
+            (None, None) if !rev => Input::Features,
+            (None, None) => gather(self, None),
+            (Some(y), _) if !rev && sz.dropout == 0.0 => Input::Hidden(y),
+            (Some(y), _) => gather(self, Some(y)),
+        };
+        let states = self.run(sz.states.len(), |i| {
+            let kind = BufKind::State {
+                state: i as u8,
+                layer,
+                seg,
+            };
+            (kind, sz.state_elems(s, i))
+        });
+        self.ops.push(Op::LoadState {
+            layer,
+            seg,
+            states,
+            src,
+        });
+        let gates = self.push(BufKind::Gates { layer, seg }, sz.gates_elems(s));
+        self.ops.push(Op::InputProj {
+            layer,
+            seg,
+            x,
+            gates,
+        });
+        let saved = self.run(sz.saved.len(), |i| {
+            let kind = BufKind::Saved {
+                saved: i as u8,
+                layer,
+                seg,
+            };
+            (kind, sz.saved_elems(s, i))
+        });
+        let work = self.run(usize::from(sz.forward_scratch > 0), |_| {
+            (BufKind::Work { layer, seg }, sz.forward_scratch)
+        });
+        self.ops.push(Op::CellForward {
+            layer,
+            seg,
+            gates,
+            states,
+            saved,
+            work,
+        });
+        ChainSeg {
+            seg: s,
+            x,
+            gates,
+            states,
+            saved,
         }
     }
 }

@@ -183,7 +183,7 @@ pub struct WeightsMeta {
 }
 
 /// The keys of the flat model description, in the order they are compared.
-const MODEL_KEYS: [&str; 12] = [
+const MODEL_KEYS: [&str; 13] = [
     "cell",
     "input",
     "vocab",
@@ -196,6 +196,7 @@ const MODEL_KEYS: [&str; 12] = [
     "forget_bias",
     "proj",
     "dropout",
+    "bidirectional",
 ];
 
 /// `model` as flat metadata keys (those of [`MODEL_KEYS`] that apply).
@@ -226,6 +227,9 @@ fn model_keys(model: &ModelSpec) -> Vec<(&'static str, String)> {
     }
     if model.dropout > 0.0 {
         keys.push(("dropout", model.dropout.to_string()));
+    }
+    if model.bidirectional {
+        keys.push(("bidirectional", "true".to_string()));
     }
     keys
 }
@@ -293,6 +297,15 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
                 .map_err(|_| format!("key `forget_bias` is {v:?}; expected a number"))?,
         ),
     };
+    let bidirectional = match map.get("bidirectional").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(format!(
+                "key `bidirectional` is {v:?}; expected true or false"
+            ))
+        }
+    };
     let dropout = match map.get("dropout") {
         None => 0.0,
         Some(v) => v
@@ -313,6 +326,7 @@ fn model_from_keys(map: &HashMap<String, String>) -> std::result::Result<ModelSp
         forget_bias,
         proj,
         dropout,
+        bidirectional,
     })
 }
 

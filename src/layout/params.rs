@@ -110,8 +110,11 @@ impl ParamLayout {
             )),
             Input::Features { .. } => None,
         };
-        let mut layers = Vec::with_capacity(spec.layers);
-        for l in 0..spec.layers {
+        // Per layer, its forward then its reverse direction (PyTorch's order).
+        let dirs = spec.directions();
+        let mut layers = Vec::with_capacity(spec.layers * dirs);
+        for vl in 0..spec.layers * dirs {
+            let (l, suffix) = (vl / dirs, if vl % dirs == 1 { "_reverse" } else { "" });
             let decls = cell.params(spec.input_width(l), spec.width());
             let mut lt = LayerTensors {
                 first: usize::MAX,
@@ -128,7 +131,7 @@ impl ParamLayout {
                 let init = match d.init {
                     Init::Uniform => uniform,
                 };
-                let name = format!("{}.{}_l{l}", cell.module(), d.name);
+                let name = format!("{}.{}_l{l}{suffix}", cell.module(), d.name);
                 let i = push(name, d.shape, init);
                 lt.first = lt.first.min(i);
             }
@@ -165,7 +168,8 @@ impl ParamLayout {
     pub fn embedding(&self) -> Option<&ParamTensor> {
         self.embedding.map(|i| &self.tensors[i])
     }
-    /// Layer `l`'s tensors.
+    /// Virtual layer `l`'s tensors (a layer's, or of a bidirectional model, layer
+    /// `l / 2`'s forward or reverse direction; `Sizes::vlayers`).
     pub fn layer(&self, l: usize) -> &LayerTensors {
         &self.layers[l]
     }

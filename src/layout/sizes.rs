@@ -24,9 +24,13 @@ pub struct Sizes {
     pub hidden: usize,
     /// The output projection's width P, if any (PyTorch's `proj_size`).
     pub proj: Option<usize>,
-    /// Width of a layer's output (state 0, what the next layer and the head read): P
-    /// if projected, else H.
+    /// Width of a direction's output (its state 0): P if projected, else H.
     pub out: usize,
+    /// Directions per layer: 2 if bidirectional, else 1.
+    pub directions: usize,
+    /// Width of a layer's output, what the next layer and the head read: `directions ·
+    /// out`.
+    pub layer_out: usize,
     /// Dropout on every layer's output but the last's (0: none).
     pub dropout: f32,
     /// Gate columns of a layer, `gates · H`.
@@ -73,6 +77,8 @@ impl Sizes {
             hidden: h,
             proj: model.proj,
             out: w.out(),
+            directions: model.directions(),
+            layer_out: model.layer_out(),
             dropout: model.dropout,
             gate_width: model.gate_width(),
             recurrent_width: (cell.params(h, w).iter())
@@ -105,10 +111,23 @@ impl Sizes {
         self.seg_len(s) * self.batch
     }
 
-    /// Input width of layer `l`: E or N for layer 0, the layer below's output above.
-    pub fn input_width(&self, l: usize) -> usize {
-        if l > 0 {
-            self.out
+    /// Chains of the recurrence: one per layer and direction. The instructions number
+    /// them 0.. ("virtual layers"): layer l's direction d is `l · directions + d`, in
+    /// PyTorch's order of weights (`_l0`, `_l0_reverse`, `_l1`, …).
+    pub fn vlayers(&self) -> usize {
+        self.layers * self.directions
+    }
+
+    /// Whether virtual layer `vl` runs in reverse time.
+    pub fn reverse(&self, vl: usize) -> bool {
+        vl % self.directions == 1
+    }
+
+    /// Input width of virtual layer `vl` (see [`Sizes::vlayers`]; with one direction,
+    /// the layer): E or N for layer 0, the layer below's output above.
+    pub fn input_width(&self, vl: usize) -> usize {
+        if vl / self.directions > 0 {
+            self.layer_out
         } else {
             self.embed.or(self.features).unwrap_or(0)
         }
@@ -127,7 +146,8 @@ impl Sizes {
         st.history * self.batch * st.width
     }
 
-    /// Carried-state elements per layer: every state's entry blocks, in declared order.
+    /// Carried-state elements per virtual layer: every state's entry blocks, in
+    /// declared order.
     pub fn carried_per_layer(&self) -> usize {
         (0..self.states.len()).map(|i| self.state_block(i)).sum()
     }
@@ -137,9 +157,11 @@ impl Sizes {
         l * self.carried_per_layer() + (0..i).map(|k| self.state_block(k)).sum::<usize>()
     }
 
-    /// The carried state of every layer (also the size of one checkpoint).
+    /// The carried state of every virtual layer (also the size of one checkpoint of a
+    /// one-direction model; a bidirectional model's checkpoints hold one virtual layer's,
+    /// `carried_per_layer`).
     pub fn carried(&self) -> usize {
-        self.layers * self.carried_per_layer()
+        self.vlayers() * self.carried_per_layer()
     }
 
     /// A segment's gate buffer, [steps·B, G·H].
@@ -157,13 +179,25 @@ impl Sizes {
         self.seg_rows(s) * self.embed.unwrap_or(0)
     }
 
-    /// A layer's dropped input of a segment, [steps·B, out] (0 without dropout).
+    /// A layer's dropped input of a segment, [steps·B, layer_out] (0 without dropout).
     pub fn dropped_elems(&self, s: usize) -> usize {
         if self.dropout > 0.0 {
-            self.seg_rows(s) * self.out
+            self.seg_rows(s) * self.layer_out
         } else {
             0
         }
+    }
+
+    /// A layer's output (or its gradient) over the whole window, [T·B, layer_out]: what
+    /// a bidirectional layer's two directions write and the layer above reads.
+    pub fn window_elems(&self) -> usize {
+        self.window * self.batch * self.layer_out
+    }
+
+    /// Virtual layer `vl`'s input rows of segment `s` in its own time order, [steps·B,
+    /// input width] (a bidirectional model's reversed or dropped inputs).
+    pub fn layer_in_elems(&self, vl: usize, s: usize) -> usize {
+        self.seg_rows(s) * self.input_width(vl)
     }
 
     /// dL/dh of a segment's layer outputs, [steps·B, out].
@@ -192,7 +226,7 @@ impl Sizes {
             + (0..self.saved.len())
                 .map(|i| self.saved_elems(s, i))
                 .sum::<usize>();
-        (self.layers * per_layer
+        (self.vlayers() * per_layer
             + (self.layers - 1) * self.dropped_elems(s)
             + self.embedded_elems(s)) as u64
     }
@@ -230,7 +264,12 @@ impl Sizes {
         let positions = self.window as u128 * self.batch as u128;
         let row = self.features.map_or(8, |n| n as u128 * 4);
         let mapped = (self.window as u128 + 1) * row + 2 * MAP_UNIT as u128;
-        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2) + mapped
+        // A bidirectional model's reset flags (and tokens) in reverse time.
+        let reversed = match self.directions {
+            2 => 1 + 4 * u128::from(self.embed.is_some()),
+            _ => 0,
+        };
+        positions * (4 * (self.input_row() + self.target_row()) as u128 + 2 + reversed) + mapped
     }
 }
 

@@ -351,11 +351,22 @@ pub fn op_text(op: &Op, p: &Program) -> String {
     match *op {
         Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
         Op::Dropout { h, out, .. } => format!("dropout          {} -> {}", n(h), n(out)),
+        Op::LayerIn { src, out, .. } => {
+            let from = src.map_or("features".to_string(), n);
+            format!("layer_in         {from} -> {}", n(out))
+        }
+        Op::Emit { h, out, .. } => format!("emit             {} -> {}", n(h), n(out)),
+        Op::DirDelta { dy, out, .. } => format!("dir_delta        {} -> {}", n(dy), n(out)),
+        Op::ScatterDx { dx, dy, .. } => format!("scatter_dx       {} -> {}", n(dx), n(dy)),
+        Op::ZeroDelta { buf } => format!("zero_delta       -> {}", n(buf)),
+        Op::FirstStep { y } => format!("first_step       {}", n(y)),
+        Op::FirstStepGrad { dy } => format!("first_step_grad  {}", n(dy)),
         Op::LoadState { states, src, .. } => {
             let from = match src {
                 StateSrc::Prev(prev) => list(prev),
                 StateSrc::Checkpoint(b) => n(b),
                 StateSrc::Carried => "carried".into(),
+                StateSrc::Zero => "zero".into(),
             };
             format!("load_state       {from} -> {}", list(states))
         }

@@ -109,6 +109,16 @@ pub struct ModelSpec {
     /// `recur grads` run without it unless asked.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f32,
+    /// Each layer runs a forward and a reverse direction (PyTorch's `bidirectional`,
+    /// weights `…_l{k}_reverse`); the next layer and the head read both, 2·H (2·P)
+    /// wide. A window is then a whole unit: nothing of the reverse direction is carried
+    /// between windows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bidirectional: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(p: &f32) -> bool {
@@ -158,6 +168,7 @@ impl ModelSpec {
             forget_bias: None,
             proj: None,
             dropout: 0.0,
+            bidirectional: false,
         };
         spec.validate()?;
         Ok(spec)
@@ -265,10 +276,15 @@ impl ModelSpec {
         }
     }
 
+    /// Directions per layer: 2 if bidirectional, else 1.
+    pub fn directions(&self) -> usize {
+        1 + usize::from(self.bidirectional)
+    }
+
     /// The width of a layer's output, what the next layer and the head read: P if
-    /// projected, else H.
+    /// projected, else H; twice that if bidirectional.
     pub fn layer_out(&self) -> usize {
-        self.width().out()
+        self.directions() * self.width().out()
     }
 
     /// Input width of layer `l`: E or N for layer 0, the layer below's output above.
@@ -292,8 +308,13 @@ impl ModelSpec {
             p if p > 0.0 => format!(" dropout {p}"),
             _ => String::new(),
         };
+        let bi = if self.bidirectional {
+            " bidirectional"
+        } else {
+            ""
+        };
         let body = format!(
-            "{} {input} H{}{proj} L{}{drop}",
+            "{} {input} H{}{proj} L{}{bi}{drop}",
             self.cell, self.hidden, self.layers
         );
         match (self.head, self.input) {

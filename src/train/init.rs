@@ -35,9 +35,11 @@ pub fn init_params(model: &ModelSpec, layout: &ParamLayout, seed: u64, params: &
         let h = model.hidden;
         let prefix = model.cell.cell().module();
         for l in 0..model.layers {
-            for (name, v) in [("bias_ih", fb), ("bias_hh", 0.0)] {
-                if let Some(t) = layout.get(&format!("{prefix}.{name}_l{l}")) {
-                    params[t.range()][k * h..(k + 1) * h].fill(v);
+            for suffix in ["", "_reverse"] {
+                for (name, v) in [("bias_ih", fb), ("bias_hh", 0.0)] {
+                    if let Some(t) = layout.get(&format!("{prefix}.{name}_l{l}{suffix}")) {
+                        params[t.range()][k * h..(k + 1) * h].fill(v);
+                    }
                 }
             }
         }

@@ -182,7 +182,12 @@ impl Trainer {
                 .all(|&m| m == 0),
             "positions after the steps run must count for nothing"
         );
-        let segments = steps.div_ceil(sz.grain).max(1);
+        // A bidirectional model's reverse direction starts at the window's end: it runs
+        // every segment.
+        let segments = match sz.directions {
+            1 => steps.div_ceil(sz.grain).max(1),
+            _ => sz.segments,
+        };
         let positions = (segments * sz.grain).min(sz.window) * sz.batch;
         (self.exec.run_prefix(segments, weight), positions)
     }

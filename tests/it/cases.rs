@@ -37,6 +37,8 @@ pub struct Shape {
     pub proj: Option<usize>,
     /// Dropout between layers (0: none).
     pub dropout: f32,
+    /// Every layer runs both ways.
+    pub bidirectional: bool,
 }
 
 impl Shape {
@@ -54,6 +56,7 @@ impl Shape {
             resets: false,
             proj: None,
             dropout: 0.0,
+            bidirectional: false,
         }
     }
 
@@ -102,6 +105,7 @@ impl Shape {
         .expect("valid model");
         m.proj = self.proj;
         m.dropout = self.dropout;
+        m.bidirectional = self.bidirectional;
         m.validate().expect("valid projection and dropout");
         m
     }
@@ -231,6 +235,7 @@ pub fn ref_model(s: &Shape, round: u64) -> RefModel {
             seed: 0,
             round,
         }),
+        bidirectional: s.bidirectional,
     }
 }
 

@@ -150,3 +150,28 @@ fn dropout_between_layers() {
     (s.proj, s.dropout, s.masks) = (Some(2), 0.3, true);
     check(s);
 }
+
+/// Bidirectional layers under every cell, input and head, with masks and resets: the
+/// reverse direction from a zero state at the window's end and afresh before every
+/// reset, [forward; reverse] into the next layer and the head, a classifier reading the
+/// reverse half at its sequence's first step.
+#[test]
+fn bidirectional_every_cell_input_and_head() {
+    for &cell in CellKind::ALL {
+        for (features, head) in [
+            (None, HeadKind::Lm),
+            (Some(3), HeadKind::Regress),
+            (Some(2), HeadKind::Classify),
+            (None, HeadKind::Classify),
+        ] {
+            let mut s = Shape::new(cell, features, head);
+            (s.masks, s.resets, s.bidirectional) = (true, true, true);
+            check(s);
+        }
+    }
+    // With a projection and dropout, three layers, grain 1.
+    let mut s = Shape::new(CellKind::Lstm, None, HeadKind::Lm);
+    (s.layers, s.grain, s.proj, s.dropout) = (3, 1, Some(3), 0.3);
+    (s.masks, s.resets, s.bidirectional) = (true, true, true);
+    check(s);
+}

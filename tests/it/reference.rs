@@ -62,6 +62,12 @@ pub struct RefModel {
     /// output, unit j of position t·B + b kept (and scaled by 1/(1 − p)) or zeroed as
     /// `dropout_keep` says.
     pub dropout: Option<RefDropout>,
+    /// Each layer also runs in reverse time (`_reverse` tensors), from a zero state at
+    /// the window's last step and afresh before every reset; the next layer and the
+    /// head read [forward; reverse] at each step, except that a classifier reads the
+    /// reverse half at its sequence's first step (PyTorch's h_n). The state per layer
+    /// is the forward direction's, then the reverse one's (after step 0, never read).
+    pub bidirectional: bool,
 }
 
 /// Dropout's drop probability and the key of its masks (the run's seed and the
@@ -287,6 +293,9 @@ pub fn loss(
     b: &RefBatch,
     state0: &[f64],
 ) -> (f64, Vec<f64>) {
+    if m.bidirectional {
+        return loss_bidir(m, p, b, state0);
+    }
     let (hid, nb) = (m.hidden, b.batch);
     // Each layer's output width: P when projected.
     let out = m.proj.unwrap_or(hid);
@@ -490,6 +499,204 @@ pub fn loss(
             }
         }
     }
+    (loss, st)
+}
+
+/// The layer-major computation of a bidirectional model (see `RefModel::bidirectional`).
+fn loss_bidir(
+    m: &RefModel,
+    p: &HashMap<String, Vec<f64>>,
+    b: &RefBatch,
+    state0: &[f64],
+) -> (f64, Vec<f64>) {
+    let (hid, nb) = (m.hidden, b.batch);
+    let out = m.proj.unwrap_or(hid);
+    let per_layer = m.cell.state_len(nb, hid, out);
+    let pre = m.cell.prefix();
+    let in_width = get(p, &format!("{pre}.weight_ih_l0")).len() / (m.cell.gates() * hid);
+    let steps = match &b.input {
+        RefInput::Tokens(tok) => tok.len() / nb,
+        RefInput::Features(x) => x.len() / (nb * in_width),
+    };
+    assert_eq!(
+        state0.len(),
+        2 * m.layers * per_layer,
+        "reference: state0 length"
+    );
+    let flag =
+        |v: &Option<Vec<u8>>, t: usize, r: usize| v.as_ref().is_some_and(|v| v[t * nb + r] != 0);
+    // xs[t][r]: the layer's input at (t, r).
+    let mut xs: Vec<Vec<Vec<f64>>> = (0..steps)
+        .map(|t| {
+            (0..nb)
+                .map(|r| match &b.input {
+                    RefInput::Tokens(tok) => {
+                        let row = tok[t * nb + r] as usize;
+                        get(p, "embedding.weight")[row * in_width..(row + 1) * in_width].to_vec()
+                    }
+                    RefInput::Features(f) => {
+                        f[(t * nb + r) * in_width..(t * nb + r + 1) * in_width].to_vec()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut st = state0.to_vec();
+    for l in 0..m.layers {
+        if let (Some(d), true) = (&m.dropout, l > 0) {
+            for (t, rows) in xs.iter_mut().enumerate() {
+                for (r, x) in rows.iter_mut().enumerate() {
+                    let pos = (t * nb + r) as u64;
+                    for (j, v) in x.iter_mut().enumerate() {
+                        *v = match dropout_keep(d, l as u64, pos, j as u64) {
+                            true => *v / (1.0 - d.p),
+                            false => 0.0,
+                        };
+                    }
+                }
+            }
+        }
+        let width = xs[0][0].len();
+        let mut ys: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); nb]; steps];
+        for dir in 0..2 {
+            let suffix = if dir == 1 { "_reverse" } else { "" };
+            // The layer's tensors under this direction's names.
+            let mut q: HashMap<String, Vec<f64>> = HashMap::new();
+            for (k, v) in p {
+                if let Some(base) = k.strip_suffix(&format!("_l{l}{suffix}")) {
+                    if !base.ends_with("_reverse") {
+                        q.insert(format!("{base}_l0"), v.clone());
+                    }
+                }
+            }
+            let layer = Layer::get(m, &q, 0, width);
+            let base = (2 * l + dir) * per_layer;
+            let order: Vec<usize> = match dir {
+                0 => (0..steps).collect(),
+                _ => (0..steps).rev().collect(),
+            };
+            for r in 0..nb {
+                // Per row: the state (h, c) or a multi-lag unit's history and start.
+                let h_at = base + r * out;
+                let c_at = base + nb * out + r * hid;
+                let (mut h, mut c) = match dir {
+                    0 => (
+                        st[h_at..h_at + out].to_vec(),
+                        st.get(c_at..c_at + hid)
+                            .map_or(vec![0.0; hid], |s| s.to_vec()),
+                    ),
+                    _ => (vec![0.0; out], vec![0.0; hid]),
+                };
+                let lags = m.cell.lags();
+                let (mut seq, mut start): (Vec<Vec<f64>>, usize) = match (m.cell, dir) {
+                    (RefCell::MultiLag(_), 0) => {
+                        let ring = (0..lags)
+                            .map(|j| st[base + (j * nb + r) * hid..][..hid].to_vec())
+                            .collect();
+                        let age = st[base + lags * nb * hid + r] as usize;
+                        (ring, lags - age.min(lags))
+                    }
+                    _ => (vec![vec![0.0; hid]; lags], lags),
+                };
+                for (k, &t) in order.iter().enumerate() {
+                    let fresh = match dir {
+                        0 => flag(&b.reset, t, r),
+                        _ => k > 0 && flag(&b.reset, t + 1, r),
+                    };
+                    if fresh {
+                        h.fill(0.0);
+                        c.fill(0.0);
+                        start = seq.len();
+                    }
+                    let x = &xs[t][r];
+                    let h2 = match m.cell {
+                        RefCell::Lstm | RefCell::Peephole => {
+                            let (h2, c2) = layer.lstm(x, &h, &c);
+                            c = c2;
+                            h2
+                        }
+                        RefCell::Gru => layer.gru(x, &h, &h),
+                        RefCell::MultiLag(_) => {
+                            let now = seq.len();
+                            let mut stacked = vec![0.0; lags * hid];
+                            for kk in 1..=lags {
+                                if now >= kk && now - kk >= start {
+                                    stacked[(kk - 1) * hid..kk * hid]
+                                        .copy_from_slice(&seq[now - kk]);
+                                }
+                            }
+                            let h_prev = stacked[..hid].to_vec();
+                            let h2 = layer.gru(x, &stacked, &h_prev);
+                            seq.push(h2.clone());
+                            h2
+                        }
+                    };
+                    h = h2.clone();
+                    ys[t][r].extend_from_slice(&h2);
+                    if dir == 1 {
+                        // Reverse after forward: [forward; reverse].
+                        debug_assert_eq!(ys[t][r].len(), 2 * out);
+                    }
+                }
+                match m.cell {
+                    RefCell::MultiLag(_) => {
+                        for j in 0..lags {
+                            st[base + (j * nb + r) * hid..][..hid]
+                                .copy_from_slice(&seq[seq.len() - lags + j]);
+                        }
+                        st[base + lags * nb * hid + r] = (seq.len() - start).min(lags) as f64;
+                    }
+                    _ => {
+                        st[h_at..h_at + out].copy_from_slice(&h);
+                        if per_layer > nb * out {
+                            st[c_at..c_at + hid].copy_from_slice(&c);
+                        }
+                    }
+                }
+            }
+        }
+        xs = ys;
+    }
+    let counts = |t: usize, r: usize| b.mask.as_ref().is_none_or(|v| v[t * nb + r] != 0);
+    let fc_b = get(p, "fc.bias");
+    let k_out = fc_b.len();
+    let fc_w = param(p, "fc.weight", k_out * 2 * out);
+    let (mut total, mut n) = (0.0, 0usize);
+    match (m.head, &b.target) {
+        (RefHead::Lm, RefTarget::Tokens(y)) => {
+            for t in 0..steps {
+                for r in (0..nb).filter(|&r| counts(t, r)) {
+                    total += cross_entropy(&affine(fc_w, fc_b, &xs[t][r]), y[t * nb + r]);
+                    n += 1;
+                }
+            }
+        }
+        (RefHead::Regress, RefTarget::Values(y)) => {
+            for t in 0..steps {
+                for r in (0..nb).filter(|&r| counts(t, r)) {
+                    let want = &y[(t * nb + r) * k_out..(t * nb + r + 1) * k_out];
+                    total += (affine(fc_w, fc_b, &xs[t][r]).iter().zip(want))
+                        .map(|(a, w)| (a - w).powi(2))
+                        .sum::<f64>();
+                    n += k_out;
+                }
+            }
+        }
+        (RefHead::Classify, RefTarget::Labels(y)) => {
+            for (r, &label) in y.iter().enumerate() {
+                if let Some(t) = (0..steps).rev().find(|&t| counts(t, r)) {
+                    // Forward at the last step, reverse at the sequence's first.
+                    let t0 = (0..=t).rev().find(|&u| flag(&b.reset, u, r)).unwrap_or(0);
+                    let mut v = xs[t][r][..out].to_vec();
+                    v.extend_from_slice(&xs[t0][r][out..]);
+                    total += cross_entropy(&affine(fc_w, fc_b, &v), label);
+                    n += 1;
+                }
+            }
+        }
+        (head, _) => panic!("reference: target kind does not match head {head:?}"),
+    }
+    let loss = if n == 0 { 0.0 } else { total / n as f64 };
     (loss, st)
 }
 

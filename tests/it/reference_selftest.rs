@@ -50,6 +50,8 @@ impl Case {
             features,
             proj,
             dropout: None,
+            bidirectional: fx.get("lstm.weight_ih_l0_reverse").is_some()
+                || fx.get("gru.weight_ih_l0_reverse").is_some(),
         };
         let b = RefBatch {
             batch,

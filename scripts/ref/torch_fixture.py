@@ -44,6 +44,18 @@ features, K regression outputs, C classes):
       mean cross-entropy over the positions with mask = 1. The two one-layer modules'
       tensors are saved as layers 0 and 1 of `lstm.`; dropout_p, dropout_seed hold p
       and the seed.
+  torch_bigru_classify.safetensors  seed 9, T9 B3 N4 H6 L2 C4
+      features -> nn.GRU(N, H, 2 layers, bidirectional=True) over packed sequences of
+      lengths 9, 5, 7 -> nn.Linear(2H, C) of torch.cat([h_n[-2], h_n[-1]]): the top
+      layer's forward state at each row's last step and its reverse state at step 0;
+      cross-entropy mean over the rows. h0's reverse entries are zero (recur's reverse
+      directions start from zero); `reset` marks each shorter row's first padding step
+      and `mask` each row's last step; no hn (PyTorch's stops at each row's end).
+  torch_bilstmp_tagger.safetensors  seed 10, T9 B3 V11 E5 H6 P4 L2 K5
+      nn.Embedding(V, E) -> nn.LSTM(E, H, 2 layers, bidirectional=True, proj_size=P) ->
+      nn.Linear(2P, K): a tagger, one of K labels per step (target), cross-entropy over
+      the positions with mask = 1; reverse h0, c0 entries zero; hn, cn [2L, B, ·] in
+      PyTorch's order (the reverse state is after step 0).
 
 Tensors in every file:
   weights         float32, PyTorch state-dict names with module prefixes:
@@ -349,6 +361,54 @@ def lstm_dropout():
     write("torch_lstm_dropout.safetensors", tensors, loss)
 
 
+def bigru_classify():
+    torch.manual_seed(9)
+    L = 2
+    gru = torch.nn.GRU(N, H, num_layers=L, bidirectional=True)
+    fc = torch.nn.Linear(2 * H, C)
+    inp = torch.randn(T, B, N)
+    lengths = [T, 5, 7]
+    label = torch.randint(0, C, (B,))
+    h0 = 0.5 * torch.randn(2 * L, B, H)
+    h0[1::2] = 0.0  # reverse directions start from zero
+    packed = torch.nn.utils.rnn.pack_padded_sequence(inp, lengths, enforce_sorted=False)
+    _, hn = gru(packed, h0)
+    loss = F.cross_entropy(fc(torch.cat([hn[-2], hn[-1]], dim=1)), label)
+    loss.backward()
+    mask = torch.zeros(T, B, dtype=torch.uint8)
+    reset = torch.zeros(T, B, dtype=torch.uint8)
+    for b, n in enumerate(lengths):
+        mask[n - 1, b] = 1
+        if n < T:
+            reset[n, b] = 1
+    tensors = param_tensors((("gru", gru), ("fc", fc)))
+    tensors.update(input=inp, label=label, mask=mask, reset=reset, h0=h0,
+                   loss=loss.detach().reshape(()))
+    write("torch_bigru_classify.safetensors", tensors, loss)
+
+
+def bilstmp_tagger():
+    torch.manual_seed(10)
+    L, P, K = 2, 4, 5
+    emb = torch.nn.Embedding(V, E)
+    lstm = torch.nn.LSTM(E, H, num_layers=L, bidirectional=True, proj_size=P)
+    fc = torch.nn.Linear(2 * P, K)
+    inp = torch.randint(0, V, (T, B))
+    tgt = torch.randint(0, K, (T, B))
+    mask = random_mask(0.3)
+    h0, c0 = 0.5 * torch.randn(2 * L, B, P), 0.5 * torch.randn(2 * L, B, H)
+    h0[1::2] = 0.0
+    c0[1::2] = 0.0
+
+    def loss_fn(out):
+        ce = F.cross_entropy(fc(out).reshape(T * B, K), tgt.reshape(T * B), reduction="none")
+        m = mask.reshape(T * B).float()
+        return (ce * m).sum() / m.sum()
+
+    run("torch_bilstmp_tagger.safetensors", (("embedding", emb), ("lstm", lstm), ("fc", fc)),
+        lstm, emb(inp), (h0, c0), loss_fn, dict(input=inp, target=tgt, mask=mask))
+
+
 CASES = {
     "torch_lstm2": lstm2,
     "torch_gru_lm": gru_lm,
@@ -359,6 +419,8 @@ CASES = {
     "torch_peephole_lm": peephole_lm,
     "torch_lstmp_lm": lstmp_lm,
     "torch_lstm_dropout": lstm_dropout,
+    "torch_bigru_classify": bigru_classify,
+    "torch_bilstmp_tagger": bilstmp_tagger,
 }
 KEEP = {"torch_lstm2"}  # kept when it exists, unless named on the command line
 

@@ -445,6 +445,14 @@ pub(super) fn sample(c: SampleCmd) -> Result<()> {
         });
     }
     let (model, meta) = st::model_of(&c.weights, &bytes, c.cell, head)?;
+    if model.bidirectional {
+        return Err(Error::Weights {
+            path: c.weights.clone(),
+            msg: "are a bidirectional model's: sampling makes one step at a time, and its \
+                  reverse direction reads the steps after each; measure them with `recur eval`"
+                .into(),
+        });
+    }
     // Dropout is off unless asked for (PyTorch's eval() and train()).
     let model = match c.train_mode {
         true => model,

@@ -598,7 +598,7 @@ pub(super) fn check_data(
                 "applies to a stream; a set of sequences starts each from a zero state",
             ));
         }
-        Source::Set(_) => {}
+        Source::Set(s) => crate::train::feed::check_whole(s, model, train.window)?,
     }
     Ok(())
 }

@@ -482,6 +482,13 @@ pub fn model_of(
             f = found.cell
         )));
     }
+    if found.bidirectional != want.bidirectional {
+        let rev = format!("{km}.weight_ih_l0_reverse");
+        return Err(err(match want.bidirectional {
+            true => format!("metadata says bidirectional, but there is no tensor `{rev}`"),
+            false => format!("metadata says one direction, but there is a tensor `{rev}`"),
+        }));
+    }
     if found.proj != want.proj {
         let hr = format!("{km}.weight_hr_l0");
         return Err(err(match (want.proj, found.proj) {
@@ -744,12 +751,18 @@ pub fn infer_model(
             Input::Features { width }
         }
     };
+    // Both directions: PyTorch's `_reverse` tensors beside every layer's.
+    let bidirectional = shape(&format!("{module}.weight_ih_l0_reverse")).is_some();
     let [outputs, fc_in] = two_d("fc.weight")?;
-    let out = proj.unwrap_or(hidden);
+    let out = proj.unwrap_or(hidden) * (1 + usize::from(bidirectional));
     if fc_in != out {
-        let what = match proj {
-            Some(p) => format!("their projection width is {p}"),
-            None => format!("hidden width is {hidden}"),
+        let what = match (proj, bidirectional) {
+            (Some(p), false) => format!("projection width is {p}"),
+            (None, false) => format!("hidden width is {hidden}"),
+            (p, true) => format!(
+                "two directions' outputs are 2 × {} = {out} wide",
+                p.unwrap_or(hidden)
+            ),
         };
         return Err(err(format!(
             "`fc.weight` has shape [{outputs}, {fc_in}]; the layers' {what}"
@@ -758,6 +771,7 @@ pub fn infer_model(
     let mut model = ModelSpec::new(input, kind, hidden, layers.max(1), head, outputs)
         .map_err(|e| err(e.to_string()))?;
     model.proj = proj;
+    model.bidirectional = bidirectional;
     model.validate().map_err(|e| err(e.to_string()))?;
     Ok(model)
 }

@@ -143,7 +143,7 @@ pub fn choose(
     budget: u64,
 ) -> Result<(Vec<Action>, Resolved)> {
     let n = train.segments() as u32;
-    let layers = model.layers as u64;
+    let layers = (model.layers * model.directions()) as u64;
     let chose = |choice| Resolved::Budget { budget, choice };
     let fits = |a: &[Action]| arena_of(model, train, a) <= budget;
     let all = schedule::keep_all(n);

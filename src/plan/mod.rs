@@ -207,7 +207,7 @@ pub(crate) fn segment_units(sz: &Sizes) -> (u64, f64) {
 /// Refuses windows whose keep-all activations, batch or unrolled graph exceed the
 /// limits, before anything is built.
 fn check_size(sz: &Sizes) -> Result<()> {
-    let (n, l) = (sz.segments as u128, sz.layers as u128);
+    let (n, l) = (sz.segments as u128, sz.vlayers() as u128);
     if n * l > MAX_UNROLLED {
         return Err(Error::spec(
             "train.window",
@@ -240,7 +240,7 @@ fn check_size(sz: &Sizes) -> Result<()> {
 
 /// Refuses a fixed policy whose recomputation or unrolled graph exceeds the limits.
 fn check_recompute(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
-    let (n, l) = (train.segments() as u64, model.layers as u64);
+    let (n, l) = (train.segments() as u64, (model.layers * model.directions()) as u64);
     if let Policy::Revolve(slots) = train.policy {
         let forwards = revolve::cost(n, slots as u64);
         if !admissible(forwards, n, l) {

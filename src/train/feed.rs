@@ -125,6 +125,9 @@ impl<'a> Feed<'a> {
     /// where the data starts over. Allocates nothing.
     pub fn fill(&mut self, exec: &mut Executor) -> Result<Filled> {
         check_form(&self.form(), &exec.program().model)?;
+        if let Feed::Set { set, .. } = self {
+            check_whole(set, &exec.program().model, exec.sizes().window)?;
+        }
         let positions = exec.sizes().window * exec.sizes().batch;
         match self {
             Feed::Stream { data, windows } => {
@@ -181,6 +184,23 @@ pub fn task(head: HeadKind) -> Task {
     }
 }
 
+/// Refuses a set whose longest sequence does not fit in one window of a bidirectional
+/// model: its reverse direction reads a sequence whole, from its last step, and carries
+/// nothing between windows.
+pub fn check_whole(set: &SeqSet, model: &ModelSpec, window: usize) -> Result<()> {
+    let n = task(model.head).inputs(set.longest());
+    if model.bidirectional && n > window {
+        return Err(crate::Error::spec(
+            "train.window",
+            format!(
+                "is {window} steps, but a bidirectional model reads each sequence whole and \
+                 the longest has {n}: raise --window to {n} (the default for a set) or more"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses data of another form than `model`'s, before anything reads it into a batch:
 /// labels without a classifier or a classifier without labels, tokens for a feature
 /// input or the other way round, a column count other than the features (or, for a
@@ -194,6 +214,18 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
         })
     };
     let labelled = form.set.is_some_and(|s| s.has_labels());
+    if model.bidirectional && model.head != HeadKind::Classify {
+        return Err(crate::Error::spec(
+            "model.bidirectional",
+            format!(
+                "the {} head predicts each next step from the steps before it, and a \
+                 reverse direction has already read that step; train a bidirectional model \
+                 as a classifier of sequences (--offsets, --labels, --head classify), or as a \
+                 tagger with per-step labels through `recur grads` or the library",
+                model.head
+            ),
+        ));
+    }
     if (model.head == HeadKind::Classify) != labelled {
         return bad(if labelled {
             format!(

@@ -95,6 +95,8 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
             if l > 1 && p >= 4 {
                 s.dropout = 0.35;
             }
+            // Both directions half the time.
+            s.bidirectional = p % 4 >= 2;
             s
         })
 }
@@ -145,6 +147,21 @@ fn dropout_between_layers() {
             let mut s = Shape::new(cell, Some(2), head);
             (s.window, s.grain, s.layers) = (23, 4, 3);
             (s.masks, s.resets, s.dropout) = (true, true, 0.5);
+            check_all(s);
+        }
+    }
+}
+
+/// Bidirectional layers under every cell and head, with masks and resets, a window not
+/// a multiple of the grain: each direction's chain recomputes the same bits under every
+/// policy.
+#[test]
+fn bidirectional_layers() {
+    for &cell in CellKind::ALL {
+        for head in [HeadKind::Lm, HeadKind::Classify] {
+            let mut s = Shape::new(cell, Some(2), head);
+            (s.window, s.grain, s.layers) = (23, 4, 2);
+            (s.masks, s.resets, s.bidirectional) = (true, true, true);
             check_all(s);
         }
     }

@@ -394,6 +394,8 @@ pub struct SetBatches {
     /// True if the current batch is its epoch's last.
     last_batch: bool,
     next_window: usize,
+    /// Whether a row's first padding step is marked as a reset (`mark_ends`).
+    mark_ends: bool,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -438,6 +440,7 @@ impl SetBatches {
             windows: 0,
             last_batch: false,
             next_window: 0,
+            mark_ends: false,
         })
     }
 
@@ -583,10 +586,19 @@ impl SetBatches {
         self.perm = Permutation::new(set.len(), mix(self.seed ^ mix(self.epoch)));
     }
 
+    /// Marks each row's first padding step as a reset: where its sequence ends, so a
+    /// reverse direction (a bidirectional model) starts at the sequence's last step, as
+    /// PyTorch's packed sequences do, rather than run through the padding first. The
+    /// positions the loss counts are the same either way.
+    pub fn mark_ends(&mut self, on: bool) {
+        self.mark_ends = on;
+    }
+
     /// Fills the next window into the batch slots ([T, B] time-major): inputs (tokens or
     /// features), targets (the next token into `labels`, the next row into `values`,
     /// or the sequence's label into `labels` at its last step), the loss mask (1 where
-    /// a target counts) and the resets (1 at each sequence's first step).
+    /// a target counts) and the resets (1 at each sequence's first step, and with
+    /// `mark_ends` at its first padding step).
     #[allow(clippy::too_many_arguments)]
     pub fn fill(
         &mut self,
@@ -629,7 +641,10 @@ impl SetBatches {
             steps = steps.max(here);
             for i in 0..t {
                 let p = i * bs + b;
-                reset[p] = u8::from(k == 0 && i == 0);
+                // A sequence starts at the row's first step; with `mark_ends`, the
+                // padding after it starts as one too.
+                let end = self.mark_ends && from + i == n_in && i > 0;
+                reset[p] = u8::from((k == 0 && i == 0) || end);
                 let on = i < here;
                 let counts = on
                     && match self.task {

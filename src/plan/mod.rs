@@ -240,7 +240,10 @@ fn check_size(sz: &Sizes) -> Result<()> {
 
 /// Refuses a fixed policy whose recomputation or unrolled graph exceeds the limits.
 fn check_recompute(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
-    let (n, l) = (train.segments() as u64, (model.layers * model.directions()) as u64);
+    let (n, l) = (
+        train.segments() as u64,
+        (model.layers * model.directions()) as u64,
+    );
     if let Policy::Revolve(slots) = train.policy {
         let forwards = revolve::cost(n, slots as u64);
         if !admissible(forwards, n, l) {

@@ -142,6 +142,7 @@ impl<'a> Feed<'a> {
                 })
             }
             Feed::Set { set, batches } => {
+                batches.mark_ends(exec.program().model.bidirectional);
                 let s = exec.batch_mut();
                 let w = batches.fill(
                     set, s.tokens, s.features, s.labels, s.values, s.mask, s.reset,

@@ -25,7 +25,9 @@ fn run(file: &str, cell: CellKind, head: HeadKind, grain: usize) {
     let h0 = &fx.tensor("h0").shape;
     let (layers, batch, out) = (h0[0], h0[1], h0[2]);
     // Bidirectional: h0 is [2L, B, ·], each layer's forward then reverse state.
-    let bidirectional = fx.get(&format!("{}.weight_ih_l0_reverse", cell.cell().module())).is_some();
+    let bidirectional = fx
+        .get(&format!("{}.weight_ih_l0_reverse", cell.cell().module()))
+        .is_some();
     let dirs = 1 + usize::from(bidirectional);
     let layers = layers / dirs;
     // A projected LSTM: h0 is [L, B, P], c0 [L, B, H].

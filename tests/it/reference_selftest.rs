@@ -109,7 +109,11 @@ fn check(file: &str, cell: RefCell, layers: usize, head: RefHead) {
         "{file}: loss {got} vs PyTorch {want}"
     );
     // (A packed sequence's h_n stops at each row's end: such fixtures hold none.)
-    let state = if want_state.is_empty() { Vec::new() } else { state };
+    let state = if want_state.is_empty() {
+        Vec::new()
+    } else {
+        state
+    };
     assert_eq!(state.len(), want_state.len(), "{file}: final state length");
     for (k, (g, w)) in state.iter().zip(&want_state).enumerate() {
         assert!(
@@ -202,7 +206,12 @@ fn lstm_classify_tokens() {
 
 #[test]
 fn dropout_between_lstm_layers() {
-    check("torch_lstm_dropout.safetensors", RefCell::Lstm, 2, RefHead::Lm);
+    check(
+        "torch_lstm_dropout.safetensors",
+        RefCell::Lstm,
+        2,
+        RefHead::Lm,
+    );
 }
 
 #[test]

@@ -608,3 +608,211 @@ fn dropout_is_off_outside_training_unless_asked() {
     assert_ne!(code, 0);
     assert!(err.contains("1-layer") && err.lines().count() == 1, "{err}");
 }
+
+/// Bidirectional weights load by their `_reverse` tensors; one missing, one a model of
+/// one direction does not have, a head that reads one direction only, or metadata that
+/// says otherwise is one line naming the tensor, a non-zero exit, nothing written. A
+/// tagger's gradients come out of `recur grads` for every `_reverse` tensor.
+#[test]
+fn bidirectional_weights_name_their_reverse_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut s = Shape::new(CellKind::Gru, None, HeadKind::Lm);
+    s.bidirectional = true;
+    let good = tensors_of(&s);
+    assert!(good.iter().any(|(n, _)| n == "gru.weight_hh_l1_reverse"));
+    save_tensors(&p.join("bi.safetensors"), &good);
+    let bytes = std::fs::read(p.join("bi.safetensors")).unwrap();
+    let m = st::infer_model(&p.join("bi.safetensors"), &bytes, None, HeadKind::Lm).unwrap();
+    assert!(m.bidirectional && m.layers == s.layers && m.hidden == s.hidden);
+    let edit = |name: &str, f: &dyn Fn(&mut Named)| {
+        let mut t = good.clone();
+        f(&mut t);
+        save_tensors(&p.join(name), &t);
+    };
+    edit("no-rev.safetensors", &|t| {
+        t.retain(|(n, _)| n != "gru.bias_hh_l1_reverse")
+    });
+    edit("narrow-fc.safetensors", &|t| {
+        for (n, sh) in t.iter_mut() {
+            if n == "fc.weight" {
+                sh[1] = s.hidden;
+            }
+        }
+    });
+    let mut one = s;
+    one.bidirectional = false;
+    let mut stray = tensors_of(&one);
+    stray.push(("gru.weight_ih_l1_reverse".into(), vec![15, 5]));
+    save_tensors(&p.join("stray.safetensors"), &stray);
+    write_batch(&p.join("b.safetensors"), &Window::new(s, 1));
+    let grads = |weights: &str| {
+        let args = [
+            "grads",
+            "--weights",
+            weights,
+            "--batch",
+            "b.safetensors",
+            "--out",
+            "g.safetensors",
+        ];
+        recur(&args, p)
+    };
+    for (weights, says) in [
+        ("no-rev.safetensors", "`gru.bias_hh_l1_reverse`"),
+        (
+            "narrow-fc.safetensors",
+            "two directions' outputs are 2 × 5 = 10 wide",
+        ),
+        ("stray.safetensors", "`gru.weight_ih_l1_reverse`"),
+    ] {
+        let (code, _, err) = grads(weights);
+        assert_ne!(code, 0, "{weights}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{weights}: {err}"
+        );
+        assert!(!p.join("g.safetensors").exists());
+    }
+    // A tagger's gradients: every tensor, the reverse ones non-zero.
+    let (code, _, err) = grads("bi.safetensors");
+    assert_eq!(code, 0, "{err}");
+    let out = std::fs::read(p.join("g.safetensors")).unwrap();
+    let g = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let rev = g.tensor("grad.gru.weight_ih_l0_reverse").unwrap();
+    assert!(rev.data().chunks(4).any(|b| b != [0, 0, 0, 0]));
+    assert_eq!(g.names().len(), good.len() + 1, "loss and every gradient");
+}
+
+/// Metadata that says another number of directions than the tensors hold is one line
+/// naming `_reverse`; `--bidirectional` refuses what it cannot do, naming why.
+#[test]
+fn bidirectional_refusals_are_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("t.txt"), "abcd".repeat(200)).unwrap();
+    let (code, _, err) = recur(
+        &[
+            "train",
+            "--data",
+            "t.txt",
+            "--bidirectional",
+            "--steps",
+            "1",
+            "--out",
+            "r",
+        ],
+        p,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--bidirectional") && err.contains("reverse direction has already read"),
+        "{err}"
+    );
+    assert!(!p.join("r/model.safetensors").exists());
+    // A classifier of a set whose window is shorter than its longest sequence.
+    let lens = [4i64, 9, 6];
+    let x: Vec<f32> = (0..19).map(|i| (i as f32 * 0.3).sin()).collect();
+    let write_npy = |name: &str, bytes: Vec<u8>, shape: &str, descr: &str| {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut h = header.into_bytes();
+        while (h.len() + 11) % 64 != 0 {
+            h.push(b' ');
+        }
+        h.push(b'\n');
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        f.extend((h.len() as u16).to_le_bytes());
+        f.extend(h);
+        f.extend(bytes);
+        std::fs::write(p.join(name), f).unwrap();
+    };
+    write_npy(
+        "x.npy",
+        x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "(19, 1)",
+        "<f4",
+    );
+    let mut off = vec![0i64];
+    for l in lens {
+        off.push(off.last().unwrap() + l);
+    }
+    write_npy(
+        "o.npy",
+        off.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "(4,)",
+        "<i8",
+    );
+    write_npy(
+        "l.npy",
+        [0i64, 1, 0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "(3,)",
+        "<i8",
+    );
+    let base = [
+        "train",
+        "--data",
+        "x.npy",
+        "--offsets",
+        "o.npy",
+        "--labels",
+        "l.npy",
+        "--head",
+        "classify",
+        "--outputs",
+        "2",
+        "--bidirectional",
+        "--hidden",
+        "4",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+    ];
+    let mut short = base.to_vec();
+    short.extend(["--window", "5", "--out", "s"]);
+    let (code, _, err) = recur(&short, p);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--window") && err.contains("longest has 9"),
+        "{err}"
+    );
+    let mut fine = base.to_vec();
+    fine.extend(["--out", "c"]);
+    let (code, _, err) = recur(&fine, p);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = recur(&["sample", "--weights", "c/model.safetensors"], p);
+    assert_ne!(code, 0);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Metadata claiming one direction over two directions' tensors.
+    let w = p.join("c/model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    let (meta_model, _) = st::model_of(&w, &bytes, None, HeadKind::Classify).unwrap();
+    assert!(meta_model.bidirectional);
+    let mut meta = st::read_meta(&w, &bytes).unwrap().unwrap();
+    meta.model.bidirectional = false;
+    let lay = ParamLayout::new(&meta_model);
+    let mut params = vec![0.0f32; lay.total];
+    st::load_params(&w, &bytes, &lay, &mut params).unwrap();
+    st::save_params_with(&p.join("lie.safetensors"), &lay, &params, &meta).unwrap();
+    let (code, _, err) = recur(
+        &[
+            "eval",
+            "--weights",
+            "lie.safetensors",
+            "--data",
+            "x.npy",
+            "--offsets",
+            "o.npy",
+            "--labels",
+            "l.npy",
+        ],
+        p,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "metadata says one direction, but there is a tensor `lstm.weight_ih_l0_reverse`"
+        ),
+        "{err}"
+    );
+}

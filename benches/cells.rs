@@ -1,5 +1,6 @@
 //! One training step of every cell and layer option (the projected LSTM, P = H/2; two
-//! LSTM layers with and without dropout 0.3 between them), on
+//! LSTM layers with and without dropout 0.3 between them; a bidirectional LSTM, run as
+//! a tagger on a fixed batch since a stream's next-step targets are refused), on
 //! tokens and on f32 features, keep-all and sqrt, at B=32 H=256 T=1000 (E = N = 64; the
 //! feature model regresses the next row, K = 64).
 //! Criterion times each case; a summary at the end gives medians of interleaved steps
@@ -28,6 +29,7 @@ struct Variant {
     proj: Option<usize>,
     layers: usize,
     dropout: f32,
+    bidirectional: bool,
 }
 
 impl Variant {
@@ -49,6 +51,10 @@ impl Variant {
                 ..Variant::LSTM
             });
         }
+        v.push(Variant {
+            bidirectional: true,
+            ..Variant::LSTM
+        });
         v
     }
 
@@ -63,6 +69,9 @@ impl Variant {
         if self.dropout > 0.0 {
             n += &format!("-drop{}", self.dropout);
         }
+        if self.bidirectional {
+            n += "-bi";
+        }
         n
     }
 
@@ -71,6 +80,7 @@ impl Variant {
         proj: None,
         layers: 1,
         dropout: 0.0,
+        bidirectional: false,
     };
 }
 
@@ -113,6 +123,7 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                 .expect("model");
                 model.proj = variant.proj;
                 model.dropout = variant.dropout;
+                model.bidirectional = variant.bidirectional;
                 model.validate().expect("variant");
                 let train = TrainSpec {
                     policy,
@@ -128,7 +139,37 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                 );
                 let data = if features { series } else { tokens };
                 let win = Windows::new(data.len(), B, T, data.path()).expect("windows");
-                let trainer = Trainer::new(program).expect("memory");
+                let mut trainer = Trainer::new(program).expect("memory");
+                if variant.bidirectional {
+                    // A tagger's batch: the stream's first window, its next steps as
+                    // per-step labels (timing only; the data does not change the work).
+                    let n = B * T;
+                    match data {
+                        DataFile::Tokens(t) => {
+                            let toks: Vec<u32> = (0..n + 1).map(|i| t.get(i) as u32).collect();
+                            let batch = recur::Batch {
+                                input: recur::Inputs::Tokens(&toks[..n]),
+                                target: recur::Targets::Tokens(&toks[1..]),
+                                mask: None,
+                                reset: None,
+                            };
+                            trainer.load_batch(batch).expect("batch");
+                        }
+                        DataFile::Series(sr) => {
+                            let mut rows = vec![0.0f32; (n + 1) * WIDTH];
+                            for (i, r) in rows.chunks_exact_mut(WIDTH).enumerate() {
+                                sr.read_row(i, r);
+                            }
+                            let batch = recur::Batch {
+                                input: recur::Inputs::Features(&rows[..n * WIDTH]),
+                                target: recur::Targets::Values(&rows[WIDTH..]),
+                                mask: None,
+                                reset: None,
+                            };
+                            trainer.load_batch(batch).expect("batch");
+                        }
+                    }
+                }
                 out.push(Case {
                     name,
                     variant,
@@ -146,8 +187,10 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
 }
 
 fn step(c: &mut Case, tokens: &DataFile, series: &DataFile) {
-    let data = if c.features { series } else { tokens };
-    c.trainer.load_window(data, &mut c.win).expect("window");
+    if !c.variant.bidirectional {
+        let data = if c.features { series } else { tokens };
+        c.trainer.load_window(data, &mut c.win).expect("window");
+    }
     c.trainer.step_loaded();
 }
 

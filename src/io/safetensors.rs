@@ -164,7 +164,8 @@ pub const META_LAYOUT: &str = "time-major";
 /// As a string → string map ([`to_map`](Self::to_map)) it holds `format` =
 /// [`META_FORMAT`], `recur_version`, `layout` = [`META_LAYOUT`], the model as flat keys
 /// (`cell`, `input` = `tokens` or `features`, `vocab` and `embed` or `features`,
-/// `hidden`, `layers`, `head`, `outputs`, `forget_bias` when set) and again as the
+/// `hidden`, `layers`, `head`, `outputs`, and `forget_bias`, `proj`, `dropout`,
+/// `bidirectional` when set) and again as the
 /// JSON of [`ModelSpec`] under `model`, and `vocabulary` / `norm` when present.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightsMeta {

@@ -265,6 +265,7 @@ impl Trainer {
     /// last k1 with a stride; no resets), resetting the carried state when the stream
     /// restarts. Allocates nothing.
     pub fn load_window(&mut self, data: &DataFile, win: &mut Windows) -> Result<()> {
+        feed::check_form(&crate::data::Form::of_stream(data), &self.program().model)?;
         feed::fill_stream(&mut self.exec, data, win);
         Ok(())
     }

@@ -146,7 +146,7 @@ fn cases(tokens: &DataFile, series: &DataFile) -> Vec<Case> {
                     let n = B * T;
                     match data {
                         DataFile::Tokens(t) => {
-                            let toks: Vec<u32> = (0..n + 1).map(|i| t.get(i) as u32).collect();
+                            let toks: Vec<u32> = (0..n + 1).map(|i| t.get(i)).collect();
                             let batch = recur::Batch {
                                 input: recur::Inputs::Tokens(&toks[..n]),
                                 target: recur::Targets::Tokens(&toks[1..]),

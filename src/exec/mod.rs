@@ -254,8 +254,10 @@ impl Executor {
     pub fn params_and_grads(&mut self) -> (&mut [f32], &mut [f32]) {
         (self.params.as_mut_slice(), self.grads.as_mut_slice())
     }
-    /// The carried state: per layer, per declared state of the cell, its entry blocks
-    /// (for the LSTM: layer 0's h [B, H], layer 0's c [B, H], layer 1's h, …).
+    /// The carried state: per layer (a bidirectional model: per layer and direction,
+    /// forward first, `Sizes::vlayers`), per declared state of the cell, its entry
+    /// blocks (for the LSTM: layer 0's h [B, H] ([B, P] projected), layer 0's c [B, H],
+    /// layer 1's h, …).
     pub fn state(&self) -> &[f32] {
         self.state.as_slice()
     }
@@ -288,7 +290,7 @@ impl Executor {
     pub fn reset_row(&mut self, row: usize) {
         let sz = &self.prog.sizes;
         let state = self.state.as_mut_slice();
-        for l in 0..sz.layers {
+        for l in 0..sz.vlayers() {
             for (i, st) in sz.states.iter().enumerate() {
                 let block = &mut state[sz.carried_offset(l, i)..][..sz.state_block(i)];
                 for past in block.chunks_exact_mut(sz.batch * st.width) {
@@ -331,8 +333,12 @@ impl Executor {
     /// earlier segments, and the backward carry of the first skipped segment is zero.
     /// The state leaving a shortened window is not computed; the carried state is
     /// zeroed instead.
+    ///
+    /// A bidirectional model runs every segment whatever `segments` says: its reverse
+    /// directions start at the window's end, so no prefix of the segments is a
+    /// schedule of the first steps.
     pub fn run_prefix(&mut self, segments: usize, weight: f32) -> f32 {
-        let all = segments >= self.prog.sizes.segments;
+        let all = segments >= self.prog.sizes.segments || self.prog.sizes.directions == 2;
         let sz = &self.prog.sizes;
         let counted = self.mask.iter().filter(|&&m| m != 0).count();
         let terms = match sz.head {

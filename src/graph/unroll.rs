@@ -471,6 +471,12 @@ pub(super) fn unroll_bidir(
             for &a in sweep {
                 u.chain_action(chain, a, below, y, None);
             }
+            // Every policy runs each segment forward before the first backward: the
+            // layer's output is whole before anything reads it.
+            assert!(
+                chain.emitted.iter().all(|&e| e),
+                "schedule: a segment not run before the first backward"
+            );
         }
         outputs.push(y);
     }

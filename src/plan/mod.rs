@@ -212,11 +212,11 @@ fn check_size(sz: &Sizes) -> Result<()> {
         return Err(Error::spec(
             "train.window",
             format!(
-                "{} steps at grain {} over {} layers unroll into {} segment-layers, more than \
-                 the compiler's limit of {MAX_UNROLLED}; raise `train.grain`",
+                "{} steps at grain {} over {} layer chains unroll into {} segment-layers, more \
+                 than the compiler's limit of {MAX_UNROLLED}; raise `train.grain`",
                 sz.window,
                 sz.grain,
-                sz.layers,
+                sz.vlayers(),
                 n * l
             ),
         ));

@@ -459,7 +459,8 @@ pub fn compare_policies(model: &ModelSpec, train: &TrainSpec) -> Vec<Policy> {
     if k > 1 && k < segments {
         policies.push(Policy::Every(k));
     }
-    let fewest = crate::plan::least_slots(segments as u64, model.layers as u64) as usize;
+    let chains = (model.layers * model.directions()) as u64;
+    let fewest = crate::plan::least_slots(segments as u64, chains) as usize;
     let mut slots: Vec<usize> = [fewest, 1, 2, 4, 8, 16, 32, 64]
         .into_iter()
         .filter(|&s| s >= fewest && s < segments)

@@ -182,8 +182,7 @@ impl Trainer {
                 .all(|&m| m == 0),
             "positions after the steps run must count for nothing"
         );
-        // A bidirectional model's reverse direction starts at the window's end: it runs
-        // every segment.
+        // (A bidirectional model runs every segment: `Executor::run_prefix`.)
         let segments = match sz.directions {
             1 => steps.div_ceil(sz.grain).max(1),
             _ => sz.segments,

@@ -421,4 +421,31 @@ fn a_bidirectional_classifier_ignores_its_padding() {
         (losses[0] - losses[1]).abs() <= 1e-6 * losses[0].abs(),
         "{losses:?}"
     );
+    // Evaluation runs every segment too (a prefix of them would leave the reverse
+    // direction's real steps out): the evaluator's loss is the training forward's, in a
+    // window of 4 segments whose data ends in the third, and an accumulated step's.
+    let mut tr = TrainSpec::new(6, 16).unwrap();
+    tr.grain = 4;
+    let p = params.unwrap();
+    let mut ev = recur::train::Evaluator::new(&m, &tr).unwrap();
+    ev.load_params(&p);
+    let source = Source::Set(Box::new(set));
+    let metrics = ev.evaluate(&source).unwrap();
+    let Source::Set(set) = source else {
+        unreachable!()
+    };
+    let mut t = Trainer::new(compile(&m, &tr).unwrap()).unwrap();
+    t.executor_mut().params_mut().copy_from_slice(&p);
+    let mut feed = Feed::set(&set, &tr, HeadKind::Classify, false).unwrap();
+    let filled = t.load(&mut feed).unwrap();
+    assert!(filled.steps <= 9);
+    let train_loss = t.forward_backward();
+    assert!(
+        (metrics.loss - train_loss as f64).abs() <= 1e-6 * metrics.loss.abs(),
+        "eval {} vs training {train_loss}",
+        metrics.loss
+    );
+    t.zero_grads();
+    let (short, _) = t.accumulate_steps(1.0, filled.steps);
+    assert_eq!(short.to_bits(), train_loss.to_bits());
 }

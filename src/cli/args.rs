@@ -43,7 +43,7 @@ const EXAMPLES: &str = "Examples:
 pub enum Command {
     /// Train on a stream (token .npy or any file as bytes: a language model; a 2-D f32
     /// .npy series: next-step regression) or on a set of sequences (--offsets, with
-    /// --labels a classifier).
+    /// --labels a classifier, or with a label per step a tagger).
     Train(Box<TrainCmd>),
     /// Compile a model and print its memory plan, without data or training.
     Plan(PlanCmd),
@@ -208,7 +208,8 @@ pub struct TrainCmd {
     /// the data's steps): each sequence trains on its own, from a zero state.
     #[arg(long)]
     pub offsets: Option<PathBuf>,
-    /// One integer class per sequence of the set (1-D, n entries): trains a classifier.
+    /// Integer classes, 1-D: one per sequence of the set (n entries) trains a
+    /// classifier; one per step (as many as the data's steps) trains a tagger.
     #[arg(long, requires = "offsets")]
     pub labels: Option<PathBuf>,
     /// Batch sequences of similar lengths (less padding).
@@ -275,7 +276,8 @@ pub struct ProfileCmd {
     /// Row splits of a set of sequences in --data.
     #[arg(long)]
     pub offsets: Option<PathBuf>,
-    /// One integer class per sequence of the set.
+    /// Integer classes, one per sequence of the set (a classifier) or one per step (a
+    /// tagger).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Batch sequences of similar lengths (less padding), as `recur train --bucket`.
@@ -447,7 +449,8 @@ pub struct EvalCmd {
     /// Row splits of a set of sequences in --data.
     #[arg(long)]
     pub offsets: Option<PathBuf>,
-    /// Labels of the set's sequences (a classifier's weights).
+    /// Labels of the set: one per sequence (a classifier's weights) or one per step (a
+    /// tagger's).
     #[arg(long, requires = "offsets")]
     pub labels: Option<PathBuf>,
     /// The cell the weights must hold [whatever their names say].

@@ -166,6 +166,8 @@ pub struct SetShape {
     pub classes: Option<usize>,
     /// Inputs of its longest sequence: the window of exact BPTT.
     pub longest: usize,
+    /// Its labels are one per step (a tagger's), not one per sequence.
+    pub per_step: bool,
 }
 
 impl DataShape {
@@ -240,21 +242,49 @@ pub fn model_and_window(
         ));
     }
     let classes = data.set().and_then(|s| s.classes);
-    let head = get!(head).unwrap_or(match (classes, input) {
-        (Some(_), _) => HeadKind::Classify,
-        (None, Input::Tokens { .. }) => HeadKind::Lm,
-        (None, Input::Features { .. }) => HeadKind::Regress,
+    let per_step = data.set().is_some_and(|s| s.per_step);
+    let head = get!(head).unwrap_or(match (classes, per_step, input) {
+        (Some(_), true, _) => HeadKind::Lm,
+        (Some(_), false, _) => HeadKind::Classify,
+        (None, _, Input::Tokens { .. }) => HeadKind::Lm,
+        (None, _, Input::Features { .. }) => HeadKind::Regress,
     });
-    if let (Some(_), HeadKind::Lm | HeadKind::Regress) = (classes, head) {
-        return Err(Error::spec(
-            "--labels",
-            format!(
-                "given, but the {head} head predicts each next step, not a label per sequence \
-                 (use --head classify, or drop --labels)"
-            ),
-        ));
+    match (classes, per_step, head) {
+        (Some(_), false, HeadKind::Lm | HeadKind::Regress) => {
+            return Err(Error::spec(
+                "--labels",
+                format!(
+                    "given, one per sequence, but the {head} head predicts each step, not a \
+                     label per sequence (use --head classify, or drop --labels)"
+                ),
+            ))
+        }
+        (Some(_), true, HeadKind::Classify | HeadKind::Regress) => {
+            return Err(Error::spec(
+                "--labels",
+                format!(
+                    "given, one per step (a tagger's), but the {head} head does not predict a \
+                     label per step (use --head lm, or drop --labels)"
+                ),
+            ))
+        }
+        _ => {}
     }
     let outputs = match (data, head, input) {
+        // A tagger: a softmax over the per-step labels' classes.
+        (DataShape::Tokens { .. } | DataShape::Series { .. }, HeadKind::Lm, _) if per_step => {
+            let c = classes.unwrap_or(2);
+            match get!(outputs) {
+                Some(k) if k < c => {
+                    return Err(Error::spec(
+                        "--outputs",
+                        format!("{k} classes, but the labels hold class {}", c - 1),
+                    ))
+                }
+                Some(k) => k,
+                None => c.max(2),
+            }
+        }
         (DataShape::Tokens { .. } | DataShape::Series { .. }, HeadKind::Classify, _) => {
             let Some(c) = classes else {
                 return Err(Error::spec(
@@ -340,9 +370,11 @@ pub fn model_and_window(
     };
     model.validate()?;
     // A set's default window is exact BPTT: its longest sequence's inputs.
-    let window = data
-        .set()
-        .map(|s| crate::train::feed::task(head).inputs(s.longest).max(1));
+    let window = data.set().map(|s| {
+        crate::train::feed::task(head, s.per_step)
+            .inputs(s.longest)
+            .max(1)
+    });
     let train = train_spec(flags, config, run, run_config, window)?;
     Ok((model, train))
 }

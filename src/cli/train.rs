@@ -553,6 +553,7 @@ pub(super) fn data_shape(source: &Source) -> DataShape {
         Source::Set(s) => Some(SetShape {
             classes: s.has_labels().then_some(s.classes()),
             longest: s.longest(),
+            per_step: s.per_step_labels(),
         }),
     };
     match (source.tokens(), source.width()) {
@@ -750,7 +751,10 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         .filter(|p| p.is_file())
         .map(|p| resolve::read_config(&p))
         .transpose()?;
+    // Labels one per step are a tagger's (a softmax per step: the lm head).
+    let per_step = matches!(&source, Source::Set(s) if s.per_step_labels());
     let from_data = match (&source, c.labels.is_some()) {
+        (_, true) if per_step => HeadKind::Lm,
         (_, true) => HeadKind::Classify,
         (s, false) if s.tokens().is_some() => HeadKind::Lm,
         _ => HeadKind::Regress,
@@ -770,7 +774,7 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
                 ),
             ))
         }
-        Some((h, why)) if h != HeadKind::Classify && c.labels.is_some() => {
+        Some((h, why)) if h != HeadKind::Classify && c.labels.is_some() && !per_step => {
             return Err(Error::spec(
                 "--labels",
                 format!(
@@ -799,7 +803,11 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         ..Default::default()
     };
     let set_window = match &source {
-        Source::Set(s) => Some(crate::train::feed::task(head).inputs(s.longest()).max(1)),
+        Source::Set(s) => Some(
+            crate::train::feed::task(head, s.per_step_labels())
+                .inputs(s.longest())
+                .max(1),
+        ),
         Source::Stream(_) => None,
     };
     let window = c.window.or(set_window).or(trained.and_then(|m| m.window));

@@ -28,6 +28,8 @@ pub struct SeqSet {
     values: Values,
     offsets: Npy,
     labels: Option<Npy>,
+    /// The labels are one per step (a tagger's), not one per sequence.
+    per_step: bool,
     n: usize,
     longest: usize,
     shortest: usize,
@@ -36,8 +38,9 @@ pub struct SeqSet {
 
 impl SeqSet {
     /// Opens and validates the three files: offsets integers, starting at 0, strictly
-    /// increasing, ending at the values' length; labels (if given) one non-negative
-    /// integer per sequence.
+    /// increasing, ending at the values' length; labels (if given) non-negative
+    /// integers, one per sequence (a classifier's) or one per step of the values (a
+    /// tagger's; when both counts agree, every sequence one step long, per sequence).
     pub fn open(values: &Path, offsets: &Path, labels: Option<&Path>) -> Result<Self> {
         let values = match DataFile::from_npy(Npy::open(values)?)? {
             DataFile::Tokens(t) => Values::Tokens(t),
@@ -127,37 +130,41 @@ impl SeqSet {
             ));
         }
         let n = m - 1;
-        let mut classes = 0;
+        let (mut classes, mut per_step) = (0, false);
         if let Some(l) = &labels {
             let lp = l.path();
             if l.shape().len() != 1 || !l.dtype().is_int() {
                 return Err(data_err(
                     lp,
                     format!(
-                        "holds a {}-D {} array; labels are 1-D integers, one per sequence",
+                        "holds a {}-D {} array; labels are 1-D integers, one per sequence or \
+                         one per step",
                         l.shape().len(),
                         l.dtype()
                     ),
                 ));
             }
-            if l.elems() != n {
+            if l.elems() != n && l.elems() != steps {
                 return Err(data_err(
                     lp,
                     format!(
-                        "holds {} labels, but the offsets describe {n} sequences",
+                        "holds {} labels, but the offsets describe {n} sequences of {steps} \
+                         steps in all (one label per sequence, or one per step)",
                         l.elems()
                     ),
                 ));
             }
+            per_step = l.elems() != n;
+            let what = if per_step { "step" } else { "sequence" };
             let ld = l.dtype();
             let mut max = 0i64;
-            l.scan(0..n, SCAN_CHUNK, |at, bytes| {
+            l.scan(0..l.elems(), SCAN_CHUNK, |at, bytes| {
                 for k in 0..bytes.len() / ld.size() {
                     let v = ld.get_i64(bytes, k);
                     if !(0..=super::stream::MAX_TOKEN).contains(&v) {
                         return Err(data_err(
                             lp,
-                            format!("label {v} of sequence {} is not a class index", at + k),
+                            format!("label {v} of {what} {} is not a class index", at + k),
                         ));
                     }
                     max = max.max(v);
@@ -170,6 +177,7 @@ impl SeqSet {
             values,
             offsets,
             labels,
+            per_step,
             n,
             longest,
             shortest,
@@ -225,13 +233,20 @@ impl SeqSet {
         self.labels.is_some()
     }
 
+    /// True if its labels are one per step (a tagger's), false if one per sequence or
+    /// none.
+    pub fn per_step_labels(&self) -> bool {
+        self.per_step
+    }
+
     /// The steps of sequence `i` in the values.
     #[inline]
     pub fn seq(&self, i: usize) -> Range<usize> {
         self.offsets.get_i64(i) as usize..self.offsets.get_i64(i + 1) as usize
     }
 
-    /// The label of sequence `i` (0 without labels).
+    /// The label of sequence `i`, or with labels per step of step `i` of the values
+    /// (0 without labels).
     #[inline]
     pub fn label(&self, i: usize) -> u32 {
         self.labels.as_ref().map_or(0, |l| l.get_i64(i) as u32)
@@ -241,12 +256,13 @@ impl SeqSet {
     pub fn check_classes(&self, classes: usize) -> Result<()> {
         if let Some(l) = &self.labels {
             if self.classes > classes {
-                let i = (0..self.n).find(|&i| self.label(i) as usize >= classes);
+                let i = (0..l.elems()).find(|&i| self.label(i) as usize >= classes);
                 let i = i.unwrap_or(0);
+                let what = if self.per_step { "step" } else { "sequence" };
                 return Err(data_err(
                     l.path(),
                     format!(
-                        "label {} of sequence {i} is not below the number of classes {classes}",
+                        "label {} of {what} {i} is not below the number of classes {classes}",
                         self.label(i)
                     ),
                 ));
@@ -267,7 +283,7 @@ impl SeqSet {
     fn release_all_meta(&self) {
         self.offsets.release(0..self.len() + 1);
         if let Some(l) = &self.labels {
-            l.release(0..self.len());
+            l.release(0..l.elems());
         }
     }
 
@@ -275,7 +291,10 @@ impl SeqSet {
     fn release_meta(&self, i: usize) {
         self.offsets.release(i..i + 2);
         if let Some(l) = &self.labels {
-            l.release(i..i + 1);
+            match self.per_step {
+                true => l.release(self.seq(i)),
+                false => l.release(i..i + 1),
+            }
         }
     }
 }
@@ -288,6 +307,8 @@ pub enum Task {
     Next,
     /// One label per sequence, predicted from its last step: L inputs.
     Label,
+    /// One label per step, predicted at that step (a tagger): L inputs.
+    Tag,
 }
 
 impl Task {
@@ -295,7 +316,7 @@ impl Task {
     pub fn inputs(self, len: usize) -> usize {
         match self {
             Task::Next => len - 1,
-            Task::Label => len,
+            Task::Label | Task::Tag => len,
         }
     }
 }
@@ -471,7 +492,7 @@ impl SetBatches {
                 windows += sim.windows as u64;
                 counted += match self.task {
                     // The longest row has inputs in every window of its batch.
-                    Task::Next => sim.windows as u64,
+                    Task::Next | Task::Tag => sim.windows as u64,
                     // A window counts where some row's last input falls.
                     Task::Label => {
                         let mut ends: Vec<usize> = (sim.rows.iter())
@@ -648,7 +669,7 @@ impl SetBatches {
                 let on = i < here;
                 let counts = on
                     && match self.task {
-                        Task::Next => true,
+                        Task::Next | Task::Tag => true,
                         Task::Label => from + i + 1 == n_in,
                     };
                 mask[p] = u8::from(counts);
@@ -681,8 +702,10 @@ impl SetBatches {
                         }
                     }
                 }
-                if self.task == Task::Label {
-                    labels[p] = if counts { set.label(s as usize) } else { 0 };
+                match self.task {
+                    Task::Label => labels[p] = if counts { set.label(s as usize) } else { 0 },
+                    Task::Tag => labels[p] = set.label(at),
+                    Task::Next => {}
                 }
             }
             if here > 0 {

@@ -66,7 +66,7 @@ impl<'a> Feed<'a> {
             set,
             train.batch,
             train.window,
-            task(head),
+            task(head, set.per_step_labels()),
             train.seed,
             bucket,
         )?;
@@ -177,11 +177,14 @@ pub(crate) fn fill_stream(exec: &mut Executor, data: &DataFile, windows: &mut Wi
     restart
 }
 
-/// What a head makes of a sequence of a set.
-pub fn task(head: HeadKind) -> Task {
-    match head {
-        HeadKind::Classify => Task::Label,
-        HeadKind::Lm | HeadKind::Regress => Task::Next,
+/// What a head makes of a sequence of a set (whose labels, if any, are one per step
+/// when `per_step_labels`): a classifier's label, a tagger's labels (a softmax head over
+/// per-step labels), or else the next step.
+pub fn task(head: HeadKind, per_step_labels: bool) -> Task {
+    match (head, per_step_labels) {
+        (HeadKind::Classify, _) => Task::Label,
+        (HeadKind::Lm, true) => Task::Tag,
+        (HeadKind::Lm | HeadKind::Regress, _) => Task::Next,
     }
 }
 
@@ -189,7 +192,7 @@ pub fn task(head: HeadKind) -> Task {
 /// model: its reverse direction reads a sequence whole, from its last step, and carries
 /// nothing between windows.
 pub fn check_whole(set: &SeqSet, model: &ModelSpec, window: usize) -> Result<()> {
-    let n = task(model.head).inputs(set.longest());
+    let n = task(model.head, set.per_step_labels()).inputs(set.longest());
     if model.bidirectional && n > window {
         return Err(crate::Error::spec(
             "train.window",
@@ -203,7 +206,9 @@ pub fn check_whole(set: &SeqSet, model: &ModelSpec, window: usize) -> Result<()>
 }
 
 /// Refuses data of another form than `model`'s, before anything reads it into a batch:
-/// labels without a classifier or a classifier without labels, tokens for a feature
+/// a classifier without labels one per sequence, a tagger's labels (one per step)
+/// without the lm head, labels for a regression, a bidirectional model predicting the
+/// next step, tokens for a feature
 /// input or the other way round, a column count other than the features (or, for a
 /// regression's next-row target, the outputs), a token beyond the embedding or the
 /// softmax, a label beyond the classes. Every check is O(1) on validated data.
@@ -215,27 +220,44 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
         })
     };
     let labelled = form.set.is_some_and(|s| s.has_labels());
-    if model.bidirectional && model.head != HeadKind::Classify {
+    let per_step = form.set.is_some_and(|s| s.per_step_labels());
+    let tagger = model.head == HeadKind::Lm && per_step;
+    if model.bidirectional && model.head != HeadKind::Classify && !tagger {
         return Err(crate::Error::spec(
             "model.bidirectional",
             format!(
                 "the {} head predicts each next step from the steps before it, and a \
                  reverse direction has already read that step; train a bidirectional model \
-                 as a classifier of sequences (--offsets, --labels, --head classify), or as a \
-                 tagger with per-step labels through `recur grads` or the library",
+                 as a classifier of sequences (--offsets, --labels with one label per \
+                 sequence, --head classify) or a tagger (--labels with one label per step)",
                 model.head
             ),
         ));
     }
-    if (model.head == HeadKind::Classify) != labelled {
-        return bad(if labelled {
-            format!(
-                "has labels, but the model's {} head predicts each next step",
-                model.head
+    match (model.head, labelled, per_step) {
+        (HeadKind::Classify, false, _) => {
+            return bad("has no labels (one per sequence), which the classify head needs".into())
+        }
+        (HeadKind::Classify, true, true) => {
+            return bad(
+                "has one label per step (a tagger's), but the classify head predicts one per \
+                 sequence; train a tagger with --head lm"
+                    .into(),
             )
-        } else {
-            "has no labels (one per sequence), which the classify head needs".into()
-        });
+        }
+        (HeadKind::Regress, true, _) => {
+            return bad(
+                "has labels, but the regress head predicts each next row; drop --labels".into(),
+            )
+        }
+        (HeadKind::Lm, true, false) => {
+            return bad(
+                "has one label per sequence, but the lm head predicts a label per step; \
+                 train a classifier with --head classify"
+                    .into(),
+            )
+        }
+        _ => {}
     }
     match (form.width, model.input) {
         (None, Input::Features { width: n }) => {
@@ -261,14 +283,14 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
         _ => {}
     }
     if let (Some(t), Some(v)) = (form.tokens, model.input.vocab()) {
-        // An lm's targets are tokens too: they index its softmax.
-        let bound = match model.head {
-            HeadKind::Lm => v.min(model.outputs),
+        // A language model's targets are tokens too: they index its softmax.
+        let bound = match (model.head, tagger) {
+            (HeadKind::Lm, false) => v.min(model.outputs),
             _ => v,
         };
         t.check_vocab(bound)?;
     }
-    if let (Some(s), HeadKind::Classify) = (form.set, model.head) {
+    if let (Some(s), true) = (form.set, model.head == HeadKind::Classify || tagger) {
         s.check_classes(model.outputs)?;
     }
     Ok(())

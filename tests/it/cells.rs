@@ -714,17 +714,7 @@ fn bidirectional_refusals_are_one_line() {
     let lens = [4i64, 9, 6];
     let x: Vec<f32> = (0..19).map(|i| (i as f32 * 0.3).sin()).collect();
     let write_npy = |name: &str, bytes: Vec<u8>, shape: &str, descr: &str| {
-        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        let mut h = header.into_bytes();
-        while (h.len() + 11) % 64 != 0 {
-            h.push(b' ');
-        }
-        h.push(b'\n');
-        let mut f = b"\x93NUMPY\x01\x00".to_vec();
-        f.extend((h.len() as u16).to_le_bytes());
-        f.extend(h);
-        f.extend(bytes);
-        std::fs::write(p.join(name), f).unwrap();
+        write_npy(&p.join(name), bytes, shape, descr)
     };
     write_npy(
         "x.npy",
@@ -813,6 +803,121 @@ fn bidirectional_refusals_are_one_line() {
         err.contains(
             "metadata says one direction, but there is a tensor `lstm.weight_ih_l0_reverse`"
         ),
+        "{err}"
+    );
+}
+
+/// A .npy file of `bytes` with the given shape and dtype descriptor.
+fn write_npy(path: &std::path::Path, bytes: Vec<u8>, shape: &str, descr: &str) {
+    let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut h = header.into_bytes();
+    while (h.len() + 11) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut f = b"\x93NUMPY\x01\x00".to_vec();
+    f.extend((h.len() as u16).to_le_bytes());
+    f.extend(h);
+    f.extend(bytes);
+    std::fs::write(path, f).unwrap();
+}
+
+/// A tagger over a set (labels one per step): each step's tag says whether the *next*
+/// token is in the upper half of the vocabulary. One direction cannot know it; a
+/// bidirectional model learns it through its reverse direction, and `recur eval`
+/// measures both on the same set.
+#[test]
+fn a_bidirectional_tagger_reads_the_step_after() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let lens: Vec<usize> = (0..200).map(|i| 5 + (i * 7) % 20).collect();
+    let total: usize = lens.iter().sum();
+    let tok: Vec<i64> = (0..total as u64)
+        .map(|i| (crate::cases::unit(9, i) * 20.0) as i64)
+        .collect();
+    let mut off = vec![0i64];
+    for &l in &lens {
+        off.push(off.last().unwrap() + l as i64);
+    }
+    let mut tag = vec![0i64; total];
+    for w in off.windows(2) {
+        for i in w[0]..w[1] - 1 {
+            tag[i as usize] = i64::from(tok[i as usize + 1] >= 10);
+        }
+    }
+    let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    write_npy(&p.join("x.npy"), bytes(&tok), &format!("({total},)"), "<i8");
+    write_npy(
+        &p.join("o.npy"),
+        bytes(&off),
+        &format!("({},)", off.len()),
+        "<i8",
+    );
+    write_npy(&p.join("t.npy"), bytes(&tag), &format!("({total},)"), "<i8");
+    let accuracy = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "train",
+            "--data",
+            "x.npy",
+            "--offsets",
+            "o.npy",
+            "--labels",
+            "t.npy",
+            "--hidden",
+            "24",
+            "--embed",
+            "8",
+            "--steps",
+            "250",
+            "--lr",
+            "1e-2",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{err}");
+        let w = format!("{out}/model.safetensors");
+        let eval = [
+            "eval",
+            "--weights",
+            &w,
+            "--data",
+            "x.npy",
+            "--offsets",
+            "o.npy",
+            "--labels",
+            "t.npy",
+        ];
+        let (code, line, err) = recur(&eval, p);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert!(v["model"].as_str().unwrap().contains("lm over 2"), "{line}");
+        v["metrics"]["accuracy"].as_f64().unwrap()
+    };
+    let one = accuracy(&[], "one");
+    let two = accuracy(&["--bidirectional"], "two");
+    assert!(two > 0.95 && one < 0.8, "one direction {one}, two {two}");
+    // Per-step labels for a classifier, or a count that fits neither: one line.
+    let (code, _, err) = recur(
+        &[
+            "train",
+            "--data",
+            "x.npy",
+            "--offsets",
+            "o.npy",
+            "--labels",
+            "t.npy",
+            "--head",
+            "classify",
+            "--out",
+            "c",
+        ],
+        p,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("one per step") && err.lines().count() == 1,
         "{err}"
     );
 }

@@ -109,7 +109,8 @@ proptest! {
             && offsets[0] == 0
             && offsets.windows(2).all(|w| w[1] > w[0])
             && *offsets.last().unwrap() as usize == steps;
-        let valid_labels = nl == n && (!neg_label || labels.is_empty());
+        // One label per sequence, or one per step (a tagger's).
+        let valid_labels = (nl == n || nl == steps) && (!neg_label || labels.is_empty());
         let i64s = |name: &str, v: &[i64]| {
             Npy::from_bytes(name, Dtype::I64, vec![v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())
         };
@@ -122,6 +123,9 @@ proptest! {
         if valid_offsets {
             let with = SeqSet::new(values(), i64s("offsets", &offsets), Some(i64s("labels", &labels)));
             prop_assert_eq!(with.is_ok(), valid_labels, "labels {:?} for {} sequences", labels, n);
+            if let Ok(set) = with {
+                prop_assert_eq!(set.per_step_labels(), nl != n);
+            }
         }
     }
 }

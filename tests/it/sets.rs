@@ -449,3 +449,56 @@ fn a_bidirectional_classifier_ignores_its_padding() {
     let (short, _) = t.accumulate_steps(1.0, filled.steps);
     assert_eq!(short.to_bits(), train_loss.to_bits());
 }
+
+/// Labels one per step make a tagger's set: every step of every sequence counts, with
+/// its own label, across windows; a count that is neither per sequence nor per step is
+/// one line naming both.
+#[test]
+fn per_step_labels_reach_every_step() {
+    let lens = [3usize, 7, 1, 4, 10];
+    let total: usize = lens.iter().sum();
+    let labels: Vec<i64> = (0..total as i64).map(|i| (i * 5 + 1) % 3).collect();
+    let (set, seqs) = token_set(&lens, Some(labels.clone()));
+    assert!(set.per_step_labels() && set.classes() == 3);
+    let (b, t) = (5, 4);
+    let mut batches = SetBatches::new(&set, b, t, Task::Tag, 1, false).unwrap();
+    let (mut tok, mut lab, mut mask, mut reset) = (
+        vec![0u32; t * b],
+        vec![0u32; t * b],
+        vec![0u8; t * b],
+        vec![0u8; t * b],
+    );
+    // (token, label) of every step seen, against the data's.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        batches.fill(
+            &set,
+            &mut tok,
+            &mut [],
+            &mut lab,
+            &mut [],
+            &mut mask,
+            &mut reset,
+        );
+        for p in (0..t * b).filter(|&p| mask[p] == 1) {
+            seen.push((tok[p], lab[p]));
+        }
+    }
+    let mut want: Vec<(u32, u32)> = (seqs.iter().flatten().copied())
+        .zip(labels.iter().map(|&l| l as u32))
+        .collect();
+    seen.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+    let values = Values::Tokens(TokenFile::from_bytes("values", vec![1u8; total]).unwrap());
+    let odd = SeqSet::new(
+        values,
+        i64_npy("offsets", &offsets_of(&lens)),
+        Some(i64_npy("labels", &[0; 7])),
+    );
+    let e = odd.err().unwrap().to_string();
+    assert!(
+        e.contains("7 labels") && e.contains("5 sequences of 25 steps"),
+        "{e}"
+    );
+}

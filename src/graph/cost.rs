@@ -25,8 +25,8 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
     let r = sz.recurrent_width as u64;
     let input = |l: u32| sz.input_width(l as usize) as u64;
     let rows = |s: u32| sz.seg_rows(s as usize) as u64;
-    // A projected layer's h = m W_hrᵀ, its dL/dm and dW_hr: one [·, P]×[P, H] product
-    // each per step.
+    // A projected layer's h = m W_hrᵀ (forward), its dL/dm and dW_hr (both in the cell's
+    // backward): one [·, P]×[P, H] product each per step.
     let proj = |s: u32| {
         sz.proj
             .map_or(0, |p| 2 * rows(s) * p as u64 * sz.hidden as u64)
@@ -36,12 +36,12 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
         Op::CellForward { seg, .. } => 2 * rows(seg) * gw * r + proj(seg),
         // dL/dh_{t-1} is not computed for the window's first step.
         Op::CellBackward { seg, .. } => {
-            2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * r + proj(seg)
+            2 * (rows(seg) - if seg == 0 { b } else { 0 }) * gw * r + 2 * proj(seg)
         }
         // outputs, dW_fc, dh
         Op::Head { seg, .. } => 3 * 2 * rows(seg) * k * h,
         Op::HeadEval { seg, .. } => 2 * rows(seg) * k * h,
-        Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + r) + proj(seg),
+        Op::WeightGrad { layer, seg, .. } => 2 * rows(seg) * gw * (input(layer) + r),
         Op::InputGrad { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::Embed { .. }
         | Op::Dropout { .. }

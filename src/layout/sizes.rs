@@ -217,7 +217,8 @@ impl Sizes {
     }
 
     /// What one forward execution of segment `s` keeps for its backward: every
-    /// layer's gates, states and saved tensors, and the embedded tokens.
+    /// layer's (every chain's) gates, states and saved tensors, and the inputs kept for
+    /// the weight gradients (embedded tokens, dropped or reversed rows).
     pub fn kept_segment_elems(&self, s: usize) -> u64 {
         let per_layer = self.gates_elems(s)
             + (0..self.states.len())
@@ -226,9 +227,23 @@ impl Sizes {
             + (0..self.saved.len())
                 .map(|i| self.saved_elems(s, i))
                 .sum::<usize>();
-        (self.vlayers() * per_layer
-            + (self.layers - 1) * self.dropped_elems(s)
-            + self.embedded_elems(s)) as u64
+        if self.directions == 1 {
+            return (self.layers * per_layer
+                + (self.layers - 1) * self.dropped_elems(s)
+                + self.embedded_elems(s)) as u64;
+        }
+        // Two directions: each chain's own input rows where it has them (a reverse
+        // chain's, a dropped input's, each direction's embedded tokens).
+        let inputs: usize = (0..self.vlayers())
+            .filter(|&vl| {
+                let l = vl / 2;
+                self.reverse(vl)
+                    || (l > 0 && self.dropout > 0.0)
+                    || (l == 0 && self.embed.is_some())
+            })
+            .map(|vl| self.layer_in_elems(vl, s))
+            .sum();
+        (self.vlayers() * per_layer + inputs) as u64
     }
 
     /// Elements of one input step row: 1 token or N features.

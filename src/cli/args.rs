@@ -88,8 +88,10 @@ pub struct ModelFlags {
     /// embeddings [train: the series' columns; plan: token input].
     #[arg(long)]
     pub features: Option<usize>,
-    /// Head and loss: lm (softmax at every step), regress (MSE at every step) or
-    /// classify (one label per sequence) [lm for tokens, regress for features].
+    /// Head and loss: lm (softmax at every step: the next token, or a tagger's label),
+    /// regress (MSE at every step) or classify (one label per sequence) [lm for tokens
+    /// or labels one per step, regress for features, classify for labels one per
+    /// sequence].
     #[arg(long, value_enum)]
     pub head: Option<HeadKind>,
     /// Outputs of the head: K of a regression [N: the next row], the classes of a
@@ -221,7 +223,7 @@ pub struct TrainCmd {
     /// Row splits of the held-out set.
     #[arg(long, requires = "valid")]
     pub valid_offsets: Option<PathBuf>,
-    /// Labels of the held-out set.
+    /// Labels of the held-out set (one per sequence, or one per step, as training's).
     #[arg(long, requires = "valid_offsets")]
     pub valid_labels: Option<PathBuf>,
     /// Steps between validations [a tenth of --steps].
@@ -291,7 +293,7 @@ pub struct ProfileCmd {
     /// Row splits of the held-out set.
     #[arg(long)]
     pub valid_offsets: Option<PathBuf>,
-    /// Labels of the held-out set.
+    /// Labels of the held-out set (one per sequence, or one per step, as training's).
     #[arg(long)]
     pub valid_labels: Option<PathBuf>,
     /// Steps between validations [the measured steps: once, at the end].

@@ -166,8 +166,11 @@ pub struct SetShape {
     pub classes: Option<usize>,
     /// Inputs of its longest sequence: the window of exact BPTT.
     pub longest: usize,
-    /// Its labels are one per step (a tagger's), not one per sequence.
+    /// Its labels are one per step (a tagger's).
     pub per_step: bool,
+    /// Its labels are one per sequence (a classifier's; both when every sequence is one
+    /// step long).
+    pub per_sequence: bool,
 }
 
 impl DataShape {
@@ -243,13 +246,15 @@ pub fn model_and_window(
     }
     let classes = data.set().and_then(|s| s.classes);
     let per_step = data.set().is_some_and(|s| s.per_step);
-    let head = get!(head).unwrap_or(match (classes, per_step, input) {
-        (Some(_), true, _) => HeadKind::Lm,
-        (Some(_), false, _) => HeadKind::Classify,
+    let per_sequence = data.set().is_some_and(|s| s.per_sequence);
+    let head = get!(head).unwrap_or(match (classes, per_sequence, input) {
+        (Some(_), false, _) => HeadKind::Lm,
+        (Some(_), true, _) => HeadKind::Classify,
         (None, _, Input::Tokens { .. }) => HeadKind::Lm,
         (None, _, Input::Features { .. }) => HeadKind::Regress,
     });
     match (classes, per_step, head) {
+        (Some(_), true, HeadKind::Classify) if per_sequence => {}
         (Some(_), false, HeadKind::Lm | HeadKind::Regress) => {
             return Err(Error::spec(
                 "--labels",

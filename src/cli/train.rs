@@ -554,6 +554,7 @@ pub(super) fn data_shape(source: &Source) -> DataShape {
             classes: s.has_labels().then_some(s.classes()),
             longest: s.longest(),
             per_step: s.per_step_labels(),
+            per_sequence: s.per_sequence_labels(),
         }),
     };
     match (source.tokens(), source.width()) {
@@ -753,8 +754,9 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         .transpose()?;
     // Labels one per step are a tagger's (a softmax per step: the lm head).
     let per_step = matches!(&source, Source::Set(s) if s.per_step_labels());
+    let per_sequence = matches!(&source, Source::Set(s) if s.per_sequence_labels());
     let from_data = match (&source, c.labels.is_some()) {
-        (_, true) if per_step => HeadKind::Lm,
+        (_, true) if !per_sequence => HeadKind::Lm,
         (_, true) => HeadKind::Classify,
         (s, false) if s.tokens().is_some() => HeadKind::Lm,
         _ => HeadKind::Regress,

@@ -1,7 +1,8 @@
 //! Sets of variable-length sequences: `values` (tokens [steps] or features [steps, N]),
 //! `offsets` (integer row splits, n + 1 entries from 0 to steps, as
 //! `tf.RaggedTensor.row_splits` or an Arrow list array) and optionally `labels` (one
-//! integer class per sequence). All three are memory-mapped and validated in chunks.
+//! integer class per sequence, a classifier's, or one per step, a tagger's). All three
+//! are memory-mapped and validated in chunks.
 //!
 //! `SetBatches` draws B sequences per batch in an order shuffled per epoch, pads them to
 //! the longest, and cuts a batch longer than the window into windows with the state
@@ -28,8 +29,10 @@ pub struct SeqSet {
     values: Values,
     offsets: Npy,
     labels: Option<Npy>,
-    /// The labels are one per step (a tagger's), not one per sequence.
+    /// The labels are one per step (a tagger's) and, or, one per sequence (a
+    /// classifier's): both when every sequence is one step long.
     per_step: bool,
+    per_sequence: bool,
     n: usize,
     longest: usize,
     shortest: usize,
@@ -130,7 +133,7 @@ impl SeqSet {
             ));
         }
         let n = m - 1;
-        let (mut classes, mut per_step) = (0, false);
+        let (mut classes, mut per_step, mut per_sequence) = (0, false, false);
         if let Some(l) = &labels {
             let lp = l.path();
             if l.shape().len() != 1 || !l.dtype().is_int() {
@@ -154,8 +157,8 @@ impl SeqSet {
                     ),
                 ));
             }
-            per_step = l.elems() != n;
-            let what = if per_step { "step" } else { "sequence" };
+            (per_step, per_sequence) = (l.elems() == steps, l.elems() == n);
+            let what = if per_sequence { "sequence" } else { "step" };
             let ld = l.dtype();
             let mut max = 0i64;
             l.scan(0..l.elems(), SCAN_CHUNK, |at, bytes| {
@@ -178,6 +181,7 @@ impl SeqSet {
             offsets,
             labels,
             per_step,
+            per_sequence,
             n,
             longest,
             shortest,
@@ -233,10 +237,16 @@ impl SeqSet {
         self.labels.is_some()
     }
 
-    /// True if its labels are one per step (a tagger's), false if one per sequence or
-    /// none.
+    /// True if its labels are one per step (a tagger's).
     pub fn per_step_labels(&self) -> bool {
         self.per_step
+    }
+
+    /// True if its labels are one per sequence (a classifier's). Both this and
+    /// `per_step_labels` hold when every sequence is one step long: either head reads
+    /// them.
+    pub fn per_sequence_labels(&self) -> bool {
+        self.per_sequence
     }
 
     /// The steps of sequence `i` in the values.
@@ -258,7 +268,11 @@ impl SeqSet {
             if self.classes > classes {
                 let i = (0..l.elems()).find(|&i| self.label(i) as usize >= classes);
                 let i = i.unwrap_or(0);
-                let what = if self.per_step { "step" } else { "sequence" };
+                let what = if self.per_sequence {
+                    "sequence"
+                } else {
+                    "step"
+                };
                 return Err(data_err(
                     l.path(),
                     format!(
@@ -279,6 +293,13 @@ impl SeqSet {
         }
     }
 
+    /// Hands the pages of the per-step labels of steps `steps` back to the kernel.
+    fn release_labels(&self, steps: Range<usize>) {
+        if let Some(l) = &self.labels {
+            l.release(steps);
+        }
+    }
+
     /// Hands the pages of every sequence's offsets and label back to the kernel.
     fn release_all_meta(&self) {
         self.offsets.release(0..self.len() + 1);
@@ -291,9 +312,9 @@ impl SeqSet {
     fn release_meta(&self, i: usize) {
         self.offsets.release(i..i + 2);
         if let Some(l) = &self.labels {
-            match self.per_step {
-                true => l.release(self.seq(i)),
-                false => l.release(i..i + 1),
+            match self.per_sequence {
+                true => l.release(i..i + 1),
+                false => l.release(self.seq(i)),
             }
         }
     }
@@ -617,9 +638,9 @@ impl SetBatches {
 
     /// Fills the next window into the batch slots ([T, B] time-major): inputs (tokens or
     /// features), targets (the next token into `labels`, the next row into `values`,
-    /// or the sequence's label into `labels` at its last step), the loss mask (1 where
-    /// a target counts) and the resets (1 at each sequence's first step, and with
-    /// `mark_ends` at its first padding step).
+    /// the sequence's label into `labels` at its last step, or each step's own label),
+    /// the loss mask (1 where a target counts) and the resets (1 at each sequence's
+    /// first step, and with `mark_ends` at its first padding step).
     #[allow(clippy::too_many_arguments)]
     pub fn fill(
         &mut self,
@@ -711,6 +732,9 @@ impl SetBatches {
             if here > 0 {
                 let a = seq.start + from;
                 set.release_steps(a..a + here + usize::from(self.task == Task::Next));
+                if self.task == Task::Tag {
+                    set.release_labels(a..a + here);
+                }
             }
             if s != EMPTY && batch_end {
                 set.release_meta(s as usize);

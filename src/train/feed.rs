@@ -221,6 +221,7 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
     };
     let labelled = form.set.is_some_and(|s| s.has_labels());
     let per_step = form.set.is_some_and(|s| s.per_step_labels());
+    let per_sequence = form.set.is_some_and(|s| s.per_sequence_labels());
     let tagger = model.head == HeadKind::Lm && per_step;
     if model.bidirectional && model.head != HeadKind::Classify && !tagger {
         return Err(crate::Error::spec(
@@ -238,7 +239,7 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
         (HeadKind::Classify, false, _) => {
             return bad("has no labels (one per sequence), which the classify head needs".into())
         }
-        (HeadKind::Classify, true, true) => {
+        (HeadKind::Classify, true, _) if !per_sequence => {
             return bad(
                 "has one label per step (a tagger's), but the classify head predicts one per \
                  sequence; train a tagger with --head lm"
@@ -252,12 +253,21 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
         }
         (HeadKind::Lm, true, false) => {
             return bad(
-                "has one label per sequence, but the lm head predicts a label per step; \
-                 train a classifier with --head classify"
+                "has one label per sequence, but the model's lm head predicts a label per \
+                 step (a classifier's labels need --head classify)"
                     .into(),
             )
         }
         _ => {}
+    }
+    // Feature rows under a softmax per step: only a tagger's labels give it targets.
+    if let (HeadKind::Lm, Input::Features { .. }, false) = (model.head, model.input, tagger) {
+        return bad(
+            "holds feature rows without labels one per step, but the model's lm head \
+             predicts a class per step (a tagger's weights need such labels; a series' next \
+             row needs --head regress)"
+                .into(),
+        );
     }
     match (form.width, model.input) {
         (None, Input::Features { width: n }) => {

@@ -921,3 +921,102 @@ fn a_bidirectional_tagger_reads_the_step_after() {
         "{err}"
     );
 }
+
+/// A tagger over feature rows, validated during training on a held-out set with its
+/// own per-step labels; its weights evaluated on rows without labels are one line (not
+/// a crash), and a set of one-step sequences (as many labels as sequences and steps)
+/// serves a classifier and, asked, a tagger.
+#[test]
+fn a_feature_tagger_validates_and_refuses_unlabelled_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let lens: Vec<usize> = (0..60).map(|i| 3 + i % 9).collect();
+    let total: usize = lens.iter().sum();
+    let x: Vec<f32> = (0..total * 2)
+        .map(|i| (crate::cases::unit(4, i as u64) * 2.0 - 1.0) as f32)
+        .collect();
+    let tag: Vec<i64> = (0..total).map(|i| i64::from(x[2 * i] > 0.0)).collect();
+    let mut off = vec![0i64];
+    for &l in &lens {
+        off.push(off.last().unwrap() + l as i64);
+    }
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    write_npy(&p.join("x.npy"), f32s(&x), &format!("({total}, 2)"), "<f4");
+    write_npy(
+        &p.join("o.npy"),
+        i64s(&off),
+        &format!("({},)", off.len()),
+        "<i8",
+    );
+    write_npy(&p.join("t.npy"), i64s(&tag), &format!("({total},)"), "<i8");
+    let args = [
+        "train",
+        "--data",
+        "x.npy",
+        "--offsets",
+        "o.npy",
+        "--labels",
+        "t.npy",
+        "--valid",
+        "x.npy",
+        "--valid-offsets",
+        "o.npy",
+        "--valid-labels",
+        "t.npy",
+        "--valid-every",
+        "10",
+        "--hidden",
+        "8",
+        "--steps",
+        "20",
+        "--json",
+        "--out",
+        "tag",
+    ];
+    let (code, out, err) = recur(&args, p);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"), "{out}");
+    write_npy(&p.join("s.npy"), f32s(&x[..40]), "(20, 2)", "<f4");
+    let (code, _, err) = recur(
+        &[
+            "eval",
+            "--weights",
+            "tag/model.safetensors",
+            "--data",
+            "s.npy",
+        ],
+        p,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("without labels one per step") && err.lines().count() == 1,
+        "{err}"
+    );
+    // One-step sequences: 60 labels for 60 sequences of 60 steps.
+    let ones: Vec<i64> = (0..=60).collect();
+    write_npy(&p.join("o1.npy"), i64s(&ones), "(61,)", "<i8");
+    write_npy(&p.join("x1.npy"), f32s(&x[..120]), "(60, 2)", "<f4");
+    write_npy(&p.join("t1.npy"), i64s(&tag[..60]), "(60,)", "<i8");
+    for head in ["classify", "lm"] {
+        let args = [
+            "train",
+            "--data",
+            "x1.npy",
+            "--offsets",
+            "o1.npy",
+            "--labels",
+            "t1.npy",
+            "--head",
+            head,
+            "--hidden",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            head,
+        ];
+        let (code, _, err) = recur(&args, p);
+        assert_eq!(code, 0, "{head}: {err}");
+    }
+}

@@ -124,7 +124,8 @@ proptest! {
             let with = SeqSet::new(values(), i64s("offsets", &offsets), Some(i64s("labels", &labels)));
             prop_assert_eq!(with.is_ok(), valid_labels, "labels {:?} for {} sequences", labels, n);
             if let Ok(set) = with {
-                prop_assert_eq!(set.per_step_labels(), nl != n);
+                prop_assert_eq!(set.per_step_labels(), nl == steps);
+                prop_assert_eq!(set.per_sequence_labels(), nl == n);
             }
         }
     }

@@ -89,9 +89,9 @@ pub struct ModelFlags {
     #[arg(long)]
     pub features: Option<usize>,
     /// Head and loss: lm (softmax at every step: the next token, or a tagger's label),
-    /// regress (MSE at every step) or classify (one label per sequence) [lm for tokens
-    /// or labels one per step, regress for features, classify for labels one per
-    /// sequence].
+    /// regress (MSE at every step) or classify (one label per sequence, read at its last
+    /// step; bidirectional: the reverse direction at its first) [lm for tokens or labels
+    /// one per step, regress for features, classify for labels one per sequence].
     #[arg(long, value_enum)]
     pub head: Option<HeadKind>,
     /// Outputs of the head: K of a regression [N: the next row], the classes of a
@@ -118,7 +118,7 @@ pub struct ModelFlags {
     pub dropout: Option<f32>,
     /// Every layer runs forward and in reverse (PyTorch's bidirectional): the next
     /// layer and the head read both directions. A window is then a whole unit: a
-    /// classifier of sequences, or a tagger through `recur grads` and the library.
+    /// classifier of sequences, or a tagger (labels one per step), from sets.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bidirectional: bool,

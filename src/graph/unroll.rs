@@ -452,6 +452,11 @@ pub(super) fn unroll_bidir(
         .position(|a| matches!(a, Action::Backward { .. }))
         .unwrap_or(actions.len());
     let (sweep, back) = actions.split_at(split);
+    let covers = (0..ns as u32).all(|s| {
+        (actions.iter()).any(
+            |a| matches!(*a, Action::Forward { seg, .. } | Action::Backward { seg } if seg == s),
+        )
+    });
     let training = !back.is_empty();
     let mut chains: Vec<Chain> = (0..sizes.vlayers())
         .map(|vl| Chain {
@@ -472,9 +477,10 @@ pub(super) fn unroll_bidir(
                 u.chain_action(chain, a, below, y, None);
             }
             // Every policy runs each segment forward before the first backward: the
-            // layer's output is whole before anything reads it.
+            // layer's output is whole before anything reads it. (A budget search's
+            // estimate unrolls a few segments of the window only: nothing runs it.)
             assert!(
-                chain.emitted.iter().all(|&e| e),
+                !covers || chain.emitted.iter().all(|&e| e),
                 "schedule: a segment not run before the first backward"
             );
         }

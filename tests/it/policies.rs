@@ -215,3 +215,17 @@ fn checkpointing_shrinks_the_arena() {
     assert!(rev.arena_bytes < sqrt.arena_bytes);
     assert!(rev.recompute_factor > sqrt.recompute_factor);
 }
+
+/// A memory budget over a long window of a bidirectional model: the budget search's
+/// estimates unroll part of the window, and the plan it picks fits.
+#[test]
+fn a_budget_over_a_long_bidirectional_window() {
+    let mut s = Shape::new(CellKind::Lstm, Some(2), HeadKind::Classify);
+    (s.hidden, s.layers, s.batch, s.window, s.grain) = (16, 1, 1, 3000, 16);
+    s.bidirectional = true;
+    let mut tr = s.train();
+    let budget = 2 << 20;
+    tr.policy = Policy::Budget(budget);
+    let p = compile(&s.model(), &tr).unwrap();
+    assert!(p.arena_bytes <= budget, "{} > {budget}", p.arena_bytes);
+}

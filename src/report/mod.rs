@@ -35,8 +35,17 @@ pub struct PlanReport {
     pub features: Option<usize>,
     /// Hidden width.
     pub hidden: usize,
+    /// The LSTM's output projection P, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj: Option<usize>,
     /// Layers.
     pub layers: usize,
+    /// Dropout between layers (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
+    /// Whether every layer runs both ways (absent: one direction).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bidirectional: bool,
     /// Head: `lm`, `regress` or `classify`.
     pub head: String,
     /// Outputs of the head.
@@ -115,7 +124,11 @@ impl PlanReport {
             embed,
             features,
             hidden: m.hidden,
+            proj: m.proj,
             layers: m.layers,
+            // As given (the f32's shortest decimal form), not its f64 widening.
+            dropout: (m.dropout > 0.0).then(|| m.dropout.to_string().parse().unwrap_or(0.0)),
+            bidirectional: m.bidirectional,
             head: m.head.to_string(),
             outputs: m.outputs,
             batch: p.train.batch,

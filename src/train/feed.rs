@@ -223,18 +223,6 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
     let per_step = form.set.is_some_and(|s| s.per_step_labels());
     let per_sequence = form.set.is_some_and(|s| s.per_sequence_labels());
     let tagger = model.head == HeadKind::Lm && per_step;
-    if model.bidirectional && model.head != HeadKind::Classify && !tagger {
-        return Err(crate::Error::spec(
-            "model.bidirectional",
-            format!(
-                "the {} head predicts each next step from the steps before it, and a \
-                 reverse direction has already read that step; train a bidirectional model \
-                 as a classifier of sequences (--offsets, --labels with one label per \
-                 sequence, --head classify) or a tagger (--labels with one label per step)",
-                model.head
-            ),
-        ));
-    }
     match (model.head, labelled, per_step) {
         (HeadKind::Classify, false, _) => {
             return bad("has no labels (one per sequence), which the classify head needs".into())
@@ -259,6 +247,18 @@ pub fn check_form(form: &Form<'_>, model: &ModelSpec) -> Result<()> {
             )
         }
         _ => {}
+    }
+    if model.bidirectional && model.head != HeadKind::Classify && !tagger {
+        return Err(crate::Error::spec(
+            "model.bidirectional",
+            format!(
+                "the {} head predicts each next step from the steps before it, and a \
+                 reverse direction has already read that step; train a bidirectional model \
+                 as a classifier of sequences (--offsets, --labels with one label per \
+                 sequence, --head classify) or a tagger (--labels with one label per step)",
+                model.head
+            ),
+        ));
     }
     // Feature rows under a softmax per step: only a tagger's labels give it targets.
     if let (HeadKind::Lm, Input::Features { .. }, false) = (model.head, model.input, tagger) {

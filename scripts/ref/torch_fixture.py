@@ -145,6 +145,14 @@ def prefix_mask(lengths):
     return (torch.arange(T)[:, None] < torch.tensor(lengths)[None, :]).to(torch.uint8)
 
 
+def masked_ce(logits, tgt, mask):
+    """Cross-entropy of [T, B, C] logits against [T, B] targets, averaged over the
+    positions with mask = 1."""
+    ce = F.cross_entropy(logits.reshape(T * B, -1), tgt.reshape(T * B), reduction="none")
+    m = mask.reshape(T * B).float()
+    return (ce * m).sum() / m.sum()
+
+
 def random_mask(p_zero):
     """uint8 [T, B] with some zeros and some ones."""
     mask = (torch.rand(T, B) >= p_zero).to(torch.uint8)
@@ -187,9 +195,7 @@ def gru_lm():
     hx0 = initial_state(gru, 2)
 
     def loss_fn(out):
-        ce = F.cross_entropy(fc(out).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
-        m = mask.reshape(T * B).float()
-        return (ce * m).sum() / m.sum()
+        return masked_ce(fc(out), tgt, mask)
 
     run("torch_gru_lm.safetensors", (("embedding", emb), ("gru", gru), ("fc", fc)), gru,
         emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
@@ -274,9 +280,7 @@ def peephole_lm():
     hx0 = (0.5 * torch.randn(L, B, H), 0.5 * torch.randn(L, B, H))
 
     def loss_fn(out):
-        ce = F.cross_entropy(fc(out).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
-        m = mask.reshape(T * B).float()
-        return (ce * m).sum() / m.sum()
+        return masked_ce(fc(out), tgt, mask)
 
     run("torch_peephole_lm.safetensors", (("embedding", emb), ("lstm", cell), ("fc", fc)),
         cell, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
@@ -294,9 +298,7 @@ def lstmp_lm():
     hx0 = (0.5 * torch.randn(L, B, P), 0.5 * torch.randn(L, B, H))
 
     def loss_fn(out):
-        ce = F.cross_entropy(fc(out).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
-        m = mask.reshape(T * B).float()
-        return (ce * m).sum() / m.sum()
+        return masked_ce(fc(out), tgt, mask)
 
     run("torch_lstmp_lm.safetensors", (("embedding", emb), ("lstm", lstm), ("fc", fc)),
         lstm, emb(inp), hx0, loss_fn, dict(input=inp, target=tgt, mask=mask))
@@ -343,9 +345,7 @@ def lstm_dropout():
 
     out0, (hn0, cn0) = lstm0(emb(inp), (h0[:1], c0[:1]))
     out1, (hn1, cn1) = lstm1(out0 * keep / (1 - p), (h0[1:], c0[1:]))
-    ce = F.cross_entropy(fc(out1).reshape(T * B, V), tgt.reshape(T * B), reduction="none")
-    m = mask.reshape(T * B).float()
-    loss = (ce * m).sum() / m.sum()
+    loss = masked_ce(fc(out1), tgt, mask)
     loss.backward()
     tensors = param_tensors((("embedding", emb), ("fc", fc)))
     for k, module in enumerate((lstm0, lstm1)):
@@ -401,9 +401,7 @@ def bilstmp_tagger():
     c0[1::2] = 0.0
 
     def loss_fn(out):
-        ce = F.cross_entropy(fc(out).reshape(T * B, K), tgt.reshape(T * B), reduction="none")
-        m = mask.reshape(T * B).float()
-        return (ce * m).sum() / m.sum()
+        return masked_ce(fc(out), tgt, mask)
 
     run("torch_bilstmp_tagger.safetensors", (("embedding", emb), ("lstm", lstm), ("fc", fc)),
         lstm, emb(inp), (h0, c0), loss_fn, dict(input=inp, target=tgt, mask=mask))

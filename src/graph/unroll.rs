@@ -231,25 +231,6 @@ impl Unroller<'_> {
         };
         for l in 0..nl {
             let lu = l as u32;
-            let states = self.run(sz.states.len(), |i| {
-                let kind = BufKind::State {
-                    state: i as u8,
-                    layer: lu,
-                    seg: su,
-                };
-                (kind, sz.state_elems(s, i))
-            });
-            let src = match &entry {
-                Entry::Carried => StateSrc::Carried,
-                Entry::Prev(p) => StateSrc::Prev(p.states[l]),
-                Entry::Checkpoint(b) => StateSrc::Checkpoint(*b),
-            };
-            self.ops.push(Op::LoadState {
-                layer: lu,
-                seg: su,
-                states,
-                src,
-            });
             // Dropout of the layer below's output, on its way in.
             let dropped = (l > 0 && sz.dropout > 0.0).then(|| {
                 let out = self.push(BufKind::Dropped { layer: lu, seg: su }, sz.dropped_elems(s));
@@ -262,37 +243,65 @@ impl Unroller<'_> {
                 out
             });
             f.dropped.push(dropped);
-            let g = self.push(BufKind::Gates { layer: lu, seg: su }, sz.gates_elems(s));
-            self.ops.push(Op::InputProj {
-                layer: lu,
-                seg: su,
-                x: f.input(l),
-                gates: g,
-            });
-            let saved = self.run(sz.saved.len(), |i| {
-                let kind = BufKind::Saved {
-                    saved: i as u8,
-                    layer: lu,
-                    seg: su,
-                };
-                (kind, sz.saved_elems(s, i))
-            });
-            let work = self.run(usize::from(sz.forward_scratch > 0), |_| {
-                (BufKind::Work { layer: lu, seg: su }, sz.forward_scratch)
-            });
-            self.ops.push(Op::CellForward {
-                layer: lu,
-                seg: su,
-                gates: g,
-                states,
-                saved,
-                work,
-            });
+            let src = match &entry {
+                Entry::Carried => StateSrc::Carried,
+                Entry::Prev(p) => StateSrc::Prev(p.states[l]),
+                Entry::Checkpoint(b) => StateSrc::Checkpoint(*b),
+            };
+            let (g, states, saved) = self.recurrence(lu, s, src, f.input(l));
             f.gates.push(g);
             f.states.push(states);
             f.saved.push(saved);
         }
         f
+    }
+
+    /// One layer's (one chain's) recurrence over segment `s` reading `x`: its state
+    /// buffers filled from `src`, the input projection, the cell's forward. Returns the
+    /// gates, states and saved tensors the backward reads.
+    fn recurrence(&mut self, layer: u32, s: usize, src: StateSrc, x: Input) -> (BufId, Bufs, Bufs) {
+        let (sz, seg) = (self.sz, s as u32);
+        let states = self.run(sz.states.len(), |i| {
+            let kind = BufKind::State {
+                state: i as u8,
+                layer,
+                seg,
+            };
+            (kind, sz.state_elems(s, i))
+        });
+        self.ops.push(Op::LoadState {
+            layer,
+            seg,
+            states,
+            src,
+        });
+        let gates = self.push(BufKind::Gates { layer, seg }, sz.gates_elems(s));
+        self.ops.push(Op::InputProj {
+            layer,
+            seg,
+            x,
+            gates,
+        });
+        let saved = self.run(sz.saved.len(), |i| {
+            let kind = BufKind::Saved {
+                saved: i as u8,
+                layer,
+                seg,
+            };
+            (kind, sz.saved_elems(s, i))
+        });
+        let work = self.run(usize::from(sz.forward_scratch > 0), |_| {
+            (BufKind::Work { layer, seg }, sz.forward_scratch)
+        });
+        self.ops.push(Op::CellForward {
+            layer,
+            seg,
+            gates,
+            states,
+            saved,
+            work,
+        });
+        (gates, states, saved)
     }
 
     /// Saves the state leaving `f` (entering segment f.seg + 1), every layer.
@@ -716,46 +725,7 @@ impl Unroller<'_> {
             (Some(y), _) if !rev && sz.dropout == 0.0 => Input::Hidden(y),
             (Some(y), _) => gather(self, Some(y)),
         };
-        let states = self.run(sz.states.len(), |i| {
-            let kind = BufKind::State {
-                state: i as u8,
-                layer,
-                seg,
-            };
-            (kind, sz.state_elems(s, i))
-        });
-        self.ops.push(Op::LoadState {
-            layer,
-            seg,
-            states,
-            src,
-        });
-        let gates = self.push(BufKind::Gates { layer, seg }, sz.gates_elems(s));
-        self.ops.push(Op::InputProj {
-            layer,
-            seg,
-            x,
-            gates,
-        });
-        let saved = self.run(sz.saved.len(), |i| {
-            let kind = BufKind::Saved {
-                saved: i as u8,
-                layer,
-                seg,
-            };
-            (kind, sz.saved_elems(s, i))
-        });
-        let work = self.run(usize::from(sz.forward_scratch > 0), |_| {
-            (BufKind::Work { layer, seg }, sz.forward_scratch)
-        });
-        self.ops.push(Op::CellForward {
-            layer,
-            seg,
-            gates,
-            states,
-            saved,
-            work,
-        });
+        let (gates, states, saved) = self.recurrence(layer, s, src, x);
         ChainSeg {
             seg: s,
             x,

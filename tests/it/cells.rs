@@ -309,6 +309,31 @@ fn a_multilag_run_keeps_its_lags() {
     }
 }
 
+/// `recur grads` of `weights` on `b.safetensors` into `g.safetensors`, in `p`.
+fn grads_of(p: &std::path::Path, weights: &str) -> (i32, String, String) {
+    let args = [
+        "grads",
+        "--weights",
+        weights,
+        "--batch",
+        "b.safetensors",
+        "--out",
+        "g.safetensors",
+    ];
+    recur(&args, p)
+}
+
+/// `recur grads` refuses `weights` in one line saying `says`, and writes nothing.
+fn refused_by_grads(p: &std::path::Path, weights: &str, says: &str) {
+    let (code, _, err) = grads_of(p, weights);
+    assert_ne!(code, 0, "{weights}: {err}");
+    assert!(
+        err.contains(says) && err.lines().count() == 1,
+        "{weights}: {err}"
+    );
+    assert!(!p.join("g.safetensors").exists());
+}
+
 /// Tensor names and shapes.
 type Named = Vec<(String, Vec<usize>)>;
 
@@ -325,6 +350,13 @@ fn save_tensors(path: &std::path::Path, tensors: &Named) {
         (n.as_str(), v.unwrap())
     });
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// Writes `tensors` as `save_tensors` does, after `f` has edited a copy of them.
+fn save_edited(path: &std::path::Path, tensors: &Named, f: &dyn Fn(&mut Named)) {
+    let mut t = tensors.clone();
+    f(&mut t);
+    save_tensors(path, &t);
 }
 
 /// The tensors of `s`'s model, by name and shape.
@@ -348,11 +380,7 @@ fn a_projection_that_disagrees_is_refused_by_tensor() {
     let bytes = std::fs::read(p.join("lstmp.safetensors")).unwrap();
     let m = st::infer_model(&p.join("lstmp.safetensors"), &bytes, None, HeadKind::Lm).unwrap();
     assert_eq!((m.hidden, m.proj, m.layers), (s.hidden, Some(3), s.layers));
-    let edit = |name: &str, f: &dyn Fn(&mut Named)| {
-        let mut t = good.clone();
-        f(&mut t);
-        save_tensors(&p.join(name), &t);
-    };
+    let edit = |name: &str, f: &dyn Fn(&mut Named)| save_edited(&p.join(name), &good, f);
     edit("no-hr1.safetensors", &|t| {
         t.retain(|(n, _)| n != "lstm.weight_hr_l1")
     });
@@ -380,33 +408,9 @@ fn a_projection_that_disagrees_is_refused_by_tensor() {
             "`gru.weight_hr_l0`, an output projection",
         ),
     ] {
-        let args = [
-            "grads",
-            "--weights",
-            weights,
-            "--batch",
-            "b.safetensors",
-            "--out",
-            "g.safetensors",
-        ];
-        let (code, _, err) = recur(&args, p);
-        assert_ne!(code, 0, "{weights}: {err}");
-        assert!(
-            err.contains(says) && err.lines().count() == 1,
-            "{weights}: {err}"
-        );
-        assert!(!p.join("g.safetensors").exists());
+        refused_by_grads(p, weights, says);
     }
-    let args = [
-        "grads",
-        "--weights",
-        "lstmp.safetensors",
-        "--batch",
-        "b.safetensors",
-        "--out",
-        "g.safetensors",
-    ];
-    let (code, _, err) = recur(&args, p);
+    let (code, _, err) = grads_of(p, "lstmp.safetensors");
     assert_eq!(code, 0, "{err}");
 }
 
@@ -625,11 +629,7 @@ fn bidirectional_weights_name_their_reverse_tensors() {
     let bytes = std::fs::read(p.join("bi.safetensors")).unwrap();
     let m = st::infer_model(&p.join("bi.safetensors"), &bytes, None, HeadKind::Lm).unwrap();
     assert!(m.bidirectional && m.layers == s.layers && m.hidden == s.hidden);
-    let edit = |name: &str, f: &dyn Fn(&mut Named)| {
-        let mut t = good.clone();
-        f(&mut t);
-        save_tensors(&p.join(name), &t);
-    };
+    let edit = |name: &str, f: &dyn Fn(&mut Named)| save_edited(&p.join(name), &good, f);
     edit("no-rev.safetensors", &|t| {
         t.retain(|(n, _)| n != "gru.bias_hh_l1_reverse")
     });
@@ -646,18 +646,6 @@ fn bidirectional_weights_name_their_reverse_tensors() {
     stray.push(("gru.weight_ih_l1_reverse".into(), vec![15, 5]));
     save_tensors(&p.join("stray.safetensors"), &stray);
     write_batch(&p.join("b.safetensors"), &Window::new(s, 1));
-    let grads = |weights: &str| {
-        let args = [
-            "grads",
-            "--weights",
-            weights,
-            "--batch",
-            "b.safetensors",
-            "--out",
-            "g.safetensors",
-        ];
-        recur(&args, p)
-    };
     for (weights, says) in [
         ("no-rev.safetensors", "`gru.bias_hh_l1_reverse`"),
         (
@@ -666,16 +654,10 @@ fn bidirectional_weights_name_their_reverse_tensors() {
         ),
         ("stray.safetensors", "`gru.weight_ih_l1_reverse`"),
     ] {
-        let (code, _, err) = grads(weights);
-        assert_ne!(code, 0, "{weights}: {err}");
-        assert!(
-            err.contains(says) && err.lines().count() == 1,
-            "{weights}: {err}"
-        );
-        assert!(!p.join("g.safetensors").exists());
+        refused_by_grads(p, weights, says);
     }
     // A tagger's gradients: every tensor, the reverse ones non-zero.
-    let (code, _, err) = grads("bi.safetensors");
+    let (code, _, err) = grads_of(p, "bi.safetensors");
     assert_eq!(code, 0, "{err}");
     let out = std::fs::read(p.join("g.safetensors")).unwrap();
     let g = safetensors::SafeTensors::deserialize(&out).unwrap();

@@ -75,6 +75,23 @@ pub enum Error {
         /// The policy that reaches it.
         suggestion: String,
     },
+    /// Training stopped itself: a loss or gradient that was not finite, or a loss that
+    /// diverged, at this step.
+    #[error("training stopped at step {step}: {msg}")]
+    Stopped {
+        /// The step (1-based) whose loss or gradient stopped the run.
+        step: usize,
+        /// What happened and what to do.
+        msg: String,
+    },
+    /// A snapshot of a job is unreadable, corrupt, or of another job.
+    #[error("snapshot {}: {msg}", path.display())]
+    Snapshot {
+        /// The snapshot's directory (or file in it).
+        path: PathBuf,
+        /// What was wrong.
+        msg: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
                 recur::Error::Spec { .. }
                 | recur::Error::Config { .. }
                 | recur::Error::Budget { .. } => ExitCode::from(2),
+                recur::Error::Stopped { .. } => ExitCode::from(3),
                 _ => ExitCode::from(1),
             }
         }

@@ -236,6 +236,29 @@ pub struct TrainCmd {
     /// Replace a run already in --out.
     #[arg(long)]
     pub overwrite: bool,
+    /// Write a snapshot of the job (weights, optimizer state, carried state, data
+    /// cursors, counters) into OUT/snapshots every N steps, and at the end; `recur train
+    /// --resume OUT` continues from the newest.
+    #[arg(long, value_name = "N", requires = "out")]
+    pub save_every: Option<usize>,
+    /// Snapshots kept: older ones are removed once a new one is in place [2].
+    #[arg(long, value_name = "K")]
+    pub keep: Option<usize>,
+    /// Continue the job in DIR (a run's --out) from its newest intact snapshot, bitwise
+    /// as if it had never stopped. Its settings are the run's; only --steps/--epochs,
+    /// the learning-rate schedule (--lr, --schedule, --warmup, --min-lr), the
+    /// checkpoint policy or budget, and settings of the run (saving, logging,
+    /// validation, threads, guard) may be given anew.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+    /// Skip the update of a step whose loss or gradient norm is NaN or infinite, and
+    /// count it, instead of stopping the run there.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
+    /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [10 times
+    /// the first step's loss, and that loss + 1]; `inf` never stops.
+    #[arg(long, value_name = "LOSS")]
+    pub max_loss: Option<f64>,
     /// Train on --data's bytes even though its extension (.csv, .json, …) says it holds
     /// something `recur data` should convert first.
     #[arg(long)]
@@ -590,6 +613,14 @@ pub struct ConfigFile {
     pub out: Option<PathBuf>,
     /// `--overwrite`.
     pub overwrite: Option<bool>,
+    /// `--save-every`.
+    pub save_every: Option<usize>,
+    /// `--keep`.
+    pub keep: Option<usize>,
+    /// `--skip-nonfinite`.
+    pub skip_nonfinite: Option<bool>,
+    /// `--max-loss`.
+    pub max_loss: Option<f64>,
     /// `--bytes`.
     pub bytes: Option<bool>,
     /// `--json`.

@@ -602,6 +602,7 @@ fn demo(c: DemoCmd) -> Result<()> {
         steps: usize::MAX,
         seconds: Some(c.seconds),
         epochs: None,
+        guard: Default::default(),
     };
     let mut feed =
         crate::train::Feed::new(&data, &trainer.program().train.clone(), model.head, false)?;
@@ -614,6 +615,8 @@ fn demo(c: DemoCmd) -> Result<()> {
         &out,
         crate::report::log::LogEvery::Auto,
         None,
+        &mut Default::default(),
+        |_, _, _| Ok(crate::train::Flow::Continue),
     )?;
     if c.json {
         let v = serde_json::json!({ "summary": s, "unigram_baseline": baseline });

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::Path;
 
 /// Every key a config file may hold: the long flags of `recur train` except `--config`
-/// and `--json` (a test checks the two lists agree).
+/// and `--resume` (a test checks the two lists agree).
 pub const CONFIG_KEYS: &[&str] = &[
     "data",
     "offsets",
@@ -21,6 +21,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "valid-every",
     "out",
     "overwrite",
+    "save-every",
+    "keep",
+    "skip-nonfinite",
+    "max-loss",
     "bytes",
     "cell",
     "vocab",

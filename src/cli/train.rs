@@ -8,8 +8,10 @@ use crate::data::Source;
 use crate::plan::compile;
 use crate::report::log::{Cadence, LogEvery, LogRecord};
 use crate::spec::HeadKind;
+use crate::train::snapshot::{self, DataPrint, Found, JobState};
 use crate::train::{
-    fit_validated, Evaluator, Feed, FitOptions, Metrics, Summary, Trainer, Validation,
+    fit_from, At, Evaluator, Feed, FitOptions, FitState, Flow, Guard, Metrics, Progress, Summary,
+    Trainer, Validation,
 };
 use crate::units::fmt_bytes;
 use crate::{Error, Result};
@@ -57,6 +59,8 @@ pub(super) struct MetricsFile {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     failed: bool,
+    /// Bytes written so far (what a snapshot records).
+    bytes: u64,
 }
 
 impl MetricsFile {
@@ -68,7 +72,46 @@ impl MetricsFile {
             path,
             file: std::io::BufWriter::new(file),
             failed: false,
+            bytes: 0,
         })
+    }
+
+    /// Opens `dir/metrics.jsonl` to go on from a snapshot that recorded `bytes` of it:
+    /// the records of steps after the snapshot (a killed run's, which the resumed run
+    /// repeats) are cut off. A file shorter than that is kept whole, with a warning.
+    pub fn resume(dir: &Path, bytes: Option<u64>) -> Result<Self> {
+        let path = dir.join(METRICS_FILE);
+        let io = |e| Error::io(&path, e);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let keep = match bytes {
+            Some(b) if b <= len => b,
+            Some(b) => {
+                super::warn(&format!(
+                    "{}: holds {len} bytes, fewer than the {b} the snapshot recorded; the \
+                     new records follow what is there",
+                    path.display()
+                ));
+                len
+            }
+            None => 0,
+        };
+        file.set_len(keep).map_err(io)?;
+        Ok(MetricsFile {
+            path: path.clone(),
+            file: std::io::BufWriter::new(file),
+            failed: false,
+            bytes: keep,
+        })
+    }
+
+    /// Bytes of records written so far, if none failed.
+    pub fn bytes(&self) -> Option<u64> {
+        (!self.failed).then_some(self.bytes)
     }
 
     /// Appends one record; a failure is reported once, as a warning, and training
@@ -79,6 +122,7 @@ impl MetricsFile {
             return;
         }
         let r = writeln!(self.file, "{line}").and_then(|_| self.file.flush());
+        self.bytes += line.len() as u64 + 1;
         if let Err(e) = r {
             self.failed = true;
             super::warn(&format!(
@@ -94,7 +138,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// `train::fit` under the run's output: a progress bar on a terminal, or one line per
 /// logged step (text, or JSON with `--json`), and a record per logged step in the
-/// metrics file.
+/// metrics file. After each step `after` sees the job and the metrics file's length.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn fit_with_progress(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
@@ -103,6 +148,8 @@ pub(super) fn fit_with_progress(
     out: &Output,
     every: LogEvery,
     mut metrics: Option<&mut MetricsFile>,
+    state: &mut FitState,
+    mut after: impl FnMut(&Progress, At<'_, '_, '_>, Option<u64>) -> Result<Flow>,
 ) -> Result<Summary> {
     let bar = if out.bar {
         ProgressBar::new(opts.steps as u64)
@@ -121,7 +168,7 @@ pub(super) fn fit_with_progress(
         _ => "rows",
     };
     let mut cadence = Cadence::new(every, opts.steps);
-    let result = fit_validated(trainer, feed, opts, valid, |p| {
+    let result = fit_from(trainer, feed, opts, valid, state, |p, at| {
         if out.bar {
             let v = p.valid.map_or(String::new(), |m| {
                 format!("  valid {:.4} {}", m.loss, m.headline())
@@ -135,14 +182,33 @@ pub(super) fn fit_with_progress(
             }
             bar.inc(1);
         }
-        if !cadence.due(p) {
-            return;
+        if cadence.due(p) {
+            log_step(p, out, &bar, unit, metrics.as_deref_mut());
         }
+        // Whatever follows the step (a snapshot, a stop) is said below the bar.
+        bar.suspend(|| after(p, at, metrics.as_ref().and_then(|m| m.bytes())))
+    });
+    match &result {
+        Ok(_) => bar.finish_and_clear(),
+        Err(_) => bar.abandon(),
+    }
+    result
+}
+
+/// One logged step: a record in the metrics file, and a line (text or JSON).
+fn log_step(
+    p: &Progress,
+    out: &Output,
+    bar: &ProgressBar,
+    unit: &str,
+    metrics: Option<&mut MetricsFile>,
+) {
+    {
         let record = LogRecord::new(p);
         let print_json = out.json && !out.quiet;
         let json = (metrics.is_some() || print_json)
             .then(|| serde_json::to_string(&record).unwrap_or_default());
-        if let (Some(m), Some(j)) = (metrics.as_deref_mut(), &json) {
+        if let (Some(m), Some(j)) = (metrics, &json) {
             m.write(j);
         }
         if let (true, Some(j)) = (print_json, &json) {
@@ -152,12 +218,7 @@ pub(super) fn fit_with_progress(
             // two of its frames.
             bar.suspend(|| say!("{}", record.text(unit)));
         }
-    });
-    match &result {
-        Ok(_) => bar.finish_and_clear(),
-        Err(_) => bar.abandon(),
     }
-    result
 }
 
 /// Extensions of files that hold something other than a token stream, and what to do
@@ -286,7 +347,13 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
 }
 
 pub(super) fn train(c: TrainCmd) -> Result<()> {
-    let config = c.config.as_deref().map(resolve::read_config).transpose()?;
+    // A resumed job's settings are its snapshot's config; flags given change what may
+    // change (checked once resolved).
+    let resumed = c.resume.as_deref().map(find_snapshot).transpose()?;
+    let config = match (&resumed, &c.resume) {
+        (Some(found), Some(dir)) => Some(snapshot_config(found, dir, c.out.as_deref())?),
+        _ => c.config.as_deref().map(resolve::read_config).transpose()?,
+    };
     let cfg = |f: fn(&super::args::ConfigFile) -> Option<bool>| {
         config.as_ref().and_then(f).unwrap_or(false)
     };
@@ -308,7 +375,18 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let overwrite = c.overwrite || cfg(|f| f.overwrite);
     let bytes = c.bytes || cfg(|f| f.bytes);
     let output = Output::new(json, quiet);
-    if let Some(dir) = &out {
+    let save_every = c
+        .save_every
+        .or_else(|| config.as_ref().and_then(|f| f.save_every));
+    let keep = c.keep.or_else(|| config.as_ref().and_then(|f| f.keep));
+    let guard = Guard {
+        skip_nonfinite: c.skip_nonfinite || cfg(|f| f.skip_nonfinite),
+        max_loss: c
+            .max_loss
+            .or_else(|| config.as_ref().and_then(|f| f.max_loss)),
+    };
+    check_saving(save_every, keep, guard.max_loss, out.is_some())?;
+    if let (Some(dir), None) = (&out, &resumed) {
         check_out(dir, overwrite)?;
     }
     check_extension(&data_path, "--data", Some(bytes))?;
@@ -453,7 +531,24 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         steps: train.steps,
         seconds: None,
         epochs,
+        guard,
     };
+    // A resumed job: the same model and data (first difference named), then its
+    // weights, moments, carried state, cursors and counters.
+    let prints = data_prints(&data_path, offsets.as_deref(), labels.as_deref())?;
+    let mut state = FitState::default();
+    if let Some(found) = &resumed {
+        check_resume(&found.job, &model, &train, &prints)?;
+        state = snapshot::restore(found, &mut trainer, &mut feed)?;
+        if output.talk() {
+            say!(
+                "resumed: {} at step {} of {}",
+                found.dir.display(),
+                found.job.step,
+                train.steps
+            );
+        }
+    }
     let validation = match (&valid, evaluator.as_mut()) {
         (Some((data, _)), Some(eval)) => Some(Validation {
             eval,
@@ -465,12 +560,18 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     // The run directory, now that training starts: the config that re-runs it, and the
     // metrics as they come; weights of a run it replaces go, so the directory never
     // holds one run's weights beside another's history.
+    let mut config_text = Vec::new();
     let mut metrics = match &out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let stale = dir.join(MODEL_FILE);
-            if stale.exists() {
+            if stale.exists() && resumed.is_none() {
                 std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+            }
+            // A new run's snapshots would be another job's.
+            let old = dir.join(snapshot::SNAPSHOTS);
+            if old.exists() && resumed.is_none() {
+                std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
             }
             let abs = |p: &Option<PathBuf>| {
                 p.as_ref()
@@ -496,6 +597,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             }
             cfg.run.threads = run_flag(|r| r.threads);
             cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
+            cfg.save_every = save_every;
+            cfg.keep = keep;
+            cfg.skip_nonfinite = guard.skip_nonfinite.then_some(true);
+            cfg.max_loss = guard.max_loss;
             let path = dir.join("config.toml");
             let text = toml::to_string(&cfg).map_err(|e| Error::Config {
                 path: path.clone(),
@@ -506,11 +611,25 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                 path.display()
             );
             crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
-            Some(MetricsFile::create(dir)?)
+            config_text = text.into_bytes();
+            Some(match &resumed {
+                Some(f) => MetricsFile::resume(dir, f.job.metrics_bytes)?,
+                None => MetricsFile::create(dir)?,
+            })
         }
         None => None,
     };
-    let mut summary = fit_with_progress(
+    let mut saver = Saver {
+        dir: out.as_deref(),
+        every: save_every,
+        keep: keep.unwrap_or(DEFAULT_KEEP),
+        meta: meta.as_ref(),
+        data: &prints,
+        config: &config_text,
+        last: resumed.as_ref().map(|f| (f.job.step, f.dir.clone())),
+    };
+    let stop = crate::train::stop::Stop::install()?;
+    let fitted = fit_with_progress(
         &mut trainer,
         &mut feed,
         opts,
@@ -518,7 +637,19 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         &output,
         log_every,
         metrics.as_mut(),
-    )?;
+        &mut state,
+        |p, at, bytes| saver.after_step(p, &at, bytes, &stop),
+    );
+    drop(stop);
+    let mut summary = match fitted {
+        Err(Error::Stopped { step, msg }) => {
+            return Err(Error::Stopped {
+                step,
+                msg: format!("{msg}; {}", saver.where_last()),
+            })
+        }
+        r => r?,
+    };
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
@@ -543,6 +674,348 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     }
     print_summary(&summary, json, source.unit());
     Ok(())
+}
+
+/// Snapshots kept by default.
+pub const DEFAULT_KEEP: usize = 2;
+
+/// Refuses saving settings that do nothing or cannot work.
+fn check_saving(
+    every: Option<usize>,
+    keep: Option<usize>,
+    max_loss: Option<f64>,
+    out: bool,
+) -> Result<()> {
+    if every == Some(0) {
+        return Err(Error::spec("--save-every", "must be at least 1 (steps)"));
+    }
+    if every.is_some() && !out {
+        return Err(Error::spec(
+            "--save-every",
+            "needs --out, the directory the snapshots go in",
+        ));
+    }
+    if keep == Some(0) {
+        return Err(Error::spec(
+            "--keep",
+            "must be at least 1: the newest snapshot is always kept",
+        ));
+    }
+    if keep.is_some() && every.is_none() {
+        return Err(Error::spec(
+            "--keep",
+            "given without --save-every: no snapshots are written to prune",
+        ));
+    }
+    if let Some(m) = max_loss {
+        if m.is_nan() || m <= 0.0 {
+            return Err(Error::spec(
+                "--max-loss",
+                format!("is {m}; give a loss above 0 (inf: never stop)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The newest intact snapshot of the run in `dir`, warning of each newer one that is
+/// corrupt (named, with why).
+fn find_snapshot(dir: &Path) -> Result<Found> {
+    if !dir.is_dir() {
+        return Err(Error::spec(
+            "--resume",
+            format!("{} is not a directory (give a run's --out)", dir.display()),
+        ));
+    }
+    let (found, skipped) = snapshot::newest(dir);
+    for (p, e) in &skipped {
+        super::warn(&format!(
+            "skipping corrupt snapshot {}: {}",
+            p.display(),
+            super::render(e)
+        ));
+    }
+    found.ok_or_else(|| {
+        let why = match skipped.len() {
+            0 => "holds no snapshot (the run was not given --save-every, or stopped before its                   first)"
+                .to_string(),
+            n => format!("holds no intact snapshot ({n} corrupt)"),
+        };
+        Error::spec("--resume", format!("{} {why}", dir.display()))
+    })
+}
+
+/// The config of a resumed job: the one its snapshot kept, in the run directory
+/// `dir` (an `--out` given must be that directory).
+fn snapshot_config(
+    found: &Found,
+    dir: &Path,
+    out: Option<&Path>,
+) -> Result<super::args::ConfigFile> {
+    let path = found.dir.join("config.toml");
+    if !path.is_file() {
+        return Err(Error::Snapshot {
+            path: found.dir.clone(),
+            msg: "holds no config.toml (it was not written by `recur train`)".into(),
+        });
+    }
+    if let Some(o) = out {
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if !same(o, dir) {
+            return Err(Error::spec(
+                "--out",
+                format!(
+                    "is {}, but --resume continues the run in {}; drop --out",
+                    o.display(),
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let mut cfg = resolve::read_config(&path)?;
+    cfg.out = Some(dir.to_path_buf());
+    Ok(cfg)
+}
+
+/// Fingerprints of the training data's files.
+fn data_prints(
+    data: &Path,
+    offsets: Option<&Path>,
+    labels: Option<&Path>,
+) -> Result<Vec<DataPrint>> {
+    let mut v = vec![DataPrint::of("data", data)?];
+    if let Some(o) = offsets {
+        v.push(DataPrint::of("offsets", o)?);
+    }
+    if let Some(l) = labels {
+        v.push(DataPrint::of("labels", l)?);
+    }
+    Ok(v)
+}
+
+/// What a resumed job may be given anew, as the settings' names say it.
+pub const RESUME_MAY_CHANGE: &str = "--steps or --epochs, --lr, --schedule, --warmup, \
+    --min-lr, --checkpoint or --memory-budget, and the run's own settings (--save-every, \
+    --keep, --log-every, --valid and --valid-every, --threads, --skip-nonfinite, \
+    --max-loss, --json, --quiet, --report-rss, --trace)";
+
+/// Refuses to resume `job` under settings that change its model, its window, its
+/// optimisation (beyond the schedule) or its data, naming the first difference.
+fn check_resume(
+    job: &JobState,
+    model: &crate::ModelSpec,
+    train: &crate::TrainSpec,
+    data: &[DataPrint],
+) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::spec(
+            "--resume",
+            format!("{what}; a resumed job keeps its model and data: only {RESUME_MAY_CHANGE} may change"),
+        ))
+    };
+    if let Some((key, was, now)) = first_difference(&to_json(&job.model), &to_json(model), "model")
+    {
+        return refuse(format!(
+            "the job's {key} is {was}; these settings give {now}"
+        ));
+    }
+    // What may change, set equal before comparing.
+    let mut same = train.clone();
+    same.steps = job.train.steps;
+    same.policy = job.train.policy;
+    same.optim.lr = job.train.optim.lr;
+    same.optim.schedule = job.train.optim.schedule;
+    same.optim.warmup = job.train.optim.warmup;
+    same.optim.min_lr = job.train.optim.min_lr;
+    if let Some((key, was, now)) = first_difference(&to_json(&job.train), &to_json(&same), "train")
+    {
+        return refuse(format!(
+            "the job's {key} is {was}; these settings give {now}"
+        ));
+    }
+    for old in &job.data {
+        let now = data.iter().find(|d| d.role == old.role);
+        match now {
+            None => {
+                return refuse(format!(
+                    "the job read --{} {}; these settings give none",
+                    old.role,
+                    old.path.display()
+                ))
+            }
+            Some(n) if n.bytes != old.bytes || n.blake3 != old.blake3 => {
+                return refuse(format!(
+                    "--{} {} is not the file the job read ({} bytes then, {} now{})",
+                    old.role,
+                    n.path.display(),
+                    old.bytes,
+                    n.bytes,
+                    if n.bytes == old.bytes {
+                        ", other contents"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = data
+        .iter()
+        .find(|d| !job.data.iter().any(|o| o.role == d.role))
+    {
+        return refuse(format!(
+            "the job read no --{}; these settings give {}",
+            extra.role,
+            extra.path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A spec as a JSON value, for comparing two field by field.
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// The first key (dotted path) where two JSON values differ, with both values.
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    path: &str,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                let vb = y.get(k).unwrap_or(&Value::Null);
+                if let Some(d) = first_difference(va, vb, &format!("{path}.{k}")) {
+                    return Some(d);
+                }
+            }
+            let extra = y.iter().find(|(k, _)| !x.contains_key(*k))?;
+            Some((
+                format!("{path}.{}", extra.0),
+                "unset".into(),
+                extra.1.to_string(),
+            ))
+        }
+        _ if a == b => None,
+        _ => Some((path.to_string(), a.to_string(), b.to_string())),
+    }
+}
+
+/// Snapshots during a run: every `every` steps, at the end, and when a signal asks the
+/// run to stop.
+struct Saver<'a> {
+    dir: Option<&'a Path>,
+    every: Option<usize>,
+    keep: usize,
+    meta: Option<&'a crate::io::safetensors::WeightsMeta>,
+    data: &'a [DataPrint],
+    config: &'a [u8],
+    /// The last snapshot written (or resumed from): its step and directory.
+    last: Option<(u64, PathBuf)>,
+}
+
+impl Saver<'_> {
+    /// After step `p`: a snapshot if one is due or a stop was asked for (then the run
+    /// ends here).
+    fn after_step(
+        &mut self,
+        p: &Progress,
+        at: &At<'_, '_, '_>,
+        metrics_bytes: Option<u64>,
+        stop: &crate::train::stop::Stop,
+    ) -> Result<Flow> {
+        let signalled = stop.requested();
+        let due = self.every.is_some_and(|n| p.step % n == 0 || p.last);
+        let saved = match (self.dir, self.meta) {
+            (Some(dir), Some(meta)) if due || signalled => {
+                Some(self.save(dir, meta, at, metrics_bytes)?)
+            }
+            _ => None,
+        };
+        if !signalled {
+            return Ok(Flow::Continue);
+        }
+        // Said under --quiet too: the run ends early, and where it can go on matters.
+        match (&saved, self.dir) {
+            (Some(s), Some(dir)) => eprintln!(
+                "stopped by a signal after step {}: saved {} (`recur train --resume {}` continues)",
+                p.step,
+                s.display(),
+                dir.display()
+            ),
+            _ => eprintln!(
+                "stopped by a signal after step {}: nothing saved (no --out)",
+                p.step
+            ),
+        }
+        Ok(Flow::Stop)
+    }
+
+    fn save(
+        &mut self,
+        dir: &Path,
+        meta: &crate::io::safetensors::WeightsMeta,
+        at: &At<'_, '_, '_>,
+        metrics_bytes: Option<u64>,
+    ) -> Result<PathBuf> {
+        let step = at.state.steps as u64;
+        let opts = snapshot::SaveOptions {
+            meta,
+            data: self.data,
+            extra: &[("config.toml", self.config)],
+            metrics_bytes,
+            keep: self.keep,
+        };
+        let failed = |e: Error, last: &Option<(u64, PathBuf)>| {
+            let before = match last {
+                Some((s, d)) if d.exists() => {
+                    format!("the snapshot of step {s} ({}) is intact", d.display())
+                }
+                _ => "no earlier snapshot was saved".to_string(),
+            };
+            Error::Snapshot {
+                path: dir.join(snapshot::SNAPSHOTS),
+                msg: format!(
+                    "the snapshot of step {step} could not be saved ({}); {before}",
+                    super::render(&e)
+                ),
+            }
+        };
+        let path = snapshot::save(dir, at, &opts).map_err(|e| failed(e, &self.last))?;
+        self.last = Some((step, path.clone()));
+        // The run's weights follow its newest snapshot.
+        let weights = dir.join(MODEL_FILE);
+        at.trainer
+            .save_weights_with(&weights, meta)
+            .map_err(|e| Error::Snapshot {
+                path: weights.clone(),
+                msg: format!(
+                    "could not be written ({}); the snapshot of step {step} ({}) holds the weights",
+                    super::render(&e),
+                    path.display()
+                ),
+            })?;
+        Ok(path)
+    }
+
+    /// Where the job can go on from, for an error that stops it.
+    fn where_last(&self) -> String {
+        match (&self.last, self.dir) {
+            (Some((s, d)), Some(dir)) => format!(
+                "the last snapshot, of step {s}, is {} (`recur train --resume {}` continues from it)",
+                d.display(),
+                dir.display()
+            ),
+            _ => "no snapshot was saved".to_string(),
+        }
+    }
 }
 
 /// What the data says about the model: tokens (vocabulary: largest + 1, or 256 for

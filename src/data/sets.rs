@@ -411,6 +411,27 @@ pub struct SetWindow {
     pub epoch_end: bool,
 }
 
+/// Where a [`SetBatches`] stands between two windows (see `SetBatches::cursor`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetCursor {
+    /// Epochs completed; the current epoch's order is keyed by the seed and this.
+    pub epoch: u64,
+    /// Sequences drawn from the current epoch's order.
+    pub drawn: u64,
+    /// The current batch's sequences (`u32::MAX`: an empty row).
+    pub rows: Vec<u32>,
+    /// Windows of the current batch.
+    pub windows: u64,
+    /// The next window of the current batch.
+    pub next_window: u64,
+    /// True if the current batch is its epoch's last.
+    pub last_batch: bool,
+    /// A bucketing pool: sequences in batch order.
+    pub pool: Vec<u32>,
+    /// The pool's next sequence.
+    pub pool_next: u64,
+}
+
 /// Draws batches of B sequences from a set and cuts them into windows of T steps.
 #[derive(Clone, Debug)]
 pub struct SetBatches {
@@ -489,6 +510,87 @@ impl SetBatches {
     /// Epochs completed.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Where the drawing stands, as a snapshot keeps it: the epoch (whose order is the
+    /// permutation keyed by the seed and the epoch), the sequences drawn from it, the
+    /// current batch's rows and window, and a bucketing pool.
+    pub fn cursor(&self) -> SetCursor {
+        SetCursor {
+            epoch: self.epoch,
+            drawn: self.drawn as u64,
+            rows: self.rows.clone(),
+            windows: self.windows as u64,
+            next_window: self.next_window as u64,
+            last_batch: self.last_batch,
+            pool: self.pool.clone(),
+            pool_next: self.pool_next as u64,
+        }
+    }
+
+    /// Continues from `c` (of a `SetBatches` over the same set, batch, window, task,
+    /// seed and bucketing), checking it against the set so that a bad cursor is an
+    /// error, never an index out of bounds.
+    pub fn restore(&mut self, set: &SeqSet, c: &SetCursor) -> std::result::Result<(), String> {
+        let n = set.len() as u64;
+        let row_ok = |&s: &u32| s == EMPTY || (s as u64) < n;
+        if c.rows.len() != self.batch {
+            return Err(format!(
+                "holds {} rows; the batch is {}",
+                c.rows.len(),
+                self.batch
+            ));
+        }
+        if c.drawn > n {
+            return Err(format!("has drawn {} sequences of {n}", c.drawn));
+        }
+        if !c.rows.iter().all(row_ok) || !c.pool.iter().all(row_ok) {
+            return Err(format!("names a sequence beyond the set's {n}"));
+        }
+        if !self.bucket && !c.pool.is_empty() {
+            return Err("holds a bucketing pool, but batches are not bucketed".into());
+        }
+        if c.pool.len() > BUCKET_POOL * self.batch || c.pool_next > c.pool.len() as u64 {
+            return Err(format!(
+                "has a pool of {} sequences at {}; at most {}",
+                c.pool.len(),
+                c.pool_next,
+                BUCKET_POOL * self.batch
+            ));
+        }
+        let longest = (c.rows.iter())
+            .filter(|&&s| s != EMPTY)
+            .map(|&s| self.task.inputs(set.seq(s as usize).len()))
+            .max()
+            .unwrap_or(1);
+        let windows = longest.div_ceil(self.window) as u64;
+        let fresh = c.rows.iter().all(|&s| s == EMPTY) && c.windows == 0;
+        if !fresh && (c.windows != windows || c.next_window > c.windows) {
+            return Err(format!(
+                "is at window {} of {}, but its batch has {windows}",
+                c.next_window, c.windows
+            ));
+        }
+        self.epoch = c.epoch;
+        self.drawn = c.drawn as usize;
+        self.perm = Permutation::new(set.len(), self.epoch_key(c.epoch));
+        self.rows.copy_from_slice(&c.rows);
+        self.windows = c.windows as usize;
+        self.next_window = c.next_window as usize;
+        self.last_batch = c.last_batch;
+        self.pool.clear();
+        self.pool.extend_from_slice(&c.pool);
+        self.sorted.clear();
+        self.pool_next = c.pool_next as usize;
+        Ok(())
+    }
+
+    /// The key of epoch `e`'s order.
+    fn epoch_key(&self, e: u64) -> u64 {
+        match e {
+            0 => self.seed,
+            e => mix(self.seed ^ mix(e)),
+        }
     }
 
     /// The windows the next `epochs` epochs hold, and how many of them count
@@ -625,7 +727,7 @@ impl SetBatches {
         self.pool.clear();
         self.sorted.clear();
         self.pool_next = 0;
-        self.perm = Permutation::new(set.len(), mix(self.seed ^ mix(self.epoch)));
+        self.perm = Permutation::new(set.len(), self.epoch_key(self.epoch));
     }
 
     /// Marks each row's first padding step as a reset: where its sequence ends, so a

@@ -80,6 +80,12 @@ impl Windows {
         self.next
     }
 
+    /// Continues at window `next` (counting from the start of the run, as `position`
+    /// says): the cursors of a snapshot.
+    pub fn seek(&mut self, next: usize) {
+        self.next = next;
+    }
+
     /// Advances to the next window: its index within the pass, and whether it starts a
     /// new pass (the carried state must then be reset first).
     fn advance(&mut self) -> (usize, bool) {

@@ -118,6 +118,25 @@ pub fn save_params_with(
     write_atomic(path, &serialize(&tensors, Some(meta.to_map()), path)?)
 }
 
+/// The bytes of a weights file (`save_params_with` writes them): every tensor of
+/// `layout` under PyTorch's names, with `meta` as the metadata.
+pub fn params_bytes(
+    path: &Path,
+    layout: &ParamLayout,
+    params: &[f32],
+    meta: &WeightsMeta,
+) -> Result<Vec<u8>> {
+    serialize(&param_tensors(layout, params), Some(meta.to_map()), path)
+}
+
+/// The bytes of a safetensors file of named 1-D f32 tensors, without metadata.
+pub fn flat_bytes(path: &Path, tensors: &[(&str, &[f32])]) -> Result<Vec<u8>> {
+    let t: Vec<_> = (tensors.iter())
+        .map(|(n, x)| (n.to_string(), vec![x.len()], f32_bytes(x)))
+        .collect();
+    serialize(&t, None, path)
+}
+
 /// Every tensor of `layout`, named, shaped and as little-endian bytes.
 fn param_tensors(layout: &ParamLayout, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     (layout.tensors.iter())

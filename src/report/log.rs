@@ -150,6 +150,9 @@ pub struct LogRecord {
     /// The validation run at this step, if one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid: Option<Metrics>,
+    /// True if the step's update was skipped (its loss or gradient was not finite).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 impl LogRecord {
@@ -167,6 +170,7 @@ impl LogRecord {
             elapsed: p.elapsed,
             eta: p.eta,
             valid: p.valid.filter(|_| p.validated),
+            skipped: p.skipped,
         }
     }
 
@@ -188,6 +192,9 @@ impl LogRecord {
             clock(self.elapsed),
             clock(self.eta),
         );
+        if self.skipped {
+            s.push_str("  update skipped (not finite)");
+        }
         if let Some(v) = &self.valid {
             s.push_str(&format!("  valid loss {:.4} {}", v.loss, v.headline()));
         }
@@ -235,6 +242,7 @@ mod tests {
             epoch: 0.5,
             valid: None,
             validated: false,
+            skipped: false,
             last: step == 1000,
         }
     }

@@ -10,23 +10,23 @@ use crate::plan::compile_eval;
 use crate::program::Program;
 use crate::spec::{HeadKind, ModelSpec, TrainSpec};
 use crate::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What an evaluation measured.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Mean loss over the positions that count (nats for softmax heads; MSE for a
     /// regression).
     pub loss: f64,
     /// Bits per token: the loss / ln 2 (language models).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bits_per_token: Option<f64>,
     /// Mean squared error per value (regression).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mse: Option<f64>,
     /// Share of counted positions whose most likely class was the target (softmax
     /// heads: next-token accuracy, or sequence accuracy for a classifier).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     /// Positions counted (tokens, rows or sequences).
     pub positions: u64,

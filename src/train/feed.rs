@@ -27,6 +27,20 @@ pub enum Feed<'a> {
     },
 }
 
+/// Where a [`Feed`] stands between two windows (`Feed::cursor`), as a snapshot keeps
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Cursor {
+    /// A stream: the next window, counted from the start of the run.
+    Stream {
+        /// The next window.
+        next: u64,
+    },
+    /// A set of sequences: the drawing state.
+    Set(crate::data::sets::SetCursor),
+}
+
 /// What one window held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filled {
@@ -106,6 +120,36 @@ impl<'a> Feed<'a> {
         let (_, counted) = self.epoch_windows(epochs);
         let steps = counted.div_ceil(accumulate.max(1) as u64).max(1);
         steps.min(usize::MAX as u64 >> 1) as usize
+    }
+
+    /// Where the feed stands between two windows: a stream's next window, a set's
+    /// drawing state.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Feed::Stream { windows, .. } => Cursor::Stream {
+                next: windows.position() as u64,
+            },
+            Feed::Set { batches, .. } => Cursor::Set(batches.cursor()),
+        }
+    }
+
+    /// Continues from `c`, a cursor of a feed over the same data with the same
+    /// settings; refuses one of another kind or that does not fit the data.
+    pub fn restore(&mut self, c: &Cursor) -> std::result::Result<(), String> {
+        match (self, c) {
+            (Feed::Stream { windows, .. }, Cursor::Stream { next }) => {
+                let next = usize::try_from(*next).map_err(|_| format!("window {next}"))?;
+                windows.seek(next);
+                Ok(())
+            }
+            (Feed::Set { set, batches }, Cursor::Set(c)) => batches.restore(set, c),
+            (Feed::Stream { .. }, Cursor::Set(_)) => {
+                Err("is a set's cursor, but the data is a stream".into())
+            }
+            (Feed::Set { .. }, Cursor::Stream { .. }) => {
+                Err("is a stream's cursor, but the data is a set of sequences".into())
+            }
+        }
     }
 
     /// What a position of the data is called: `tokens` or `rows`.

@@ -7,7 +7,7 @@
 use super::{Evaluator, Feed, Metrics, Trainer};
 use crate::data::Source;
 use crate::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// How long to train.
@@ -21,6 +21,8 @@ pub struct FitOptions {
     pub seconds: Option<f64>,
     /// Stop at the end of this many passes over the data instead of after `steps`.
     pub epochs: Option<u64>,
+    /// What a non-finite or diverging loss does.
+    pub guard: Guard,
 }
 
 impl FitOptions {
@@ -48,6 +50,10 @@ pub fn smoothing(steps: usize) -> f64 {
 /// `SMOOTHING` exceeds this multiple of its first step's loss (the untrained model's,
 /// and by at least 1), or a loss is not finite.
 pub const DIVERGED: f64 = 10.0;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// One step's progress, as the callback of [`fit`] sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -79,6 +85,9 @@ pub struct Progress {
     pub valid: Option<Metrics>,
     /// True if the validation ran at this step.
     pub validated: bool,
+    /// True if this step's update was skipped: its loss or gradient norm was not finite
+    /// (`Guard::skip_nonfinite`).
+    pub skipped: bool,
     /// True for the run's last step.
     pub last: bool,
 }
@@ -104,8 +113,14 @@ pub struct Summary {
     pub first_loss: f32,
     /// Positions (tokens, or rows of a series) per second over the training steps only.
     pub tokens_per_s: f64,
-    /// Steps taken (optimiser updates).
+    /// Steps taken (optimiser updates, and updates skipped).
     pub steps: usize,
+    /// Steps whose update was skipped for a loss or gradient norm that was not finite.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
+    /// True if the run was ended early by its callback (a signal, in `recur train`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
     /// Windows run (`accumulate` per step, and a set's windows with nothing counted).
     pub windows: usize,
     /// Positions with data, over all windows.
@@ -164,49 +179,146 @@ pub fn fit_validated(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
     opts: FitOptions,
-    mut valid: Option<Validation<'_>>,
+    valid: Option<Validation<'_>>,
     mut on_step: impl FnMut(&Progress),
 ) -> Result<Summary> {
-    let mut history = Vec::new();
+    let mut state = FitState::default();
+    fit_from(trainer, feed, opts, valid, &mut state, |p, _| {
+        on_step(p);
+        Ok(Flow::Continue)
+    })
+}
+
+/// What `fit_from` shows its callback after a step: the job as it stands between two
+/// steps, everything a snapshot holds.
+pub struct At<'s, 'f, 'd> {
+    /// The trainer (parameters, optimiser state, carried state).
+    pub trainer: &'s Trainer,
+    /// The data's cursors.
+    pub feed: &'s Feed<'d>,
+    /// The loop's counters.
+    pub state: &'f FitState,
+}
+
+/// What the callback of [`fit_from`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on to the next step.
+    Continue,
+    /// End the run here (the summary says `stopped`).
+    Stop,
+}
+
+/// The training loop's counters between two steps: with the trainer's state and the
+/// feed's cursors, all a job needs to continue exactly where it was (a snapshot holds
+/// it). A fresh run starts from `FitState::default()`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitState {
+    /// Steps done (optimiser updates, and steps skipped by the guard).
+    pub steps: usize,
+    /// Windows run.
+    pub windows: usize,
+    /// Positions with data so far.
+    pub positions: u64,
+    /// Positions computed so far (with padding).
+    pub computed: u64,
+    /// Passes over the data completed.
+    pub epochs: u64,
+    /// The window the current pass started at.
+    pub epoch_start: usize,
+    /// Windows in the first pass (for the progress's fractional epoch); 0 until the
+    /// run starts.
+    pub per_epoch: f64,
+    /// The first step's loss.
+    pub first_loss: Option<f32>,
+    /// The last ten steps' losses, by step modulo 10.
+    pub last10: [f32; 10],
+    /// The exponential moving averages of the loss: the progress's, and the slower one
+    /// divergence is judged on (not debiased).
+    pub ema: f64,
+    /// See `ema`.
+    pub slow: f64,
+    /// Steps the loss entered the averages (those not skipped).
+    pub averaged: usize,
+    /// Seconds spent in steps.
+    pub seconds: f64,
+    /// Wall-clock seconds of the run before this process took it on.
+    pub elapsed: f64,
+    /// Steps whose update was skipped for a loss or gradient that was not finite
+    /// (`Guard::skip_nonfinite`).
+    pub skipped: u64,
+    /// Every validation: (step, metrics).
+    pub valid_history: Vec<(usize, Metrics)>,
+}
+
+/// A loss or gradient norm that is not finite, or a loss that grew too far: what
+/// [`fit_from`] does about it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Guard {
+    /// Skip the update of a step whose loss or gradient norm is NaN or infinite (and
+    /// count it) instead of stopping the run.
+    pub skip_nonfinite: bool,
+    /// Stop once the loss, smoothed over about 50 steps, exceeds this; `None`: once it
+    /// exceeds `DIVERGED` times the first step's loss (and that loss + 1).
+    pub max_loss: Option<f64>,
+}
+
+/// `fit_validated` from `state` (a fresh run's default, or a snapshot's), updating it
+/// as it goes; after each step `on_step` sees the progress and the job ([`At`]), and may
+/// end the run ([`Flow::Stop`]) or fail it. A step whose loss or gradient norm is not
+/// finite stops the run with [`Error::Stopped`] before its update (or, with
+/// `opts.guard.skip_nonfinite`, skips the update, counts it, and zeroes a carried state
+/// that is not finite); so does a loss that grows past the guard's limit. Allocates
+/// nothing per step.
+pub fn fit_from(
+    trainer: &mut Trainer,
+    feed: &mut Feed<'_>,
+    opts: FitOptions,
+    mut valid: Option<Validation<'_>>,
+    st: &mut FitState,
+    mut on_step: impl FnMut(&Progress, At<'_, '_, '_>) -> Result<Flow>,
+) -> Result<Summary> {
     let valid_total_bytes = valid.as_ref().map(|v| v.eval.program().total_bytes());
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
-    let per_epoch = feed.epoch_windows(1).0.max(1) as f64;
-    let (mut first, mut last10, mut seconds, mut done) = (f32::NAN, [0.0f32; 10], 0.0, 0);
-    let (mut windows, mut real, mut total, mut epochs) = (0usize, 0u64, 0u64, 0u64);
-    let (mut ema, mut slow, mut epoch_start) = (0.0f64, 0.0f64, 0usize);
+    if st.per_epoch <= 0.0 {
+        st.per_epoch = feed.epoch_windows(1).0.max(1) as f64;
+    }
     let beta = smoothing(opts.steps);
     let wall = Instant::now();
+    let mut stopped = false;
+    let debias = |b: f64, n: usize| 1.0 - b.powi(n.min(i32::MAX as usize - 1) as i32);
     loop {
         let enough = match opts.epochs {
-            Some(e) => epochs >= e,
-            None => done >= opts.steps,
+            Some(e) => st.epochs >= e,
+            None => st.steps >= opts.steps,
         };
         if enough {
             break;
         }
-        let step_span = tracing::info_span!("step", step = done + 1).entered();
+        let step = st.steps + 1;
+        let step_span = tracing::info_span!("step", step).entered();
         trainer.zero_grads();
         let (mut loss, mut counted_windows) = (0.0f32, 0);
         let lr = trainer.lr();
         let t0 = Instant::now();
         while counted_windows < acc {
-            let _window = tracing::debug_span!("window", window = windows + 1).entered();
+            let _window = tracing::debug_span!("window", window = st.windows + 1).entered();
             let f = tracing::trace_span!("load").in_scope(|| trainer.load(feed))?;
-            real += f.real as u64;
-            epochs += u64::from(f.epoch_end);
+            st.positions += f.real as u64;
+            st.epochs += u64::from(f.epoch_end);
             if f.epoch_end {
-                epoch_start = windows + 1;
+                st.epoch_start = st.windows + 1;
             }
-            windows += 1;
+            st.windows += 1;
             let (l, computed) = trainer.accumulate_steps(weight, f.steps);
-            total += computed as u64;
+            st.computed += computed as u64;
             if f.counted > 0 {
                 loss += l * weight;
                 counted_windows += 1;
             }
             // The last pass asked for ends the data, mid-accumulation or not.
-            if opts.epochs.is_some_and(|e| epochs >= e) {
+            if opts.epochs.is_some_and(|e| st.epochs >= e) {
                 break;
             }
         }
@@ -223,92 +335,147 @@ pub fn fit_validated(
                 .for_each(|g| *g *= scale);
             loss *= scale;
         }
-        let grad_norm = tracing::debug_span!("optimizer").in_scope(|| trainer.apply_gradients());
-        seconds += t0.elapsed().as_secs_f64();
-        drop(step_span);
-        let debias = |b: f64| 1.0 - b.powi(done.min(i32::MAX as usize - 1) as i32 + 1);
-        ema = beta * ema + (1.0 - beta) * loss as f64;
-        let smooth = ema / debias(beta);
-        // Divergence is judged on the steadier long-run average.
-        slow = SMOOTHING * slow + (1.0 - SMOOTHING) * loss as f64;
-        let steady = slow / debias(SMOOTHING);
-        let start = if done == 0 { loss as f64 } else { first as f64 };
-        if !loss.is_finite() || (done >= 2 && steady > DIVERGED * start && steady > start + 1.0) {
-            return Err(Error::spec(
-                "train.optim.lr",
-                format!(
-                    "training diverged at step {}: the loss rose to {} (smoothed {steady:.4}) \
-                     from {start:.4} at the first step; lower the learning rate (it was {lr})",
-                    done + 1,
-                    loss
+        let grad_norm = trainer.prepare_gradients();
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        if !finite && !opts.guard.skip_nonfinite {
+            let what = match loss.is_finite() {
+                false => format!("the loss is {loss}"),
+                true => format!("the gradient norm is {grad_norm} (the loss {loss})"),
+            };
+            return Err(Error::Stopped {
+                step,
+                msg: format!(
+                    "{what}; the update was not made (--skip-nonfinite skips such steps \
+                     instead; a lower learning rate or --clip may help)"
                 ),
-            ));
+            });
         }
-        if done == 0 {
-            first = loss;
+        if finite {
+            tracing::debug_span!("optimizer").in_scope(|| trainer.update_with_norm(grad_norm));
+        } else {
+            st.skipped += 1;
+            st.last10[st.steps % 10] = st.last10[(st.steps + 9) % 10];
+            // The state a non-finite window left would poison every later window.
+            let exec = trainer.executor_mut();
+            if exec.state().iter().any(|x| !x.is_finite()) {
+                exec.reset_state();
+            }
         }
-        last10[done % 10] = loss;
-        done += 1;
-        let out_of_time = opts.seconds.is_some_and(|d| seconds >= d);
+        st.seconds += t0.elapsed().as_secs_f64();
+        drop(step_span);
+        if finite {
+            st.ema = beta * st.ema + (1.0 - beta) * loss as f64;
+            // Divergence is judged on the steadier long-run average.
+            st.slow = SMOOTHING * st.slow + (1.0 - SMOOTHING) * loss as f64;
+            st.averaged += 1;
+            let first = *st.first_loss.get_or_insert(loss) as f64;
+            st.last10[st.steps % 10] = loss;
+            let steady = st.slow / debias(SMOOTHING, st.averaged);
+            let limit = match opts.guard.max_loss {
+                Some(m) => (steady > m).then(|| format!("--max-loss {m}")),
+                None => (st.averaged >= 3 && steady > DIVERGED * first && steady > first + 1.0)
+                    .then(|| format!("{DIVERGED} times the first step's {first:.4}")),
+            };
+            if let Some(limit) = limit {
+                return Err(Error::Stopped {
+                    step,
+                    msg: format!(
+                        "the loss diverged: it rose to {loss} (smoothed {steady:.4}), past \
+                         {limit}; lower the learning rate (--lr; it was {lr})"
+                    ),
+                });
+            }
+        }
+        let smooth = match st.averaged {
+            0 => f64::NAN,
+            n => st.ema / debias(beta, n),
+        };
+        st.steps += 1;
+        let done = st.steps;
+        let out_of_time = opts.seconds.is_some_and(|d| st.seconds >= d);
         let last = match opts.epochs {
-            Some(e) => epochs >= e,
+            Some(e) => st.epochs >= e,
             None => done == opts.steps,
         } || out_of_time;
-        let mut latest = history.last().map(|&(_, m)| m);
+        let mut latest = st.valid_history.last().map(|&(_, m)| m);
         let mut validated = false;
         if let Some(v) = valid.as_mut() {
             if done % v.every.max(1) == 0 || last {
                 let _valid = tracing::info_span!("validation", step = done).entered();
                 v.eval.load_params(trainer.executor().params());
                 let m = v.eval.evaluate(v.data)?;
-                history.push((done, m));
+                st.valid_history.push((done, m));
                 latest = Some(m);
                 validated = true;
             }
         }
-        let elapsed = wall.elapsed().as_secs_f64();
+        let elapsed = st.elapsed + wall.elapsed().as_secs_f64();
         let steps = opts.steps.max(done);
-        on_step(&Progress {
+        let progress = Progress {
             step: done,
             steps,
             loss,
             smooth: smooth as f32,
             lr,
             grad_norm,
-            positions_per_s: real as f64 / seconds.max(1e-9),
-            seconds,
+            positions_per_s: st.positions as f64 / st.seconds.max(1e-9),
+            seconds: st.seconds,
             elapsed,
             eta: match opts.seconds {
                 _ if last => 0.0,
-                Some(d) => (d - seconds).max(0.0) * elapsed / seconds.max(1e-9),
+                Some(d) => (d - st.seconds).max(0.0) * elapsed / st.seconds.max(1e-9),
                 None => elapsed / done as f64 * (steps - done) as f64,
             },
             // Passes completed, and the share of the current one (from the first
             // pass's length: a set's passes differ a little).
-            epoch: epochs as f64 + ((windows - epoch_start) as f64 / per_epoch).min(0.999),
+            epoch: st.epochs as f64
+                + ((st.windows - st.epoch_start) as f64 / st.per_epoch).min(0.999),
             valid: latest,
             validated,
+            skipped: !finite,
             last,
-        });
+        };
+        // The callback's view of the job holds the counters as a snapshot would keep
+        // them: with the wall clock so far.
+        let before = st.elapsed;
+        st.elapsed = elapsed;
+        let flow = on_step(
+            &progress,
+            At {
+                trainer,
+                feed,
+                state: st,
+            },
+        );
+        st.elapsed = before;
+        if flow? == Flow::Stop {
+            stopped = !last;
+            break;
+        }
         if out_of_time {
             break;
         }
     }
+    st.elapsed += wall.elapsed().as_secs_f64();
     let p = trainer.program();
-    let tail = &last10[..done.min(10)];
+    let done = st.steps;
+    // The last ten losses averaged (a skipped step holds the loss before it).
+    let tail = &st.last10[..done.min(10)];
     Ok(Summary {
-        final_loss: last10[(done.max(1) - 1) % 10],
+        final_loss: st.last10[(done.max(1) - 1) % 10],
         final_loss_avg10: tail.iter().sum::<f32>() / tail.len().max(1) as f32,
-        first_loss: first,
-        tokens_per_s: real as f64 / seconds.max(1e-9),
+        first_loss: st.first_loss.unwrap_or(f32::NAN),
+        tokens_per_s: st.positions as f64 / st.seconds.max(1e-9),
         steps: done,
-        windows,
-        positions: real,
-        padding_fraction: 1.0 - real as f64 / total.max(1) as f64,
-        epochs,
-        valid: history.last().map(|&(_, m)| m),
-        valid_history: history,
-        seconds,
+        skipped_steps: st.skipped,
+        stopped,
+        windows: st.windows,
+        positions: st.positions,
+        padding_fraction: 1.0 - st.positions as f64 / st.computed.max(1) as f64,
+        epochs: st.epochs,
+        valid: st.valid_history.last().map(|&(_, m)| m),
+        valid_history: st.valid_history.clone(),
+        seconds: st.seconds,
         arena_bytes: p.arena_bytes,
         total_bytes: p.total_bytes(),
         valid_total_bytes,

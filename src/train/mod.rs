@@ -9,11 +9,16 @@ pub mod feed;
 pub mod fit;
 pub mod init;
 pub mod optim;
+pub mod snapshot;
+pub mod stop;
 pub mod synth;
 
 pub use eval::{Evaluator, Metrics};
-pub use feed::{Feed, Filled};
-pub use fit::{fit, fit_validated, FitOptions, Progress, Summary, Validation};
+pub use feed::{Cursor, Feed, Filled};
+pub use fit::{
+    fit, fit_from, fit_validated, At, FitOptions, FitState, Flow, Guard, Progress, Summary,
+    Validation,
+};
 
 use crate::data::windows::Windows;
 use crate::data::DataFile;
@@ -22,7 +27,7 @@ use crate::layout::ParamLayout;
 use crate::program::Program;
 use crate::spec::{HeadKind, Input, TrainSpec};
 use crate::{Error, Result};
-use optim::Optimizer;
+pub use optim::Optimizer;
 use serde::Serialize;
 
 /// A window's inputs, [T, B] time-major (`t·B + b`).
@@ -195,11 +200,41 @@ impl Trainer {
     /// executor (after `forward_backward` or `accumulate`). Returns the gradient norm
     /// before clipping.
     pub fn apply_gradients(&mut self) -> f32 {
+        let norm = self.prepare_gradients();
+        self.update_with_norm(norm);
+        norm
+    }
+
+    /// The first half of `apply_gradients`: the gradient hook, then the global gradient
+    /// norm (before clipping), so a caller can look at it (and at the loss) before
+    /// anything changes. `update_with_norm` finishes the step.
+    pub fn prepare_gradients(&mut self) -> f32 {
         if let Some(hook) = self.hook.as_mut() {
             let (layout, grads) = self.exec.layout_and_grads_mut();
             hook(layout, grads);
         }
-        self.update()
+        optim::grad_norm(self.exec.grads())
+    }
+
+    /// The second half of `apply_gradients`: clipping (from `norm`, the gradients'
+    /// global norm) and the optimiser's update at this step's learning rate.
+    pub fn update_with_norm(&mut self, norm: f32) {
+        let lr = self.lr();
+        let (params, grads) = self.exec.params_and_grads();
+        if let Some(c) = self.spec.clip {
+            optim::clip_to(grads, norm, c);
+        }
+        self.optim.update_at(params, grads, lr);
+    }
+
+    /// The optimiser (its moments and step count, for snapshots).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optim
+    }
+
+    /// The optimiser, mutably (to restore a snapshot's state).
+    pub fn optimizer_mut(&mut self) -> &mut Optimizer {
+        &mut self.optim
     }
 
     /// Writes the next window of `feed` into the batch slots. Allocates nothing.

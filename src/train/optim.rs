@@ -39,6 +39,25 @@ impl Optimizer {
         (&self.m, &self.v)
     }
 
+    /// Sets the state a snapshot holds: the first moment (SGD: the momentum buffer),
+    /// the second (Adam only; empty for SGD) and the steps taken. Refuses buffers of
+    /// other lengths than this optimiser's, saying which.
+    pub fn restore(&mut self, m: &[f32], v: &[f32], step: u64) -> Result<(), String> {
+        for (name, have, got) in [("first moment", &self.m, m), ("second moment", &self.v, v)] {
+            if have.len() != got.len() {
+                return Err(format!(
+                    "its optimizer's {name} holds {} values; this optimizer has {}",
+                    got.len(),
+                    have.len()
+                ));
+            }
+        }
+        self.m.copy_from_slice(m);
+        self.v.copy_from_slice(v);
+        self.step = step;
+        Ok(())
+    }
+
     /// The learning rate of the next update, from the schedule over a run of `steps`.
     pub fn next_lr(&self, steps: usize) -> f32 {
         self.spec.lr_at(self.step as usize, steps)
@@ -103,13 +122,18 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
 /// norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = grad_norm(grads);
+    clip_to(grads, norm, max_norm);
+    norm
+}
+
+/// `clip_grad_norm` with the norm already measured (`grad_norm(grads)`).
+pub fn clip_to(grads: &mut [f32], norm: f32, max_norm: f32) {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
             *g *= coef;
         }
     }
-    norm
 }
 
 #[cfg(test)]

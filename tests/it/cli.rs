@@ -253,7 +253,7 @@ fn config_keys_match_train_flags() {
     let mut flags: Vec<String> = train
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_string))
-        .filter(|l| !["config", "help", "version"].contains(&l.as_str()))
+        .filter(|l| !["config", "resume", "help", "version"].contains(&l.as_str()))
         .collect();
     flags.sort();
     let mut keys: Vec<String> = recur::cli::resolve::CONFIG_KEYS

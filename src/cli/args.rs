@@ -257,7 +257,7 @@ pub struct TrainCmd {
     pub skip_nonfinite: bool,
     /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [10 times
     /// the first step's loss, and that loss + 1]; `inf` never stops.
-    #[arg(long, value_name = "LOSS")]
+    #[arg(long, value_name = "LOSS", allow_negative_numbers = true)]
     pub max_loss: Option<f64>,
     /// Train on --data's bytes even though its extension (.csv, .json, …) says it holds
     /// something `recur data` should convert first.

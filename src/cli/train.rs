@@ -425,6 +425,11 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let shape = data_shape(&source);
     let cm = config.as_ref().map(|f| &f.model);
     let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
+    // A resumed job: the same model, window and data (the first difference named).
+    let prints = data_prints(&data_path, offsets.as_deref(), labels.as_deref())?;
+    if let Some(found) = &resumed {
+        check_resume(&found.job, &model, &train, &prints)?;
+    }
     check_data(&source, &model, &train)?;
     // What the weights will say about themselves (the data's vocabulary and
     // standardisation), read before any work too.
@@ -533,12 +538,9 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         epochs,
         guard,
     };
-    // A resumed job: the same model and data (first difference named), then its
-    // weights, moments, carried state, cursors and counters.
-    let prints = data_prints(&data_path, offsets.as_deref(), labels.as_deref())?;
+    // A resumed job's weights, moments, carried state, cursors and counters.
     let mut state = FitState::default();
     if let Some(found) = &resumed {
-        check_resume(&found.job, &model, &train, &prints)?;
         state = snapshot::restore(found, &mut trainer, &mut feed)?;
         if output.talk() {
             say!(

@@ -25,6 +25,7 @@ mod report;
 mod resident;
 mod sets;
 mod steer;
+mod survive;
 mod torch_load;
 mod use_cmd;
 mod util;

@@ -45,6 +45,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod fuzz;
 pub mod graph;
 pub mod ids;
 pub mod io;

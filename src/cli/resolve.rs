@@ -71,6 +71,16 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         msg,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    parse_config(&text, path)
+}
+
+/// Parses the text of a config file at `path` (relative paths in it are taken from
+/// `path`'s directory), as `read_config` does.
+pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
+    let err = |msg: String| Error::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
@@ -89,7 +99,7 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
         }
     }
     let mut cfg: ConfigFile =
-        toml::from_str(&text).map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
+        toml::from_str(text).map_err(|e: toml::de::Error| err(first_line(&e.to_string())))?;
     // Relative paths in a config file are relative to the file, not to where recur runs.
     let base = path.parent().unwrap_or(Path::new(""));
     let paths = [

@@ -169,34 +169,30 @@ impl Npy {
                 .map_err(|e| err(format!("cannot read: {e}")))?;
         }
         let (dtype, shape, start) = parse_header(&head).map_err(err)?;
-        let elems = shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-            .and_then(|n| n.checked_mul(dtype.size() as u64));
-        let have = len - start as u64;
-        match elems {
-            Some(need) if need == have => {}
-            Some(need) if need > have => {
-                return Err(err(format!(
-                    "is truncated: its header says {} {} ({need} bytes), but {have} bytes \
-                     follow the header",
-                    fmt_shape(&shape),
-                    dtype
-                )))
-            }
-            Some(need) => {
-                return Err(err(format!(
-                    "holds {have} bytes after its header, but its header says {} {} \
-                     ({need} bytes)",
-                    fmt_shape(&shape),
-                    dtype
-                )))
-            }
-            None => return Err(err(format!("declares an impossible shape {shape:?}"))),
-        }
+        check_size(&shape, dtype, len - start as u64).map_err(err)?;
         Ok(Npy {
             path: path.to_path_buf(),
             bytes: map_or_read(path, &file)?,
+            start,
+            dtype,
+            shape,
+        })
+    }
+
+    /// A whole `.npy` file's bytes, checked as `open` checks a file; `name` stands for
+    /// the path in errors.
+    pub fn parse(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let path = Path::new(name);
+        let err = |msg: String| data_error(path, msg);
+        if bytes.is_empty() {
+            return Err(err("is empty".into()));
+        }
+        let head = &bytes[..bytes.len().min(MAX_HEADER as usize)];
+        let (dtype, shape, start) = parse_header(head).map_err(err)?;
+        check_size(&shape, dtype, (bytes.len() - start) as u64).map_err(err)?;
+        Ok(Npy {
+            path: path.to_path_buf(),
+            bytes: Bytes::Owned(bytes),
             start,
             dtype,
             shape,
@@ -353,6 +349,29 @@ pub const SCAN_CHUNK: usize = 2 << 20;
 fn fmt_shape(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
+}
+
+/// Checks that `have` bytes after the header hold exactly the header's shape.
+fn check_size(shape: &[usize], dtype: Dtype, have: u64) -> std::result::Result<(), String> {
+    let elems = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .and_then(|n| n.checked_mul(dtype.size() as u64));
+    match elems {
+        Some(need) if need == have => Ok(()),
+        Some(need) if need > have => Err(format!(
+            "is truncated: its header says {} {} ({need} bytes), but {have} bytes follow the \
+             header",
+            fmt_shape(shape),
+            dtype
+        )),
+        Some(need) => Err(format!(
+            "holds {have} bytes after its header, but its header says {} {} ({need} bytes)",
+            fmt_shape(shape),
+            dtype
+        )),
+        None => Err(format!("declares an impossible shape {shape:?}")),
+    }
 }
 
 /// Parses a `.npy` header: (type, shape, offset of the data).

@@ -361,31 +361,8 @@ fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
 pub fn verify(dir: &Path) -> Result<Manifest> {
     let mpath = dir.join(MANIFEST);
     let text = read_small(&mpath, SMALL_FILE_MAX)?;
-    let m: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| corrupt(&mpath, format!("does not parse: {e}")))?;
-    if m.format != FORMAT || m.version != VERSION {
-        return Err(corrupt(
-            &mpath,
-            format!(
-                "is format `{}` version {}; this recur reads `{FORMAT}` version {VERSION}",
-                m.format, m.version
-            ),
-        ));
-    }
-    for need in [WEIGHTS, TENSORS, STATE] {
-        if !m.files.iter().any(|f| f.name == need) {
-            return Err(corrupt(&mpath, format!("does not list {need}")));
-        }
-    }
+    let m = parse_manifest(&text, &mpath)?;
     for f in &m.files {
-        let plain = !f.name.is_empty()
-            && f.name != "."
-            && f.name != ".."
-            && !f.name.contains(['/', '\\', '\0'])
-            && f.name != MANIFEST;
-        if !plain {
-            return Err(corrupt(&mpath, format!("lists a file `{}`", f.name)));
-        }
         let path = dir.join(&f.name);
         let file = std::fs::File::open(&path)
             .map_err(|e| corrupt(&path, format!("cannot be read: {e}")))?;
@@ -408,6 +385,54 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
+/// Parses a manifest's bytes (of the file at `path`) and checks what it says: the
+/// format and version, the three files every snapshot has, and plain file names (no
+/// path, no `..`), each listed once, with digests of 64 hex digits.
+pub fn parse_manifest(text: &[u8], path: &Path) -> Result<Manifest> {
+    let m: Manifest =
+        serde_json::from_slice(text).map_err(|e| corrupt(path, format!("does not parse: {e}")))?;
+    if m.format != FORMAT || m.version != VERSION {
+        return Err(corrupt(
+            path,
+            format!(
+                "is format `{}` version {}; this recur reads `{FORMAT}` version {VERSION}",
+                m.format, m.version
+            ),
+        ));
+    }
+    for need in [WEIGHTS, TENSORS, STATE] {
+        if !m.files.iter().any(|f| f.name == need) {
+            return Err(corrupt(path, format!("does not list {need}")));
+        }
+    }
+    for (i, f) in m.files.iter().enumerate() {
+        let plain = !f.name.is_empty()
+            && f.name != "."
+            && f.name != ".."
+            && !f.name.contains(['/', '\\', '\0'])
+            && f.name != MANIFEST;
+        if !plain {
+            return Err(corrupt(path, format!("lists a file `{}`", f.name)));
+        }
+        if m.files[..i].iter().any(|g| g.name == f.name) {
+            return Err(corrupt(path, format!("lists `{}` twice", f.name)));
+        }
+        let hex = f.blake3.len() == 64 && f.blake3.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex {
+            return Err(corrupt(
+                path,
+                format!("gives `{}` a digest that is not 64 hex digits", f.name),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// Parses the bytes of a snapshot's `state.json` (the file at `path`).
+pub fn parse_job(text: &[u8], path: &Path) -> Result<JobState> {
+    serde_json::from_slice(text).map_err(|e| corrupt(path, format!("does not parse: {e}")))
+}
+
 /// A snapshot found intact: its directory and job.
 #[derive(Clone, Debug)]
 pub struct Found {
@@ -422,8 +447,7 @@ pub fn read(dir: &Path) -> Result<Found> {
     let m = verify(dir)?;
     let path = dir.join(STATE);
     let text = read_small(&path, SMALL_FILE_MAX)?;
-    let job: JobState = serde_json::from_slice(&text)
-        .map_err(|e| corrupt(&path, format!("does not parse: {e}")))?;
+    let job = parse_job(&text, &path)?;
     if job.step != m.step {
         return Err(corrupt(
             &path,

@@ -12,6 +12,7 @@ mod formats;
 mod golden;
 mod gradcheck;
 mod grads;
+mod hostile;
 mod learn;
 mod masks;
 mod plan_props;

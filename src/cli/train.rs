@@ -98,7 +98,7 @@ impl MetricsFile {
                 ));
                 len
             }
-            None => 0,
+            None => len,
         };
         file.set_len(keep).map_err(io)?;
         Ok(MetricsFile {
@@ -334,11 +334,15 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
         ));
     }
     if dir.join(MODEL_FILE).exists() && !overwrite {
+        let resume = match snapshot::list(dir).is_empty() {
+            true => String::new(),
+            false => format!("`recur train --resume {}` continues it, ", dir.display()),
+        };
         return Err(Error::spec(
             "--out",
             format!(
-                "{} already holds a run ({MODEL_FILE}); give --overwrite to replace it, or \
-                 another --out",
+                "{} already holds a run ({MODEL_FILE}); {resume}--overwrite replaces it, or \
+                 give another --out",
                 dir.display()
             ),
         ));
@@ -425,10 +429,22 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let shape = data_shape(&source);
     let cm = config.as_ref().map(|f| &f.model);
     let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
+    let epochs = resolve::epochs(&c.run, cr)?;
     // A resumed job: the same model, window and data (the first difference named).
     let prints = data_prints(&data_path, offsets.as_deref(), labels.as_deref())?;
     if let Some(found) = &resumed {
         check_resume(&found.job, &model, &train, &prints)?;
+        let done = found.job.step as usize;
+        if epochs.is_none() && train.steps < done {
+            return Err(Error::spec(
+                "--steps",
+                format!(
+                    "is {}, but the job has done {done} steps already (--steps counts from the \
+                     start of the run)",
+                    train.steps
+                ),
+            ));
+        }
     }
     check_data(&source, &model, &train)?;
     // What the weights will say about themselves (the data's vocabulary and
@@ -437,7 +453,6 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         Some(_) => Some(super::sample::weights_meta(&model, &data_path)?),
         None => None,
     };
-    let epochs = resolve::epochs(&c.run, cr)?;
     // The feed depends on the window, not the steps: the one that counts an epoch's
     // steps trains too.
     let mut feed = Feed::new(&source, &train, model.head, bucket)?;
@@ -566,6 +581,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let mut metrics = match &out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            clear_leftovers(dir);
             let stale = dir.join(MODEL_FILE);
             if stale.exists() && resumed.is_none() {
                 std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
@@ -676,6 +692,23 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     }
     print_summary(&summary, json, source.unit());
     Ok(())
+}
+
+/// Removes the temporary files a killed run left in its directory while replacing its
+/// weights or config (named after their process, by `write_atomic`).
+fn clear_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = [MODEL_FILE, "config.toml"]
+            .iter()
+            .any(|f| name.starts_with(&format!(".{f}.recur-")) && name.ends_with(".tmp"));
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Snapshots kept by default.

@@ -52,6 +52,172 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A named f32 tensor to write: name, shape, values.
+pub type F32Tensor<'a> = (&'a str, &'a [usize], &'a [f32]);
+
+/// What a streamed write produced: the file's length and BLAKE3 digest (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written.
+    pub bytes: u64,
+    /// BLAKE3 of those bytes, 64 hex digits.
+    pub blake3: String,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Tee<W> {
+    inner: W,
+    hash: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The little-endian bytes of `x`, borrowed where the machine is little-endian.
+fn le_bytes(x: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: the bytes of an f32 slice, of its own length × 4: every byte is a valid
+        // u8, u8 has alignment 1, and the borrow lives as long as `x`.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x))
+        })
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        std::borrow::Cow::Owned(f32_bytes(x))
+    }
+}
+
+/// The safetensors header of `tensors` (data in the order of their names, as the
+/// safetensors crate lays out tensors of one dtype) with `meta`: the 8-byte length and
+/// the JSON with sorted keys, padded with spaces to 8 bytes, the bytes `serialize` and
+/// `sorted_header` give.
+fn header_of(tensors: &[F32Tensor<'_>], meta: Option<&HashMap<String, String>>) -> Vec<u8> {
+    let mut order: Vec<&F32Tensor<'_>> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(b.0));
+    let mut map = serde_json::Map::new();
+    let mut at = 0usize;
+    for (name, shape, data) in order {
+        let n = data.len() * 4;
+        map.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [at, at + n] }),
+        );
+        at += n;
+    }
+    if let Some(m) = meta {
+        map.insert("__metadata__".into(), serde_json::json!(m));
+    }
+    let mut text = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out
+}
+
+/// Writes `tensors` (and `meta`) as a safetensors file at `path`, streaming: memory is
+/// the header and a 1 MiB buffer, whatever the tensors' size. Syncs the file to disk.
+/// The same tensors and metadata always give the same bytes.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[F32Tensor<'_>],
+    meta: Option<&HashMap<String, String>>,
+) -> Result<Written> {
+    use std::io::Write;
+    let io = |e| Error::io(path, e);
+    for (name, shape, data) in tensors {
+        if shape.iter().product::<usize>() != data.len() {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "not written: `{name}` has shape {shape:?} but {} values",
+                    data.len()
+                ),
+            });
+        }
+    }
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut w = Tee {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hash: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    w.write_all(&header_of(tensors, meta)).map_err(io)?;
+    let mut order: Vec<&F32Tensor<'_>> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, _, data) in order {
+        // In pieces, so a big-endian machine converts 1 MiB at a time.
+        for chunk in data.chunks(1 << 18) {
+            w.write_all(&le_bytes(chunk)).map_err(io)?;
+        }
+    }
+    w.flush().map_err(io)?;
+    let file = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(Written {
+        bytes: w.bytes,
+        blake3: w.hash.finalize().to_hex().to_string(),
+    })
+}
+
+/// `write_tensors` atomically: into a temporary file beside `path` (named after this
+/// process), synced, renamed over `path`, and the directory synced. The temporary file
+/// is removed if anything fails.
+pub fn write_tensors_atomic(
+    path: &Path,
+    tensors: &[F32Tensor<'_>],
+    meta: Option<&HashMap<String, String>>,
+) -> Result<Written> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.recur-{}.tmp", std::process::id()));
+    let written = write_tensors(&tmp, tensors, meta).and_then(|w| {
+        std::fs::rename(&tmp, path)
+            .map(|_| w)
+            .map_err(|e| Error::io(path, e))
+    });
+    match written {
+        Ok(w) => {
+            sync_parent(path);
+            Ok(w)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn sync_parent(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The tensors of `layout` over `params`, for `write_tensors`.
+pub fn param_views<'a>(layout: &'a ParamLayout, params: &'a [f32]) -> Vec<F32Tensor<'a>> {
+    (layout.tensors.iter())
+        .map(|t| (t.name.as_str(), t.shape.as_slice(), &params[t.range()]))
+        .collect()
+}
+
 /// Serialises named f32 tensors (name, shape, data) and the metadata, if any.
 fn serialize(
     tensors: &[(String, Vec<usize>, Vec<u8>)],
@@ -114,27 +280,7 @@ pub fn save_params_with(
     params: &[f32],
     meta: &WeightsMeta,
 ) -> Result<()> {
-    let tensors = param_tensors(layout, params);
-    write_atomic(path, &serialize(&tensors, Some(meta.to_map()), path)?)
-}
-
-/// The bytes of a weights file (`save_params_with` writes them): every tensor of
-/// `layout` under PyTorch's names, with `meta` as the metadata.
-pub fn params_bytes(
-    path: &Path,
-    layout: &ParamLayout,
-    params: &[f32],
-    meta: &WeightsMeta,
-) -> Result<Vec<u8>> {
-    serialize(&param_tensors(layout, params), Some(meta.to_map()), path)
-}
-
-/// The bytes of a safetensors file of named 1-D f32 tensors, without metadata.
-pub fn flat_bytes(path: &Path, tensors: &[(&str, &[f32])]) -> Result<Vec<u8>> {
-    let t: Vec<_> = (tensors.iter())
-        .map(|(n, x)| (n.to_string(), vec![x.len()], f32_bytes(x)))
-        .collect();
-    serialize(&t, None, path)
+    write_tensors_atomic(path, &param_views(layout, params), Some(&meta.to_map())).map(|_| ())
 }
 
 /// Every tensor of `layout`, named, shaped and as little-endian bytes.
@@ -918,6 +1064,36 @@ pub fn read_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streamed writer gives the bytes of the crate's serialisation with sorted
+    /// keys, metadata or not.
+    #[test]
+    fn streamed_files_are_the_crates_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let a: Vec<f32> = (0..300).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let b = [1.5f32, -2.0, f32::MIN_POSITIVE];
+        let tensors: [F32Tensor<'_>; 3] = [
+            ("zeta.weight", &[30, 10], &a),
+            ("alpha", &[3], &b),
+            ("mid.bias", &[1, 3], &b),
+        ];
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "recur".to_string());
+        meta.insert("b".to_string(), "{\"x\": 1}".to_string());
+        for meta in [None, Some(meta)] {
+            let path = d.path().join("x.safetensors");
+            let w = write_tensors(&path, &tensors, meta.as_ref()).unwrap();
+            let got = std::fs::read(&path).unwrap();
+            let owned: Vec<(String, Vec<usize>, Vec<u8>)> = (tensors.iter())
+                .map(|(n, s, x)| (n.to_string(), s.to_vec(), f32_bytes(x)))
+                .collect();
+            let want = serialize(&owned, meta.clone(), &path).unwrap();
+            let want = sorted_header(want);
+            assert_eq!(got, want);
+            assert_eq!(w.bytes, got.len() as u64);
+            assert_eq!(w.blake3, blake3::hash(&got).to_hex().to_string());
+        }
+    }
 
     fn lm() -> ModelSpec {
         let mut m = ModelSpec::language_model(CellKind::Lstm, 5, 3, 4, 2).unwrap();

@@ -39,6 +39,12 @@ impl Optimizer {
         (&self.m, &self.v)
     }
 
+    /// The state, mutably: first moment, second moment, steps taken (for restoring a
+    /// snapshot whose lengths were checked).
+    pub fn state_mut(&mut self) -> (&mut [f32], &mut [f32], &mut u64) {
+        (&mut self.m, &mut self.v, &mut self.step)
+    }
+
     /// Sets the state a snapshot holds: the first moment (SGD: the momentum buffer),
     /// the second (Adam only; empty for SGD) and the steps taken. Refuses buffers of
     /// other lengths than this optimiser's, saying which.

@@ -239,18 +239,30 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
     std::fs::create_dir(tmp).map_err(io_err(tmp))?;
     let t = at.trainer;
     let exec = t.executor();
-    let weights_path = tmp.join(WEIGHTS);
-    let weights = st::params_bytes(&weights_path, exec.layout(), exec.params(), opts.meta)?;
+    let mut sums = Vec::new();
+    let mut sum = |name: &str, w: st::Written| {
+        sums.push(FileSum {
+            name: name.to_string(),
+            bytes: w.bytes,
+            blake3: w.blake3,
+        })
+    };
+    // The tensors are streamed from where they live: no copy of them is made.
+    let meta = opts.meta.to_map();
+    let views = st::param_views(exec.layout(), exec.params());
+    sum(
+        WEIGHTS,
+        st::write_tensors(&tmp.join(WEIGHTS), &views, Some(&meta))?,
+    );
     let (m, v) = t.optimizer().state();
-    let tensors_path = tmp.join(TENSORS);
-    let tensors = st::flat_bytes(
-        &tensors_path,
-        &[
-            ("optimizer.m", m),
-            ("optimizer.v", v),
-            ("carried_state", exec.state()),
-        ],
-    )?;
+    let state = exec.state();
+    let (lm, lv, ls) = ([m.len()], [v.len()], [state.len()]);
+    let flat: [st::F32Tensor<'_>; 3] = [
+        ("optimizer.m", &lm, m),
+        ("optimizer.v", &lv, v),
+        ("carried_state", &ls, state),
+    ];
+    sum(TENSORS, st::write_tensors(&tmp.join(TENSORS), &flat, None)?);
     let job = JobState {
         step,
         recur_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -267,11 +279,9 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
         path: tmp.join(STATE),
         msg: format!("cannot serialise the job: {e}"),
     })?;
-    let mut files: Vec<(&str, &[u8])> =
-        vec![(WEIGHTS, &weights), (TENSORS, &tensors), (STATE, &state)];
-    files.extend(opts.extra.iter().copied());
-    let mut sums = Vec::new();
-    for (name, bytes) in files {
+    let mut small: Vec<(&str, &[u8])> = vec![(STATE, &state)];
+    small.extend(opts.extra.iter().copied());
+    for (name, bytes) in small {
         write_synced(&tmp.join(name), bytes)?;
         sums.push(FileSum {
             name: name.to_string(),
@@ -476,68 +486,64 @@ pub fn newest(run: &Path) -> (Option<Found>, Vec<(PathBuf, Error)>) {
 /// Puts the job of snapshot `found` into `trainer` and `feed` (built for the same
 /// model, window and data) and returns the loop's counters to continue from
 /// ([`fit_from`](super::fit_from)). Every tensor is checked against the trainer's
-/// layout, and the cursors against the data, before anything is changed.
+/// layout, and the cursors against the data, before anything is changed; the files are
+/// mapped, not read into memory, and copied straight into place.
 pub fn restore(found: &Found, trainer: &mut Trainer, feed: &mut Feed<'_>) -> Result<FitState> {
     let job = &found.job;
     let wpath = found.dir.join(WEIGHTS);
-    let bytes = st::read(&wpath)?;
-    let layout = trainer.executor().layout().clone();
-    let mut params = vec![0.0f32; layout.total];
-    st::load_params(&wpath, &bytes, &layout, &mut params)?;
+    let wmap = map(&wpath)?;
     let tpath = found.dir.join(TENSORS);
-    let bytes = st::read(&tpath)?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+    let tmap = map(&tpath)?;
+    let tensors = safetensors::SafeTensors::deserialize(&tmap)
         .map_err(|e| corrupt(&tpath, format!("not a safetensors file: {e}")))?;
-    let flat = |name: &str| -> Result<Vec<f32>> {
+    let flat = |name: &str, want: usize| -> Result<safetensors::tensor::TensorView<'_>> {
         let v = tensors
             .tensor(name)
             .map_err(|_| corrupt(&tpath, format!("has no tensor `{name}`")))?;
-        if v.dtype() != safetensors::Dtype::F32 || v.shape().len() != 1 {
-            return Err(corrupt(&tpath, format!("`{name}` is not a 1-D F32 tensor")));
+        if v.dtype() != safetensors::Dtype::F32 || v.shape() != [want] {
+            return Err(corrupt(
+                &tpath,
+                format!(
+                    "`{name}` is {:?} {:?}; this job needs F32 [{want}]",
+                    v.dtype(),
+                    v.shape()
+                ),
+            ));
         }
-        Ok(v.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(v)
     };
-    let (m, v, carried) = (
-        flat("optimizer.m")?,
-        flat("optimizer.v")?,
-        flat("carried_state")?,
-    );
-    let want = trainer.executor().state().len();
-    if carried.len() != want {
-        return Err(corrupt(
-            &tpath,
-            format!(
-                "`carried_state` holds {} values; this model carries {want}",
-                carried.len()
-            ),
-        ));
-    }
     let (have_m, have_v) = trainer.optimizer().state();
-    if (m.len(), v.len()) != (have_m.len(), have_v.len()) {
-        return Err(corrupt(
-            &tpath,
-            format!(
-                "its optimizer state holds {} and {} values; this optimizer has {} and {}",
-                m.len(),
-                v.len(),
-                have_m.len(),
-                have_v.len()
-            ),
-        ));
-    }
+    let m = flat("optimizer.m", have_m.len())?;
+    let v = flat("optimizer.v", have_v.len())?;
+    let carried = flat("carried_state", trainer.executor().state().len())?;
     let spath = found.dir.join(STATE);
     feed.restore(&job.cursor)
         .map_err(|e| corrupt(&spath, format!("its data cursor {e}")))?;
-    // Everything checked: now the trainer changes.
-    trainer.executor_mut().params_mut().copy_from_slice(&params);
-    trainer.executor_mut().state_mut().copy_from_slice(&carried);
-    trainer.executor_mut().set_round(job.round);
-    trainer
-        .optimizer_mut()
-        .restore(&m, &v, job.optimizer_steps)
-        .map_err(|e| corrupt(&tpath, e))?;
+    // Checked: now the trainer changes (the weights are checked as they load).
+    let exec = trainer.executor_mut();
+    let layout = exec.layout().clone();
+    st::load_params(&wpath, &wmap, &layout, exec.params_mut())?;
+    copy_f32(carried.data(), exec.state_mut());
+    exec.set_round(job.round);
+    let (om, ov, step) = trainer.optimizer_mut().state_mut();
+    copy_f32(m.data(), om);
+    copy_f32(v.data(), ov);
+    *step = job.optimizer_steps;
     Ok(job.fit.clone())
+}
+
+/// Little-endian f32 bytes into `dst` (of a quarter their length).
+fn copy_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+/// Maps a snapshot file read-only (its checksum was verified; a snapshot is never
+/// written in place, only replaced whole by a rename).
+fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let f = std::fs::File::open(path).map_err(io_err(path))?;
+    // SAFETY: snapshot files are written once, in a directory renamed into place, and
+    // never modified afterwards; recur does not write to a mapped file.
+    unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(path))
 }

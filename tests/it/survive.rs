@@ -97,6 +97,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, usize)> {
                 "16",
                 "--grain",
                 "8",
+                "--valid",
+                "text.txt",
+                "--valid-every",
+                "3",
             ]),
             9,
         ),
@@ -540,6 +544,7 @@ fn a_resume_that_would_change_the_job_is_refused_by_name() {
     refused(&["--batch", "4"], &["train.batch", "3", "4"]);
     refused(&["--seed", "5"], &["train.seed"]);
     refused(&["--clip", "0.5"], &["train.clip"]);
+    refused(&["--steps", "3"], &["--steps", "done 4 steps"]);
     std::fs::write(p.join("other.txt"), "another text, the same vocabulary").unwrap();
     refused(
         &["--data", "other.txt"],

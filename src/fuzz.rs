@@ -145,8 +145,24 @@ pub fn snapshot(bytes: &[u8]) {
     if let Ok(job) = sn::parse_job(bytes, Path::new("state.json")) {
         let _ = job.model.validate();
         let _ = job.train.validate();
-        if let crate::train::Cursor::Set(c) = &job.cursor {
-            cursor(c);
+        if sn::check_job(&job).is_ok() {
+            // What a resumed run computes from the counters.
+            let f = &job.fit;
+            let _ = (f.windows - f.epoch_start) as f64 / f.per_epoch.max(1.0);
+            let _ = f.epochs + 1;
+            match &job.cursor {
+                crate::train::Cursor::Set(c) => cursor(c),
+                crate::train::Cursor::Stream { next } => {
+                    let path = Path::new("stream");
+                    if let Ok(mut w) = Windows::new(64, 2, 3, path) {
+                        w.seek(*next as usize);
+                        if let Ok(t) = TokenFile::from_bytes("stream", (0..64u8).collect()) {
+                            let (mut x, mut y) = (vec![0u32; 6], vec![0u32; 6]);
+                            w.fill(&t, &mut x, &mut y);
+                        }
+                    }
+                }
+            }
         }
     }
     if let Ok(c) = serde_json::from_slice::<SetCursor>(bytes) {
@@ -175,8 +191,12 @@ fn cursor(c: &SetCursor) {
             let p = 12;
             let (mut tok, mut lab) = (vec![0u32; p], vec![0u32; p]);
             let (mut mask, mut reset) = (vec![0u8; p], vec![0u8; p]);
-            for _ in 0..40 {
-                sb.fill(
+            // A restored cursor makes progress: its epoch ends within the rest of its batch
+            // (at most 5 windows of 4 steps here), its pool (at most 64 batches) and the
+            // set's remaining 7 sequences (3 batches): 5 + 64·5 + 3·5 windows.
+            let mut ended = false;
+            for _ in 0..340 {
+                let w = sb.fill(
                     &set,
                     &mut tok,
                     &mut [],
@@ -185,7 +205,12 @@ fn cursor(c: &SetCursor) {
                     &mut mask,
                     &mut reset,
                 );
+                ended |= w.epoch_end;
             }
+            assert!(
+                ended,
+                "a restored cursor drew 340 windows without ending an epoch"
+            );
         }
     }
 }

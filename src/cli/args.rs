@@ -212,10 +212,10 @@ pub struct TrainCmd {
     pub offsets: Option<PathBuf>,
     /// Integer classes, 1-D: one per sequence of the set (n entries) trains a
     /// classifier; one per step (as many as the data's steps) trains a tagger.
-    #[arg(long, requires = "offsets")]
+    #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Batch sequences of similar lengths (less padding).
-    #[arg(long, requires = "offsets")]
+    #[arg(long)]
     pub bucket: bool,
     /// Held-out data in the same form as --data, measured every --valid-every steps.
     #[arg(long)]
@@ -239,24 +239,27 @@ pub struct TrainCmd {
     /// Write a snapshot of the job (weights, optimizer state, carried state, data
     /// cursors, counters) into OUT/snapshots every N steps, and at the end; `recur train
     /// --resume OUT` continues from the newest.
-    #[arg(long, value_name = "N", requires = "out")]
+    #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
-    /// Snapshots kept: older ones are removed once a new one is in place [2].
+    /// Snapshots kept (with --save-every): older ones are removed once a new one is in
+    /// place [2].
     #[arg(long, value_name = "K")]
     pub keep: Option<usize>,
     /// Continue the job in DIR (a run's --out) from its newest intact snapshot, bitwise
     /// as if it had never stopped. Its settings are the run's; only --steps/--epochs,
     /// the learning-rate schedule (--lr, --schedule, --warmup, --min-lr), the
     /// checkpoint policy or budget, and settings of the run (saving, logging,
-    /// validation, threads, guard) may be given anew.
+    /// validation, threads, guard) may be given anew. A first SIGINT/SIGTERM saves a
+    /// snapshot after the current step and exits 0; a second exits at once (130/143);
+    /// a run the guard stops exits 3.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
     /// Skip the update of a step whose loss or gradient norm is NaN or infinite, and
     /// count it, instead of stopping the run there.
     #[arg(long)]
     pub skip_nonfinite: bool,
-    /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [10 times
-    /// the first step's loss, and that loss + 1]; `inf` never stops.
+    /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [the larger
+    /// of 10 × the first step's loss and that loss + 1]; `inf` never stops.
     #[arg(long, value_name = "LOSS", allow_negative_numbers = true)]
     pub max_loss: Option<f64>,
     /// Train on --data's bytes even though its extension (.csv, .json, …) says it holds

@@ -91,12 +91,16 @@ impl MetricsFile {
         let keep = match bytes {
             Some(b) if b <= len => b,
             Some(b) => {
+                // Records lost with the machine (the file is not synced): the new ones
+                // follow the last whole line.
+                let text = std::fs::read(&path).map_err(io)?;
+                let whole = text.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
                 super::warn(&format!(
                     "{}: holds {len} bytes, fewer than the {b} the snapshot recorded; the \
-                     new records follow what is there",
+                     new records follow its last whole line",
                     path.display()
                 ));
-                len
+                whole as u64
             }
             None => len,
         };
@@ -182,7 +186,8 @@ pub(super) fn fit_with_progress(
             }
             bar.inc(1);
         }
-        if cadence.due(p) {
+        // A skipped step is always logged.
+        if cadence.due(p) || p.skipped {
             log_step(p, out, &bar, unit, metrics.as_deref_mut());
         }
         // Whatever follows the step (a snapshot, a stop) is said below the bar.
@@ -333,16 +338,20 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
             ),
         ));
     }
-    if dir.join(MODEL_FILE).exists() && !overwrite {
-        let resume = match snapshot::list(dir).is_empty() {
-            true => String::new(),
-            false => format!("`recur train --resume {}` continues it, ", dir.display()),
+    let snapshots = !snapshot::list(dir).is_empty();
+    if (dir.join(MODEL_FILE).exists() || snapshots) && !overwrite {
+        let (what, resume) = match snapshots {
+            false => (MODEL_FILE, String::new()),
+            true => (
+                "snapshots",
+                format!("`recur train --resume {}` continues it, ", dir.display()),
+            ),
         };
         return Err(Error::spec(
             "--out",
             format!(
-                "{} already holds a run ({MODEL_FILE}); {resume}--overwrite replaces it, or \
-                 give another --out",
+                "{} already holds a run ({what}); {resume}--overwrite replaces it, or give \
+                 another --out",
                 dir.display()
             ),
         ));
@@ -353,7 +362,15 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
 pub(super) fn train(c: TrainCmd) -> Result<()> {
     // A resumed job's settings are its snapshot's config; flags given change what may
     // change (checked once resolved).
+    if c.resume.is_some() && c.overwrite {
+        return Err(Error::spec(
+            "--overwrite",
+            "replaces a run, and --resume continues one: give one of them",
+        ));
+    }
     let resumed = c.resume.as_deref().map(find_snapshot).transpose()?;
+    // The run directory is one job's: a second process on it is refused.
+    let mut lock = c.resume.as_deref().map(lock_run).transpose()?;
     let config = match (&resumed, &c.resume) {
         (Some(found), Some(dir)) => Some(snapshot_config(found, dir, c.out.as_deref())?),
         _ => c.config.as_deref().map(resolve::read_config).transpose()?,
@@ -509,7 +526,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         );
         if let Some(dir) = &out {
             say!(
-                "run: {} (config.toml and metrics.jsonl now, model.safetensors at the end)",
+                "run: {} (config.toml and metrics.jsonl now, model.safetensors at each \
+                 snapshot and at the end)",
                 dir.display()
             );
         }
@@ -565,6 +583,20 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                 train.steps
             );
         }
+        let done = match epochs {
+            Some(e) => state.epochs >= e,
+            None => state.steps >= train.steps,
+        };
+        if done && !quiet {
+            super::warn(&format!(
+                "the job has done its {} already: nothing is left to train (give --steps or \
+                 --epochs beyond it to train further)",
+                match epochs {
+                    Some(e) => format!("{e} epoch{}", if e == 1 { "" } else { "s" }),
+                    None => format!("{} steps", state.steps),
+                }
+            ));
+        }
     }
     let validation = match (&valid, evaluator.as_mut()) {
         (Some((data, _)), Some(eval)) => Some(Validation {
@@ -581,7 +613,13 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let mut metrics = match &out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            if lock.is_none() {
+                lock = Some(lock_run(dir)?);
+            }
             clear_leftovers(dir);
+            if let Some(found) = &resumed {
+                resume_in(dir, found)?;
+            }
             let stale = dir.join(MODEL_FILE);
             if stale.exists() && resumed.is_none() {
                 std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
@@ -646,6 +684,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         config: &config_text,
         last: resumed.as_ref().map(|f| (f.job.step, f.dir.clone())),
     };
+    // Held to the end of the command: once installed, the handlers stay.
     let stop = crate::train::stop::Stop::install()?;
     let fitted = fit_with_progress(
         &mut trainer,
@@ -658,7 +697,6 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         &mut state,
         |p, at, bytes| saver.after_step(p, &at, bytes, &stop),
     );
-    drop(stop);
     let mut summary = match fitted {
         Err(Error::Stopped { step, msg }) => {
             return Err(Error::Stopped {
@@ -691,6 +729,69 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         super::sample::keep_side_files(&data_path, &dir)?;
     }
     print_summary(&summary, json, source.unit());
+    // The run directory's lock and the signal handlers last until the weights are out.
+    drop((lock, stop));
+    Ok(())
+}
+
+/// Locks run directory `dir` (`DIR/.lock`) for this process, refusing one another
+/// process holds.
+fn lock_run(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::spec(
+            "--out",
+            format!(
+                "{} is in use by another `recur train` (it holds {}); wait for it, or give \
+                 another --out",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// The run directory of a resumed job: snapshots newer than the one resumed from (passed
+/// over as corrupt) set aside, and the run's weights those of the snapshot resumed from.
+fn resume_in(dir: &Path, found: &Found) -> Result<()> {
+    for moved in snapshot::set_aside_after(dir, found.job.step)? {
+        super::warn(&format!("set aside as {}", moved.display()));
+    }
+    let weights = dir.join(MODEL_FILE);
+    let tmp = dir.join(format!(".{MODEL_FILE}.recur-{}.tmp", std::process::id()));
+    let copy = || -> std::io::Result<()> {
+        std::fs::copy(found.dir.join(snapshot::WEIGHTS), &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &weights)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    copy().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(&weights, e)
+    })?;
+    let threads = crate::exec::gemm::threads();
+    let was = found.job.blas_threads;
+    if was != 0 && was != threads {
+        super::warn(&format!(
+            "the job ran on {was} OpenBLAS threads and continues on {threads}: correctly, but \
+             not bit for bit as it would have on {was} (give --threads {was})"
+        ));
+    }
+    if found.job.recur_version != env!("CARGO_PKG_VERSION") {
+        super::warn(&format!(
+            "the snapshot was written by recur {}; this is {}",
+            found.job.recur_version,
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     Ok(())
 }
 
@@ -772,7 +873,12 @@ fn find_snapshot(dir: &Path) -> Result<Found> {
     }
     found.ok_or_else(|| {
         let why = match skipped.len() {
-            0 => "holds no snapshot (the run was not given --save-every, or stopped before its                   first)"
+            0 if dir.join(snapshot::MANIFEST).is_file() => format!(
+                "is a snapshot; give the run's directory (the --out holding {})",
+                snapshot::SNAPSHOTS
+            ),
+            0 => "holds no snapshot (the run was not given --save-every, or stopped before its \
+                  first)"
                 .to_string(),
             n => format!("holds no intact snapshot ({n} corrupt)"),
         };
@@ -810,6 +916,14 @@ fn snapshot_config(
             ));
         }
     }
+    if !found.manifest.files.iter().any(|f| f.name == "config.toml") {
+        return Err(Error::Snapshot {
+            path: found.dir.clone(),
+            msg: "does not list its config.toml in its manifest (it was not written by `recur \
+                  train`)"
+                .into(),
+        });
+    }
     let mut cfg = resolve::read_config(&path)?;
     cfg.out = Some(dir.to_path_buf());
     Ok(cfg)
@@ -831,12 +945,6 @@ fn data_prints(
     Ok(v)
 }
 
-/// What a resumed job may be given anew, as the settings' names say it.
-pub const RESUME_MAY_CHANGE: &str = "--steps or --epochs, --lr, --schedule, --warmup, \
-    --min-lr, --checkpoint or --memory-budget, and the run's own settings (--save-every, \
-    --keep, --log-every, --valid and --valid-every, --threads, --skip-nonfinite, \
-    --max-loss, --json, --quiet, --report-rss, --trace)";
-
 /// Refuses to resume `job` under settings that change its model, its window, its
 /// optimisation (beyond the schedule) or its data, naming the first difference.
 fn check_resume(
@@ -848,7 +956,11 @@ fn check_resume(
     let refuse = |what: String| {
         Err(Error::spec(
             "--resume",
-            format!("{what}; a resumed job keeps its model and data: only {RESUME_MAY_CHANGE} may change"),
+            format!(
+                "{what}; a resumed job keeps its model, window and data: only the steps, the \
+                 learning-rate schedule, the checkpoint policy and the run's own settings may \
+                 change (--resume in `recur train --help`)"
+            ),
         ))
     };
     if let Some((key, was, now)) = first_difference(&to_json(&job.model), &to_json(model), "model")
@@ -939,7 +1051,23 @@ fn first_difference(
             ))
         }
         _ if a == b => None,
-        _ => Some((path.to_string(), a.to_string(), b.to_string())),
+        _ => Some((path.to_string(), show(a), show(b))),
+    }
+}
+
+/// A spec value as the flags give it: an f32 as written, no value as `unset`.
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "unset".into(),
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            match f as f32 as f64 == f {
+                true => (f as f32).to_string(),
+                false => f.to_string(),
+            }
+        }
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
     }
 }
 
@@ -966,16 +1094,19 @@ impl Saver<'_> {
         metrics_bytes: Option<u64>,
         stop: &crate::train::stop::Stop,
     ) -> Result<Flow> {
-        let signalled = stop.requested();
-        let due = self.every.is_some_and(|n| p.step % n == 0 || p.last);
-        let saved = match (self.dir, self.meta) {
-            (Some(dir), Some(meta)) if due || signalled => {
-                Some(self.save(dir, meta, at, metrics_bytes)?)
-            }
-            _ => None,
-        };
-        if !signalled {
+        let due = self
+            .every
+            .is_some_and(|n| p.step.is_multiple_of(n) || p.last);
+        let mut saved = None;
+        if let (Some(dir), Some(meta), true) = (self.dir, self.meta, due || stop.requested()) {
+            saved = Some(self.save(dir, meta, at, metrics_bytes)?);
+        }
+        // A signal that came during the save stops the run here, with this step saved.
+        if !stop.requested() {
             return Ok(Flow::Continue);
+        }
+        if let (Some(dir), Some(meta), None) = (self.dir, self.meta, &saved) {
+            saved = Some(self.save(dir, meta, at, metrics_bytes)?);
         }
         // Said under --quiet too: the run ends early, and where it can go on matters.
         match (&saved, self.dir) {
@@ -1029,10 +1160,11 @@ impl Saver<'_> {
         let weights = dir.join(MODEL_FILE);
         at.trainer
             .save_weights_with(&weights, meta)
-            .map_err(|e| Error::Snapshot {
+            .map_err(|e| Error::Weights {
                 path: weights.clone(),
                 msg: format!(
-                    "could not be written ({}); the snapshot of step {step} ({}) holds the weights",
+                    "could not be replaced ({}): it holds an earlier step's weights, and the \
+                     snapshot of step {step} ({}) this step's",
                     super::render(&e),
                     path.display()
                 ),
@@ -1142,6 +1274,13 @@ pub(super) fn print_summary(s: &Summary, json: bool, unit: &str) {
             "steps {}  loss {:.4} → {:.4} (last 10: {:.4})  {:.0} {unit}/s  {:.1} s in steps  memory {} planned",
             s.steps, s.first_loss, s.final_loss, s.final_loss_avg10, s.tokens_per_s, s.seconds, fmt_bytes(s.total_bytes)
         );
+        if s.skipped_steps > 0 {
+            say!(
+                "skipped the update of {} step{} whose loss or gradient was not finite",
+                s.skipped_steps,
+                if s.skipped_steps == 1 { "" } else { "s" }
+            );
+        }
         if let Some(v) = &s.valid {
             say!(
                 "valid loss {:.4}  {}  ({} {unit})",

@@ -401,6 +401,18 @@ fn parse_header(head: &[u8]) -> Result<(Dtype, Vec<usize>, usize), String> {
             head.len() - at
         ));
     }
+    // A plain array's header is one dict holding one shape tuple; anything nested (a
+    // structured dtype, or garbage) is refused before the parser, which is slow on
+    // deep nesting.
+    let text = &head[at..at + len];
+    let count = |c: u8| text.iter().filter(|&&b| b == c).count();
+    if count(b'{') > 1 || count(b'(') > 1 || count(b'[') > 0 {
+        return Err(
+            "has a malformed .npy header (nested structures: recur reads plain arrays, not \
+             structured ones)"
+                .into(),
+        );
+    }
     let mut cursor = head;
     let header = ndarray_npy::npy::header::Header::from_reader(&mut cursor).map_err(|e| {
         let e = e.to_string();

@@ -430,6 +430,9 @@ pub struct SetCursor {
     pub pool: Vec<u32>,
     /// The pool's next sequence.
     pub pool_next: u64,
+    /// True if the batches are bucketed by length.
+    #[serde(default)]
+    pub bucket: bool,
 }
 
 /// Draws batches of B sequences from a set and cuts them into windows of T steps.
@@ -525,6 +528,7 @@ impl SetBatches {
             last_batch: self.last_batch,
             pool: self.pool.clone(),
             pool_next: self.pool_next as u64,
+            bucket: self.bucket,
         }
     }
 
@@ -547,8 +551,14 @@ impl SetBatches {
         if !c.rows.iter().all(row_ok) || !c.pool.iter().all(row_ok) {
             return Err(format!("names a sequence beyond the set's {n}"));
         }
-        if !self.bucket && !c.pool.is_empty() {
-            return Err("holds a bucketing pool, but batches are not bucketed".into());
+        if self.bucket != c.bucket || (!self.bucket && !c.pool.is_empty()) {
+            let (was, now) = match c.bucket {
+                true => ("with --bucket", "without"),
+                false => ("without --bucket", "with it"),
+            };
+            return Err(format!(
+                "was drawn {was}, and these batches {now}: a resumed job keeps its batching"
+            ));
         }
         if c.pool.len() > BUCKET_POOL * self.batch || c.pool_next > c.pool.len() as u64 {
             return Err(format!(
@@ -564,7 +574,7 @@ impl SetBatches {
             .max()
             .unwrap_or(1);
         let windows = longest.div_ceil(self.window) as u64;
-        let fresh = c.rows.iter().all(|&s| s == EMPTY) && c.windows == 0;
+        let fresh = c.rows.iter().all(|&s| s == EMPTY) && c.windows == 0 && c.next_window == 0;
         if !fresh && (c.windows != windows || c.next_window > c.windows) {
             return Err(format!(
                 "is at window {} of {}, but its batch has {windows}",

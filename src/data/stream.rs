@@ -331,7 +331,7 @@ impl SeriesFile {
 
     /// A series held in memory (`values` is [steps, width] row-major), named `name`.
     pub fn from_values(name: &str, width: usize, values: &[f32]) -> Result<Self> {
-        if width == 0 || values.len() % width != 0 {
+        if width == 0 || !values.len().is_multiple_of(width) {
             return Err(data_err(
                 Path::new(name),
                 format!("{} values are not rows of {width} columns", values.len()),

@@ -72,7 +72,7 @@ impl Windows {
 
     /// True if the window last filled was the last of its pass.
     pub fn pass_ended(&self) -> bool {
-        self.next > 0 && self.next % self.per_pass == 0
+        self.next > 0 && self.next.is_multiple_of(self.per_pass)
     }
 
     /// Index of the next window (counting from the start of the run).

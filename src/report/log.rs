@@ -111,7 +111,7 @@ impl Cadence {
 
     /// True if the step `p` reports is to be logged.
     pub fn due(&mut self, p: &Progress) -> bool {
-        let by_step = self.steps.is_some_and(|n| p.step % n == 0);
+        let by_step = self.steps.is_some_and(|n| p.step.is_multiple_of(n));
         let by_time = self
             .seconds
             .is_some_and(|s| p.elapsed - self.last_time >= s);

@@ -247,8 +247,89 @@ pub struct FitState {
     /// Steps whose update was skipped for a loss or gradient that was not finite
     /// (`Guard::skip_nonfinite`).
     pub skipped: u64,
-    /// Every validation: (step, metrics).
+    /// Every validation: (step, metrics). In JSON a loss that is not finite is a string
+    /// (`"NaN"`, `"inf"`), as JSON numbers cannot hold it.
+    #[serde(with = "lossless")]
     pub valid_history: Vec<(usize, Metrics)>,
+}
+
+/// `Metrics` in JSON with the floats that are not finite as strings.
+mod lossless {
+    use super::Metrics;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum F {
+        N(f64),
+        S(String),
+    }
+
+    fn to(x: f64) -> F {
+        match x.is_finite() {
+            true => F::N(x),
+            false => F::S(x.to_string()),
+        }
+    }
+
+    fn from<E: serde::de::Error>(f: F) -> Result<f64, E> {
+        match f {
+            F::N(x) => Ok(x),
+            F::S(s) => s
+                .parse()
+                .map_err(|_| E::custom(format!("`{s}` is not a number"))),
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct M {
+        loss: F,
+        bits_per_token: Option<F>,
+        mse: Option<F>,
+        accuracy: Option<F>,
+        positions: u64,
+        windows: u64,
+        seconds: F,
+    }
+
+    pub fn serialize<S: Serializer>(h: &[(usize, Metrics)], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(usize, M)> = (h.iter())
+            .map(|(k, m)| {
+                let m = M {
+                    loss: to(m.loss),
+                    bits_per_token: m.bits_per_token.map(to),
+                    mse: m.mse.map(to),
+                    accuracy: m.accuracy.map(to),
+                    positions: m.positions,
+                    windows: m.windows,
+                    seconds: to(m.seconds),
+                };
+                (*k, m)
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(usize, Metrics)>, D::Error> {
+        let v: Vec<(usize, M)> = Vec::deserialize(d)?;
+        v.into_iter()
+            .map(|(k, m)| {
+                Ok((
+                    k,
+                    Metrics {
+                        loss: from(m.loss)?,
+                        bits_per_token: m.bits_per_token.map(from).transpose()?,
+                        mse: m.mse.map(from).transpose()?,
+                        accuracy: m.accuracy.map(from).transpose()?,
+                        positions: m.positions,
+                        windows: m.windows,
+                        seconds: from(m.seconds)?,
+                    },
+                ))
+            })
+            .collect()
+    }
 }
 
 /// A loss or gradient norm that is not finite, or a loss that grew too far: what
@@ -346,7 +427,7 @@ pub fn fit_from(
                 step,
                 msg: format!(
                     "{what}; the update was not made (--skip-nonfinite skips such steps \
-                     instead; a lower learning rate or --clip may help)"
+                     instead; look at the data this step read, or lower the learning rate)"
                 ),
             });
         }
@@ -380,8 +461,8 @@ pub fn fit_from(
                 return Err(Error::Stopped {
                     step,
                     msg: format!(
-                        "the loss diverged: it rose to {loss} (smoothed {steady:.4}), past \
-                         {limit}; lower the learning rate (--lr; it was {lr})"
+                        "the loss diverged: it is {loss} (smoothed {steady:.4}), past {limit}; \
+                         lower the learning rate (--lr; it was {lr})"
                     ),
                 });
             }
@@ -400,7 +481,7 @@ pub fn fit_from(
         let mut latest = st.valid_history.last().map(|&(_, m)| m);
         let mut validated = false;
         if let Some(v) = valid.as_mut() {
-            if done % v.every.max(1) == 0 || last {
+            if done.is_multiple_of(v.every.max(1)) || last {
                 let _valid = tracing::info_span!("validation", step = done).entered();
                 v.eval.load_params(trainer.executor().params());
                 let m = v.eval.evaluate(v.data)?;
@@ -484,4 +565,41 @@ pub fn fit_from(
         rss_before_compile_bytes: None,
         peak_rss_bytes: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A validation whose loss is not finite survives a snapshot's JSON, bit for bit.
+    #[test]
+    fn a_state_with_non_finite_metrics_round_trips() {
+        let m = |loss: f64| Metrics {
+            loss,
+            bits_per_token: Some(loss / 2f64.ln()),
+            mse: None,
+            accuracy: Some(0.25),
+            positions: 10,
+            windows: 2,
+            seconds: 0.5,
+        };
+        let st = FitState {
+            steps: 3,
+            valid_history: vec![(1, m(1.5)), (2, m(f64::NAN)), (3, m(f64::INFINITY))],
+            ..FitState::default()
+        };
+        let text = serde_json::to_string(&st).unwrap();
+        assert!(
+            text.contains("\"NaN\"") && text.contains("\"inf\""),
+            "{text}"
+        );
+        let back: FitState = serde_json::from_str(&text).unwrap();
+        let bits = |s: &FitState| -> Vec<u64> {
+            (s.valid_history.iter())
+                .flat_map(|(_, m)| [m.loss.to_bits(), m.bits_per_token.unwrap().to_bits()])
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&st));
+        assert!(serde_json::from_str::<FitState>(&text.replace("\"NaN\"", "\"x\"")).is_err());
+    }
 }

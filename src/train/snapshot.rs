@@ -151,6 +151,9 @@ pub struct JobState {
     /// Bytes of the run's metrics file holding the records up to this step, if the job
     /// keeps one (a resumed job cuts the file there).
     pub metrics_bytes: Option<u64>,
+    /// The threads OpenBLAS ran each GEMM on (another count may sum in another order).
+    #[serde(default)]
+    pub blas_threads: usize,
 }
 
 /// What a save writes besides the job itself.
@@ -203,7 +206,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// nothing of it is left and the older snapshots are untouched.
 pub fn save(run: &Path, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>) -> Result<PathBuf> {
     let root = run.join(SNAPSHOTS);
-    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+    if !root.is_dir() {
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        sync_dir(run)?;
+    }
     clear_leftovers(&root);
     let step = at.state.steps as u64;
     let name = name_of(step);
@@ -228,7 +234,7 @@ pub fn save(run: &Path, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>) -> Result<P
         let _ = std::fs::remove_dir_all(&tmp);
         return result;
     }
-    prune(&root, opts.keep.max(1));
+    prune(&root, opts.keep.max(1), step);
     result
 }
 
@@ -274,6 +280,7 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
         cursor: at.feed.cursor(),
         fit: at.state.clone(),
         metrics_bytes: opts.metrics_bytes,
+        blas_threads: crate::exec::gemm::threads(),
     };
     let state = serde_json::to_vec_pretty(&job).map_err(|e| Error::Snapshot {
         path: tmp.join(STATE),
@@ -333,12 +340,44 @@ fn listed(root: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
-fn prune(root: &Path, keep: usize) {
-    let all = listed(root);
-    let drop = all.len().saturating_sub(keep);
-    for (_, p) in &all[..drop] {
-        let _ = std::fs::remove_dir_all(p);
+/// Removes all but the newest `keep` snapshots up to `step` (the one just written, which
+/// is always kept). Snapshots beyond it are left alone: a resumed job sets them aside
+/// first ([`set_aside_after`]).
+fn prune(root: &Path, keep: usize, step: u64) {
+    let older: Vec<_> = listed(root)
+        .into_iter()
+        .filter(|(s, _)| *s < step)
+        .collect();
+    let drop = older.len().saturating_sub(keep.saturating_sub(1));
+    for (s, p) in &older[..drop] {
+        // Renamed first, so a crash while it is removed leaves no half snapshot under a
+        // snapshot's name (the next save clears it).
+        let old = p.with_file_name(format!(".old-{}-{}", name_of(*s), std::process::id()));
+        if std::fs::rename(p, &old).is_ok() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
     }
+}
+
+/// Renames the snapshots of run `run` newer than `step` (those a resume passed over as
+/// corrupt) to `corrupt-step-N`, where they stay for a look but are never resumed from or
+/// counted by `--keep`. Returns their new directories.
+pub fn set_aside_after(run: &Path, step: u64) -> Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    for (s, dir) in list(run) {
+        if s > step {
+            let to = dir.with_file_name(format!("corrupt-{}", name_of(s)));
+            if to.exists() {
+                std::fs::remove_dir_all(&to).map_err(io_err(&to))?;
+            }
+            std::fs::rename(&dir, &to).map_err(io_err(&dir))?;
+            moved.push(to);
+        }
+    }
+    if !moved.is_empty() {
+        sync_dir(&run.join(SNAPSHOTS))?;
+    }
+    Ok(moved)
 }
 
 /// The snapshots of a run directory, oldest first: (step, directory).
@@ -415,7 +454,8 @@ pub fn parse_manifest(text: &[u8], path: &Path) -> Result<Manifest> {
             return Err(corrupt(path, format!("does not list {need}")));
         }
     }
-    for (i, f) in m.files.iter().enumerate() {
+    let mut names = std::collections::HashSet::new();
+    for f in &m.files {
         let plain = !f.name.is_empty()
             && f.name != "."
             && f.name != ".."
@@ -424,7 +464,7 @@ pub fn parse_manifest(text: &[u8], path: &Path) -> Result<Manifest> {
         if !plain {
             return Err(corrupt(path, format!("lists a file `{}`", f.name)));
         }
-        if m.files[..i].iter().any(|g| g.name == f.name) {
+        if !names.insert(f.name.as_str()) {
             return Err(corrupt(path, format!("lists `{}` twice", f.name)));
         }
         let hex = f.blake3.len() == 64 && f.blake3.bytes().all(|b| b.is_ascii_hexdigit());
@@ -448,6 +488,8 @@ pub fn parse_job(text: &[u8], path: &Path) -> Result<JobState> {
 pub struct Found {
     /// Its directory.
     pub dir: PathBuf,
+    /// Its manifest (the files verified).
+    pub manifest: Manifest,
     /// Its job.
     pub job: JobState,
 }
@@ -464,10 +506,61 @@ pub fn read(dir: &Path) -> Result<Found> {
             format!("is of step {}; the manifest says {}", job.step, m.step),
         ));
     }
+    check_job(&job).map_err(|e| corrupt(&path, e))?;
     Ok(Found {
         dir: dir.to_path_buf(),
+        manifest: m,
         job,
     })
+}
+
+/// Refuses counters a forged `state.json` could set past what arithmetic on them allows, or
+/// that disagree with each other.
+pub fn check_job(job: &JobState) -> std::result::Result<(), String> {
+    const BOUND: u64 = 1 << 62;
+    let f = &job.fit;
+    let big = [
+        ("step", job.step),
+        ("round", job.round),
+        ("optimizer_steps", job.optimizer_steps),
+        ("fit.windows", f.windows as u64),
+        ("fit.epoch_start", f.epoch_start as u64),
+        ("fit.epochs", f.epochs),
+        ("fit.skipped", f.skipped),
+        ("fit.positions", f.positions),
+        ("fit.computed", f.computed),
+        ("fit.averaged", f.averaged as u64),
+    ];
+    if let Some((name, v)) = big.iter().find(|(_, v)| *v >= BOUND) {
+        return Err(format!("holds {name} = {v}, beyond any run"));
+    }
+    if f.steps as u64 != job.step {
+        return Err(format!(
+            "counts {} steps in `fit`, {} in `step`",
+            f.steps, job.step
+        ));
+    }
+    if f.epoch_start > f.windows || job.optimizer_steps > job.step {
+        return Err("holds counters that disagree (epoch_start, optimizer_steps)".into());
+    }
+    let finite = [f.ema, f.slow, f.seconds, f.elapsed, f.per_epoch];
+    if finite.iter().any(|x| !x.is_finite()) || f.seconds < 0.0 || f.elapsed < 0.0 {
+        return Err("holds a loss average or a time that is not finite, or negative".into());
+    }
+    if f.positions > f.computed || f.averaged > f.steps || f.last10.iter().any(|x| !x.is_finite()) {
+        return Err("holds counters that disagree (positions, averaged, last10)".into());
+    }
+    match &job.cursor {
+        // A stream's cursor moves one window per window run.
+        Cursor::Stream { next } if *next != f.windows as u64 => Err(format!(
+            "holds window {next} of a stream after {} windows",
+            f.windows
+        )),
+        Cursor::Set(c) if c.epoch >= BOUND || c.epoch > f.epochs + 1 => {
+            Err(format!("holds epoch {} after {} epochs", c.epoch, f.epochs))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The newest intact snapshot of run directory `run`, and each newer one passed over as

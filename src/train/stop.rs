@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct Stop {
     flag: Arc<AtomicBool>,
     ids: Vec<SigId>,
+    /// Cleared on drop: ends the thread that says a stop was asked for.
+    alive: Arc<AtomicBool>,
 }
 
 impl Stop {
@@ -30,7 +32,23 @@ impl Stop {
             );
             ids.push(signal_hook::flag::register(sig, Arc::clone(&flag)).map_err(fail)?);
         }
-        Ok(Stop { flag, ids })
+        // Said when the signal comes, not when the step ends (a step can be long).
+        let seen = Arc::clone(&flag);
+        let alive = Arc::new(AtomicBool::new(true));
+        let live = Arc::clone(&alive);
+        let _ = std::thread::Builder::new()
+            .name("recur-stop".into())
+            .spawn(move || loop {
+                if !live.load(Ordering::SeqCst) {
+                    return;
+                }
+                if seen.load(Ordering::SeqCst) {
+                    eprintln!("stopping after this step (a second signal stops at once)");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            });
+        Ok(Stop { flag, ids, alive })
     }
 
     /// True once a signal asked the run to stop.
@@ -41,6 +59,7 @@ impl Stop {
 
 impl Drop for Stop {
     fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }

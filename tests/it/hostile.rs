@@ -377,7 +377,7 @@ fn lying_headers_are_one_line() {
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (1099511627776,), }";
     let mut h = header.as_bytes().to_vec();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(b' ');
     }
     h.push(b'\n');

@@ -315,7 +315,7 @@ pub fn loss(
         None => {
             let emb = get(p, "embedding.weight");
             assert!(
-                in_width > 0 && emb.len() % in_width == 0,
+                in_width > 0 && emb.len().is_multiple_of(in_width),
                 "reference: embedding.weight shape"
             );
             emb

@@ -63,14 +63,21 @@ for t in "${targets[@]}"; do
   echo "== $t: $RUNS runs"
   log=$(mktemp)
   start=$(date +%s)
-  cargo fuzz run --fuzz-dir "$fz" "$t" "$fz/corpus/$t" "$seeds/$t" tests/data/hostile/"$t" -- \
+  # -a: debug assertions and overflow checks on, so an overflow is a crash too.
+  status=0
+  cargo fuzz run -a --fuzz-dir "$fz" "$t" "$fz/corpus/$t" "$seeds/$t" tests/data/hostile/"$t" -- \
       -runs="$RUNS" -max_len=65536 -malloc_limit_mb=512 -rss_limit_mb=2048 -timeout=10 \
-      -print_final_stats=1 2>&1 | tee "$log" | grep -E '^#[0-9]+.*DONE|ERROR|panicked|SUMMARY' || true
-  status=${PIPESTATUS[0]}
+      -print_final_stats=1 >"$log" 2>&1 || status=$?
+  grep -E '^#[0-9]+.*DONE|ERROR|panicked|SUMMARY|Test unit written' "$log" || true
   secs=$(( $(date +%s) - start ))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo ?)
-  echo "$t: $runs executions in ${secs} s, coverage $cov, exit $status"
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo '?')
+  echo "$t: $runs executions in ${secs} s (build included), coverage $cov, exit $status"
+  if [ "$status" -ne 0 ] || [ "${runs:-0}" -lt "$RUNS" ]; then
+    tail -40 "$log"
+    rm -f "$log"
+    echo "$t: FAILED (see scripts/fuzz/artifacts/$t/)" >&2
+    exit 1
+  fi
   rm -f "$log"
-  [ "$status" -eq 0 ] || exit "$status"
 done

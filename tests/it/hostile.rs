@@ -1,5 +1,5 @@
-//! Files from an untrusted source: every case the fuzzers found (tests/data/hostile)
-//! and mutations of valid files (bit flips, cuts, splices) through the same entry
+//! Files from an untrusted source: every kept hostile case (tests/data/hostile: written
+//! by hand, or found by a fuzzer) and mutations of valid files (bit flips, cuts, splices) through the same entry
 //! points the fuzz targets drive (`recur::fuzz`), which must return without a panic;
 //! and hostile snapshots, weights and data through the command line, one line each.
 
@@ -22,9 +22,10 @@ fn hostile_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile")
 }
 
-/// Every case kept from fuzzing returns, through its target.
+/// Every kept hostile case (written by hand, or found by a fuzzer) returns, through its
+/// target.
 #[test]
-fn every_case_the_fuzzers_found_returns() {
+fn every_kept_hostile_case_returns() {
     let mut seen = 0;
     for (name, target) in TARGETS {
         let dir = hostile_dir().join(name);

@@ -21,6 +21,12 @@ fn justified(bytes: usize) -> usize {
     bytes / 4
 }
 
+/// Offsets held in memory, as an int64 `.npy` holds them.
+fn offsets(v: &[i64]) -> Npy {
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Npy::from_bytes("offsets", Dtype::I64, vec![v.len()], bytes)
+}
+
 /// A `.npy` as a stream (tokens or a series, cut into windows), then as the offsets and
 /// as the labels of a small set (drawn into batches and windows).
 pub fn npy(bytes: &[u8]) {
@@ -37,11 +43,7 @@ pub fn npy(bytes: &[u8]) {
         }
     }
     if let (Ok(lab), Some(t)) = (Npy::parse("labels.npy", bytes.to_vec()), tokens()) {
-        let off: Vec<u8> = [0i64, 5, 9, 30, 64]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let off = Npy::from_bytes("offsets", Dtype::I64, vec![5], off);
+        let off = offsets(&[0, 5, 9, 30, 64]);
         if let Ok(set) = SeqSet::new(Values::Tokens(t), off, Some(lab)) {
             let task = match set.per_step_labels() {
                 true => Task::Tag,
@@ -175,11 +177,7 @@ fn cursor(c: &SetCursor) {
     let Ok(t) = TokenFile::from_bytes("values", (0..60u8).map(|i| i % 7).collect()) else {
         return;
     };
-    let off: Vec<u8> = [0i64, 2, 9, 10, 25, 26, 41, 60]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let off = Npy::from_bytes("offsets", Dtype::I64, vec![8], off);
+    let off = offsets(&[0, 2, 9, 10, 25, 26, 41, 60]);
     let Ok(set) = SeqSet::new(Values::Tokens(t), off, None) else {
         return;
     };

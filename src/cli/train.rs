@@ -447,8 +447,12 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let cm = config.as_ref().map(|f| &f.model);
     let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
     let epochs = resolve::epochs(&c.run, cr)?;
-    // A resumed job: the same model, window and data (the first difference named).
-    let prints = data_prints(&data_path, offsets.as_deref(), labels.as_deref())?;
+    // The data's fingerprints, where a snapshot can be written or is read: a resumed job
+    // keeps its model, window and data (the first difference named).
+    let prints = match out.is_some() || resumed.is_some() {
+        true => data_prints(&data_path, offsets.as_deref(), labels.as_deref())?,
+        false => Vec::new(),
+    };
     if let Some(found) = &resumed {
         check_resume(&found.job, &model, &train, &prints)?;
         let done = found.job.step as usize;
@@ -766,16 +770,10 @@ fn resume_in(dir: &Path, found: &Found) -> Result<()> {
         super::warn(&format!("set aside as {}", moved.display()));
     }
     let weights = dir.join(MODEL_FILE);
-    let tmp = dir.join(format!(".{MODEL_FILE}.recur-{}.tmp", std::process::id()));
-    let copy = || -> std::io::Result<()> {
-        std::fs::copy(found.dir.join(snapshot::WEIGHTS), &tmp)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &weights)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    copy().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(&weights, e)
+    crate::io::safetensors::replace_atomic(&weights, |tmp| {
+        std::fs::copy(found.dir.join(snapshot::WEIGHTS), tmp)
+            .and_then(|_| std::fs::File::open(tmp)?.sync_all())
+            .map_err(|e| Error::io(&weights, e))
     })?;
     let threads = crate::exec::gemm::threads();
     let was = found.job.blas_threads;

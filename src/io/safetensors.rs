@@ -13,43 +13,54 @@ use crate::cell::CellKind;
 use crate::layout::ParamLayout;
 use crate::spec::{HeadKind, Input, ModelSpec};
 use crate::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
 
+#[cfg(any(test, not(target_endian = "little")))]
 fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it (named after this
-/// process, so no user file is overwritten), fsync, rename, fsync of the directory. The
-/// temporary file is removed if anything fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+/// Replaces `path` atomically with what `write` puts into a temporary file beside it
+/// (named after this process, so no user file is overwritten; `write` syncs it): then
+/// rename, and fsync of the directory. The temporary file is removed if anything fails.
+pub fn replace_atomic<T>(path: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.recur-{}.tmp", std::process::id()));
-    let io = |e| Error::io(path, e);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let done = write(&tmp).and_then(|w| {
         std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+            .map(|_| w)
+            .map_err(|e| Error::io(path, e))
+    });
+    match done {
+        Ok(w) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(w)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically ([`replace_atomic`]), synced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    replace_atomic(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(path, e))?;
+        (f.write_all(bytes).and_then(|_| f.sync_all())).map_err(|e| Error::io(path, e))
+    })
 }
 
 /// A named f32 tensor to write: name, shape, values.
@@ -171,44 +182,13 @@ pub fn write_tensors(
     })
 }
 
-/// `write_tensors` atomically: into a temporary file beside `path` (named after this
-/// process), synced, renamed over `path`, and the directory synced. The temporary file
-/// is removed if anything fails.
+/// `write_tensors` atomically ([`replace_atomic`]).
 pub fn write_tensors_atomic(
     path: &Path,
     tensors: &[F32Tensor<'_>],
     meta: Option<&HashMap<String, String>>,
 ) -> Result<Written> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.recur-{}.tmp", std::process::id()));
-    let written = write_tensors(&tmp, tensors, meta).and_then(|w| {
-        std::fs::rename(&tmp, path)
-            .map(|_| w)
-            .map_err(|e| Error::io(path, e))
-    });
-    match written {
-        Ok(w) => {
-            sync_parent(path);
-            Ok(w)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-fn sync_parent(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    replace_atomic(path, |tmp| write_tensors(tmp, tensors, meta))
 }
 
 /// The tensors of `layout` over `params`, for `write_tensors`.
@@ -218,58 +198,10 @@ pub fn param_views<'a>(layout: &'a ParamLayout, params: &'a [f32]) -> Vec<F32Ten
         .collect()
 }
 
-/// Serialises named f32 tensors (name, shape, data) and the metadata, if any.
-fn serialize(
-    tensors: &[(String, Vec<usize>, Vec<u8>)],
-    meta: Option<HashMap<String, String>>,
-    path: &Path,
-) -> Result<Vec<u8>> {
-    let sort = meta.is_some();
-    let views = tensors.iter().map(|(n, shape, data)| {
-        let v = TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
-        (n.as_str(), v)
-    });
-    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::Weights {
-        path: path.to_path_buf(),
-        msg: format!("cannot serialise: {e}"),
-    })?;
-    Ok(if sort { sorted_header(bytes) } else { bytes })
-}
-
-/// The file with its JSON header's keys sorted. safetensors writes the metadata map in a
-/// `HashMap`'s random order; sorted, the same weights always give the same bytes.
-/// Readers order the tensors by their offsets, not by their place in the header.
-fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
-    let n = match bytes.get(..8) {
-        Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize,
-        None => return bytes,
-    };
-    let Some(header) = bytes.get(8..8 + n) else {
-        return bytes;
-    };
-    // serde_json's map is a BTreeMap: keys come out sorted.
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
-        return bytes;
-    };
-    let Ok(mut text) = serde_json::to_vec(&value) else {
-        return bytes;
-    };
-    // The data starts 8-byte aligned, as safetensors pads it.
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
-}
-
 /// Saves the flat parameter block `params` of `layout` under PyTorch's names, without
 /// metadata (see [`save_params_with`]).
 pub fn save_params(path: &Path, layout: &ParamLayout, params: &[f32]) -> Result<()> {
-    write_atomic(
-        path,
-        &serialize(&param_tensors(layout, params), None, path)?,
-    )
+    write_tensors_atomic(path, &param_views(layout, params), None).map(|_| ())
 }
 
 /// Saves the flat parameter block `params` of `layout` under PyTorch's names, with
@@ -283,30 +215,17 @@ pub fn save_params_with(
     write_tensors_atomic(path, &param_views(layout, params), Some(&meta.to_map())).map(|_| ())
 }
 
-/// Every tensor of `layout`, named, shaped and as little-endian bytes.
-fn param_tensors(layout: &ParamLayout, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    (layout.tensors.iter())
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                f32_bytes(&params[t.range()]),
-            )
-        })
-        .collect()
-}
-
 /// Saves `loss` (a scalar) and `grad.<name>` for every parameter.
 pub fn save_grads(path: &Path, layout: &ParamLayout, loss: f32, grads: &[f32]) -> Result<()> {
-    let mut tensors = vec![("loss".to_string(), vec![], f32_bytes(&[loss]))];
-    for t in &layout.tensors {
-        tensors.push((
-            format!("grad.{}", t.name),
-            t.shape.clone(),
-            f32_bytes(&grads[t.range()]),
-        ));
+    let names: Vec<String> = (layout.tensors.iter())
+        .map(|t| format!("grad.{}", t.name))
+        .collect();
+    let loss = [loss];
+    let mut tensors: Vec<F32Tensor<'_>> = vec![("loss", &[], &loss)];
+    for (t, name) in layout.tensors.iter().zip(&names) {
+        tensors.push((name, &t.shape, &grads[t.range()]));
     }
-    write_atomic(path, &serialize(&tensors, None, path)?)
+    write_tensors_atomic(path, &tensors, None).map(|_| ())
 }
 
 /// Reads a whole file.
@@ -1064,6 +983,53 @@ pub fn read_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The crate's own serialisation of named f32 tensors, the reference the streamed
+    /// writer is checked against: serialises named f32 tensors (name, shape, data) and the metadata, if any.
+    fn serialize(
+        tensors: &[(String, Vec<usize>, Vec<u8>)],
+        meta: Option<HashMap<String, String>>,
+        path: &Path,
+    ) -> Result<Vec<u8>> {
+        let sort = meta.is_some();
+        let views = tensors.iter().map(|(n, shape, data)| {
+            let v = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+                .expect("shape matches data");
+            (n.as_str(), v)
+        });
+        let bytes = safetensors::serialize(views, meta).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            msg: format!("cannot serialise: {e}"),
+        })?;
+        Ok(if sort { sorted_header(bytes) } else { bytes })
+    }
+
+    /// The file with its JSON header's keys sorted. safetensors writes the metadata map in a
+    /// `HashMap`'s random order; sorted, the same weights always give the same bytes.
+    /// Readers order the tensors by their offsets, not by their place in the header.
+    fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+        let n = match bytes.get(..8) {
+            Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize,
+            None => return bytes,
+        };
+        let Some(header) = bytes.get(8..8 + n) else {
+            return bytes;
+        };
+        // serde_json's map is a BTreeMap: keys come out sorted.
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+            return bytes;
+        };
+        let Ok(mut text) = serde_json::to_vec(&value) else {
+            return bytes;
+        };
+        // The data starts 8-byte aligned, as safetensors pads it.
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+        out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&bytes[8 + n..]);
+        out
+    }
 
     /// The streamed writer gives the bytes of the crate's serialisation with sorted
     /// keys, metadata or not.

@@ -45,25 +45,6 @@ impl Optimizer {
         (&mut self.m, &mut self.v, &mut self.step)
     }
 
-    /// Sets the state a snapshot holds: the first moment (SGD: the momentum buffer),
-    /// the second (Adam only; empty for SGD) and the steps taken. Refuses buffers of
-    /// other lengths than this optimiser's, saying which.
-    pub fn restore(&mut self, m: &[f32], v: &[f32], step: u64) -> Result<(), String> {
-        for (name, have, got) in [("first moment", &self.m, m), ("second moment", &self.v, v)] {
-            if have.len() != got.len() {
-                return Err(format!(
-                    "its optimizer's {name} holds {} values; this optimizer has {}",
-                    got.len(),
-                    have.len()
-                ));
-            }
-        }
-        self.m.copy_from_slice(m);
-        self.v.copy_from_slice(v);
-        self.step = step;
-        Ok(())
-    }
-
     /// The learning rate of the next update, from the schedule over a run of `steps`.
     pub fn next_lr(&self, steps: usize) -> f32 {
         self.spec.lr_at(self.step as usize, steps)

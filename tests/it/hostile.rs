@@ -42,6 +42,19 @@ fn every_kept_hostile_case_returns() {
     assert!(seen > 0, "no cases in {}", hostile_dir().display());
 }
 
+/// A set of 7 token sequences of 2 to 12 steps in `dir`: `v.npy` and `o.npy`.
+fn write_small_set(dir: &Path) {
+    use ndarray::Array1;
+    let mut offsets = vec![0i64];
+    for l in [3i64, 9, 4, 12, 5, 2, 7] {
+        offsets.push(offsets.last().unwrap() + l);
+    }
+    let n = *offsets.last().unwrap() as usize;
+    ndarray_npy::write_npy(dir.join("o.npy"), &Array1::from(offsets)).unwrap();
+    let values = Array1::from_shape_fn(n, |i| (i % 5) as i64);
+    ndarray_npy::write_npy(dir.join("v.npy"), &values).unwrap();
+}
+
 /// Valid files of every kind, made once: (target, bytes).
 fn seeds() -> &'static Vec<(usize, Vec<u8>)> {
     static SEEDS: OnceLock<Vec<(usize, Vec<u8>)>> = OnceLock::new();
@@ -111,18 +124,7 @@ fn seeds() -> &'static Vec<(usize, Vec<u8>)> {
         out.push((2, std::fs::read(snap.join("state.json")).unwrap()));
         out.push((3, std::fs::read(snap.join("config.toml")).unwrap()));
         // A set's snapshot: its cursor holds rows and a pool.
-        let lens = [3usize, 9, 4, 12, 5, 2, 7];
-        let mut offsets = vec![0i64];
-        for l in lens {
-            offsets.push(offsets.last().unwrap() + l as i64);
-        }
-        let n = *offsets.last().unwrap() as usize;
-        write_npy(p.join("o.npy"), &Array1::from(offsets)).unwrap();
-        write_npy(
-            p.join("v.npy"),
-            &Array1::from_shape_fn(n, |i| (i % 5) as i64),
-        )
-        .unwrap();
+        write_small_set(p);
         let (code, _, err) = recur(
             &[
                 "train",
@@ -277,19 +279,7 @@ fn one_line(err: &str) -> &str {
 fn forged_snapshots_are_refused_or_passed_over() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let lens = [3usize, 9, 4, 12, 5, 2, 7];
-    let mut offsets = vec![0i64];
-    for l in lens {
-        offsets.push(offsets.last().unwrap() + l as i64);
-    }
-    let n = *offsets.last().unwrap() as usize;
-    use ndarray::Array1;
-    ndarray_npy::write_npy(p.join("o.npy"), &Array1::from(offsets)).unwrap();
-    ndarray_npy::write_npy(
-        p.join("v.npy"),
-        &Array1::from_shape_fn(n, |i| (i % 5) as i64),
-    )
-    .unwrap();
+    write_small_set(p);
     let train = |out: &str| {
         let (code, _, err) = recur(
             &[

@@ -663,6 +663,26 @@ fn a_resume_that_would_change_the_job_is_refused_by_name() {
     }
 }
 
+/// A small job that runs until it is stopped, logging every step.
+const ENDLESS: [&str; 16] = [
+    "train",
+    "--data",
+    "text.txt",
+    "--hidden",
+    "32",
+    "--embed",
+    "8",
+    "--batch",
+    "4",
+    "--window",
+    "32",
+    "--steps",
+    "1000000",
+    "--log-every",
+    "1",
+    "--quiet",
+];
+
 /// Sends `sig` (`INT`, `TERM`) to a process.
 fn signal(pid: u32, sig: &str) {
     let s = Command::new("kill")
@@ -693,24 +713,7 @@ fn a_signal_stops_after_the_step_and_saves() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     write_data(p);
-    let job = [
-        "train",
-        "--data",
-        "text.txt",
-        "--hidden",
-        "32",
-        "--embed",
-        "8",
-        "--batch",
-        "4",
-        "--window",
-        "32",
-        "--steps",
-        "1000000",
-        "--log-every",
-        "1",
-        "--quiet",
-    ];
+    let job = ENDLESS;
     for sig in ["INT", "TERM"] {
         let out = format!("run-{sig}");
         let mut child = spawn(&with(&job, &["--out", &out, "--save-every", "100000"]), p);
@@ -1048,31 +1051,7 @@ fn a_run_directory_is_one_jobs_and_keeps_its_batching() {
     let p = d.path();
     write_data(p);
     // A second process on a running job's directory is refused, resuming or not.
-    let mut child = spawn(
-        &[
-            "train",
-            "--data",
-            "text.txt",
-            "--hidden",
-            "32",
-            "--embed",
-            "8",
-            "--batch",
-            "4",
-            "--window",
-            "32",
-            "--steps",
-            "1000000",
-            "--log-every",
-            "1",
-            "--quiet",
-            "--save-every",
-            "2",
-            "--out",
-            "busy",
-        ],
-        p,
-    );
+    let mut child = spawn(&with(&ENDLESS, &["--save-every", "2", "--out", "busy"]), p);
     wait_for_steps(&p.join("busy"), 3, &mut child);
     let (_, e) = fails(&["train", "--resume", "busy"], p);
     assert!(e.contains("in use by another"), "{e}");

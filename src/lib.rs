@@ -43,6 +43,7 @@ extern crate blas_src;
 pub mod cell;
 pub mod cli;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod exec;
 pub mod fuzz;

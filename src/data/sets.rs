@@ -462,6 +462,8 @@ pub struct SetBatches {
     next_window: usize,
     /// Whether a row's first padding step is marked as a reset (`mark_ends`).
     mark_ends: bool,
+    /// The rows this process fills (all B, or a data-parallel rank's share).
+    fill_rows: Range<usize>,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -507,6 +509,7 @@ impl SetBatches {
             last_batch: false,
             next_window: 0,
             mark_ends: false,
+            fill_rows: 0..batch,
         })
     }
 
@@ -740,6 +743,14 @@ impl SetBatches {
         self.perm = Permutation::new(set.len(), self.epoch_key(self.epoch));
     }
 
+    /// Fills only rows `rows` of the B (a data-parallel rank's share, written as rows
+    /// 0.. of its own batch). Every rank still draws all B sequences, so what a window
+    /// holds and counts (`SetWindow`) is the whole batch's, the same on every rank.
+    pub fn set_rows(&mut self, rows: Range<usize>) {
+        debug_assert!(rows.end <= self.batch && !rows.is_empty());
+        self.fill_rows = rows;
+    }
+
     /// Marks each row's first padding step as a reset: where its sequence ends, so a
     /// reverse direction (a bidirectional model) starts at the sequence's last step, as
     /// PyTorch's packed sequences do, rather than run through the padding first. The
@@ -772,6 +783,7 @@ impl SetBatches {
             }
         }
         let (bs, t, k) = (self.batch, self.window, self.next_window);
+        let (lo, lb) = (self.fill_rows.start, self.fill_rows.len());
         self.next_window += 1;
         let batch_end = self.next_window == self.windows;
         let epoch_end = self.last_batch && batch_end;
@@ -793,8 +805,16 @@ impl SetBatches {
             let here = n_in.saturating_sub(from).min(t);
             real += here;
             steps = steps.max(here);
+            if !self.fill_rows.contains(&b) {
+                // Another rank's row: counted, not read.
+                counted += match self.task {
+                    Task::Next | Task::Tag => here,
+                    Task::Label => usize::from(here > 0 && from + here == n_in),
+                };
+                continue;
+            }
             for i in 0..t {
-                let p = i * bs + b;
+                let p = i * lb + b - lo;
                 // A sequence starts at the row's first step; with `mark_ends`, the
                 // padding after it starts as one too.
                 let end = self.mark_ends && from + i == n_in && i > 0;

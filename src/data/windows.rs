@@ -18,6 +18,8 @@ pub struct Windows {
     stripe: usize,
     per_pass: usize,
     next: usize,
+    /// The rows this process fills (all B, or a data-parallel rank's share).
+    rows: std::ops::Range<usize>,
 }
 
 impl Windows {
@@ -56,13 +58,26 @@ impl Windows {
             stripe,
             per_pass: (stripe - window) / stride + 1,
             next: 0,
+            rows: 0..batch,
         })
+    }
+
+    /// Fills only rows `rows` of the B (a data-parallel rank's share, written as rows
+    /// 0.. of its own batch); the cursors still walk all B, as a snapshot keeps them.
+    pub fn set_rows(&mut self, rows: std::ops::Range<usize>) {
+        debug_assert!(rows.end <= self.batch && !rows.is_empty());
+        self.rows = rows;
     }
 
     /// Positions a window counts: its last k1 steps (all T without a stride) of every
     /// row.
     pub fn counted(&self) -> usize {
         self.stride * self.batch
+    }
+
+    /// The batch, B: the cursors.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// Windows in one pass over the stream.
@@ -103,15 +118,16 @@ impl Windows {
     /// Returns true if this window starts a new pass.
     pub fn fill(&mut self, data: &TokenFile, input: &mut [u32], target: &mut [u32]) -> bool {
         let (k, restart) = self.advance();
-        let (bs, t) = (self.batch, self.window);
-        for b in 0..bs {
+        let (bs, t, lo) = (self.rows.len(), self.window, self.rows.start);
+        for b in self.rows.clone() {
             let start = self.start(b, k);
+            let j = b - lo;
             data.each(start..start + t + 1, |i, tok| {
                 if i < t {
-                    input[i * bs + b] = tok;
+                    input[i * bs + j] = tok;
                 }
                 if i > 0 {
-                    target[(i - 1) * bs + b] = tok;
+                    target[(i - 1) * bs + j] = tok;
                 }
             });
             data.release(start..start + self.stride);
@@ -129,11 +145,11 @@ impl Windows {
         target: &mut [f32],
     ) -> bool {
         let (k, restart) = self.advance();
-        let (bs, t, n) = (self.batch, self.window, data.width());
-        for b in 0..bs {
+        let (bs, t, n, lo) = (self.rows.len(), self.window, data.width(), self.rows.start);
+        for b in self.rows.clone() {
             let start = self.start(b, k);
             for i in 0..t {
-                let at = (i * bs + b) * n;
+                let at = (i * bs + b - lo) * n;
                 data.read_row(start + i, &mut input[at..at + n]);
                 data.read_row(start + i + 1, &mut target[at..at + n]);
             }
@@ -145,7 +161,7 @@ impl Windows {
     /// The loss mask of a window: every position, or with a stride k1 < T only the
     /// last k1 steps of each row (the earlier ones were counted by the window before).
     pub fn fill_mask(&self, mask: &mut [u8]) {
-        let skip = (self.window - self.stride) * self.batch;
+        let skip = (self.window - self.stride) * self.rows.len();
         mask[..skip].fill(0);
         mask[skip..].fill(1);
     }

@@ -62,6 +62,22 @@ pub struct Mask {
     pub layer: u32,
     /// Drop probability, 0 < p < 1.
     pub p: f32,
+    /// Where the executor's rows sit in the global batch: (its rows, the global batch,
+    /// its first row). Position `t·b + j` of a rank's rows is `t·B + first + j` of the
+    /// job's, so a rank draws the single process's masks; `(b, b, 0)` for one process.
+    pub rows: (u64, u64, u64),
+}
+
+impl Mask {
+    /// The job's position of the executor's position `p`.
+    #[inline]
+    fn global(&self, p: u64) -> u64 {
+        let (b, total, first) = self.rows;
+        match b == total {
+            true => p,
+            false => (p / b) * total + first + p % b,
+        }
+    }
 }
 
 impl Mask {
@@ -74,7 +90,12 @@ impl Mask {
             .zip(out.chunks_exact_mut(width))
             .enumerate()
         {
-            let key = row_key(self.seed, self.round, self.layer, first + r as u64);
+            let key = row_key(
+                self.seed,
+                self.round,
+                self.layer,
+                self.global(first + r as u64),
+            );
             for (j, (xv, ov)) in xr.iter().zip(or.iter_mut()).enumerate() {
                 *ov = if kept(key, j, thr) { xv * scale } else { 0.0 };
             }
@@ -85,7 +106,12 @@ impl Mask {
     pub fn apply_in_place(&self, first: u64, width: usize, x: &mut [f32]) {
         let (thr, scale) = (threshold(self.p), 1.0 / (1.0 - self.p));
         for (r, xr) in x.chunks_exact_mut(width).enumerate() {
-            let key = row_key(self.seed, self.round, self.layer, first + r as u64);
+            let key = row_key(
+                self.seed,
+                self.round,
+                self.layer,
+                self.global(first + r as u64),
+            );
             for (j, xv) in xr.iter_mut().enumerate() {
                 *xv = if kept(key, j, thr) { *xv * scale } else { 0.0 };
             }
@@ -133,6 +159,7 @@ mod tests {
             round: 9,
             layer: 2,
             p: 0.25,
+            rows: (1, 1, 0),
         };
         let (width, rows) = (5, 3);
         let x: Vec<f32> = (0..width * rows).map(|i| i as f32 + 1.0).collect();
@@ -150,6 +177,42 @@ mod tests {
                     0.0
                 };
                 assert_eq!(out[r * width + j], want);
+            }
+        }
+    }
+
+    /// A rank holding rows 2..4 of a batch of 6 draws, at its position t·2 + j, the
+    /// mask the whole batch draws at t·6 + 2 + j.
+    #[test]
+    fn a_rank_draws_the_masks_of_its_rows_of_the_global_batch() {
+        let whole = Mask {
+            seed: 3,
+            round: 1,
+            layer: 1,
+            p: 0.5,
+            rows: (6, 6, 0),
+        };
+        let part = Mask {
+            rows: (2, 6, 2),
+            ..whole
+        };
+        let (width, steps) = (8, 4);
+        let x: Vec<f32> = (0..width * 6 * steps).map(|i| i as f32 + 1.0).collect();
+        let mut all = x.clone();
+        whole.apply_in_place(0, width, &mut all);
+        let mine: Vec<f32> = (0..steps)
+            .flat_map(|t| x[(t * 6 + 2) * width..(t * 6 + 4) * width].to_vec())
+            .collect();
+        // From the rank's position 2 (step 1, its row 0) on.
+        let mut got = mine[2 * width..].to_vec();
+        part.apply_in_place(2, width, &mut got);
+        for t in 1..steps {
+            for j in 0..2 {
+                let (g, w) = ((t - 1) * 2 + j, t * 6 + 2 + j);
+                assert_eq!(
+                    got[g * width..(g + 1) * width],
+                    all[w * width..(w + 1) * width]
+                );
             }
         }
     }

@@ -87,6 +87,45 @@ pub struct Executor {
     /// Per op, the part of the window it belongs to and its segment: the spans a
     /// trace shows.
     op_phase: Vec<(Phase, u32)>,
+    /// Per op, 1 + the gradient bucket (`dist::buckets`) whose last write it is, or 0:
+    /// where a data-parallel step starts that bucket's sum.
+    op_ready: Vec<u16>,
+    /// The executor's rows in the job's global batch (`dropout::Mask::rows`).
+    rows: (u64, u64, u64),
+}
+
+/// The gradient group (`dist::Group`) an op writes, if any.
+fn grad_group(op: &Op, sz: &Sizes) -> Option<crate::dist::Group> {
+    use crate::dist::Group;
+    match *op {
+        Op::Head { .. } => Some(Group::Head),
+        Op::CellBackward { layer, .. } | Op::WeightGrad { layer, .. } => {
+            Some(Group::Layer(layer as usize / sz.directions))
+        }
+        Op::InputGrad { layer, .. } if layer as usize / sz.directions == 0 => {
+            sz.embed.map(|_| Group::Embedding)
+        }
+        _ => None,
+    }
+}
+
+/// Per op, 1 + the bucket whose gradients are final after it (its last writer), or 0.
+fn ready_points(prog: &Program) -> Vec<u16> {
+    let sz = &prog.sizes;
+    let mut out = vec![0u16; prog.ops.len()];
+    if prog.eval {
+        return out;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, op) in prog.ops.iter().enumerate().rev() {
+        if let Some(g) = grad_group(op, sz) {
+            let b = g.bucket(sz.embed.is_some(), sz.layers);
+            if seen.insert(b) {
+                out[i] = b as u16 + 1;
+            }
+        }
+    }
+    out
 }
 
 /// The part of a window an instruction belongs to, as a trace shows it.
@@ -175,7 +214,10 @@ impl Executor {
                 last
             })
             .collect();
+        let rows = (sz.batch as u64, sz.batch as u64, 0);
         Executor {
+            op_ready: ready_points(&prog),
+            rows,
             op_seg,
             op_phase: phases(&prog.ops),
             cell: prog.model.cell.cell(),
@@ -338,12 +380,40 @@ impl Executor {
     /// directions start at the window's end, so no prefix of the segments is a
     /// schedule of the first steps.
     pub fn run_prefix(&mut self, segments: usize, weight: f32) -> f32 {
+        self.run_window(segments, weight, None, None)
+    }
+
+    /// Places the executor's rows in a job's global batch (data-parallel training:
+    /// this rank's rows `shard.rows()`), so its dropout masks are the single process's
+    /// masks of those rows.
+    pub fn set_shard(&mut self, shard: crate::dist::Shard) {
+        self.rows = (
+            self.prog.sizes.batch as u64,
+            shard.batch as u64,
+            shard.rows().start as u64,
+        );
+    }
+
+    /// `run_prefix`, for one rank of a data-parallel job: the loss is divided by the
+    /// terms of `counted` positions (the whole batch's, across ranks; `None`: this
+    /// executor's), so the ranks' gradients sum to the whole batch's; with `reduce`,
+    /// each gradient bucket is handed to it as soon as the backward has finished it,
+    /// and its messages are moved along between instructions. The loss returned is
+    /// this rank's share (its sum over the ranks is the batch's loss).
+    pub fn run_window(
+        &mut self,
+        segments: usize,
+        weight: f32,
+        counted: Option<usize>,
+        mut reduce: Option<&mut dyn crate::dist::Reduce>,
+    ) -> f32 {
         let all = segments >= self.prog.sizes.segments || self.prog.sizes.directions == 2;
         let sz = &self.prog.sizes;
-        let counted = self.mask.iter().filter(|&&m| m != 0).count();
+        let local = self.mask.iter().filter(|&&m| m != 0).count();
+        let counted_all = counted.unwrap_or(local);
         let terms = match sz.head {
-            HeadKind::Regress => counted * sz.outputs,
-            HeadKind::Lm | HeadKind::Classify => counted,
+            HeadKind::Regress => counted_all * sz.outputs,
+            HeadKind::Lm | HeadKind::Classify => counted_all,
         };
         let arena = Arena {
             base: self.arena.as_mut_slice().as_mut_ptr(),
@@ -393,12 +463,17 @@ impl Executor {
             },
             seed: self.prog.train.seed,
             round: self.round,
+            rows: self.rows,
             loss: 0.0,
             correct: 0,
             outputs: &mut self.outputs,
         };
         let (mut span, mut phase) = (None, None);
-        for ((op, &s), &ph) in self.prog.ops.iter().zip(&self.op_seg).zip(&self.op_phase) {
+        let ops = (self.prog.ops.iter())
+            .zip(&self.op_seg)
+            .zip(&self.op_phase)
+            .zip(&self.op_ready);
+        for (((op, &s), &ph), &ready) in ops {
             if all || (s as usize) < segments {
                 if phase != Some(ph) {
                     drop(span.take());
@@ -406,6 +481,12 @@ impl Executor {
                     phase = Some(ph);
                 }
                 cx.exec(op, &arena);
+                if let Some(r) = reduce.as_deref_mut() {
+                    if ready > 0 {
+                        r.start(ready as usize - 1, &*cx.g);
+                    }
+                    r.progress();
+                }
             }
         }
         drop(span);
@@ -417,7 +498,7 @@ impl Executor {
         self.counts = Counts {
             loss_sum: cx.loss,
             terms,
-            positions: counted,
+            positions: local,
             correct: cx.correct,
         };
         self.round += 1;

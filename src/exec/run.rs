@@ -94,6 +94,8 @@ pub(super) struct Ctx<'a> {
     /// The run's seed and the executor's window count: the dropout masks' key.
     pub(super) seed: u64,
     pub(super) round: u64,
+    /// The executor's rows in the global batch (`dropout::Mask::rows`).
+    pub(super) rows: (u64, u64, u64),
     pub(super) loss: f64,
     /// Counted positions predicted right (evaluation).
     pub(super) correct: usize,
@@ -356,6 +358,7 @@ impl<'a> Ctx<'a> {
             round: self.round,
             layer,
             p: self.sz.dropout,
+            rows: self.rows,
         }
     }
 

@@ -173,6 +173,14 @@ impl ParamLayout {
     pub fn layer(&self, l: usize) -> &LayerTensors {
         &self.layers[l]
     }
+    /// Virtual layers (layers × directions).
+    pub fn vlayers(&self) -> usize {
+        self.layers.len()
+    }
+    /// Offset of virtual layer `l`'s first tensor in the flat block.
+    pub fn layer_start(&self, l: usize) -> usize {
+        self.tensors[self.layers[l].first].offset
+    }
     /// `weight_ih_l{l}` [G·H, I].
     pub fn w_ih(&self, l: usize) -> &ParamTensor {
         let lt = &self.layers[l];

@@ -122,6 +122,24 @@ impl<'a> Feed<'a> {
         steps.min(usize::MAX as u64 >> 1) as usize
     }
 
+    /// The global batch, B (all ranks' rows).
+    pub fn batch(&self) -> usize {
+        match self {
+            Feed::Stream { windows, .. } => windows.batch(),
+            Feed::Set { batches, .. } => batches.batch(),
+        }
+    }
+
+    /// Fills only `shard`'s rows of each window (a data-parallel rank's), into rows
+    /// 0.. of an executor compiled for `shard.rows_per_rank()`; what `fill` reports
+    /// (`Filled`) stays the whole batch's, the same on every rank.
+    pub fn set_shard(&mut self, shard: crate::dist::Shard) {
+        match self {
+            Feed::Stream { windows, .. } => windows.set_rows(shard.rows()),
+            Feed::Set { batches, .. } => batches.set_rows(shard.rows()),
+        }
+    }
+
     /// Where the feed stands between two windows: a stream's next window, a set's
     /// drawing state.
     pub fn cursor(&self) -> Cursor {
@@ -172,7 +190,8 @@ impl<'a> Feed<'a> {
         if let Feed::Set { set, .. } = self {
             check_whole(set, &exec.program().model, exec.sizes().window)?;
         }
-        let positions = exec.sizes().window * exec.sizes().batch;
+        // The whole batch's positions (a data-parallel rank fills its share of them).
+        let positions = exec.sizes().window * self.batch();
         match self {
             Feed::Stream { data, windows } => {
                 fill_stream(exec, data, windows);

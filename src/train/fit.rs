@@ -392,7 +392,10 @@ pub fn fit_from(
                 st.epoch_start = st.windows + 1;
             }
             st.windows += 1;
-            let (l, computed) = trainer.accumulate_steps(weight, f.steps);
+            // The step's last window: a data-parallel job starts summing each
+            // gradient bucket as its backward finishes it.
+            let last = f.counted > 0 && counted_windows + 1 == acc;
+            let (l, computed) = trainer.accumulate_window(weight, &f, last);
             st.computed += computed as u64;
             if f.counted > 0 {
                 loss += l * weight;
@@ -406,6 +409,8 @@ pub fn fit_from(
         if counted_windows == 0 {
             break;
         }
+        // The batch's loss: the ranks' shares summed (a single process's own).
+        loss = trainer.sum_over_ranks(loss as f64) as f32;
         if counted_windows < acc {
             // A last step of fewer windows: their mean, as a whole step's.
             let scale = acc as f32 / counted_windows as f32;

@@ -104,6 +104,9 @@ pub struct Trainer {
     optim: Optimizer,
     spec: TrainSpec,
     hook: Option<GradHook>,
+    /// A data-parallel job's gradient sum across ranks, and this rank's rows.
+    reduce: Option<Box<dyn crate::dist::Reduce>>,
+    shard: Option<crate::dist::Shard>,
 }
 
 impl Trainer {
@@ -123,7 +126,80 @@ impl Trainer {
             optim,
             spec,
             hook: None,
+            reduce: None,
+            shard: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel job: its program was compiled
+    /// for `shard.rows_per_rank()` rows, its feed fills `shard.rows()` of each window
+    /// (`Feed::set_shard`), the loss of a window is the whole batch's mean, and
+    /// `reduce` sums the gradients across the ranks (each bucket started as the last
+    /// window's backward finishes it) before clipping and the update, so every rank
+    /// makes the same update. Refuses a program of another batch.
+    pub fn set_data_parallel(
+        &mut self,
+        shard: crate::dist::Shard,
+        reduce: Box<dyn crate::dist::Reduce>,
+    ) -> Result<()> {
+        if self.exec.sizes().batch != shard.rows_per_rank() || reduce.ranks() != shard.ranks {
+            return Err(Error::spec(
+                "train.batch",
+                format!(
+                    "the program holds {} rows; rank {} of {} takes {} of the batch {}",
+                    self.exec.sizes().batch,
+                    shard.rank,
+                    shard.ranks,
+                    shard.rows_per_rank(),
+                    shard.batch
+                ),
+            ));
+        }
+        self.exec.set_shard(shard);
+        self.shard = Some(shard);
+        self.reduce = Some(reduce);
+        Ok(())
+    }
+
+    /// This rank's rows of the job's batch, in a data-parallel job.
+    pub fn shard(&self) -> Option<crate::dist::Shard> {
+        self.shard
+    }
+
+    /// The data-parallel gradient sum, if this trainer is a rank of such a job.
+    pub fn reduce(&self) -> Option<&dyn crate::dist::Reduce> {
+        self.reduce.as_deref()
+    }
+
+    /// The sum of `x` over the ranks of a data-parallel job (in rank order, the same
+    /// on every rank); `x` itself for one process.
+    pub fn sum_over_ranks(&mut self, x: f64) -> f64 {
+        match self.reduce.as_mut() {
+            Some(r) => r.sum(x),
+            None => x,
+        }
+    }
+
+    /// `accumulate_steps` for a window `f` of a feed: in a data-parallel job the loss
+    /// is the whole batch's mean (its counted positions are `f.counted`, across the
+    /// ranks), and with `last` (the step's last window) each gradient bucket's sum
+    /// starts as the backward finishes it. Returns this rank's share of the loss and
+    /// the positions computed (all ranks').
+    pub fn accumulate_window(&mut self, weight: f32, f: &Filled, last: bool) -> (f32, usize) {
+        let Some(reduce) = self.reduce.as_deref_mut() else {
+            return self.accumulate_steps(weight, f.steps);
+        };
+        let sz = self.exec.sizes();
+        let segments = match sz.directions {
+            1 => f.steps.div_ceil(sz.grain).max(1),
+            _ => sz.segments,
+        };
+        let positions = (segments * sz.grain).min(sz.window) * sz.batch * reduce.ranks();
+        let during = last.then_some(reduce);
+        let loss = self
+            .exec
+            .run_window(segments, weight, Some(f.counted), during.map(|r| r as _));
+        (loss, positions)
     }
 
     /// The executor (parameters, gradients, carried state, program).
@@ -168,6 +244,9 @@ impl Trainer {
     /// Zeroes the gradients (before accumulating windows with `accumulate`).
     pub fn zero_grads(&mut self) {
         self.exec.grads_mut().fill(0.0);
+        if let Some(r) = self.reduce.as_mut() {
+            r.begin();
+        }
     }
 
     /// Loss of the loaded batch, adding `weight` · its gradients to those already in
@@ -209,6 +288,10 @@ impl Trainer {
     /// norm (before clipping), so a caller can look at it (and at the loss) before
     /// anything changes. `update_with_norm` finishes the step.
     pub fn prepare_gradients(&mut self) -> f32 {
+        if let Some(r) = self.reduce.as_mut() {
+            let _span = tracing::debug_span!("all-reduce").entered();
+            r.finish(self.exec.grads_mut());
+        }
         if let Some(hook) = self.hook.as_mut() {
             let (layout, grads) = self.exec.layout_and_grads_mut();
             hook(layout, grads);

@@ -15,6 +15,7 @@ mod grads;
 mod hostile;
 mod learn;
 mod masks;
+mod parallel;
 mod plan_props;
 mod plot;
 mod policies;

@@ -1,0 +1,517 @@
+//! Training over several processes: the rows each rank takes of a global batch
+//! ([`Shard`]), the transport between ranks ([`Comm`]: MPI behind the `mpi` feature, or
+//! threads of one process with [`local`]), and the gradient sum a data-parallel step
+//! needs ([`Ring`], a [`Reduce`]).
+//!
+//! The sum is deterministic by construction rather than by the MPI library's choice of
+//! algorithm: each bucket of gradients (a layer's, the head's, the embedding's) is cut
+//! into R chunks and summed around the ring of ranks, chunk c starting at rank c, so its
+//! sum is `((g_c + g_{c+1}) + …) + g_{c−1}` (ranks mod R) in every run, then passed on
+//! unchanged to every rank. Every rank ends with the same bits, and the same R-rank job
+//! run twice gives the same bits. The buckets are started as the backward finishes
+//! them (the head and the top layer first) and progressed between the executor's
+//! instructions with non-blocking point-to-point messages, so the communication of the
+//! upper layers overlaps the backward of the lower ones.
+
+pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+use crate::layout::ParamLayout;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+/// The rows of a global batch one rank takes: rank r of R takes rows
+/// `[r·B/R, (r+1)·B/R)` (B divisible by R).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub ranks: usize,
+    /// The global batch, B.
+    pub batch: usize,
+}
+
+impl Shard {
+    /// The whole batch, one process.
+    pub fn whole(batch: usize) -> Self {
+        Shard {
+            rank: 0,
+            ranks: 1,
+            batch,
+        }
+    }
+
+    /// Rank `rank` of `ranks` over a global batch of `batch`; refuses a batch the ranks
+    /// do not divide.
+    pub fn new(rank: usize, ranks: usize, batch: usize) -> Result<Self, String> {
+        if ranks == 0 || rank >= ranks {
+            return Err(format!("rank {rank} of {ranks} ranks"));
+        }
+        if !batch.is_multiple_of(ranks) {
+            return Err(format!(
+                "the batch {batch} is not a multiple of the {ranks} ranks: each rank takes an \
+                 equal share of the rows (give a --batch that {ranks} divides, e.g. {})",
+                batch.div_ceil(ranks) * ranks
+            ));
+        }
+        Ok(Shard { rank, ranks, batch })
+    }
+
+    /// Rows per rank, B / R.
+    pub fn rows_per_rank(&self) -> usize {
+        self.batch / self.ranks
+    }
+
+    /// This rank's rows of the global batch.
+    pub fn rows(&self) -> Range<usize> {
+        let b = self.rows_per_rank();
+        self.rank * b..(self.rank + 1) * b
+    }
+
+    /// True for a single process holding the whole batch.
+    pub fn is_whole(&self) -> bool {
+        self.ranks == 1
+    }
+}
+
+/// An outstanding non-blocking message (an opaque handle of the transport).
+#[derive(Debug)]
+pub struct Req(pub(crate) usize);
+
+/// Messages between the ranks of a job.
+pub trait Comm {
+    /// This process's rank.
+    fn rank(&self) -> usize;
+    /// Ranks in the job.
+    fn size(&self) -> usize;
+    /// Starts sending `len` values at `buf` to rank `to` under `tag`.
+    ///
+    /// # Safety
+    /// `buf..buf+len` must stay valid and unchanged until `test` says the request is
+    /// complete.
+    unsafe fn isend(&mut self, buf: *const f32, len: usize, to: usize, tag: u16) -> Req;
+    /// Starts receiving `len` values from rank `from` under `tag` into `buf`.
+    ///
+    /// # Safety
+    /// `buf..buf+len` must stay valid, and be neither read nor written, until `test`
+    /// says the request is complete.
+    unsafe fn irecv(&mut self, buf: *mut f32, len: usize, from: usize, tag: u16) -> Req;
+    /// True once `req` is complete (and then its handle is spent).
+    fn test(&mut self, req: &mut Req) -> bool;
+    /// Every rank's `mine` (the same length everywhere), in rank order, into `out`
+    /// (`size()` × `mine.len()`); every rank must call it.
+    fn all_gather(&mut self, mine: &[u8], out: &mut [u8]);
+}
+
+/// What a data-parallel step asks of the transport: the gradient buckets summed across
+/// ranks, started while the backward still runs, and small sums (the loss).
+pub trait Reduce {
+    /// A new step: nothing is in flight.
+    fn begin(&mut self);
+    /// Bucket `bucket`'s gradients are final in `grads` for this step: start summing.
+    fn start(&mut self, bucket: usize, grads: &[f32]);
+    /// Moves messages in flight along (called between instructions).
+    fn progress(&mut self);
+    /// Sums the buckets not started yet, waits for all, and writes the sums into
+    /// `grads`.
+    fn finish(&mut self, grads: &mut [f32]);
+    /// The sum of `x` over the ranks, added in rank order (every rank gets the same
+    /// value).
+    fn sum(&mut self, x: f64) -> f64;
+    /// Ranks.
+    fn ranks(&self) -> usize;
+    /// Seconds spent waiting for other ranks so far (in `finish` and `sum`).
+    fn waited(&self) -> f64;
+    /// Bytes of the buffers it holds (the plan's communication buffers).
+    fn buffer_bytes(&self) -> u64;
+}
+
+/// The gradient buckets of a layout, in layout order: the embedding (token input), each
+/// layer (both directions of a bidirectional one), the head. They tile the flat
+/// gradient block, padding included.
+pub fn buckets(layout: &ParamLayout, layers: usize) -> Vec<Range<usize>> {
+    let mut starts = Vec::with_capacity(layers + 2);
+    if layout.embedding().is_some() {
+        starts.push(0);
+    }
+    let dirs = layout.vlayers() / layers.max(1);
+    for l in 0..layers {
+        starts.push(layout.layer_start(l * dirs));
+    }
+    starts.push(layout.fc_w().offset);
+    if let Some(first) = starts.first_mut() {
+        *first = 0;
+    }
+    let mut out: Vec<Range<usize>> = starts.windows(2).map(|w| w[0]..w[1]).collect();
+    out.push(starts[starts.len() - 1]..layout.total);
+    out
+}
+
+/// Which bucket (see [`buckets`]) a gradient group is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// `embedding.weight`.
+    Embedding,
+    /// Layer l's tensors (both directions).
+    Layer(usize),
+    /// `fc.weight`, `fc.bias`.
+    Head,
+}
+
+impl Group {
+    /// The index of this group's bucket among `buckets(layout, layers)`.
+    pub fn bucket(self, embedded: bool, layers: usize) -> usize {
+        let e = usize::from(embedded);
+        match self {
+            Group::Embedding => 0,
+            Group::Layer(l) => e + l,
+            Group::Head => e + layers,
+        }
+    }
+}
+
+/// Chunk `c` of `n` values cut into `r` near-equal chunks.
+fn chunk(n: usize, r: usize, c: usize) -> Range<usize> {
+    (c * n / r)..((c + 1) * n / r)
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Running { round: usize, reqs: [Req; 2] },
+    Done,
+}
+
+/// The ring all-reduce of gradient buckets over a [`Comm`] (see the module's
+/// documentation for the order of the sums). It holds a copy of the gradients (the
+/// buffer messages are sent from) and, per bucket, room for one incoming chunk: both
+/// allocated once.
+pub struct Ring<C: Comm> {
+    comm: C,
+    buckets: Vec<Range<usize>>,
+    buf: Vec<f32>,
+    /// Per bucket, where its incoming chunk lands in `tmp`.
+    tmp_at: Vec<usize>,
+    tmp: Vec<f32>,
+    phase: Vec<Phase>,
+    gathered: Vec<u8>,
+    waited: Duration,
+}
+
+impl<C: Comm> Ring<C> {
+    /// The ring over `comm` for gradients cut into `buckets` (tiling `0..total`).
+    pub fn new(comm: C, buckets: Vec<Range<usize>>) -> Self {
+        let r = comm.size().max(1);
+        let total = buckets.last().map_or(0, |b| b.end);
+        let mut tmp_at = Vec::with_capacity(buckets.len());
+        let mut at = 0;
+        for b in &buckets {
+            tmp_at.push(at);
+            at += (0..r)
+                .map(|c| chunk(b.len(), r, c).len())
+                .max()
+                .unwrap_or(0);
+        }
+        let ranks = comm.size();
+        Ring {
+            comm,
+            phase: buckets.iter().map(|_| Phase::Idle).collect(),
+            buckets,
+            buf: vec![0.0; total],
+            tmp_at,
+            tmp: vec![0.0; at],
+            gathered: vec![0; 8 * ranks],
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The transport.
+    pub fn comm(&mut self) -> &mut C {
+        &mut self.comm
+    }
+
+    /// Posts round `round` of bucket `i`: its send and its receive.
+    fn post(&mut self, i: usize, round: usize) -> [Req; 2] {
+        let (r, n) = (self.comm.size(), self.comm.rank());
+        let (next, prev) = ((n + 1) % r, (n + r - 1) % r);
+        let b = self.buckets[i].clone();
+        let len = b.len();
+        let steps = r - 1;
+        let (send_c, recv_c) = if round < steps {
+            // Reduce-scatter: pass the partial sum of chunk n − round on.
+            ((n + r - round) % r, (n + 2 * r - round - 1) % r)
+        } else {
+            // All-gather: pass the finished chunk n + 1 − j on.
+            let j = round - steps;
+            ((n + 1 + r - j) % r, (n + r - j) % r)
+        };
+        let sc = chunk(len, r, send_c);
+        let rc = chunk(len, r, recv_c);
+        let tag = i as u16;
+        let base = self.buf.as_mut_ptr();
+        // SAFETY: `buf` and `tmp` are never reallocated; the chunks a round sends and
+        // receives are disjoint, and nothing reads or writes them until `test` says the
+        // round is complete (`step` then sums or leaves them).
+        unsafe {
+            let send = self
+                .comm
+                .isend(base.add(b.start + sc.start), sc.len(), next, tag);
+            let into = match round < steps {
+                true => self.tmp.as_mut_ptr().add(self.tmp_at[i]),
+                false => base.add(b.start + rc.start),
+            };
+            let recv = self.comm.irecv(into, rc.len(), prev, tag);
+            [send, recv]
+        }
+    }
+
+    /// Advances bucket `i` if its round is complete; true once it is done.
+    fn step(&mut self, i: usize) -> bool {
+        let (r, n) = (self.comm.size(), self.comm.rank());
+        let phase = std::mem::replace(&mut self.phase[i], Phase::Idle);
+        let (round, mut reqs) = match phase {
+            Phase::Running { round, reqs } => (round, reqs),
+            other => {
+                let done = matches!(other, Phase::Done);
+                self.phase[i] = other;
+                return done;
+            }
+        };
+        let sent = self.comm.test(&mut reqs[0]);
+        let received = sent && self.comm.test(&mut reqs[1]);
+        if !(sent && received) {
+            self.phase[i] = Phase::Running { round, reqs };
+            return false;
+        }
+        if round < r - 1 {
+            // The partial sum so far plus this rank's own term (addition commutes
+            // exactly): the order is fixed by the ring, whatever the timing.
+            let b = self.buckets[i].clone();
+            let c = chunk(b.len(), r, (n + 2 * r - round - 1) % r);
+            let mine = &mut self.buf[b.start + c.start..b.start + c.end];
+            let incoming = &self.tmp[self.tmp_at[i]..self.tmp_at[i] + c.len()];
+            for (m, &x) in mine.iter_mut().zip(incoming) {
+                *m += x;
+            }
+        }
+        if round + 1 == 2 * (r - 1) {
+            self.phase[i] = Phase::Done;
+            return true;
+        }
+        let reqs = self.post(i, round + 1);
+        self.phase[i] = Phase::Running {
+            round: round + 1,
+            reqs,
+        };
+        false
+    }
+}
+
+impl<C: Comm> Reduce for Ring<C> {
+    fn begin(&mut self) {
+        debug_assert!(
+            self.phase
+                .iter()
+                .all(|p| !matches!(p, Phase::Running { .. })),
+            "a step began with messages in flight"
+        );
+        self.phase.iter_mut().for_each(|p| *p = Phase::Idle);
+    }
+
+    fn start(&mut self, bucket: usize, grads: &[f32]) {
+        if !matches!(self.phase[bucket], Phase::Idle) {
+            return;
+        }
+        let b = self.buckets[bucket].clone();
+        self.buf[b.clone()].copy_from_slice(&grads[b]);
+        if self.comm.size() == 1 {
+            self.phase[bucket] = Phase::Done;
+            return;
+        }
+        let reqs = self.post(bucket, 0);
+        self.phase[bucket] = Phase::Running { round: 0, reqs };
+    }
+
+    fn progress(&mut self) {
+        for i in 0..self.buckets.len() {
+            self.step(i);
+        }
+    }
+
+    fn finish(&mut self, grads: &mut [f32]) {
+        for i in (0..self.buckets.len()).rev() {
+            self.start(i, grads);
+        }
+        let t0 = Instant::now();
+        loop {
+            let mut all = true;
+            for i in 0..self.buckets.len() {
+                all &= self.step(i);
+            }
+            if all {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.waited += t0.elapsed();
+        grads[..self.buf.len()].copy_from_slice(&self.buf);
+    }
+
+    fn sum(&mut self, x: f64) -> f64 {
+        let t0 = Instant::now();
+        let mut gathered = std::mem::take(&mut self.gathered);
+        self.comm.all_gather(&x.to_le_bytes(), &mut gathered);
+        self.waited += t0.elapsed();
+        let total = gathered
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .fold(0.0, |a, v| a + v);
+        self.gathered = gathered;
+        total
+    }
+
+    fn ranks(&self) -> usize {
+        self.comm.size()
+    }
+
+    fn waited(&self) -> f64 {
+        self.waited.as_secs_f64()
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        4 * (self.buf.len() + self.tmp.len()) as u64
+    }
+}
+
+/// Bytes of the communication buffers a [`Ring`] over `ranks` holds for gradients cut
+/// into `buckets` (what the plan reports before anything runs).
+pub fn ring_bytes(buckets: &[Range<usize>], ranks: usize) -> u64 {
+    if ranks <= 1 {
+        return 0;
+    }
+    let total = buckets.last().map_or(0, |b| b.end);
+    let tmp: usize = (buckets.iter())
+        .map(|b| {
+            (0..ranks)
+                .map(|c| chunk(b.len(), ranks, c).len())
+                .max()
+                .unwrap_or(0)
+        })
+        .sum();
+    4 * (total + tmp) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rank's sums, from `ranks` threads each holding `grads(rank)`.
+    fn ring_sums(ranks: usize, buckets: Vec<Range<usize>>, early: &[usize]) -> Vec<Vec<f32>> {
+        let comms = local::Local::group(ranks);
+        let total = buckets.last().map_or(0, |b| b.end);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let (buckets, early) = (buckets.clone(), early.to_vec());
+                std::thread::spawn(move || {
+                    let r = comm.rank();
+                    let mut grads: Vec<f32> = (0..total)
+                        .map(|i| ((i * 7 + r * 13) % 29) as f32 * 0.1 + 1e-3 * r as f32)
+                        .collect();
+                    let mut ring = Ring::new(comm, buckets);
+                    ring.begin();
+                    for &b in &early {
+                        ring.start(b, &grads);
+                        ring.progress();
+                    }
+                    ring.finish(&mut grads);
+                    grads
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_rank_gets_the_ring_sum_in_its_fixed_order() {
+        for ranks in 1..=5 {
+            let buckets = vec![0..3, 3..40, 40..41, 41..100];
+            let out = ring_sums(ranks, buckets.clone(), &[3, 1]);
+            for o in &out[1..] {
+                assert!(
+                    o.iter()
+                        .zip(&out[0])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ranks} ranks: every rank holds the same bits"
+                );
+            }
+            // The reference: chunk c of each bucket summed from rank c around the ring.
+            let grad = |r: usize, i: usize| ((i * 7 + r * 13) % 29) as f32 * 0.1 + 1e-3 * r as f32;
+            for b in &buckets {
+                for c in 0..ranks {
+                    for i in chunk(b.len(), ranks, c) {
+                        let mut s = grad(c % ranks, b.start + i);
+                        for k in 1..ranks {
+                            s += grad((c + k) % ranks, b.start + i);
+                        }
+                        assert_eq!(out[0][b.start + i].to_bits(), s.to_bits(), "{ranks} ranks");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_job_sums_to_the_same_bits_whatever_the_timing() {
+        let buckets = vec![0..1000, 1000..1001, 1001..5000];
+        let a = ring_sums(3, buckets.clone(), &[2, 0]);
+        let b = ring_sums(3, buckets.clone(), &[]);
+        let c = ring_sums(3, buckets, &[1, 2, 0]);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn loss_sums_add_in_rank_order() {
+        let comms = local::Local::group(3);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                std::thread::spawn(move || {
+                    let r = comm.rank();
+                    let mut ring = Ring::new(comm, vec![0..2, 2..4]);
+                    ring.sum([0.1, 1e16, -1e16][r])
+                })
+            })
+            .collect();
+        let sums: Vec<f64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(sums, vec![(0.1 + 1e16) - 1e16; 3]);
+    }
+
+    #[test]
+    fn shards_tile_the_batch_and_refuse_a_remainder() {
+        let rows: Vec<_> = (0..4)
+            .map(|r| Shard::new(r, 4, 32).unwrap().rows())
+            .collect();
+        assert_eq!(rows, vec![0..8, 8..16, 16..24, 24..32]);
+        let e = Shard::new(0, 3, 32).unwrap_err();
+        assert!(
+            e.contains("not a multiple of the 3 ranks") && e.contains("33"),
+            "{e}"
+        );
+        assert!(Shard::new(2, 2, 4).is_err());
+    }
+
+    #[test]
+    fn ring_bytes_counts_what_the_ring_allocates() {
+        let buckets = vec![0..3, 3..40, 40..100];
+        for ranks in 2..5 {
+            let comm = local::Local::group(ranks).into_iter().next().unwrap();
+            let ring = Ring::new(comm, buckets.clone());
+            assert_eq!(ring.buffer_bytes(), ring_bytes(&buckets, ranks));
+        }
+        assert_eq!(ring_bytes(&buckets, 1), 0);
+    }
+}

@@ -1,0 +1,351 @@
+//! Data-parallel training, ranks as threads of one process (`dist::local`): every rank
+//! holds the same bits after every step, the same job run twice gives the same bits,
+//! and R ranks match the single process with the same global batch within 1e-5
+//! (relative, over all weights) after 20 steps, for every cell, head and input, on
+//! streams and on sets of uneven sequences, with dropout, projection, accumulation and
+//! a bidirectional model. The gradient buckets a step starts early hold their final
+//! values when started.
+
+use recur::data::npy::{Dtype, Npy};
+use recur::data::sets::Values;
+use recur::data::{DataFile, SeqSet, SeriesFile, Source, TokenFile};
+use recur::dist::{self, local::Local, Comm, Reduce, Ring, Shard};
+use recur::spec::{HeadKind, Input, Policy};
+use recur::train::{fit, Feed, FitOptions};
+use recur::{compile, CellKind, ModelSpec, TrainSpec, Trainer};
+
+fn offsets(lens: &[usize]) -> Npy {
+    let mut o = vec![0i64];
+    for l in lens {
+        o.push(o.last().unwrap() + *l as i64);
+    }
+    let bytes = o.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Npy::from_bytes("offsets", Dtype::I64, vec![o.len()], bytes)
+}
+
+fn labels(v: &[i64]) -> Npy {
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Npy::from_bytes("labels", Dtype::I64, vec![v.len()], bytes)
+}
+
+fn lens(n: usize) -> Vec<usize> {
+    (0..n).map(|i| 3 + (i * 7) % 15).collect()
+}
+
+/// The data of a case, built afresh by each rank.
+#[derive(Clone, Copy, Debug)]
+enum Data {
+    Tokens,
+    Series,
+    /// Feature sequences with one label each.
+    Labelled,
+    /// Token sequences with a label per step.
+    Tagged,
+}
+
+fn source(d: Data) -> Source {
+    match d {
+        Data::Tokens => {
+            let t = (0..4000).map(|i| ((i * 31 + i / 7) % 40) as u8).collect();
+            Source::Stream(DataFile::Tokens(TokenFile::from_bytes("t", t).unwrap()))
+        }
+        Data::Series => {
+            let v: Vec<f32> = (0..3 * 900)
+                .map(|i| ((i as f32) * 0.37).sin() + 0.1 * ((i % 5) as f32))
+                .collect();
+            Source::Stream(DataFile::Series(
+                SeriesFile::from_values("s", 3, &v).unwrap(),
+            ))
+        }
+        Data::Labelled => {
+            let ls = lens(40);
+            let total: usize = ls.iter().sum();
+            let v: Vec<f32> = (0..2 * total)
+                .map(|i| ((i * 13) % 17) as f32 / 17.0)
+                .collect();
+            let lab: Vec<i64> = (0..ls.len() as i64).map(|i| i % 3).collect();
+            let series = SeriesFile::from_values("v", 2, &v).unwrap();
+            Source::Set(Box::new(
+                SeqSet::new(Values::Features(series), offsets(&ls), Some(labels(&lab))).unwrap(),
+            ))
+        }
+        Data::Tagged => {
+            let ls = lens(40);
+            let total: usize = ls.iter().sum();
+            let toks = (0..total).map(|i| ((i * 11) % 30) as u8).collect();
+            let lab: Vec<i64> = (0..total as i64).map(|i| (i * 5) % 4).collect();
+            let values = Values::Tokens(TokenFile::from_bytes("v", toks).unwrap());
+            Source::Set(Box::new(
+                SeqSet::new(values, offsets(&ls), Some(labels(&lab))).unwrap(),
+            ))
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    model: ModelSpec,
+    train: TrainSpec,
+    data: Data,
+    bucket: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let spec = |input, cell, layers, head, outputs| {
+        ModelSpec::new(input, cell, 8, layers, head, outputs).unwrap()
+    };
+    let tr = |batch, window| {
+        let mut t = TrainSpec::new(batch, window).unwrap();
+        t.grain = 4;
+        t.optim.lr = 0.01;
+        t.clip = Some(1.0);
+        t
+    };
+    let tokens = Input::Tokens {
+        vocab: 40,
+        embed: 6,
+    };
+    let mut lm = spec(tokens, CellKind::Lstm, 2, HeadKind::Lm, 40);
+    lm.dropout = 0.25;
+    let mut proj = spec(tokens, CellKind::Lstm, 2, HeadKind::Lm, 40);
+    proj.proj = Some(5);
+    let mut acc = tr(6, 10);
+    acc.accumulate = 2;
+    acc.policy = Policy::Sqrt;
+    let mut bidir = spec(
+        Input::Features { width: 2 },
+        CellKind::Lstm,
+        1,
+        HeadKind::Classify,
+        3,
+    );
+    bidir.bidirectional = true;
+    vec![
+        Case {
+            name: "lstm lm, dropout, 2 layers",
+            model: lm,
+            train: tr(6, 12),
+            data: Data::Tokens,
+            bucket: false,
+        },
+        Case {
+            name: "lstm lm, projection, accumulate 2, sqrt",
+            model: proj,
+            train: acc,
+            data: Data::Tokens,
+            bucket: false,
+        },
+        Case {
+            name: "gru regress",
+            model: spec(
+                Input::Features { width: 3 },
+                CellKind::Gru,
+                1,
+                HeadKind::Regress,
+                3,
+            ),
+            train: tr(6, 12),
+            data: Data::Series,
+            bucket: false,
+        },
+        Case {
+            name: "peephole classify, bucketed set",
+            model: spec(
+                Input::Features { width: 2 },
+                CellKind::Peephole,
+                1,
+                HeadKind::Classify,
+                3,
+            ),
+            train: tr(6, 8),
+            data: Data::Labelled,
+            bucket: true,
+        },
+        Case {
+            name: "multilag tagger",
+            model: spec(tokens, CellKind::MultiLag(3), 1, HeadKind::Lm, 4),
+            train: tr(6, 8),
+            data: Data::Tagged,
+            bucket: false,
+        },
+        Case {
+            name: "bidirectional lstm classify",
+            model: bidir,
+            train: tr(6, 18),
+            data: Data::Labelled,
+            bucket: false,
+        },
+    ]
+}
+
+const STEPS: usize = 20;
+
+fn single(c: &Case) -> Vec<f32> {
+    let src = source(c.data);
+    let mut t = Trainer::new(compile(&c.model, &c.train).unwrap()).unwrap();
+    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+    fit(&mut t, &mut feed, FitOptions::steps(STEPS), |_| {}).unwrap();
+    t.executor().params().to_vec()
+}
+
+/// Every rank's weights after `STEPS` steps, and their losses.
+fn parallel(c: &Case, ranks: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let comms = Local::group(ranks);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (comms.into_iter())
+            .map(|comm| {
+                s.spawn(move || {
+                    let shard = Shard::new(comm.rank(), ranks, c.train.batch).unwrap();
+                    let mut local = c.train.clone();
+                    local.batch = shard.rows_per_rank();
+                    let src = source(c.data);
+                    let mut t = Trainer::new(compile(&c.model, &local).unwrap()).unwrap();
+                    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+                    feed.set_shard(shard);
+                    let buckets = dist::buckets(t.executor().layout(), c.model.layers);
+                    t.set_data_parallel(shard, Box::new(Ring::new(comm, buckets)))
+                        .unwrap();
+                    let mut losses = Vec::new();
+                    fit(&mut t, &mut feed, FitOptions::steps(STEPS), |p| {
+                        losses.push(p.loss)
+                    })
+                    .unwrap();
+                    (t.executor().params().to_vec(), losses)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = (a.iter().zip(b))
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (d / n).sqrt()
+}
+
+#[test]
+fn ranks_agree_bit_for_bit_and_match_one_process() {
+    for c in cases() {
+        let one = single(&c);
+        for ranks in [2, 3] {
+            let runs = parallel(&c, ranks);
+            for (r, (w, _)) in runs.iter().enumerate() {
+                assert!(
+                    w.iter()
+                        .zip(&runs[0].0)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{}: rank {r} of {ranks} holds other weights than rank 0",
+                    c.name
+                );
+                assert_eq!(runs[r].1, runs[0].1, "{}: the ranks' losses", c.name);
+            }
+            let d = rel_diff(&runs[0].0, &one);
+            eprintln!("{}: {ranks} ranks: relative difference {d:e}", c.name);
+            assert!(
+                d < 1e-5,
+                "{}: {ranks} ranks differ from one process by {d:e} (relative)",
+                c.name
+            );
+            assert!(
+                runs[0].0 != one || ranks == 1,
+                "{}: the sums are in another order, so some bit differs",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_parallel_job_run_twice_gives_the_same_bits() {
+    for c in cases().into_iter().take(3) {
+        let a = parallel(&c, 3);
+        let b = parallel(&c, 3);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                x.0.iter()
+                    .zip(&y.0)
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{}: a second run differs",
+                c.name
+            );
+        }
+    }
+}
+
+/// A `Reduce` of one rank that keeps what it was handed when each bucket started, and
+/// at `finish` logs per started bucket whether that was its final value.
+struct Recorder {
+    buckets: Vec<std::ops::Range<usize>>,
+    started: Vec<Option<Vec<f32>>>,
+    log: std::rc::Rc<std::cell::RefCell<Vec<(usize, bool)>>>,
+}
+
+impl Reduce for Recorder {
+    fn begin(&mut self) {
+        self.started.iter_mut().for_each(|s| *s = None);
+    }
+    fn start(&mut self, bucket: usize, grads: &[f32]) {
+        self.started[bucket] = Some(grads[self.buckets[bucket].clone()].to_vec());
+    }
+    fn progress(&mut self) {}
+    fn finish(&mut self, grads: &mut [f32]) {
+        for (i, (s, b)) in self.started.iter().zip(&self.buckets).enumerate() {
+            if let Some(s) = s {
+                let same = s
+                    .iter()
+                    .zip(&grads[b.clone()])
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                self.log.borrow_mut().push((i, same));
+            }
+        }
+    }
+    fn sum(&mut self, x: f64) -> f64 {
+        x
+    }
+    fn ranks(&self) -> usize {
+        1
+    }
+    fn waited(&self) -> f64 {
+        0.0
+    }
+    fn buffer_bytes(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn buckets_start_when_their_gradients_are_final() {
+    for c in cases() {
+        let src = source(c.data);
+        let mut t = Trainer::new(compile(&c.model, &c.train).unwrap()).unwrap();
+        let buckets = dist::buckets(t.executor().layout(), c.model.layers);
+        assert_eq!(buckets.first().map(|b| b.start), Some(0));
+        assert_eq!(
+            buckets.last().map(|b| b.end),
+            Some(t.executor().layout().total)
+        );
+        assert!(
+            buckets.windows(2).all(|w| w[0].end == w[1].start),
+            "buckets tile"
+        );
+        let n = buckets.len();
+        let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let rec = Recorder {
+            buckets,
+            started: vec![None; n],
+            log: log.clone(),
+        };
+        t.set_data_parallel(Shard::whole(c.train.batch), Box::new(rec))
+            .unwrap();
+        let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+        let steps = 4;
+        fit(&mut t, &mut feed, FitOptions::steps(steps), |_| {}).unwrap();
+        let log = log.borrow();
+        assert!(log.iter().all(|&(_, same)| same), "{}: {log:?}", c.name);
+        // Every bucket starts during the backward, every step.
+        assert_eq!(log.len(), n * steps, "{}: {log:?}", c.name);
+    }
+}

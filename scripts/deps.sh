@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what recur needs on Debian/Ubuntu and is missing: OpenBLAS (headers and
-# library), a C toolchain and pkg-config for the -sys crates, and Rust if absent.
+# library), a C toolchain and pkg-config for the -sys crates, and Rust if absent; with
+# RECUR_MPI=1, Open MPI too.
 set -euo pipefail
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
+pkgs=(libopenblas-dev pkg-config gcc ca-certificates curl)
+# Training over MPI (`--features mpi`, what scripts/test.sh tests): Open MPI, and
+# libclang for the bindings rsmpi generates.
+if [ "${RECUR_MPI:-0}" = 1 ]; then pkgs+=(libopenmpi-dev openmpi-bin libclang-dev); fi
 need=()
-for pkg in libopenblas-dev pkg-config gcc ca-certificates curl; do
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -92,6 +92,15 @@ pub enum Error {
         /// What was wrong.
         msg: String,
     },
+    /// A rank of a job over several processes failed, or the ranks disagree (another
+    /// binary, other settings); every rank returns it, rank 0 shows it.
+    #[error("{msg}")]
+    Ranks {
+        /// The exit code of the job.
+        code: u8,
+        /// What failed, and on which rank.
+        msg: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

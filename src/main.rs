@@ -7,14 +7,11 @@ fn main() -> ExitCode {
     match recur::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("recur: {}", recur::cli::render(&e));
-            match e {
-                recur::Error::Spec { .. }
-                | recur::Error::Config { .. }
-                | recur::Error::Budget { .. } => ExitCode::from(2),
-                recur::Error::Stopped { .. } => ExitCode::from(3),
-                _ => ExitCode::from(1),
+            // Of a job over several processes, rank 0 says it.
+            if !recur::cli::ranks::silent() {
+                eprintln!("recur: {}", recur::cli::render(&e));
             }
+            ExitCode::from(recur::cli::ranks::exit_code(&e))
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod args;
 mod data;
 mod plot;
 mod profile;
+pub mod ranks;
 pub mod resolve;
 mod sample;
 mod train;
@@ -281,7 +282,10 @@ pub(super) fn threads(n: Option<usize>) -> Result<()> {
 
 /// A warning: not an error, so not prefixed like one.
 pub(super) fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
+    // Rank 0 of a job over several processes speaks for all.
+    if !ranks::silent() {
+        eprintln!("warning: {msg}");
+    }
 }
 
 /// Refuses a plan of `total` bytes, beside `extra` held as well, that the machine

@@ -360,6 +360,35 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
 }
 
 pub(super) fn train(c: TrainCmd) -> Result<()> {
+    use super::ranks::{exit_code, Ranks};
+    let Some(mut ranks) = Ranks::start()? else {
+        return train_as(c, None);
+    };
+    match train_as(c, Some(&mut ranks)) {
+        Ok(()) => Ok(()),
+        // Every rank has it: the ranks' agreement, or a stop at the same step.
+        Err(e @ (Error::Ranks { .. } | Error::Stopped { .. })) => Err(e),
+        // Before training: the ranks agree on the first failure.
+        Err(e) if !ranks.started => Err(ranks.agree(Err(&e)).err().unwrap_or(e)),
+        // During training, on this rank only: the others may be waiting for it.
+        Err(e) => {
+            eprintln!(
+                "recur: rank {} of {}: {}",
+                ranks.rank,
+                ranks.size,
+                super::render(&e)
+            );
+            ranks.abort(exit_code(&e))
+        }
+    }
+}
+
+/// `train` as one process (`ranks` none) or as one rank of a data-parallel job: each
+/// rank takes its rows of the global batch, and rank 0 alone writes the run directory
+/// and speaks.
+fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<()> {
+    let (rank, nranks) = ranks.as_ref().map_or((0, 1), |r| (r.rank, r.size));
+    let lead = rank == 0;
     // A resumed job's settings are its snapshot's config; flags given change what may
     // change (checked once resolved).
     if c.resume.is_some() && c.overwrite {
@@ -370,7 +399,10 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     }
     let resumed = c.resume.as_deref().map(find_snapshot).transpose()?;
     // The run directory is one job's: a second process on it is refused.
-    let mut lock = c.resume.as_deref().map(lock_run).transpose()?;
+    let mut lock = (c.resume.as_deref())
+        .filter(|_| lead)
+        .map(lock_run)
+        .transpose()?;
     let config = match (&resumed, &c.resume) {
         (Some(found), Some(dir)) => Some(snapshot_config(found, dir, c.out.as_deref())?),
         _ => c.config.as_deref().map(resolve::read_config).transpose()?,
@@ -395,7 +427,7 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     let report_rss = c.report_rss || cfg(|f| f.report_rss);
     let overwrite = c.overwrite || cfg(|f| f.overwrite);
     let bytes = c.bytes || cfg(|f| f.bytes);
-    let output = Output::new(json, quiet);
+    let output = Output::new(json && lead, quiet || !lead);
     let save_every = c
         .save_every
         .or_else(|| config.as_ref().and_then(|f| f.save_every));
@@ -507,7 +539,19 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     } else {
         None
     };
-    let program = compile(&model, &train)?;
+    // A rank's share of the batch: its program, plan and arena are for its rows.
+    let shard = match nranks {
+        1 => None,
+        _ => Some(
+            crate::dist::Shard::new(rank, nranks, train.batch)
+                .map_err(|m| Error::spec("train.batch", m))?,
+        ),
+    };
+    let mut local = train.clone();
+    if let Some(s) = shard {
+        local.batch = s.rows_per_rank();
+    }
+    let program = compile(&model, &local)?;
     let eval_program = match &valid {
         Some((_, spec)) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
         None => None,
@@ -515,19 +559,45 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     // Training and validation together must fit, before either allocates; if they do
     // not, say which checkpoint policy or budget would.
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
-    super::check_fits(&model, &train, program.total_bytes(), eval_bytes)?;
+    let buckets = crate::dist::buckets(&program.params, model.layers);
+    let comm_bytes = crate::dist::ring_bytes(&buckets, nranks);
+    super::check_fits(
+        &model,
+        &local,
+        program.total_bytes() + comm_bytes,
+        eval_bytes,
+    )?;
     let mut trainer = Trainer::new(program)?;
+    if let (Some(s), Some(r)) = (shard, ranks.as_deref_mut()) {
+        trainer.set_data_parallel(s, r.ring(buckets)?)?;
+        feed.set_shard(s);
+    }
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
     if output.talk() {
         let p = trainer.program();
-        say!(
-            "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
-            model.describe(),
-            fmt_bytes(p.arena_bytes),
-            fmt_bytes(p.arena_lower_bound),
-            fmt_bytes(p.persistent_bytes()),
-            fmt_bytes(p.total_bytes())
-        );
+        match shard {
+            None => say!(
+                "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
+                model.describe(),
+                fmt_bytes(p.arena_bytes),
+                fmt_bytes(p.arena_lower_bound),
+                fmt_bytes(p.persistent_bytes()),
+                fmt_bytes(p.total_bytes())
+            ),
+            Some(s) => say!(
+                "plan: {}: {} ranks × {} rows of the batch {}; each rank: arena {} (lower \
+                 bound {}), persistent {}, communication {}, total {}",
+                model.describe(),
+                s.ranks,
+                s.rows_per_rank(),
+                s.batch,
+                fmt_bytes(p.arena_bytes),
+                fmt_bytes(p.arena_lower_bound),
+                fmt_bytes(p.persistent_bytes()),
+                fmt_bytes(comm_bytes),
+                fmt_bytes(p.total_bytes() + comm_bytes)
+            ),
+        }
         if let Some(dir) = &out {
             say!(
                 "run: {} (config.toml and metrics.jsonl now, model.safetensors at each \
@@ -602,7 +672,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
             ));
         }
     }
-    let validation = match (&valid, evaluator.as_mut()) {
+    // Rank 0 measures the held-out data (the others go on to the next step).
+    let validation = match (&valid, evaluator.as_mut().filter(|_| lead)) {
         (Some((data, _)), Some(eval)) => Some(Validation {
             eval,
             data,
@@ -610,11 +681,24 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }),
         _ => None,
     };
+    // The ranks agree that training starts, on the same binary and settings.
+    if let Some(r) = ranks.as_deref_mut() {
+        let settings = format!(
+            "{:?}",
+            (
+                (&model, &train, &data_path, &offsets, &labels, bucket, bytes, epochs),
+                (&valid_path, &valid_offsets, &valid_labels, valid_every),
+                (&out, save_every, keep, guard.skip_nonfinite, guard.max_loss),
+                (&prints, &c.resume, resumed.as_ref().map(|f| f.job.step)),
+            )
+        );
+        r.agree(Ok(*blake3::hash(settings.as_bytes()).as_bytes()))?;
+    }
     // The run directory, now that training starts: the config that re-runs it, and the
     // metrics as they come; weights of a run it replaces go, so the directory never
-    // holds one run's weights beside another's history.
+    // holds one run's weights beside another's history. Rank 0's alone.
     let mut config_text = Vec::new();
-    let mut metrics = match &out {
+    let mut metrics = match out.as_ref().filter(|_| lead) {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             if lock.is_none() {
@@ -680,7 +764,8 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         None => None,
     };
     let mut saver = Saver {
-        dir: out.as_deref(),
+        dir: out.as_deref().filter(|_| lead),
+        saving: out.is_some(),
         every: save_every,
         keep: keep.unwrap_or(DEFAULT_KEEP),
         meta: meta.as_ref(),
@@ -699,7 +784,29 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         log_every,
         metrics.as_mut(),
         &mut state,
-        |p, at, bytes| saver.after_step(p, &at, bytes, &stop),
+        |p, at, bytes| match ranks.as_deref_mut() {
+            None => saver.after_step(p, &at, bytes, &|| stop.requested(), None),
+            Some(r) => {
+                // Every rank stops at the same step, and every rank's rows of the
+                // carried state reach rank 0's snapshot.
+                let stop_now = r.any(stop.requested());
+                let carried = match saver.wants(p, stop_now) {
+                    true => {
+                        let t = at.trainer;
+                        let all = r.gather_f32(t.executor().state());
+                        let b = shard.map_or(1, |s| s.batch);
+                        Some(crate::dist::join_rows(
+                            t.executor().sizes(),
+                            r.size,
+                            b,
+                            &all,
+                        ))
+                    }
+                    false => None,
+                };
+                saver.after_step(p, &at, bytes, &|| stop_now, carried.as_deref())
+            }
+        },
     );
     let mut summary = match fitted {
         Err(Error::Stopped { step, msg }) => {
@@ -710,12 +817,37 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
         }
         r => r?,
     };
+    if let Some(r) = trainer.reduce() {
+        summary.comm_wait_seconds = Some(r.waited());
+        summary.ranks = Some(r.ranks());
+    }
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
+        summary.total_bytes += comm_bytes;
+        if let Some(r) = ranks.as_deref_mut() {
+            // Every rank's peak beside its plan (each plans the same).
+            let peaks = r.gather_u64(summary.peak_rss_bytes.unwrap_or(0));
+            let before = r.gather_u64(rss_before.unwrap_or(0));
+            summary.rank_rss_bytes = (peaks.iter().zip(&before))
+                .map(|(p, b)| p.saturating_sub(*b))
+                .collect();
+            if !json && lead {
+                for (k, used) in summary.rank_rss_bytes.iter().enumerate() {
+                    let plan = summary.total_bytes
+                        + summary.valid_total_bytes.unwrap_or(0) * u64::from(k == 0);
+                    say!(
+                        "memory, rank {k}: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
+                        fmt_bytes(plan),
+                        fmt_bytes(*used),
+                        100.0 * (*used as f64 / plan as f64 - 1.0)
+                    );
+                }
+            }
+        }
         // A measurement asked for: printed under --quiet too (--json has it in the
         // summary).
-        if !json {
+        if !json && ranks.is_none() {
             if let (Some(a), Some(b)) = (rss_before, summary.peak_rss_bytes) {
                 let used = b.saturating_sub(a);
                 let plan = summary.total_bytes + summary.valid_total_bytes.unwrap_or(0);
@@ -727,6 +859,9 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
                 );
             }
         }
+    }
+    if !lead {
+        return Ok(());
     }
     if let (Some(dir), Some(meta)) = (out, meta) {
         trainer.save_weights_with(&dir.join(MODEL_FILE), &meta)?;
@@ -1072,7 +1207,10 @@ fn show(v: &serde_json::Value) -> String {
 /// Snapshots during a run: every `every` steps, at the end, and when a signal asks the
 /// run to stop.
 struct Saver<'a> {
+    /// The run directory this process writes (rank 0's).
     dir: Option<&'a Path>,
+    /// True if the job saves snapshots (on every rank: they gather for rank 0).
+    saving: bool,
     every: Option<usize>,
     keep: usize,
     meta: Option<&'a crate::io::safetensors::WeightsMeta>,
@@ -1083,28 +1221,37 @@ struct Saver<'a> {
 }
 
 impl Saver<'_> {
-    /// After step `p`: a snapshot if one is due or a stop was asked for (then the run
-    /// ends here).
+    /// True if step `p` is saved (a snapshot is due, or a stop asked for).
+    fn wants(&self, p: &Progress, stop: bool) -> bool {
+        let due = self
+            .every
+            .is_some_and(|n| p.step.is_multiple_of(n) || p.last);
+        self.saving && (due || stop)
+    }
+
+    /// After step `p`: a snapshot if one is due or a stop was asked for (`stop()`; then
+    /// the run ends here); `carried`: a data-parallel job's whole carried state.
     fn after_step(
         &mut self,
         p: &Progress,
         at: &At<'_, '_, '_>,
         metrics_bytes: Option<u64>,
-        stop: &crate::train::stop::Stop,
+        stop: &dyn Fn() -> bool,
+        carried: Option<&[f32]>,
     ) -> Result<Flow> {
-        let due = self
-            .every
-            .is_some_and(|n| p.step.is_multiple_of(n) || p.last);
         let mut saved = None;
-        if let (Some(dir), Some(meta), true) = (self.dir, self.meta, due || stop.requested()) {
-            saved = Some(self.save(dir, meta, at, metrics_bytes)?);
+        if let (Some(dir), Some(meta), true) = (self.dir, self.meta, self.wants(p, stop())) {
+            saved = Some(self.save(dir, meta, at, metrics_bytes, carried)?);
         }
         // A signal that came during the save stops the run here, with this step saved.
-        if !stop.requested() {
+        if !stop() {
             return Ok(Flow::Continue);
         }
+        if super::ranks::silent() {
+            return Ok(Flow::Stop);
+        }
         if let (Some(dir), Some(meta), None) = (self.dir, self.meta, &saved) {
-            saved = Some(self.save(dir, meta, at, metrics_bytes)?);
+            saved = Some(self.save(dir, meta, at, metrics_bytes, carried)?);
         }
         // Said under --quiet too: the run ends early, and where it can go on matters.
         match (&saved, self.dir) {
@@ -1128,6 +1275,7 @@ impl Saver<'_> {
         meta: &crate::io::safetensors::WeightsMeta,
         at: &At<'_, '_, '_>,
         metrics_bytes: Option<u64>,
+        carried: Option<&[f32]>,
     ) -> Result<PathBuf> {
         let step = at.state.steps as u64;
         let opts = snapshot::SaveOptions {
@@ -1136,6 +1284,7 @@ impl Saver<'_> {
             extra: &[("config.toml", self.config)],
             metrics_bytes,
             keep: self.keep,
+            carried,
         };
         let failed = |e: Error, last: &Option<(u64, PathBuf)>| {
             let before = match last {

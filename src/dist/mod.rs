@@ -17,7 +17,7 @@ pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 
-use crate::layout::ParamLayout;
+use crate::layout::{ParamLayout, Sizes};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -385,6 +385,48 @@ impl<C: Comm> Reduce for Ring<C> {
     }
 }
 
+/// Calls `f(local range, global range)` for every run of rows of a carried state
+/// (`Sizes::carried` of a rank's executor, `sz`) and where they sit in the whole
+/// batch's: per virtual layer, state and entry block, the rank's rows of that block.
+fn state_rows(sz: &Sizes, shard: Shard, mut f: impl FnMut(Range<usize>, Range<usize>)) {
+    let scale = shard.ranks;
+    let lo = shard.rows().start;
+    for l in 0..sz.vlayers() {
+        for (i, st) in sz.states.iter().enumerate() {
+            let (off, len) = (sz.carried_offset(l, i), sz.state_block(i));
+            let block = sz.batch * st.width;
+            for k in 0..len / block.max(1) {
+                let local = off + k * block;
+                let global = scale * off + k * block * scale + lo * st.width;
+                f(local..local + block, global..global + block);
+            }
+        }
+    }
+}
+
+/// This rank's rows of the whole batch's carried state `all` into `mine` (a
+/// data-parallel rank's executor state).
+pub fn take_rows(sz: &Sizes, shard: Shard, all: &[f32], mine: &mut [f32]) {
+    state_rows(sz, shard, |l, g| mine[l].copy_from_slice(&all[g]));
+}
+
+/// The whole batch's carried state from every rank's (`per_rank`, in rank order, each
+/// `sz.carried()` long): the layout of one process with the whole batch.
+pub fn join_rows(sz: &Sizes, ranks: usize, batch: usize, per_rank: &[f32]) -> Vec<f32> {
+    let n = sz.carried();
+    let mut all = vec![0f32; n * ranks];
+    for r in 0..ranks {
+        let shard = Shard {
+            rank: r,
+            ranks,
+            batch,
+        };
+        let mine = &per_rank[r * n..(r + 1) * n];
+        state_rows(sz, shard, |l, g| all[g].copy_from_slice(&mine[l]));
+    }
+    all
+}
+
 /// Bytes of the communication buffers a [`Ring`] over `ranks` holds for gradients cut
 /// into `buckets` (what the plan reports before anything runs).
 pub fn ring_bytes(buckets: &[Range<usize>], ranks: usize) -> u64 {
@@ -502,6 +544,30 @@ mod tests {
             "{e}"
         );
         assert!(Shard::new(2, 2, 4).is_err());
+    }
+
+    #[test]
+    fn a_ranks_state_rows_sit_where_the_whole_batch_has_them() {
+        use crate::spec::{ModelSpec, TrainSpec};
+        let mut model = ModelSpec::lstm(20, 4, 5, 2).unwrap();
+        model.cell = crate::CellKind::MultiLag(3);
+        let (whole, ranks) = (6, 3);
+        let global = Sizes::new(&model, &TrainSpec::new(whole, 4).unwrap());
+        let local = Sizes::new(&model, &TrainSpec::new(whole / ranks, 4).unwrap());
+        assert_eq!(global.carried(), ranks * local.carried());
+        // Element (layer, state, block, row, unit) of the whole state, numbered.
+        let all: Vec<f32> = (0..global.carried()).map(|i| i as f32).collect();
+        let mut parts = Vec::new();
+        for r in 0..ranks {
+            let shard = Shard::new(r, ranks, whole).unwrap();
+            let mut mine = vec![0f32; local.carried()];
+            take_rows(&local, shard, &all, &mut mine);
+            // Row j of the rank's first block is row 2r + j of the whole batch's.
+            let w = local.states[0].width;
+            assert_eq!(mine[..w], all[shard.rows().start * w..][..w]);
+            parts.extend(mine);
+        }
+        assert_eq!(join_rows(&local, ranks, whole, &parts), all);
     }
 
     #[test]

@@ -10,23 +10,6 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::CommunicatorCollectives;
 use std::os::raw::{c_int, c_void};
 
-/// True if this process was started by an MPI launcher (`mpirun`, `srun`, Hydra).
-pub fn launched() -> bool {
-    launched_size().is_some()
-}
-
-/// The job's size as the launcher's environment says it, if one started this process.
-pub fn launched_size() -> Option<usize> {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_SIZE",
-        "SLURM_NTASKS",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
-}
-
 /// MPI, initialised: the world's rank and size. Finalises MPI when dropped (after
 /// every communicator made from it).
 pub struct World {

@@ -156,6 +156,16 @@ pub struct Summary {
     /// The process's peak resident bytes at the end, when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// Ranks of a data-parallel job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
+    /// Seconds rank 0 spent waiting for the gradient sums and the loss across ranks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm_wait_seconds: Option<f64>,
+    /// Each rank's peak resident bytes less its resident bytes before compile, when
+    /// measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rank_rss_bytes: Vec<u64>,
 }
 
 /// Trains on windows of `feed` for `opts.steps` optimiser steps (or until
@@ -569,6 +579,9 @@ pub fn fit_from(
         recompute_factor: p.recompute_factor,
         rss_before_compile_bytes: None,
         peak_rss_bytes: None,
+        ranks: None,
+        comm_wait_seconds: None,
+        rank_rss_bytes: Vec::new(),
     })
 }
 

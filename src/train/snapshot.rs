@@ -168,6 +168,10 @@ pub struct SaveOptions<'a> {
     pub metrics_bytes: Option<u64>,
     /// Snapshots to keep (the newest; at least 1).
     pub keep: usize,
+    /// A data-parallel job's carried state, every rank's rows gathered (the layout of
+    /// one process with the whole batch, so the snapshot is that process's); `None`:
+    /// the trainer's own.
+    pub carried: Option<&'a [f32]>,
 }
 
 /// The directory name of the snapshot of step `step`.
@@ -261,7 +265,7 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
         st::write_tensors(&tmp.join(WEIGHTS), &views, Some(&meta))?,
     );
     let (m, v) = t.optimizer().state();
-    let state = exec.state();
+    let state = opts.carried.unwrap_or(exec.state());
     let (lm, lv, ls) = ([m.len()], [v.len()], [state.len()]);
     let flat: [st::F32Tensor<'_>; 3] = [
         ("optimizer.m", &lm, m),
@@ -273,7 +277,7 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
         step,
         recur_version: env!("CARGO_PKG_VERSION").to_string(),
         model: t.program().model.clone(),
-        train: t.program().train.clone(),
+        train: job_train(t),
         data: opts.data.to_vec(),
         optimizer_steps: t.steps_done(),
         round: exec.round(),
@@ -608,7 +612,12 @@ pub fn restore(found: &Found, trainer: &mut Trainer, feed: &mut Feed<'_>) -> Res
     let (have_m, have_v) = trainer.optimizer().state();
     let m = flat("optimizer.m", have_m.len())?;
     let v = flat("optimizer.v", have_v.len())?;
-    let carried = flat("carried_state", trainer.executor().state().len())?;
+    // A data-parallel rank's rows of the whole batch's state.
+    let shard = trainer.shard().unwrap_or(crate::dist::Shard::whole(1));
+    let carried = flat(
+        "carried_state",
+        trainer.executor().state().len() * shard.ranks,
+    )?;
     let spath = found.dir.join(STATE);
     feed.restore(&job.cursor)
         .map_err(|e| corrupt(&spath, format!("its data cursor {e}")))?;
@@ -616,13 +625,31 @@ pub fn restore(found: &Found, trainer: &mut Trainer, feed: &mut Feed<'_>) -> Res
     let exec = trainer.executor_mut();
     let layout = exec.layout().clone();
     st::load_params(&wpath, &wmap, &layout, exec.params_mut())?;
-    copy_f32(carried.data(), exec.state_mut());
+    match shard.is_whole() {
+        true => copy_f32(carried.data(), exec.state_mut()),
+        false => {
+            let mut all = vec![0f32; carried.data().len() / 4];
+            copy_f32(carried.data(), &mut all);
+            let sz = exec.sizes().clone();
+            crate::dist::take_rows(&sz, shard, &all, exec.state_mut());
+        }
+    }
     exec.set_round(job.round);
     let (om, ov, step) = trainer.optimizer_mut().state_mut();
     copy_f32(m.data(), om);
     copy_f32(v.data(), ov);
     *step = job.optimizer_steps;
     Ok(job.fit.clone())
+}
+
+/// The job's window and run settings: the trainer's, with a data-parallel rank's
+/// batch the whole job's.
+fn job_train(t: &Trainer) -> crate::spec::TrainSpec {
+    let mut train = t.program().train.clone();
+    if let Some(s) = t.shard() {
+        train.batch = s.batch;
+    }
+    train
 }
 
 /// Little-endian f32 bytes into `dst` (of a quarter their length).

@@ -1,0 +1,243 @@
+//! `recur train` as one rank of a job over several processes (`mpirun -n R recur
+//! train …`): the ranks agree before training starts (each opened its data and built
+//! its trainer; every rank runs the same binary with the same settings) so a failure
+//! anywhere is one line from rank 0 and the same exit code everywhere, never a hang;
+//! they agree after every step whether a signal asked to stop; they gather the carried
+//! state for rank 0's snapshots and their peak RSS for its report.
+
+use crate::dist::{Comm, Reduce};
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set in a rank other than 0: the binary prints no error (rank 0 says it).
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// True if this process is a rank other than 0 of a job (its errors are rank 0's to
+/// print).
+pub fn silent() -> bool {
+    SILENT.load(Ordering::Relaxed)
+}
+
+/// The exit code of an error: 2 for bad settings, 3 for a run that stopped itself, 1
+/// otherwise.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Spec { .. } | Error::Config { .. } | Error::Budget { .. } => 2,
+        Error::Stopped { .. } => 3,
+        Error::Ranks { code, .. } => *code,
+        _ => 1,
+    }
+}
+
+/// The job's size as the launcher's environment says it, if one started this process.
+pub fn launched_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+/// Bytes of one rank's word in the agreement: status, two hashes, a message.
+const WORD: usize = 1 + 32 + 32 + 2 + 445;
+
+/// This process's place in a job of several.
+pub struct Ranks {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub size: usize,
+    /// True once the ranks agreed that training starts.
+    pub started: bool,
+    #[cfg(feature = "mpi")]
+    control: crate::dist::mpi::Mpi,
+    /// The ring's communicator, made at the start (duplicating is collective: a rank
+    /// that failed before the ring is built must not leave the others waiting in it).
+    #[cfg(feature = "mpi")]
+    ring_comm: Option<crate::dist::mpi::Mpi>,
+    #[cfg(feature = "mpi")]
+    world: crate::dist::mpi::World,
+}
+
+impl Ranks {
+    /// The job this process is a rank of, if a launcher started it as one of several;
+    /// `None` for one process. A binary built without MPI refuses to be one of several
+    /// (each would train the whole job alone).
+    pub fn start() -> Result<Option<Ranks>> {
+        let Some(n) = launched_size().filter(|&n| n > 1) else {
+            return Ok(None);
+        };
+        #[cfg(feature = "mpi")]
+        {
+            let world = crate::dist::mpi::World::init().ok_or_else(|| Error::Ranks {
+                code: 1,
+                msg: format!("started as one of {n} ranks, but MPI did not initialise"),
+            })?;
+            let (rank, size) = (world.rank(), world.size());
+            SILENT.store(rank != 0, Ordering::Relaxed);
+            Ok(Some(Ranks {
+                rank,
+                size,
+                started: false,
+                control: world.comm(),
+                ring_comm: Some(world.comm()),
+                world,
+            }))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            Err(Error::Ranks {
+                code: 2,
+                msg: format!(
+                    "started as one of {n} ranks, but this recur was built without MPI: each \
+                     process would train the whole job alone; build it with `cargo build \
+                     --release --features mpi` (Open MPI: libopenmpi-dev openmpi-bin \
+                     libclang-dev)"
+                ),
+            })
+        }
+    }
+
+    /// A ring all-reduce of gradients cut into `buckets`, on a communicator of its own.
+    pub fn ring(&mut self, buckets: Vec<std::ops::Range<usize>>) -> Result<Box<dyn Reduce>> {
+        #[cfg(feature = "mpi")]
+        {
+            let comm = self.ring_comm.take().ok_or_else(|| Error::Ranks {
+                code: 1,
+                msg: "one ring per job".into(),
+            })?;
+            Ok(Box::new(crate::dist::Ring::new(comm, buckets)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let _ = buckets;
+            unreachable!("a job of several ranks needs the mpi feature")
+        }
+    }
+
+    fn comm(&mut self) -> &mut dyn Comm {
+        #[cfg(feature = "mpi")]
+        {
+            &mut self.control
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            unreachable!("a job of several ranks needs the mpi feature")
+        }
+    }
+
+    /// Every rank's `mine` (the same length on each), in rank order.
+    pub fn gather(&mut self, mine: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; mine.len() * self.size];
+        self.comm().all_gather(mine, &mut out);
+        out
+    }
+
+    /// True if `flag` is true on any rank (every rank calls it).
+    pub fn any(&mut self, flag: bool) -> bool {
+        self.gather(&[u8::from(flag)]).contains(&1)
+    }
+
+    /// Every rank's f32 values (the same length on each), in rank order.
+    pub fn gather_f32(&mut self, mine: &[f32]) -> Vec<f32> {
+        let bytes: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+        (self.gather(&bytes).chunks_exact(4))
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    /// Every rank's `x`, in rank order.
+    pub fn gather_u64(&mut self, x: u64) -> Vec<u64> {
+        (self.gather(&x.to_le_bytes()).chunks_exact(8))
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
+    }
+
+    /// The ranks agree that training starts: each says whether it got here (or the
+    /// error that stopped it) with hashes of its binary and of its resolved settings.
+    /// Returns the error of the lowest failing rank on every rank, or one naming the
+    /// first rank whose binary or settings differ from rank 0's.
+    pub fn agree(&mut self, outcome: std::result::Result<[u8; 32], &Error>) -> Result<()> {
+        let mut word = [0u8; WORD];
+        match outcome {
+            Ok(settings) => {
+                word[1..33].copy_from_slice(&binary_hash());
+                word[33..65].copy_from_slice(&settings);
+            }
+            Err(e) => {
+                word[0] = exit_code(e).max(1);
+                let msg = super::render(e);
+                let mut end = msg.len().min(WORD - 67);
+                while !msg.is_char_boundary(end) {
+                    end -= 1;
+                }
+                word[65..67].copy_from_slice(&(end as u16).to_le_bytes());
+                word[67..67 + end].copy_from_slice(&msg.as_bytes()[..end]);
+            }
+        }
+        let all = self.gather(&word);
+        let words: Vec<&[u8]> = all.chunks_exact(WORD).collect();
+        let msg_of = |w: &[u8]| {
+            let n = u16::from_le_bytes([w[65], w[66]]) as usize;
+            String::from_utf8_lossy(&w[67..67 + n.min(WORD - 67)]).into_owned()
+        };
+        let failed: Vec<usize> = (0..self.size).filter(|&r| words[r][0] != 0).collect();
+        if let Some(&first) = failed.first() {
+            let msg = msg_of(words[first]);
+            let same = failed.len() == self.size && words.iter().all(|w| msg_of(w) == msg);
+            return Err(Error::Ranks {
+                code: words[first][0],
+                msg: match same {
+                    true => msg,
+                    false => format!("rank {first} of {}: {msg}", self.size),
+                },
+            });
+        }
+        for (r, w) in words.iter().enumerate().skip(1) {
+            if w[1..33] != words[0][1..33] {
+                return Err(Error::Ranks {
+                    code: 2,
+                    msg: format!(
+                        "rank {r} runs another recur binary than rank 0: every rank must run \
+                         the same build"
+                    ),
+                });
+            }
+            if w[33..65] != words[0][33..65] {
+                return Err(Error::Ranks {
+                    code: 2,
+                    msg: format!(
+                        "rank {r}'s settings differ from rank 0's (the resolved model, window, \
+                         data files and flags hash differently): give every rank the same \
+                         command line and the same files"
+                    ),
+                });
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Ends every rank of the job now, after this rank's error (the others may be
+    /// waiting for it).
+    pub fn abort(&self, code: u8) -> ! {
+        #[cfg(feature = "mpi")]
+        {
+            self.world.abort(i32::from(code))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            std::process::exit(i32::from(code))
+        }
+    }
+}
+
+/// BLAKE3 of this process's executable (all zero if it cannot be read: then only the
+/// settings are compared).
+fn binary_hash() -> [u8; 32] {
+    // Streamed: the binary is never held in memory.
+    let mut h = blake3::Hasher::new();
+    std::env::current_exe()
+        .and_then(std::fs::File::open)
+        .and_then(|f| h.update_reader(f).map(|_| ()))
+        .map(|()| *h.finalize().as_bytes())
+        .unwrap_or([0; 32])
+}

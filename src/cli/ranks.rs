@@ -216,6 +216,40 @@ impl Ranks {
         Ok(())
     }
 
+    /// Checks that every rank holds the same bits in `values` (the weights, after a
+    /// step): their BLAKE3 hashes are compared; returns the hash, or an error naming
+    /// the first rank that differs from rank 0.
+    pub fn check_same(&mut self, values: &[f32], step: usize) -> Result<[u8; 32]> {
+        let mut h = blake3::Hasher::new();
+        for v in values {
+            h.update(&v.to_le_bytes());
+        }
+        let mine = *h.finalize().as_bytes();
+        let all = self.gather(&mine);
+        match (1..self.size).find(|&r| all[32 * r..32 * (r + 1)] != all[..32]) {
+            None => Ok(mine),
+            Some(r) => Err(Error::Ranks {
+                code: 1,
+                msg: format!(
+                    "after step {step}, rank {r}'s weights differ from rank 0's: the ranks \
+                     no longer train one model (a fault in the transport or the machine)"
+                ),
+            }),
+        }
+    }
+
+    /// An error every rank has: rank 0 says it, then every rank waits for that before
+    /// going on to exit (a launcher ends the whole job at the first rank to exit with
+    /// an error, which must not cut rank 0's line off).
+    pub fn say_together(&mut self, e: Error) -> Error {
+        if self.rank == 0 {
+            eprintln!("recur: {}", super::render(&e));
+        }
+        SILENT.store(true, Ordering::Relaxed);
+        self.gather(&[0]);
+        e
+    }
+
     /// Ends every rank of the job now, after this rank's error (the others may be
     /// waiting for it).
     pub fn abort(&self, code: u8) -> ! {

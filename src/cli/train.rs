@@ -367,9 +367,12 @@ pub(super) fn train(c: TrainCmd) -> Result<()> {
     match train_as(c, Some(&mut ranks)) {
         Ok(()) => Ok(()),
         // Every rank has it: the ranks' agreement, or a stop at the same step.
-        Err(e @ (Error::Ranks { .. } | Error::Stopped { .. })) => Err(e),
+        Err(e @ (Error::Ranks { .. } | Error::Stopped { .. })) => Err(ranks.say_together(e)),
         // Before training: the ranks agree on the first failure.
-        Err(e) if !ranks.started => Err(ranks.agree(Err(&e)).err().unwrap_or(e)),
+        Err(e) if !ranks.started => {
+            let agreed = ranks.agree(Err(&e)).err().unwrap_or(e);
+            Err(ranks.say_together(agreed))
+        }
         // During training, on this rank only: the others may be waiting for it.
         Err(e) => {
             eprintln!(
@@ -787,6 +790,10 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         |p, at, bytes| match ranks.as_deref_mut() {
             None => saver.after_step(p, &at, bytes, &|| stop.requested(), None),
             Some(r) => {
+                // Debug builds check every 10 steps that the ranks hold one model.
+                if cfg!(debug_assertions) && p.step.is_multiple_of(10) {
+                    r.check_same(at.trainer.executor().params(), p.step)?;
+                }
                 // Every rank stops at the same step, and every rank's rows of the
                 // carried state reach rank 0's snapshot.
                 let stop_now = r.any(stop.requested());
@@ -820,6 +827,11 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     if let Some(r) = trainer.reduce() {
         summary.comm_wait_seconds = Some(r.waited());
         summary.ranks = Some(r.ranks());
+    }
+    // The ranks end holding one model, bit for bit.
+    if let Some(r) = ranks.as_deref_mut() {
+        let hash = r.check_same(trainer.executor().params(), summary.steps)?;
+        summary.weights_blake3 = Some(blake3::Hash::from(hash).to_hex().to_string());
     }
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;

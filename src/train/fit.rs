@@ -166,6 +166,10 @@ pub struct Summary {
     /// measured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rank_rss_bytes: Vec<u64>,
+    /// BLAKE3 of the final weights (f32 little-endian, layout order), checked equal on
+    /// every rank of a data-parallel job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights_blake3: Option<String>,
 }
 
 /// Trains on windows of `feed` for `opts.steps` optimiser steps (or until
@@ -582,6 +586,7 @@ pub fn fit_from(
         ranks: None,
         comm_wait_seconds: None,
         rank_rss_bytes: Vec::new(),
+        weights_blake3: None,
     })
 }
 

@@ -15,6 +15,8 @@ mod grads;
 mod hostile;
 mod learn;
 mod masks;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod parallel;
 mod plan_props;
 mod plot;

@@ -349,3 +349,25 @@ fn buckets_start_when_their_gradients_are_final() {
         assert_eq!(log.len(), n * steps, "{}: {log:?}", c.name);
     }
 }
+
+/// A binary built without MPI, started as one of several ranks, refuses to train the
+/// whole job alone in every process.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_binary_without_mpi_refuses_to_be_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.txt"), "abc".repeat(400)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["train", "--data", "t.txt", "--steps", "1", "--batch", "2"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("recur: started as one of 2 ranks, but this recur was built without MPI"),
+        "{err}"
+    );
+    assert!(!dir.path().join("model.safetensors").exists());
+}

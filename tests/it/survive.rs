@@ -56,7 +56,7 @@ fn job_of(dir: &Path) -> Value {
 /// Writes the data files the cases read into `dir`: a text with non-ASCII bytes, a
 /// series, sets of uneven token and feature sequences with per-sequence and per-step
 /// labels.
-fn write_data(dir: &Path) {
+pub(crate) fn write_data(dir: &Path) {
     let text: String = (0..6000)
         .map(|i| ["naïve ", "café ", "über ", "ß ", "x "][(i * 7 + i / 3) % 5])
         .collect();

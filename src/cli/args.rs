@@ -405,6 +405,11 @@ pub struct PlanCmd {
     /// the policy or budget given) with memory and recomputation.
     #[arg(long, conflicts_with = "no_reuse")]
     pub compare: bool,
+    /// The plan of each process of a job over R ranks (`mpirun -n R recur train`): each
+    /// rank's share of the batch, its persistent memory, arena and communication
+    /// buffers.
+    #[arg(long, value_name = "R")]
+    pub ranks: Option<usize>,
     /// Model and window.
     #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,

@@ -367,10 +367,24 @@ fn plan(c: PlanCmd) -> Result<()> {
         (true, _) => args::PlanFormat::Json,
         (false, f) => f.unwrap_or(args::PlanFormat::Table),
     };
+    // A job over R ranks: each compiles for its share of the batch.
+    let ranks = match c.ranks {
+        None | Some(1) => None,
+        Some(0) => return Err(Error::spec("--ranks", "must be at least 1")),
+        Some(r) => Some(
+            crate::dist::Shard::new(0, r, train.batch)
+                .map_err(|m| Error::spec("train.batch", m))?,
+        ),
+    };
+    let mut train = train;
+    if let Some(s) = ranks {
+        train.batch = s.rows_per_rank();
+    }
     if c.compare {
         return compare(&model, &train, format);
     }
     let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
+    let per_rank = ranks.map(|s| RankPlan::new(&program, s));
     let report = PlanReport::new(&program);
     let timeline = c
         .timeline
@@ -391,6 +405,9 @@ fn plan(c: PlanCmd) -> Result<()> {
                     serde_json::to_value(b).unwrap_or_default(),
                 );
             }
+            if let (Some(r), Some(o)) = (&per_rank, v.as_object_mut()) {
+                o.insert("ranks".into(), serde_json::to_value(r).unwrap_or_default());
+            }
             if let (true, Some(o)) = (c.listing, v.as_object_mut()) {
                 let ops: Vec<String> = (program.ops.iter())
                     .map(|op| {
@@ -409,6 +426,9 @@ fn plan(c: PlanCmd) -> Result<()> {
         }
         args::PlanFormat::Table => say_raw!("{}", report.table()),
         args::PlanFormat::Markdown => say_raw!("{}", report.markdown()),
+    }
+    if let (Some(r), false) = (&per_rank, format == args::PlanFormat::Json) {
+        say_raw!("{}", r.text(format == args::PlanFormat::Markdown));
     }
     if let (Some(t), Some(b), false) = (&timeline, &peak, format == args::PlanFormat::Json) {
         let md = format == args::PlanFormat::Markdown;
@@ -433,6 +453,97 @@ fn plan(c: PlanCmd) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Each rank's memory in a job over several ranks (`recur plan --ranks R`).
+#[derive(serde::Serialize)]
+struct RankPlan {
+    /// How the job is split.
+    split: &'static str,
+    /// Rows of the global batch each rank takes.
+    rows_per_rank: usize,
+    /// The global batch.
+    batch: usize,
+    /// One entry per rank.
+    per_rank: Vec<RankBytes>,
+}
+
+#[derive(serde::Serialize)]
+struct RankBytes {
+    rank: usize,
+    persistent_bytes: u64,
+    arena_bytes: u64,
+    communication_bytes: u64,
+    total_bytes: u64,
+}
+
+impl RankPlan {
+    fn new(p: &crate::Program, s: crate::dist::Shard) -> Self {
+        let buckets = crate::dist::buckets(&p.params, p.model.layers);
+        let comm = crate::dist::ring_bytes(&buckets, s.ranks);
+        RankPlan {
+            split: "data parallel",
+            rows_per_rank: s.rows_per_rank(),
+            batch: s.batch,
+            per_rank: (0..s.ranks)
+                .map(|rank| RankBytes {
+                    rank,
+                    persistent_bytes: p.persistent_bytes(),
+                    arena_bytes: p.arena_bytes,
+                    communication_bytes: comm,
+                    total_bytes: p.total_bytes() + comm,
+                })
+                .collect(),
+        }
+    }
+
+    fn text(&self, markdown: bool) -> String {
+        use crate::units::fmt_bytes;
+        let mut out = format!(
+            "\n{} ranks, {}: {} rows each of the batch {} (the plan above is one rank's)\n",
+            self.per_rank.len(),
+            self.split,
+            self.rows_per_rank,
+            self.batch
+        );
+        let head = ["rank", "persistent", "arena", "communication", "total"];
+        let rows: Vec<[String; 5]> = (self.per_rank.iter())
+            .map(|r| {
+                [
+                    r.rank.to_string(),
+                    fmt_bytes(r.persistent_bytes),
+                    fmt_bytes(r.arena_bytes),
+                    fmt_bytes(r.communication_bytes),
+                    fmt_bytes(r.total_bytes),
+                ]
+            })
+            .collect();
+        if markdown {
+            out += &format!("\n| {} |\n|{}\n", head.join(" | "), "---|".repeat(5));
+            for r in &rows {
+                out += &format!("| {} |\n", r.join(" | "));
+            }
+        } else {
+            let w: Vec<usize> = (0..5)
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([head[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: [&str; 5]| {
+                let c: Vec<String> = (0..5).map(|i| format!("{:>1$}", cells[i], w[i])).collect();
+                format!("  {}\n", c.join("  "))
+            };
+            out += &line(head);
+            for r in &rows {
+                out += &line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+            }
+        }
+        out
+    }
 }
 
 /// `recur plan --compare`: the same model under none, sqrt, revolve at a few slot

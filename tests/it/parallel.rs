@@ -371,3 +371,36 @@ fn a_binary_without_mpi_refuses_to_be_one_of_several_ranks() {
     );
     assert!(!dir.path().join("model.safetensors").exists());
 }
+
+/// `recur plan --ranks R` prints each rank's memory: its share of the batch compiled,
+/// and the ring's buffers beside it.
+#[test]
+fn plan_ranks_gives_each_ranks_memory_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "plan", "--json", "--batch", "8", "--hidden", "32", "--window", "40", "--ranks", "2",
+    ];
+    let (code, out, err) = crate::util::recur(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ranks = &v["ranks"]["per_rank"];
+    assert_eq!(ranks.as_array().map(Vec::len), Some(2), "{v}");
+    let model = ModelSpec::lstm(256, 64, 32, 1).unwrap();
+    let mut tr = TrainSpec::new(4, 40).unwrap();
+    let defaults = TrainSpec::new(8, 40).unwrap();
+    tr.grain = defaults.grain;
+    let p = compile(&model, &tr).unwrap();
+    let comm = dist::ring_bytes(&dist::buckets(&p.params, 1), 2);
+    assert!(
+        comm > 4 * p.params.total as u64,
+        "a copy of the gradients and a chunk"
+    );
+    for r in ranks.as_array().unwrap() {
+        assert_eq!(r["arena_bytes"], p.arena_bytes, "{v}");
+        assert_eq!(r["persistent_bytes"], p.persistent_bytes(), "{v}");
+        assert_eq!(r["communication_bytes"], comm, "{v}");
+    }
+    let (code, _, err) = crate::util::recur(&["plan", "--batch", "8", "--ranks", "3"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("not a multiple of the 3 ranks"), "{err}");
+}

@@ -528,6 +528,7 @@ pub fn train_spec(
         seed: run!(seed).unwrap_or(defaults.seed),
         accumulate: run!(accumulate).unwrap_or(1),
         advance: get!(advance),
+        stage: None,
     };
     train.validate()?;
     Ok(train)

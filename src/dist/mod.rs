@@ -128,6 +128,20 @@ pub trait Reduce {
     fn buffer_bytes(&self) -> u64;
 }
 
+/// The messages of a pipeline stage (`--pipeline`): a segment's rows to and from the
+/// stages after (forward: the top layer's output; backward: its gradient) and before.
+/// Blocking: a stage waits for the one it needs, which is the wavefront.
+pub trait Link {
+    /// Sends a segment's output to the stage after.
+    fn send_next(&mut self, data: &[f32]);
+    /// Receives a segment's input from the stage before.
+    fn recv_prev(&mut self, into: &mut [f32]);
+    /// Sends dL/d(input) of a segment to the stage before.
+    fn send_prev(&mut self, data: &[f32]);
+    /// Receives dL/d(output) of a segment from the stage after.
+    fn recv_next(&mut self, into: &mut [f32]);
+}
+
 /// The gradient buckets of a layout, in layout order: the embedding (token input), each
 /// layer (both directions of a bidirectional one), the head. They tile the flat
 /// gradient block, padding included.

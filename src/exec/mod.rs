@@ -177,6 +177,10 @@ fn phases(ops: &[Op]) -> Vec<(Phase, u32)> {
                 | Op::WeightGrad { seg, .. }
                 | Op::InputGrad { seg, .. } => (Phase::Backward, seg),
                 Op::ZeroCarry { .. } => (Phase::Backward, prev.1),
+                Op::Recv { seg, .. } => (Phase::Forward, seg),
+                Op::SendOut { .. } => prev,
+                Op::RecvGrad { seg, .. } => (Phase::Head, seg),
+                Op::SendGrad { seg, .. } => (Phase::Backward, seg),
             };
             prev = this;
             this
@@ -380,7 +384,7 @@ impl Executor {
     /// directions start at the window's end, so no prefix of the segments is a
     /// schedule of the first steps.
     pub fn run_prefix(&mut self, segments: usize, weight: f32) -> f32 {
-        self.run_window(segments, weight, None, None)
+        self.run_window(segments, weight, None, None, None)
     }
 
     /// Places the executor's rows in a job's global batch (data-parallel training:
@@ -406,6 +410,7 @@ impl Executor {
         weight: f32,
         counted: Option<usize>,
         mut reduce: Option<&mut dyn crate::dist::Reduce>,
+        link: Option<&mut (dyn crate::dist::Link + 'static)>,
     ) -> f32 {
         let all = segments >= self.prog.sizes.segments || self.prog.sizes.directions == 2;
         let sz = &self.prog.sizes;
@@ -464,6 +469,7 @@ impl Executor {
             seed: self.prog.train.seed,
             round: self.round,
             rows: self.rows,
+            link,
             loss: 0.0,
             correct: 0,
             outputs: &mut self.outputs,

@@ -96,6 +96,8 @@ pub(super) struct Ctx<'a> {
     pub(super) round: u64,
     /// The executor's rows in the global batch (`dropout::Mask::rows`).
     pub(super) rows: (u64, u64, u64),
+    /// A pipeline stage's messages to the stages before and after it.
+    pub(super) link: Option<&'a mut (dyn crate::dist::Link + 'static)>,
     pub(super) loss: f64,
     /// Counted positions predicted right (evaluation).
     pub(super) correct: usize,
@@ -169,6 +171,13 @@ impl<'a> Ctx<'a> {
 
     pub(super) fn exec(&mut self, op: &Op, ar: &Arena) {
         match *op {
+            Op::Recv { x, .. } => self.link().recv_prev(ar.buf(x)),
+            Op::SendOut { seg, h } => {
+                let rows = self.rows_of(ar, h, seg, self.sz.out);
+                self.link().send_next(rows);
+            }
+            Op::RecvGrad { dh, .. } => self.link().recv_next(ar.buf(dh)),
+            Op::SendGrad { dx, .. } => self.link().send_prev(ar.buf(dx)),
             Op::Embed { seg, x, layer } => {
                 let e = self.lay.embedding().map_or(0..0, |t| t.range());
                 let toks = self.tokens_of(layer, seg);
@@ -259,7 +268,8 @@ impl<'a> Ctx<'a> {
                 self.state_next = next;
             }
             Op::Dropout { layer, seg, h, out } => {
-                let h = &ar.buf(h)[self.sz.state_block(0)..];
+                // A layer's output state, or a pipeline stage's received input.
+                let h = &*self.rows_of(ar, h, seg, self.sz.layer_out);
                 let first = self.positions(seg).start as u64;
                 self.mask_of(layer)
                     .apply(first, self.sz.layer_out, h, ar.buf(out));
@@ -352,6 +362,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// The dropout mask of layer `layer`'s input in this run.
+    /// The stage's link (a program with pipeline messages runs with one).
+    fn link(&mut self) -> &mut dyn crate::dist::Link {
+        match self.link.as_deref_mut() {
+            Some(l) => l,
+            None => panic!("a pipeline stage's program runs with its link to the other stages"),
+        }
+    }
+
     fn mask_of(&self, layer: u32) -> super::dropout::Mask {
         super::dropout::Mask {
             seed: self.seed,

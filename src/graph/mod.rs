@@ -142,6 +142,9 @@ pub enum BufKind {
     Predictions { seg: u32 },
     /// dL/d(embedded inputs) of a segment, [g·B, E] (scratch of the embedding gradient).
     DeltaEmbedded { seg: u32 },
+    /// A pipeline stage's input of a segment, received from the stage before (the
+    /// output of the layer below), [g·B, out]; kept until the segment's backward.
+    Received { seg: u32 },
 }
 
 impl BufKind {
@@ -160,7 +163,8 @@ impl BufKind {
             | BufKind::DeltaIn { seg, .. }
             | BufKind::Logits { seg }
             | BufKind::Predictions { seg }
-            | BufKind::DeltaEmbedded { seg } => Some(seg),
+            | BufKind::DeltaEmbedded { seg }
+            | BufKind::Received { seg } => Some(seg),
             BufKind::Checkpoint { boundary } | BufKind::LayerCheckpoint { boundary, .. } => {
                 Some(boundary)
             }
@@ -230,6 +234,7 @@ impl std::fmt::Display for BufKind {
             BufKind::Logits { seg } => write!(f, "logits[s{seg}]"),
             BufKind::Predictions { seg } => write!(f, "pred[s{seg}]"),
             BufKind::DeltaEmbedded { seg } => write!(f, "dx[s{seg}]"),
+            BufKind::Received { seg } => write!(f, "recv[s{seg}]"),
         }
     }
 }

@@ -252,6 +252,18 @@ pub enum Op {
         gates: BufId,
         dx: BufId,
     },
+    /// A pipeline stage's input of segment `seg` from the stage before, into `x`
+    /// (blocking: the wavefront waits here for the stage below).
+    Recv { seg: u32, x: BufId },
+    /// Sends the top layer's output of segment `seg` (`h`, its state 0 without the
+    /// entry blocks) to the stage after.
+    SendOut { seg: u32, h: BufId },
+    /// dL/dh of the stage's top layer over segment `seg`, from the stage after, into
+    /// `dh`.
+    RecvGrad { seg: u32, dh: BufId },
+    /// Sends dL/d(input) of the stage's first layer over segment `seg` (`dx`) to the
+    /// stage before.
+    SendGrad { seg: u32, dx: BufId },
 }
 
 /// How an op touches a buffer.
@@ -371,6 +383,10 @@ impl Op {
                 f(gates, Read);
                 f(dx, Write);
             }
+            Op::Recv { x, .. } => f(x, Write),
+            Op::SendOut { h, .. } => f(h, Read),
+            Op::RecvGrad { dh, .. } => f(dh, Write),
+            Op::SendGrad { dx, .. } => f(dx, Read),
         }
     }
 }

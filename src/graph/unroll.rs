@@ -12,6 +12,9 @@ use crate::spec::{HeadKind, ModelSpec, TrainSpec};
 #[derive(Clone, Debug)]
 struct SegFwd {
     seg: usize,
+    /// The stage's first layer (`Sizes::stage`): the per-layer vectors start there.
+    first: usize,
+    /// The embedded tokens (layer 0), or a pipeline stage's received input.
     x: Option<BufId>,
     /// Per layer, its input after dropout (layers above 0 under dropout).
     dropped: Vec<Option<BufId>>,
@@ -24,11 +27,14 @@ impl SegFwd {
     /// What layer `l` reads as input: the embedded tokens or features, or the layer
     /// below's output state.
     fn input(&self, l: usize) -> Input {
-        match (l, self.x, self.dropped.get(l).copied().flatten()) {
+        let i = l - self.first;
+        match (l, self.x, self.dropped.get(i).copied().flatten()) {
             (0, Some(x), _) => Input::Embedded(x),
             (0, None, _) => Input::Features,
             (_, _, Some(d)) => Input::Dropped(d),
-            _ => Input::Hidden(self.states[l - 1].id(0)),
+            // A pipeline stage's first layer reads what the stage before sent.
+            (_, Some(x), _) if i == 0 => Input::Hidden(x),
+            _ => Input::Hidden(self.states[i - 1].id(0)),
         }
     }
 }
@@ -53,6 +59,8 @@ pub fn unroll_eval(model: &ModelSpec, train: &TrainSpec) -> Graph {
         buffers: Vec::new(),
         ops: Vec::new(),
         store: train.stride().div_ceil(train.grain),
+        recv: vec![None; sizes.segments],
+        sent: vec![false; sizes.segments],
     };
     let store = train.stride().div_ceil(train.grain);
     let mut last: Option<SegFwd> = None;
@@ -95,6 +103,8 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
         buffers: Vec::new(),
         ops: Vec::new(),
         store: train.stride().div_ceil(train.grain),
+        recv: vec![None; sizes.segments],
+        sent: vec![false; sizes.segments],
     };
     // Per boundary b (state entering segment b): the latest checkpoint buffer.
     let mut ckpt: Vec<Option<BufId>> = vec![None; ns + 1];
@@ -163,12 +173,19 @@ struct Unroller<'a> {
     ops: Vec<Op>,
     /// The segment after which the next window's state is taken (`TrainSpec::stride`).
     store: usize,
+    /// A pipeline stage's input per segment, once received (recomputations read it
+    /// again), and whether its output was sent on.
+    recv: Vec<Option<BufId>>,
+    sent: Vec<bool>,
 }
 
 impl Unroller<'_> {
     fn push(&mut self, kind: BufKind, elems: usize) -> BufId {
         let (category, class) = match kind {
-            BufKind::Embedded { .. } | BufKind::Dropped { .. } | BufKind::LayerIn { .. } => {
+            BufKind::Embedded { .. }
+            | BufKind::Dropped { .. }
+            | BufKind::LayerIn { .. }
+            | BufKind::Received { .. } => {
                 (Category::SavedActivations, CostClass::MemoryBound)
             }
             BufKind::Output { .. } => (Category::SavedActivations, CostClass::ComputeBound),
@@ -211,33 +228,52 @@ impl Unroller<'_> {
     /// Embedding, then per layer: entry state, input projection, recurrence.
     fn forward(&mut self, s: usize, entry: Entry<'_>) -> SegFwd {
         let sz = self.sz;
-        let (nl, su) = (sz.layers, s as u32);
-        let x = sz.embed.map(|_| {
-            let x = self.push(BufKind::Embedded { seg: su }, sz.embedded_elems(s));
-            self.ops.push(Op::Embed {
-                seg: su,
-                x,
-                layer: 0,
-            });
-            x
-        });
+        let (first, end) = (sz.stage.start, sz.stage.end);
+        let (nl, su) = (end - first, s as u32);
+        let x = match first {
+            0 => sz.embed.map(|_| {
+                let x = self.push(BufKind::Embedded { seg: su }, sz.embedded_elems(s));
+                self.ops.push(Op::Embed {
+                    seg: su,
+                    x,
+                    layer: 0,
+                });
+                x
+            }),
+            // A later pipeline stage: the layer below's output, from the stage before,
+            // received once and kept for recomputations and the backward.
+            _ => Some(match self.recv[s] {
+                Some(x) => x,
+                None => {
+                    let x = self.push(BufKind::Received { seg: su }, sz.received_elems(s));
+                    self.ops.push(Op::Recv { seg: su, x });
+                    self.recv[s] = Some(x);
+                    x
+                }
+            }),
+        };
         let mut f = SegFwd {
             seg: s,
+            first,
             x,
             dropped: Vec::with_capacity(nl),
             gates: Vec::with_capacity(nl),
             states: Vec::with_capacity(nl),
             saved: Vec::with_capacity(nl),
         };
-        for l in 0..nl {
-            let lu = l as u32;
+        for l in first..end {
+            let (lu, i) = (l as u32, l - first);
             // Dropout of the layer below's output, on its way in.
             let dropped = (l > 0 && sz.dropout > 0.0).then(|| {
                 let out = self.push(BufKind::Dropped { layer: lu, seg: su }, sz.dropped_elems(s));
+                let h = match (i, x) {
+                    (0, Some(x)) => x,
+                    _ => f.states[i - 1].id(0),
+                };
                 self.ops.push(Op::Dropout {
                     layer: lu,
                     seg: su,
-                    h: f.states[l - 1].id(0),
+                    h,
                     out,
                 });
                 out
@@ -245,13 +281,21 @@ impl Unroller<'_> {
             f.dropped.push(dropped);
             let src = match &entry {
                 Entry::Carried => StateSrc::Carried,
-                Entry::Prev(p) => StateSrc::Prev(p.states[l]),
+                Entry::Prev(p) => StateSrc::Prev(p.states[i]),
                 Entry::Checkpoint(b) => StateSrc::Checkpoint(*b),
             };
             let (g, states, saved) = self.recurrence(lu, s, src, f.input(l));
             f.gates.push(g);
             f.states.push(states);
             f.saved.push(saved);
+        }
+        // A pipeline stage sends its top layer's output on, once per segment.
+        if end < sz.layers && !self.sent[s] {
+            self.sent[s] = true;
+            self.ops.push(Op::SendOut {
+                seg: su,
+                h: f.states[nl - 1].id(0),
+            });
         }
         f
     }
@@ -308,21 +352,21 @@ impl Unroller<'_> {
     fn checkpoint(&mut self, f: &SegFwd) -> BufId {
         let boundary = f.seg as u32 + 1;
         let ck = self.push(BufKind::Checkpoint { boundary }, self.sz.carried());
-        for l in 0..self.sz.layers {
+        for l in self.sz.stage.clone() {
             self.ops.push(Op::SaveCheckpoint {
                 layer: l as u32,
                 ckpt: ck,
-                states: f.states[l],
+                states: f.states[l - f.first],
             });
         }
         ck
     }
 
     fn store_state(&mut self, f: &SegFwd) {
-        for l in 0..self.sz.layers {
+        for l in self.sz.stage.clone() {
             self.ops.push(Op::StoreState {
                 layer: l as u32,
-                states: f.states[l],
+                states: f.states[l - f.first],
             });
         }
     }
@@ -344,7 +388,8 @@ impl Unroller<'_> {
 
     /// Per layer: the gradients carried through time and the cell's backward scratch.
     fn zero_carry(&mut self) -> Vec<BufId> {
-        (0..self.sz.layers as u32)
+        let stage = self.sz.stage.clone();
+        (stage.start as u32..stage.end as u32)
             .map(|layer| {
                 let carry = self.push(BufKind::Carry { layer }, self.sz.carry_elems());
                 self.ops.push(Op::ZeroCarry { layer, carry });
@@ -358,38 +403,44 @@ impl Unroller<'_> {
     fn backward(&mut self, f: &SegFwd, carry: &[BufId]) {
         let sz = self.sz;
         let (s, su) = (f.seg, f.seg as u32);
-        let top = sz.layers - 1;
-        let kind = match sz.head {
-            HeadKind::Regress => BufKind::Predictions { seg: su },
-            HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg: su },
-        };
-        let out = self.push(kind, sz.head_elems(s));
+        let (first, top) = (sz.stage.start, sz.stage.end - 1);
         let delta = |layer| BufKind::DeltaIn { layer, seg: su };
         let mut dh = self.push(delta(top as u32), sz.delta_elems(s));
-        self.ops.push(Op::Head {
-            seg: su,
-            h: f.states[top].id(0),
-            out,
-            dh,
-        });
-        for l in (0..sz.layers).rev() {
-            let (lu, g) = (l as u32, f.gates[l]);
+        if top + 1 == sz.layers {
+            let kind = match sz.head {
+                HeadKind::Regress => BufKind::Predictions { seg: su },
+                HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg: su },
+            };
+            let out = self.push(kind, sz.head_elems(s));
+            self.ops.push(Op::Head {
+                seg: su,
+                h: f.states[top - first].id(0),
+                out,
+                dh,
+            });
+        } else {
+            // A pipeline stage below the head: dL/dh of its top from the stage after.
+            self.ops.push(Op::RecvGrad { seg: su, dh });
+        }
+        for l in (first..=top).rev() {
+            let (lu, i) = (l as u32, l - first);
+            let g = f.gates[i];
             self.ops.push(Op::CellBackward {
                 layer: lu,
                 seg: su,
                 gates: g,
-                states: f.states[l].only(|i| sz.states[i].read_in_backward),
-                saved: f.saved[l],
+                states: f.states[i].only(|k| sz.states[k].read_in_backward),
+                saved: f.saved[i],
                 dh,
-                carry: carry[l],
+                carry: carry[i],
             });
             self.ops.push(Op::WeightGrad {
                 layer: lu,
                 seg: su,
                 gates: g,
                 x: f.input(l),
-                states: f.states[l].only(|i| sz.states[i].read_in_grads),
-                saved: f.saved[l],
+                states: f.states[i].only(|k| sz.states[k].read_in_grads),
+                saved: f.saved[i],
             });
             let dx = match (l, sz.embed) {
                 (0, None) => break,
@@ -402,6 +453,11 @@ impl Unroller<'_> {
                 gates: g,
                 dx,
             });
+            if l == first && first > 0 {
+                // dL/d(the stage's input) goes to the stage before.
+                self.ops.push(Op::SendGrad { seg: su, dx });
+                break;
+            }
             dh = dx;
         }
     }
@@ -447,6 +503,8 @@ pub(super) fn unroll_bidir(
         buffers: Vec::new(),
         ops: Vec::new(),
         store: train.stride().div_ceil(train.grain),
+        recv: vec![None; sizes.segments],
+        sent: vec![false; sizes.segments],
     };
     let (nl, ns) = (sizes.layers, sizes.segments);
     let eval_actions: Vec<Action> = (0..ns as u32)

@@ -20,6 +20,10 @@ pub struct Sizes {
     pub segments: usize,
     /// Layers L.
     pub layers: usize,
+    /// The layers this program runs (all, or a pipeline stage's): it reads layer
+    /// `stage.start`'s input from the stage before unless that is 0, and sends its top
+    /// layer's output to the stage after unless `stage.end` is L (which holds the head).
+    pub stage: std::ops::Range<usize>,
     /// Hidden width H.
     pub hidden: usize,
     /// The output projection's width P, if any (PyTorch's `proj_size`).
@@ -74,6 +78,10 @@ impl Sizes {
             grain: train.grain,
             segments: train.segments(),
             layers: model.layers,
+            stage: match train.stage {
+                Some((a, b)) => a.min(model.layers)..b.min(model.layers).max(a + 1),
+                None => 0..model.layers,
+            },
             hidden: h,
             proj: model.proj,
             out: w.out(),
@@ -177,6 +185,12 @@ impl Sizes {
     /// A segment's embedded tokens, [steps·B, E] (0 for a feature input).
     pub fn embedded_elems(&self, s: usize) -> usize {
         self.seg_rows(s) * self.embed.unwrap_or(0)
+    }
+
+    /// A pipeline stage's input of a segment, received from the stage before,
+    /// [steps·B, layer_out].
+    pub fn received_elems(&self, s: usize) -> usize {
+        self.seg_rows(s) * self.layer_out
     }
 
     /// A layer's dropped input of a segment, [steps·B, layer_out] (0 without dropout).

@@ -363,6 +363,10 @@ pub fn op_text(op: &Op, p: &Program) -> String {
     };
     match *op {
         Op::Embed { x, .. } => format!("embed            -> {}", n(x)),
+        Op::Recv { x, .. } => format!("recv             stage before -> {}", n(x)),
+        Op::SendOut { h, .. } => format!("send_out         {} -> stage after", n(h)),
+        Op::RecvGrad { dh, .. } => format!("recv_grad        stage after -> {}", n(dh)),
+        Op::SendGrad { dx, .. } => format!("send_grad        {} -> stage before", n(dx)),
         Op::Dropout { h, out, .. } => format!("dropout          {} -> {}", n(h), n(out)),
         Op::LayerIn { src, out, .. } => {
             let from = src.map_or("features".to_string(), n);

@@ -206,6 +206,10 @@ pub struct TrainSpec {
     /// Default `None`: k1 = T, windows side by side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advance: Option<usize>,
+    /// The layers `[first, end)` this process runs, of a pipeline-parallel job (layers
+    /// on consecutive ranks); `None`: every layer. Not part of the job's settings.
+    #[serde(skip)]
+    pub stage: Option<(usize, usize)>,
 }
 
 fn one() -> usize {
@@ -225,6 +229,7 @@ impl Default for TrainSpec {
             seed: 0,
             accumulate: 1,
             advance: None,
+            stage: None,
         }
     }
 }

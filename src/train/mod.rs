@@ -196,9 +196,13 @@ impl Trainer {
         };
         let positions = (segments * sz.grain).min(sz.window) * sz.batch * reduce.ranks();
         let during = last.then_some(reduce);
-        let loss = self
-            .exec
-            .run_window(segments, weight, Some(f.counted), during.map(|r| r as _));
+        let loss = self.exec.run_window(
+            segments,
+            weight,
+            Some(f.counted),
+            during.map(|r| r as _),
+            None,
+        );
         (loss, positions)
     }
 

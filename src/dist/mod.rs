@@ -142,6 +142,167 @@ pub trait Link {
     fn recv_next(&mut self, into: &mut [f32]);
 }
 
+/// A pipeline stage's transport: its [`Link`] to the neighbouring stages, small sums
+/// across all stages, and collecting every stage's part of a flat array on the first
+/// stage (for snapshots and the final weights).
+pub trait Pipe: Link {
+    /// This stage (its rank).
+    fn stage(&self) -> usize;
+    /// Stages (ranks) in the job.
+    fn stages(&self) -> usize;
+    /// `xs` summed element by element over the stages, in stage order (every stage
+    /// gets the same values).
+    fn sum_each(&mut self, xs: &mut [f64]);
+    /// Each stage's part `parts[stage]` of `full` into the first stage's `full` (the
+    /// others send theirs; every stage calls it).
+    fn collect(&mut self, full: &mut [f32], parts: &[Range<usize>]);
+    /// Seconds spent waiting for the other stages so far.
+    fn waited(&self) -> f64;
+}
+
+/// Tags of a pipeline's messages (ordered per pair of ranks and tag).
+const FORWARD: u16 = 1;
+const BACKWARD: u16 = 2;
+const COLLECT: u16 = 3;
+
+/// The pipeline transport over a [`Comm`]: stage r is rank r; messages are blocking
+/// (posted, then waited for).
+pub struct Stages<C: Comm> {
+    comm: C,
+    gathered: Vec<u8>,
+    waited: Duration,
+}
+
+impl<C: Comm> Stages<C> {
+    /// Stage `comm.rank()` of `comm.size()`.
+    pub fn new(comm: C) -> Self {
+        Stages {
+            comm,
+            gathered: Vec::new(),
+            waited: Duration::ZERO,
+        }
+    }
+
+    fn wait(&mut self, mut req: Req) {
+        let t0 = Instant::now();
+        while !self.comm.test(&mut req) {
+            std::hint::spin_loop();
+        }
+        self.waited += t0.elapsed();
+    }
+
+    fn send(&mut self, data: &[f32], to: usize, tag: u16) {
+        // SAFETY: `data` is borrowed until the send completes, below.
+        let req = unsafe { self.comm.isend(data.as_ptr(), data.len(), to, tag) };
+        self.wait(req);
+    }
+
+    fn recv(&mut self, into: &mut [f32], from: usize, tag: u16) {
+        // SAFETY: `into` is borrowed mutably until the receive completes, below.
+        let req = unsafe { self.comm.irecv(into.as_mut_ptr(), into.len(), from, tag) };
+        self.wait(req);
+    }
+}
+
+impl<C: Comm> Link for Stages<C> {
+    fn send_next(&mut self, data: &[f32]) {
+        let to = self.comm.rank() + 1;
+        self.send(data, to, FORWARD);
+    }
+    fn recv_prev(&mut self, into: &mut [f32]) {
+        let from = self.comm.rank() - 1;
+        self.recv(into, from, FORWARD);
+    }
+    fn send_prev(&mut self, data: &[f32]) {
+        let to = self.comm.rank() - 1;
+        self.send(data, to, BACKWARD);
+    }
+    fn recv_next(&mut self, into: &mut [f32]) {
+        let from = self.comm.rank() + 1;
+        self.recv(into, from, BACKWARD);
+    }
+}
+
+impl<C: Comm> Pipe for Stages<C> {
+    fn stage(&self) -> usize {
+        self.comm.rank()
+    }
+
+    fn stages(&self) -> usize {
+        self.comm.size()
+    }
+
+    fn sum_each(&mut self, xs: &mut [f64]) {
+        let n = 8 * xs.len();
+        let r = self.comm.size();
+        let mut gathered = std::mem::take(&mut self.gathered);
+        gathered.resize(n * r, 0);
+        let mine: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t0 = Instant::now();
+        self.comm.all_gather(&mine, &mut gathered);
+        self.waited += t0.elapsed();
+        for (i, x) in xs.iter_mut().enumerate() {
+            *x = (0..r)
+                .map(|k| {
+                    let at = k * n + 8 * i;
+                    f64::from_le_bytes(gathered[at..at + 8].try_into().unwrap_or([0; 8]))
+                })
+                .fold(0.0, |a, v| a + v);
+        }
+        self.gathered = gathered;
+    }
+
+    fn collect(&mut self, full: &mut [f32], parts: &[Range<usize>]) {
+        let me = self.comm.rank();
+        if me == 0 {
+            for (r, p) in parts.iter().enumerate().skip(1) {
+                self.recv(&mut full[p.clone()], r, COLLECT);
+            }
+        } else {
+            let p = parts[me].clone();
+            self.send(&full[p], 0, COLLECT);
+        }
+    }
+
+    fn waited(&self) -> f64 {
+        self.waited.as_secs_f64()
+    }
+}
+
+/// The stage of rank `rank` of `ranks` over `layers` layers: layers
+/// `[rank·L/R, (rank+1)·L/R)`; refuses a count of ranks that does not divide the
+/// layers.
+pub fn stage_of(rank: usize, ranks: usize, layers: usize) -> Result<Range<usize>, String> {
+    if ranks == 0 || rank >= ranks {
+        return Err(format!("rank {rank} of {ranks} ranks"));
+    }
+    if !layers.is_multiple_of(ranks) {
+        return Err(format!(
+            "the {layers} layers are not a multiple of the {ranks} ranks: each rank of the \
+             pipeline runs an equal share of consecutive layers (give --layers a multiple of \
+             {ranks}, or run on a number of ranks that divides {layers})"
+        ));
+    }
+    let per = layers / ranks;
+    Ok(rank * per..(rank + 1) * per)
+}
+
+/// Where stage `stage` (layers `[a, b)` of `layers`) keeps its parameters in the flat
+/// layout: from its first layer (0: the embedding too) to the next stage's (the last:
+/// the head too).
+pub fn stage_params(layout: &ParamLayout, layers: usize, stage: Range<usize>) -> Range<usize> {
+    let dirs = layout.vlayers() / layers.max(1);
+    let start = match stage.start {
+        0 => 0,
+        a => layout.layer_start(a * dirs),
+    };
+    let end = match stage.end {
+        b if b >= layers => layout.total,
+        b => layout.layer_start(b * dirs),
+    };
+    start..end
+}
+
 /// The gradient buckets of a layout, in layout order: the embedding (token input), each
 /// layer (both directions of a bidirectional one), the head. They tile the flat
 /// gradient block, padding included.

@@ -185,9 +185,7 @@ impl Unroller<'_> {
             BufKind::Embedded { .. }
             | BufKind::Dropped { .. }
             | BufKind::LayerIn { .. }
-            | BufKind::Received { .. } => {
-                (Category::SavedActivations, CostClass::MemoryBound)
-            }
+            | BufKind::Received { .. } => (Category::SavedActivations, CostClass::MemoryBound),
             BufKind::Output { .. } => (Category::SavedActivations, CostClass::ComputeBound),
             BufKind::LayerCheckpoint { .. } => (Category::Checkpoints, CostClass::ComputeBound),
             BufKind::DeltaOut { .. } | BufKind::DeltaX { .. } => {

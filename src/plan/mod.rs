@@ -62,6 +62,7 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
     let _compile = tracing::info_span!("compile", policy = %train.policy).entered();
     model.validate()?;
     train.validate()?;
+    check_stage(model, train)?;
     let sizes = Sizes::new(model, train);
     check_size(&sizes)?;
     let policy_pass = tracing::info_span!("policy").entered();
@@ -103,6 +104,12 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
 pub fn compile_eval(model: &ModelSpec, train: &TrainSpec) -> Result<Program> {
     model.validate()?;
     train.validate()?;
+    if train.stage.is_some() {
+        return Err(Error::spec(
+            "train.stage",
+            "an evaluation program runs the whole model, not a pipeline stage",
+        ));
+    }
     let sizes = Sizes::new(model, train);
     check_size(&sizes)?;
     let graph = graph::unroll_eval(model, train);
@@ -233,6 +240,29 @@ fn check_size(sz: &Sizes) -> Result<()> {
                 "the window's activations and batch add up to {bytes}, beyond any machine; \
                  reduce `train.window`, `train.batch` or the model"
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a pipeline stage outside the model's layers, or of a bidirectional model
+/// (whose layers read the layer below whole, not segment by segment).
+fn check_stage(model: &ModelSpec, train: &TrainSpec) -> Result<()> {
+    let Some((a, b)) = train.stage else {
+        return Ok(());
+    };
+    if a >= b || b > model.layers {
+        return Err(Error::spec(
+            "model.layers",
+            format!("a pipeline stage of layers {a}..{b} of {}", model.layers),
+        ));
+    }
+    if model.bidirectional {
+        return Err(Error::spec(
+            "model.bidirectional",
+            "a bidirectional layer reads the layer below over the whole window, so its \
+             layers cannot be split into a pipeline over segments; train it data parallel \
+             (without --pipeline)",
         ));
     }
     Ok(())

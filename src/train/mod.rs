@@ -107,6 +107,13 @@ pub struct Trainer {
     /// A data-parallel job's gradient sum across ranks, and this rank's rows.
     reduce: Option<Box<dyn crate::dist::Reduce>>,
     shard: Option<crate::dist::Shard>,
+    /// A pipeline stage's transport, and the parameters it owns (updates).
+    pipe: Option<Box<dyn crate::dist::Pipe>>,
+    owned: std::ops::Range<usize>,
+    /// The gradient buckets, and their sums of squares (the global norm adds them in
+    /// bucket order, whether one process or several hold them).
+    buckets: Vec<std::ops::Range<usize>>,
+    partials: Vec<f64>,
 }
 
 impl Trainer {
@@ -121,6 +128,7 @@ impl Trainer {
         let layout = exec.layout().clone();
         init::init_params(&model, &layout, spec.seed, exec.params_mut());
         let optim = Optimizer::new(spec.optim, layout.total);
+        let buckets = crate::dist::buckets(&layout, model.layers);
         Ok(Trainer {
             exec,
             optim,
@@ -128,7 +136,76 @@ impl Trainer {
             hook: None,
             reduce: None,
             shard: None,
+            pipe: None,
+            owned: 0..layout.total,
+            partials: vec![0.0; buckets.len()],
+            buckets,
         })
+    }
+
+    /// Makes this trainer one stage of a pipeline-parallel job: its program was
+    /// compiled for the stage's layers (`TrainSpec::stage`), `pipe` carries its
+    /// segments' activations and gradients to and from the neighbouring stages, and it
+    /// updates only its own parameters (the gradient norm is summed over the stages in
+    /// bucket order, as one process sums it, so the job's arithmetic is the single
+    /// process's, bit for bit). Refuses a program of another stage.
+    pub fn set_pipeline(&mut self, pipe: Box<dyn crate::dist::Pipe>) -> Result<()> {
+        let model = &self.exec.program().model;
+        let want = crate::dist::stage_of(pipe.stage(), pipe.stages(), model.layers)
+            .map_err(|m| Error::spec("model.layers", m))?;
+        if self.exec.sizes().stage != want {
+            return Err(Error::spec(
+                "model.layers",
+                format!(
+                    "the program runs layers {:?}; stage {} of {} runs {want:?}",
+                    self.exec.sizes().stage,
+                    pipe.stage(),
+                    pipe.stages()
+                ),
+            ));
+        }
+        self.owned = crate::dist::stage_params(self.exec.layout(), model.layers, want);
+        self.pipe = Some(pipe);
+        Ok(())
+    }
+
+    /// The pipeline stage's transport, if this trainer is one.
+    pub fn pipe(&self) -> Option<&dyn crate::dist::Pipe> {
+        self.pipe.as_deref()
+    }
+
+    /// A pipeline job's parameters, optimiser moments and carried state, every
+    /// stage's part, onto the first stage's trainer (which then holds the whole job,
+    /// for a snapshot or the final weights); every stage calls it. Nothing for one
+    /// process.
+    pub fn collect_stages(&mut self) {
+        let Some(pipe) = self.pipe.as_deref_mut() else {
+            return;
+        };
+        let model = &self.exec.program().model;
+        let (layers, n) = (model.layers, pipe.stages());
+        let layout = self.exec.layout().clone();
+        let parts: Vec<_> = (0..n)
+            .map(|r| {
+                let st = crate::dist::stage_of(r, n, layers).unwrap_or(0..layers);
+                crate::dist::stage_params(&layout, layers, st)
+            })
+            .collect();
+        pipe.collect(self.exec.params_mut(), &parts);
+        let (m, v, _) = self.optim.state_mut();
+        pipe.collect(m, &parts);
+        if !v.is_empty() {
+            pipe.collect(v, &parts);
+        }
+        let sz = self.exec.sizes().clone();
+        let per = sz.carried_per_layer() * sz.directions;
+        let state_parts: Vec<_> = (0..n)
+            .map(|r| {
+                let st = crate::dist::stage_of(r, n, layers).unwrap_or(0..layers);
+                st.start * per..st.end * per
+            })
+            .collect();
+        pipe.collect(self.exec.state_mut(), &state_parts);
     }
 
     /// Makes this trainer one rank of a data-parallel job: its program was compiled
@@ -171,9 +248,15 @@ impl Trainer {
         self.reduce.as_deref()
     }
 
-    /// The sum of `x` over the ranks of a data-parallel job (in rank order, the same
-    /// on every rank); `x` itself for one process.
+    /// The sum of `x` over the ranks of a data-parallel or pipeline job (in rank
+    /// order, the same on every rank; a pipeline's loss is its last stage's); `x`
+    /// itself for one process.
     pub fn sum_over_ranks(&mut self, x: f64) -> f64 {
+        if let Some(p) = self.pipe.as_mut() {
+            let mut xs = [x];
+            p.sum_each(&mut xs);
+            return xs[0];
+        }
         match self.reduce.as_mut() {
             Some(r) => r.sum(x),
             None => x,
@@ -186,6 +269,14 @@ impl Trainer {
     /// starts as the backward finishes it. Returns this rank's share of the loss and
     /// the positions computed (all ranks').
     pub fn accumulate_window(&mut self, weight: f32, f: &Filled, last: bool) -> (f32, usize) {
+        if let Some(pipe) = self.pipe.as_deref_mut() {
+            let sz = self.exec.sizes();
+            let segments = f.steps.div_ceil(sz.grain).max(1);
+            let positions = (segments * sz.grain).min(sz.window) * sz.batch;
+            let link: &mut (dyn crate::dist::Link + 'static) = pipe;
+            let loss = (self.exec).run_window(segments, weight, None, None, Some(link));
+            return (loss, positions);
+        }
         let Some(reduce) = self.reduce.as_deref_mut() else {
             return self.accumulate_steps(weight, f.steps);
         };
@@ -247,7 +338,8 @@ impl Trainer {
 
     /// Zeroes the gradients (before accumulating windows with `accumulate`).
     pub fn zero_grads(&mut self) {
-        self.exec.grads_mut().fill(0.0);
+        let owned = self.owned.clone();
+        self.exec.grads_mut()[owned].fill(0.0);
         if let Some(r) = self.reduce.as_mut() {
             r.begin();
         }
@@ -300,18 +392,28 @@ impl Trainer {
             let (layout, grads) = self.exec.layout_and_grads_mut();
             hook(layout, grads);
         }
-        optim::grad_norm(self.exec.grads())
+        // Per bucket, then in bucket order: a pipeline's stages each hold some buckets
+        // (the others' are zero here) and sum the same terms in the same order.
+        let grads = self.exec.grads();
+        for (p, b) in self.partials.iter_mut().zip(&self.buckets) {
+            *p = grads[b.clone()].iter().map(|&g| g as f64 * g as f64).sum();
+        }
+        if let Some(pipe) = self.pipe.as_mut() {
+            pipe.sum_each(&mut self.partials);
+        }
+        self.partials.iter().sum::<f64>().sqrt() as f32
     }
 
     /// The second half of `apply_gradients`: clipping (from `norm`, the gradients'
     /// global norm) and the optimiser's update at this step's learning rate.
     pub fn update_with_norm(&mut self, norm: f32) {
         let lr = self.lr();
+        let owned = self.owned.clone();
         let (params, grads) = self.exec.params_and_grads();
         if let Some(c) = self.spec.clip {
-            optim::clip_to(grads, norm, c);
+            optim::clip_to(&mut grads[owned.clone()], norm, c);
         }
-        self.optim.update_at(params, grads, lr);
+        self.optim.update_range(params, grads, lr, owned);
     }
 
     /// The optimiser (its moments and step count, for snapshots).

@@ -59,12 +59,30 @@ impl Optimizer {
     /// value for this step). Weight decay is PyTorch's: decoupled for Adam (`AdamW`),
     /// added to the gradient for SGD.
     pub fn update_at(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.update_range(params, grads, lr, 0..params.len());
+    }
+
+    /// `update_at` of the parameters in `range` only (a pipeline stage's own); the
+    /// step count advances as for a whole update.
+    pub fn update_range(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f32,
+        range: std::ops::Range<usize>,
+    ) {
         self.step += 1;
+        let (params, grads) = (&mut params[range.clone()], &grads[range.clone()]);
+        let m = &mut self.m[range.clone()];
+        let v = match self.v.is_empty() {
+            true => &mut [][..],
+            false => &mut self.v[range],
+        };
         let o = self.spec;
         let wd = o.weight_decay;
         match o.kind {
             OptimKind::Sgd => {
-                for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.m) {
+                for ((p, g), b) in params.iter_mut().zip(grads).zip(m) {
                     let g = if wd != 0.0 { g + wd * *p } else { *g };
                     *b = o.momentum * *b + g;
                     *p -= lr * *b;
@@ -79,12 +97,7 @@ impl Optimizer {
                 if wd != 0.0 {
                     params.iter_mut().for_each(|p| *p *= keep);
                 }
-                for (((p, g), m), v) in params
-                    .iter_mut()
-                    .zip(grads)
-                    .zip(&mut self.m)
-                    .zip(&mut self.v)
-                {
+                for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
                     *m = o.beta1 * *m + (1.0 - o.beta1) * g;
                     *v = o.beta2 * *v + (1.0 - o.beta2) * g * g;
                     let denom = v.sqrt() / bc2_sqrt + o.eps;

@@ -404,3 +404,165 @@ fn plan_ranks_gives_each_ranks_memory_before_anything_runs() {
     assert_eq!(code, 2);
     assert!(err.contains("not a multiple of the 3 ranks"), "{err}");
 }
+
+/// Every stage's weights after `STEPS` steps of a pipeline over `stages` ranks (threads),
+/// collected on stage 0, and stage 0's losses.
+fn pipeline(c: &Case, stages: usize) -> (Vec<f32>, Vec<f32>) {
+    let comms = Local::group(stages);
+    let mut out = std::thread::scope(|s| {
+        let handles: Vec<_> = (comms.into_iter())
+            .map(|comm| {
+                s.spawn(move || {
+                    let st = dist::stage_of(comm.rank(), stages, c.model.layers).unwrap();
+                    let mut local = c.train.clone();
+                    local.stage = Some((st.start, st.end));
+                    let src = source(c.data);
+                    let mut t = Trainer::new(compile(&c.model, &local).unwrap()).unwrap();
+                    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+                    t.set_pipeline(Box::new(dist::Stages::new(comm))).unwrap();
+                    let mut losses = Vec::new();
+                    fit(&mut t, &mut feed, FitOptions::steps(STEPS), |p| {
+                        losses.push(p.loss)
+                    })
+                    .unwrap();
+                    t.collect_stages();
+                    (t.executor().params().to_vec(), losses)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    out.swap_remove(0)
+}
+
+fn pipeline_cases() -> Vec<Case> {
+    let tokens = Input::Tokens {
+        vocab: 40,
+        embed: 6,
+    };
+    let tr = |batch, window, policy| {
+        let mut t = TrainSpec::new(batch, window).unwrap();
+        t.grain = 4;
+        t.optim.lr = 0.01;
+        t.clip = Some(0.5);
+        t.policy = policy;
+        t
+    };
+    let mut lm = ModelSpec::new(tokens, CellKind::Lstm, 8, 4, HeadKind::Lm, 40).unwrap();
+    lm.dropout = 0.3;
+    lm.proj = Some(5);
+    let mut acc = tr(4, 16, Policy::Revolve(2));
+    acc.accumulate = 2;
+    let mut tagger = ModelSpec::new(tokens, CellKind::MultiLag(2), 8, 2, HeadKind::Lm, 4).unwrap();
+    tagger.dropout = 0.2;
+    vec![
+        Case {
+            name: "lstm lm, 4 layers, dropout, projection, sqrt",
+            model: lm,
+            train: tr(4, 16, Policy::Sqrt),
+            data: Data::Tokens,
+            bucket: false,
+        },
+        Case {
+            name: "gru regress, 2 layers, revolve:2, accumulate 2",
+            model: ModelSpec::new(
+                Input::Features { width: 3 },
+                CellKind::Gru,
+                8,
+                2,
+                HeadKind::Regress,
+                3,
+            )
+            .unwrap(),
+            train: acc,
+            data: Data::Series,
+            bucket: false,
+        },
+        Case {
+            name: "peephole classify, 2 layers, a set of uneven sequences",
+            model: ModelSpec::new(
+                Input::Features { width: 2 },
+                CellKind::Peephole,
+                8,
+                2,
+                HeadKind::Classify,
+                3,
+            )
+            .unwrap(),
+            train: tr(6, 8, Policy::None),
+            data: Data::Labelled,
+            bucket: true,
+        },
+        Case {
+            name: "multilag tagger, 2 layers, dropout, every:2",
+            model: tagger,
+            train: tr(6, 8, Policy::Every(2)),
+            data: Data::Tagged,
+            bucket: false,
+        },
+    ]
+}
+
+/// A pipeline does exactly the single process's arithmetic: the same bits, weights
+/// and losses, whatever the stages' count.
+#[test]
+fn a_pipeline_gives_the_single_process_bits() {
+    for c in pipeline_cases() {
+        let one = single(&c);
+        let mut losses_one = Vec::new();
+        {
+            let src = source(c.data);
+            let mut t = Trainer::new(compile(&c.model, &c.train).unwrap()).unwrap();
+            let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+            fit(&mut t, &mut feed, FitOptions::steps(STEPS), |p| {
+                losses_one.push(p.loss)
+            })
+            .unwrap();
+        }
+        let stage_counts: &[usize] = match c.model.layers {
+            4 => &[2, 4],
+            _ => &[2],
+        };
+        for &stages in stage_counts {
+            let (w, losses) = pipeline(&c, stages);
+            let same = w.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{}: {stages} stages: {:e}",
+                c.name,
+                rel_diff(&w, &one)
+            );
+            assert_eq!(losses, losses_one, "{}: {stages} stages' losses", c.name);
+        }
+    }
+}
+
+#[test]
+fn a_stage_plans_only_its_layers() {
+    let model = ModelSpec::lstm(40, 6, 16, 4).unwrap();
+    let mut tr = TrainSpec::new(4, 32).unwrap();
+    let whole = compile(&model, &tr).unwrap();
+    tr.stage = Some((2, 4));
+    let top = compile(&model, &tr).unwrap();
+    tr.stage = Some((0, 2));
+    let bottom = compile(&model, &tr).unwrap();
+    assert!(top.arena_bytes < whole.arena_bytes && bottom.arena_bytes < whole.arena_bytes);
+    assert!(top.flops + bottom.flops <= whole.flops);
+    assert_eq!(
+        top.flops + bottom.flops,
+        whole.flops,
+        "the stages split the work"
+    );
+    let mut bidir = ModelSpec::lstm(40, 6, 16, 2).unwrap();
+    bidir.bidirectional = true;
+    bidir.head = HeadKind::Classify;
+    bidir.outputs = 3;
+    tr.stage = Some((0, 1));
+    assert!(compile(&bidir, &tr).is_err());
+    assert!(dist::stage_of(0, 3, 4)
+        .unwrap_err()
+        .contains("not a multiple of the 3 ranks"));
+}

@@ -258,6 +258,12 @@ pub struct TrainCmd {
     /// count it, instead of stopping the run there.
     #[arg(long)]
     pub skip_nonfinite: bool,
+    /// Under `mpirun -n R`: split the layers over the ranks (rank r runs the r-th of R
+    /// equal runs of consecutive layers; segments flow up and gradients down between
+    /// them as soon as each is computed) instead of the batch. Gives the single
+    /// process's bits.
+    #[arg(long)]
+    pub pipeline: bool,
     /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [the larger
     /// of 10 × the first step's loss and that loss + 1]; `inf` never stops.
     #[arg(long, value_name = "LOSS", allow_negative_numbers = true)]
@@ -410,6 +416,10 @@ pub struct PlanCmd {
     /// buffers.
     #[arg(long, value_name = "R")]
     pub ranks: Option<usize>,
+    /// With --ranks: the plan of a pipeline over the ranks (each runs an equal run of
+    /// consecutive layers) rather than of data parallelism.
+    #[arg(long, requires = "ranks")]
+    pub pipeline: bool,
     /// Model and window.
     #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,
@@ -627,6 +637,8 @@ pub struct ConfigFile {
     pub keep: Option<usize>,
     /// `--skip-nonfinite`.
     pub skip_nonfinite: Option<bool>,
+    /// `--pipeline`.
+    pub pipeline: Option<bool>,
     /// `--max-loss`.
     pub max_loss: Option<f64>,
     /// `--bytes`.

@@ -367,24 +367,43 @@ fn plan(c: PlanCmd) -> Result<()> {
         (true, _) => args::PlanFormat::Json,
         (false, f) => f.unwrap_or(args::PlanFormat::Table),
     };
-    // A job over R ranks: each compiles for its share of the batch.
-    let ranks = match c.ranks {
-        None | Some(1) => None,
-        Some(0) => return Err(Error::spec("--ranks", "must be at least 1")),
-        Some(r) => Some(
+    // A job over R ranks: each compiles for its share of the batch, or of the layers
+    // (the plan shown in full is rank 0's).
+    let nranks = c.ranks.unwrap_or(1);
+    if nranks == 0 {
+        return Err(Error::spec("--ranks", "must be at least 1"));
+    }
+    let ranks = match (nranks, c.pipeline) {
+        (1, _) | (_, true) => None,
+        (r, false) => Some(
             crate::dist::Shard::new(0, r, train.batch)
                 .map_err(|m| Error::spec("train.batch", m))?,
         ),
     };
+    let stages: Vec<std::ops::Range<usize>> = match (nranks, c.pipeline) {
+        (r, true) if r > 1 => (0..r)
+            .map(|k| crate::dist::stage_of(k, r, model.layers))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|m| Error::spec("model.layers", m))?,
+        _ => Vec::new(),
+    };
+    let whole = train.clone();
     let mut train = train;
     if let Some(s) = ranks {
         train.batch = s.rows_per_rank();
+    }
+    if let Some(s) = stages.first() {
+        train.stage = Some((s.start, s.end));
     }
     if c.compare {
         return compare(&model, &train, format);
     }
     let program = compile_with(&model, &train, CompileOptions { reuse: !c.no_reuse })?;
-    let per_rank = ranks.map(|s| RankPlan::new(&program, s));
+    let per_rank = match (ranks, stages.is_empty()) {
+        (Some(s), _) => Some(RankPlan::data_parallel(&program, s)),
+        (None, false) => Some(RankPlan::pipeline(&model, &whole, &stages)?),
+        (None, true) => None,
+    };
     let report = PlanReport::new(&program);
     let timeline = c
         .timeline
@@ -471,6 +490,9 @@ struct RankPlan {
 #[derive(serde::Serialize)]
 struct RankBytes {
     rank: usize,
+    /// A pipeline stage's layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers: Option<(usize, usize)>,
     persistent_bytes: u64,
     arena_bytes: u64,
     communication_bytes: u64,
@@ -478,7 +500,35 @@ struct RankBytes {
 }
 
 impl RankPlan {
-    fn new(p: &crate::Program, s: crate::dist::Shard) -> Self {
+    /// Each rank compiles its layers; messages go from and into its arena.
+    fn pipeline(
+        model: &ModelSpec,
+        train: &TrainSpec,
+        stages: &[std::ops::Range<usize>],
+    ) -> Result<Self> {
+        let mut per_rank = Vec::with_capacity(stages.len());
+        for (rank, st) in stages.iter().enumerate() {
+            let mut t = train.clone();
+            t.stage = Some((st.start, st.end));
+            let p = crate::plan::compile(model, &t)?;
+            per_rank.push(RankBytes {
+                rank,
+                layers: Some((st.start, st.end)),
+                persistent_bytes: p.persistent_bytes(),
+                arena_bytes: p.arena_bytes,
+                communication_bytes: 0,
+                total_bytes: p.total_bytes(),
+            });
+        }
+        Ok(RankPlan {
+            split: "pipeline",
+            rows_per_rank: train.batch,
+            batch: train.batch,
+            per_rank,
+        })
+    }
+
+    fn data_parallel(p: &crate::Program, s: crate::dist::Shard) -> Self {
         let buckets = crate::dist::buckets(&p.params, p.model.layers);
         let comm = crate::dist::ring_bytes(&buckets, s.ranks);
         RankPlan {
@@ -488,6 +538,7 @@ impl RankPlan {
             per_rank: (0..s.ranks)
                 .map(|rank| RankBytes {
                     rank,
+                    layers: None,
                     persistent_bytes: p.persistent_bytes(),
                     arena_bytes: p.arena_bytes,
                     communication_bytes: comm,
@@ -499,18 +550,29 @@ impl RankPlan {
 
     fn text(&self, markdown: bool) -> String {
         use crate::units::fmt_bytes;
-        let mut out = format!(
-            "\n{} ranks, {}: {} rows each of the batch {} (the plan above is one rank's)\n",
-            self.per_rank.len(),
-            self.split,
-            self.rows_per_rank,
-            self.batch
-        );
+        let mut out = match self.split {
+            "pipeline" => format!(
+                "\n{} ranks, a pipeline: each runs its layers over the whole batch {} (the plan \
+                 above is rank 0's)\n",
+                self.per_rank.len(),
+                self.batch
+            ),
+            _ => format!(
+                "\n{} ranks, {}: {} rows each of the batch {} (the plan above is one rank's)\n",
+                self.per_rank.len(),
+                self.split,
+                self.rows_per_rank,
+                self.batch
+            ),
+        };
         let head = ["rank", "persistent", "arena", "communication", "total"];
         let rows: Vec<[String; 5]> = (self.per_rank.iter())
             .map(|r| {
                 [
-                    r.rank.to_string(),
+                    match r.layers {
+                        Some((a, b)) => format!("{} (layers {a}..{b})", r.rank),
+                        None => r.rank.to_string(),
+                    },
                     fmt_bytes(r.persistent_bytes),
                     fmt_bytes(r.arena_bytes),
                     fmt_bytes(r.communication_bytes),

@@ -136,6 +136,48 @@ impl Ranks {
         self.gather(&[u8::from(flag)]).contains(&1)
     }
 
+    /// Each rank's part `parts[rank]` of `mine` (a full-length array, of which each
+    /// rank holds its own part), as one array on rank 0 (`None` on the others).
+    pub fn collect(&mut self, mine: &[f32], parts: &[std::ops::Range<usize>]) -> Option<Vec<f32>> {
+        let me = self.rank;
+        let comm = self.comm();
+        if me != 0 {
+            let p = parts[me].clone();
+            // SAFETY: `mine` is borrowed until the send completes, below.
+            let mut req = unsafe { comm.isend(mine[p.clone()].as_ptr(), p.len(), 0, 7) };
+            while !comm.test(&mut req) {
+                std::hint::spin_loop();
+            }
+            return None;
+        }
+        let mut full = mine.to_vec();
+        for (r, p) in parts.iter().enumerate().skip(1) {
+            let into = &mut full[p.clone()];
+            // SAFETY: `into` is borrowed mutably until the receive completes, below.
+            let mut req = unsafe { comm.irecv(into.as_mut_ptr(), into.len(), r, 7) };
+            while !comm.test(&mut req) {
+                std::hint::spin_loop();
+            }
+        }
+        Some(full)
+    }
+
+    /// Takes the communicator made for the job's ring or pipeline.
+    pub fn take_comm(&mut self) -> Result<Box<dyn crate::dist::Pipe>> {
+        #[cfg(feature = "mpi")]
+        {
+            let comm = self.ring_comm.take().ok_or_else(|| Error::Ranks {
+                code: 1,
+                msg: "one pipeline per job".into(),
+            })?;
+            Ok(Box::new(crate::dist::Stages::new(comm)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            unreachable!("a job of several ranks needs the mpi feature")
+        }
+    }
+
     /// Every rank's f32 values (the same length on each), in rank order.
     pub fn gather_f32(&mut self, mine: &[f32]) -> Vec<f32> {
         let bytes: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -25,6 +25,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "keep",
     "skip-nonfinite",
     "max-loss",
+    "pipeline",
     "bytes",
     "cell",
     "vocab",

@@ -452,6 +452,14 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     let offsets = pick(&c.offsets, |f| f.offsets.clone());
     let labels = pick(&c.labels, |f| f.labels.clone());
     let bucket = c.bucket || cfg(|f| f.bucket);
+    let pipeline = c.pipeline || cfg(|f| f.pipeline);
+    if pipeline && nranks == 1 {
+        super::warn(
+            "--pipeline splits the layers over the ranks of an MPI job (`mpirun -n R recur \
+             train … --pipeline`); this is one process, which runs them all",
+        );
+    }
+    let pipeline = pipeline && nranks > 1;
     if offsets.is_none() && (labels.is_some() || bucket) {
         let flag = if bucket { "--bucket" } else { "--labels" };
         return Err(Error::spec(
@@ -542,18 +550,34 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     } else {
         None
     };
-    // A rank's share of the batch: its program, plan and arena are for its rows.
-    let shard = match nranks {
-        1 => None,
+    // A rank's share of the batch, or of the layers: its program, plan and arena are
+    // for its rows or its layers.
+    let shard = match (nranks, pipeline) {
+        (1, _) | (_, true) => None,
         _ => Some(
             crate::dist::Shard::new(rank, nranks, train.batch)
                 .map_err(|m| Error::spec("train.batch", m))?,
         ),
     };
+    let stage = match pipeline {
+        true => Some(
+            crate::dist::stage_of(rank, nranks, model.layers)
+                .map_err(|m| Error::spec("model.layers", m))?,
+        ),
+        false => None,
+    };
+    if let (Some(_), Some(_)) = (&stage, &valid_path) {
+        return Err(Error::spec(
+            "--valid",
+            "is not measured in a pipeline yet (each rank holds only its layers' weights); \
+             measure the saved model with `recur eval`, or train data parallel",
+        ));
+    }
     let mut local = train.clone();
     if let Some(s) = shard {
         local.batch = s.rows_per_rank();
     }
+    local.stage = stage.map(|s| (s.start, s.end));
     let program = compile(&model, &local)?;
     let eval_program = match &valid {
         Some((_, spec)) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
@@ -563,7 +587,11 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     // not, say which checkpoint policy or budget would.
     let eval_bytes = eval_program.as_ref().map_or(0, |p| p.total_bytes());
     let buckets = crate::dist::buckets(&program.params, model.layers);
-    let comm_bytes = crate::dist::ring_bytes(&buckets, nranks);
+    // A pipeline sends from and receives into the arena: no buffers of its own.
+    let comm_bytes = match shard {
+        Some(_) => crate::dist::ring_bytes(&buckets, nranks),
+        None => 0,
+    };
     super::check_fits(
         &model,
         &local,
@@ -575,10 +603,24 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         trainer.set_data_parallel(s, r.ring(buckets)?)?;
         feed.set_shard(s);
     }
+    if let (true, Some(r)) = (pipeline, ranks.as_deref_mut()) {
+        trainer.set_pipeline(r.take_comm()?)?;
+    }
     let mut evaluator = eval_program.map(Evaluator::from_program).transpose()?;
     if output.talk() {
         let p = trainer.program();
         match shard {
+            None if pipeline => say!(
+                "plan: {}: a pipeline of {nranks} ranks, rank 0 runs layers {}..{}: arena {} \
+                 (lower bound {}), persistent {}, total {}",
+                model.describe(),
+                p.sizes.stage.start,
+                p.sizes.stage.end,
+                fmt_bytes(p.arena_bytes),
+                fmt_bytes(p.arena_lower_bound),
+                fmt_bytes(p.persistent_bytes()),
+                fmt_bytes(p.total_bytes())
+            ),
             None => say!(
                 "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
                 model.describe(),
@@ -690,6 +732,7 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
             "{:?}",
             (
                 (&model, &train, &data_path, &offsets, &labels, bucket, bytes, epochs),
+                pipeline,
                 (&valid_path, &valid_offsets, &valid_labels, valid_every),
                 (&out, save_every, keep, guard.skip_nonfinite, guard.max_loss),
                 (&prints, &c.resume, resumed.as_ref().map(|f| f.job.step)),
@@ -747,6 +790,7 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
             cfg.save_every = save_every;
             cfg.keep = keep;
             cfg.skip_nonfinite = guard.skip_nonfinite.then_some(true);
+            cfg.pipeline = pipeline.then_some(true);
             cfg.max_loss = guard.max_loss;
             let path = dir.join("config.toml");
             let text = toml::to_string(&cfg).map_err(|e| Error::Config {
@@ -788,30 +832,21 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         metrics.as_mut(),
         &mut state,
         |p, at, bytes| match ranks.as_deref_mut() {
-            None => saver.after_step(p, &at, bytes, &|| stop.requested(), None),
+            None => saver.after_step(p, &at, bytes, &|| stop.requested(), &Gathered::default()),
             Some(r) => {
-                // Debug builds check every 10 steps that the ranks hold one model.
-                if cfg!(debug_assertions) && p.step.is_multiple_of(10) {
+                // Debug builds check every 10 steps that a data-parallel job's ranks
+                // hold one model.
+                if cfg!(debug_assertions) && !pipeline && p.step.is_multiple_of(10) {
                     r.check_same(at.trainer.executor().params(), p.step)?;
                 }
-                // Every rank stops at the same step, and every rank's rows of the
-                // carried state reach rank 0's snapshot.
+                // Every rank stops at the same step, and what rank 0's snapshot needs
+                // of the others reaches it.
                 let stop_now = r.any(stop.requested());
-                let carried = match saver.wants(p, stop_now) {
-                    true => {
-                        let t = at.trainer;
-                        let all = r.gather_f32(t.executor().state());
-                        let b = shard.map_or(1, |s| s.batch);
-                        Some(crate::dist::join_rows(
-                            t.executor().sizes(),
-                            r.size,
-                            b,
-                            &all,
-                        ))
-                    }
-                    false => None,
+                let gathered = match saver.wants(p, stop_now) {
+                    true => Gathered::from_ranks(r, at.trainer, shard, pipeline),
+                    false => Gathered::default(),
                 };
-                saver.after_step(p, &at, bytes, &|| stop_now, carried.as_deref())
+                saver.after_step(p, &at, bytes, &|| stop_now, &gathered)
             }
         },
     );
@@ -828,10 +863,24 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         summary.comm_wait_seconds = Some(r.waited());
         summary.ranks = Some(r.ranks());
     }
-    // The ranks end holding one model, bit for bit.
+    if let Some(p) = trainer.pipe() {
+        summary.comm_wait_seconds = Some(p.waited());
+        summary.ranks = Some(p.stages());
+    }
     if let Some(r) = ranks.as_deref_mut() {
-        let hash = r.check_same(trainer.executor().params(), summary.steps)?;
-        summary.weights_blake3 = Some(blake3::Hash::from(hash).to_hex().to_string());
+        if pipeline {
+            // Every stage's weights onto rank 0, which saves the model.
+            trainer.collect_stages();
+            let mut h = blake3::Hasher::new();
+            trainer.executor().params().iter().for_each(|v| {
+                h.update(&v.to_le_bytes());
+            });
+            summary.weights_blake3 = Some(h.finalize().to_hex().to_string());
+        } else {
+            // The ranks end holding one model, bit for bit.
+            let hash = r.check_same(trainer.executor().params(), summary.steps)?;
+            summary.weights_blake3 = Some(blake3::Hash::from(hash).to_hex().to_string());
+        }
     }
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
@@ -1218,6 +1267,50 @@ fn show(v: &serde_json::Value) -> String {
 
 /// Snapshots during a run: every `every` steps, at the end, and when a signal asks the
 /// run to stop.
+/// What rank 0's snapshot of a job over several ranks takes from the others: a
+/// data-parallel job's carried state (each rank's rows), a pipeline's weights, moments
+/// and carried state (each stage's layers). All `None` for one process.
+#[derive(Default)]
+struct Gathered {
+    carried: Option<Vec<f32>>,
+    params: Option<Vec<f32>>,
+    m: Option<Vec<f32>>,
+    v: Option<Vec<f32>>,
+}
+
+impl Gathered {
+    /// Every rank calls it at the same step; rank 0 ends with the whole job.
+    fn from_ranks(
+        r: &mut super::ranks::Ranks,
+        t: &Trainer,
+        shard: Option<crate::dist::Shard>,
+        pipeline: bool,
+    ) -> Gathered {
+        let exec = t.executor();
+        if !pipeline {
+            let all = r.gather_f32(exec.state());
+            let b = shard.map_or(1, |s| s.batch);
+            let carried = crate::dist::join_rows(exec.sizes(), r.size, b, &all);
+            return Gathered {
+                carried: Some(carried),
+                ..Gathered::default()
+            };
+        }
+        let layers = exec.program().model.layers;
+        let (params, state) = crate::dist::stage_parts(exec.layout(), exec.sizes(), layers, r.size);
+        let (m, v) = t.optimizer().state();
+        Gathered {
+            params: r.collect(exec.params(), &params),
+            m: r.collect(m, &params),
+            v: match v.is_empty() {
+                true => Some(Vec::new()),
+                false => r.collect(v, &params),
+            },
+            carried: r.collect(exec.state(), &state),
+        }
+    }
+}
+
 struct Saver<'a> {
     /// The run directory this process writes (rank 0's).
     dir: Option<&'a Path>,
@@ -1242,18 +1335,18 @@ impl Saver<'_> {
     }
 
     /// After step `p`: a snapshot if one is due or a stop was asked for (`stop()`; then
-    /// the run ends here); `carried`: a data-parallel job's whole carried state.
+    /// the run ends here); `gathered`: what the other ranks of a job hold.
     fn after_step(
         &mut self,
         p: &Progress,
         at: &At<'_, '_, '_>,
         metrics_bytes: Option<u64>,
         stop: &dyn Fn() -> bool,
-        carried: Option<&[f32]>,
+        gathered: &Gathered,
     ) -> Result<Flow> {
         let mut saved = None;
         if let (Some(dir), Some(meta), true) = (self.dir, self.meta, self.wants(p, stop())) {
-            saved = Some(self.save(dir, meta, at, metrics_bytes, carried)?);
+            saved = Some(self.save(dir, meta, at, metrics_bytes, gathered)?);
         }
         // A signal that came during the save stops the run here, with this step saved.
         if !stop() {
@@ -1263,7 +1356,7 @@ impl Saver<'_> {
             return Ok(Flow::Stop);
         }
         if let (Some(dir), Some(meta), None) = (self.dir, self.meta, &saved) {
-            saved = Some(self.save(dir, meta, at, metrics_bytes, carried)?);
+            saved = Some(self.save(dir, meta, at, metrics_bytes, gathered)?);
         }
         // Said under --quiet too: the run ends early, and where it can go on matters.
         match (&saved, self.dir) {
@@ -1287,7 +1380,7 @@ impl Saver<'_> {
         meta: &crate::io::safetensors::WeightsMeta,
         at: &At<'_, '_, '_>,
         metrics_bytes: Option<u64>,
-        carried: Option<&[f32]>,
+        gathered: &Gathered,
     ) -> Result<PathBuf> {
         let step = at.state.steps as u64;
         let opts = snapshot::SaveOptions {
@@ -1296,7 +1389,9 @@ impl Saver<'_> {
             extra: &[("config.toml", self.config)],
             metrics_bytes,
             keep: self.keep,
-            carried,
+            carried: gathered.carried.as_deref(),
+            params: gathered.params.as_deref(),
+            moments: gathered.m.as_deref().zip(gathered.v.as_deref()),
         };
         let failed = |e: Error, last: &Option<(u64, PathBuf)>| {
             let before = match last {

@@ -303,6 +303,26 @@ pub fn stage_params(layout: &ParamLayout, layers: usize, stage: Range<usize>) ->
     start..end
 }
 
+/// Where each of `ranks` pipeline stages keeps its parameters and its part of the
+/// carried state (its layers') in the flat layouts.
+pub fn stage_parts(
+    layout: &ParamLayout,
+    sz: &Sizes,
+    layers: usize,
+    ranks: usize,
+) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+    let per = sz.carried_per_layer() * sz.directions;
+    (0..ranks)
+        .map(|r| {
+            let st = stage_of(r, ranks, layers).unwrap_or(0..layers);
+            (
+                stage_params(layout, layers, st.clone()),
+                st.start * per..st.end * per,
+            )
+        })
+        .unzip()
+}
+
 /// The gradient buckets of a layout, in layout order: the embedding (token input), each
 /// layer (both directions of a bidirectional one), the head. They tile the flat
 /// gradient block, padding included.

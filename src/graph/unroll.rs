@@ -402,23 +402,24 @@ impl Unroller<'_> {
         let sz = self.sz;
         let (s, su) = (f.seg, f.seg as u32);
         let (first, top) = (sz.stage.start, sz.stage.end - 1);
-        let delta = |layer| BufKind::DeltaIn { layer, seg: su };
-        let mut dh = self.push(delta(top as u32), sz.delta_elems(s));
-        if top + 1 == sz.layers {
+        let out = (top + 1 == sz.layers).then(|| {
             let kind = match sz.head {
                 HeadKind::Regress => BufKind::Predictions { seg: su },
                 HeadKind::Lm | HeadKind::Classify => BufKind::Logits { seg: su },
             };
-            let out = self.push(kind, sz.head_elems(s));
-            self.ops.push(Op::Head {
+            self.push(kind, sz.head_elems(s))
+        });
+        let delta = |layer| BufKind::DeltaIn { layer, seg: su };
+        let mut dh = self.push(delta(top as u32), sz.delta_elems(s));
+        match out {
+            Some(out) => self.ops.push(Op::Head {
                 seg: su,
                 h: f.states[top - first].id(0),
                 out,
                 dh,
-            });
-        } else {
+            }),
             // A pipeline stage below the head: dL/dh of its top from the stage after.
-            self.ops.push(Op::RecvGrad { seg: su, dh });
+            None => self.ops.push(Op::RecvGrad { seg: su, dh }),
         }
         for l in (first..=top).rev() {
             let (lu, i) = (l as u32, l - first);

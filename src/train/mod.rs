@@ -182,29 +182,15 @@ impl Trainer {
         let Some(pipe) = self.pipe.as_deref_mut() else {
             return;
         };
-        let model = &self.exec.program().model;
-        let (layers, n) = (model.layers, pipe.stages());
-        let layout = self.exec.layout().clone();
-        let parts: Vec<_> = (0..n)
-            .map(|r| {
-                let st = crate::dist::stage_of(r, n, layers).unwrap_or(0..layers);
-                crate::dist::stage_params(&layout, layers, st)
-            })
-            .collect();
+        let layers = self.exec.program().model.layers;
+        let (parts, state_parts) =
+            crate::dist::stage_parts(self.exec.layout(), self.exec.sizes(), layers, pipe.stages());
         pipe.collect(self.exec.params_mut(), &parts);
         let (m, v, _) = self.optim.state_mut();
         pipe.collect(m, &parts);
         if !v.is_empty() {
             pipe.collect(v, &parts);
         }
-        let sz = self.exec.sizes().clone();
-        let per = sz.carried_per_layer() * sz.directions;
-        let state_parts: Vec<_> = (0..n)
-            .map(|r| {
-                let st = crate::dist::stage_of(r, n, layers).unwrap_or(0..layers);
-                st.start * per..st.end * per
-            })
-            .collect();
         pipe.collect(self.exec.state_mut(), &state_parts);
     }
 

@@ -172,6 +172,11 @@ pub struct SaveOptions<'a> {
     /// one process with the whole batch, so the snapshot is that process's); `None`:
     /// the trainer's own.
     pub carried: Option<&'a [f32]>,
+    /// A pipeline job's weights and optimiser moments, every stage's part collected;
+    /// `None`: the trainer's own.
+    pub params: Option<&'a [f32]>,
+    /// See `params`.
+    pub moments: Option<(&'a [f32], &'a [f32])>,
 }
 
 /// The directory name of the snapshot of step `step`.
@@ -259,12 +264,12 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
     };
     // The tensors are streamed from where they live: no copy of them is made.
     let meta = opts.meta.to_map();
-    let views = st::param_views(exec.layout(), exec.params());
+    let views = st::param_views(exec.layout(), opts.params.unwrap_or(exec.params()));
     sum(
         WEIGHTS,
         st::write_tensors(&tmp.join(WEIGHTS), &views, Some(&meta))?,
     );
-    let (m, v) = t.optimizer().state();
+    let (m, v) = opts.moments.unwrap_or(t.optimizer().state());
     let state = opts.carried.unwrap_or(exec.state());
     let (lm, lv, ls) = ([m.len()], [v.len()], [state.len()]);
     let flat: [st::F32Tensor<'_>; 3] = [

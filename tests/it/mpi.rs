@@ -400,3 +400,95 @@ fn report_rss_gives_every_ranks_peak_beside_the_plan() {
         );
     }
 }
+
+const DEEP: &[&str] = &[
+    "--data",
+    "text.txt",
+    "--hidden",
+    "16",
+    "--layers",
+    "4",
+    "--dropout",
+    "0.1",
+    "--batch",
+    "4",
+    "--window",
+    "16",
+    "--checkpoint",
+    "sqrt",
+    "--threads",
+    "1",
+    "--quiet",
+];
+
+#[test]
+fn a_pipeline_gives_the_single_process_bits_and_resumes_exactly() {
+    let dir = setup();
+    let d = dir.path();
+    let (code, _, err) = recur(
+        &[&["train"], DEEP, &["--steps", "16", "--out", "one"]].concat(),
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    for ranks in [2, 4] {
+        let out = format!("p{ranks}");
+        let args = [DEEP, &["--steps", "16", "--out", &out, "--pipeline"]].concat();
+        train(ranks, &args, d);
+        assert_eq!(
+            std::fs::read(d.join(&out).join("model.safetensors")).unwrap(),
+            std::fs::read(d.join("one/model.safetensors")).unwrap(),
+            "a pipeline over {ranks} ranks"
+        );
+    }
+    // Snapshots hold the whole job: a pipeline resumes one (and so could one process).
+    let half = [
+        DEEP,
+        &[
+            "--steps",
+            "8",
+            "--out",
+            "half",
+            "--pipeline",
+            "--save-every",
+            "4",
+        ],
+    ]
+    .concat();
+    train(2, &half, d);
+    train(2, &["--resume", "half", "--steps", "16", "--quiet"], d);
+    assert_eq!(
+        std::fs::read(d.join("half/model.safetensors")).unwrap(),
+        std::fs::read(d.join("one/model.safetensors")).unwrap(),
+        "resumed"
+    );
+}
+
+#[test]
+fn a_pipeline_refuses_layers_the_ranks_do_not_divide_and_held_out_data() {
+    let dir = setup();
+    let d = dir.path();
+    let run = |n: &str, extra: &[&str]| {
+        let args: Vec<&str> = [
+            &["-n", n, BIN, "train"][..],
+            DEEP,
+            &["--steps", "2", "--pipeline"],
+            extra,
+        ]
+        .concat();
+        mpirun(&args, d, 120)
+    };
+    let (code, _, err) = run("3", &[]);
+    assert_eq!(code, 2, "{err}");
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("recur:")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].contains("the 4 layers are not a multiple of the 3 ranks"),
+        "{err}"
+    );
+    let (code, _, err) = run("2", &["--valid", "text.txt"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("recur: --valid: is not measured in a pipeline yet"),
+        "{err}"
+    );
+}

@@ -566,3 +566,43 @@ fn a_stage_plans_only_its_layers() {
         .unwrap_err()
         .contains("not a multiple of the 3 ranks"));
 }
+
+/// `recur plan --ranks R --pipeline`: each rank's plan is its stage's program.
+#[test]
+fn plan_ranks_pipeline_gives_each_stages_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "plan",
+        "--json",
+        "--batch",
+        "4",
+        "--hidden",
+        "16",
+        "--layers",
+        "4",
+        "--window",
+        "32",
+        "--ranks",
+        "2",
+        "--pipeline",
+    ];
+    let (code, out, err) = crate::util::recur(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ranks = v["ranks"]["per_rank"].as_array().unwrap().clone();
+    let model = ModelSpec::lstm(256, 64, 16, 4).unwrap();
+    for (k, r) in ranks.iter().enumerate() {
+        let mut tr = TrainSpec::new(4, 32).unwrap();
+        tr.stage = Some((2 * k, 2 * k + 2));
+        let p = compile(&model, &tr).unwrap();
+        assert_eq!(r["layers"], serde_json::json!([2 * k, 2 * k + 2]), "{v}");
+        assert_eq!(r["arena_bytes"], p.arena_bytes, "{v}");
+    }
+    let bad = ["plan", "--layers", "3", "--ranks", "2", "--pipeline"];
+    let (code, _, err) = crate::util::recur(&bad, dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("the 3 layers are not a multiple of the 2 ranks"),
+        "{err}"
+    );
+}

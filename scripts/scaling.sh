@@ -54,9 +54,11 @@ for (cfg, mode), runs in rows.items():
     tps = statistics.median(r["tokens_per_s"] for r in runs)
     base = statistics.median(r["tokens_per_s"] for r in rows[(cfg, "one")])
     wait = statistics.median(100 * r.get("comm_wait_seconds", 0) / r["seconds"] for r in runs)
-    planned = runs[0]["total_bytes"] / 2**20
-    per = runs[-1].get("rank_rss_bytes") or [runs[-1]["peak_rss_bytes"] - runs[-1]["rss_before_compile_bytes"]]
+    last = runs[-1]
+    planned = last.get("rank_planned_bytes") or [last["total_bytes"]]
+    per = last.get("rank_rss_bytes") or [last["peak_rss_bytes"] - last["rss_before_compile_bytes"]]
+    planned = " / ".join(f"{b / 2**20:.0f}" for b in planned)
     measured = " / ".join(f"{b / 2**20:.0f}" for b in per)
-    print(f"{cfg:<7}{mode:<10}{tps:>10.0f}{tps / base:>8.2f}{wait:>8.1f}{planned:>18.0f}{measured:>24}")
+    print(f"{cfg:<7}{mode:<10}{tps:>10.0f}{tps / base:>8.2f}{wait:>8.1f}{planned:>18}{measured:>24}")
 PY
 rm -f "$results"

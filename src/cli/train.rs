@@ -887,16 +887,18 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
         summary.total_bytes += comm_bytes;
         if let Some(r) = ranks.as_deref_mut() {
-            // Every rank's peak beside its plan (each plans the same).
+            // Every rank's peak beside its own plan (a pipeline's stages differ; rank 0
+            // alone holds the validation program).
             let peaks = r.gather_u64(summary.peak_rss_bytes.unwrap_or(0));
             let before = r.gather_u64(rss_before.unwrap_or(0));
             summary.rank_rss_bytes = (peaks.iter().zip(&before))
                 .map(|(p, b)| p.saturating_sub(*b))
                 .collect();
+            let mine = summary.total_bytes + summary.valid_total_bytes.unwrap_or(0);
+            summary.rank_planned_bytes = r.gather_u64(mine);
             if !json && lead {
                 for (k, used) in summary.rank_rss_bytes.iter().enumerate() {
-                    let plan = summary.total_bytes
-                        + summary.valid_total_bytes.unwrap_or(0) * u64::from(k == 0);
+                    let plan = summary.rank_planned_bytes[k];
                     say!(
                         "memory, rank {k}: planned {} · measured peak RSS − RSS before compile {} ({:+.1}%)",
                         fmt_bytes(plan),

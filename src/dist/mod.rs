@@ -169,6 +169,8 @@ const COLLECT: u16 = 3;
 /// (posted, then waited for).
 pub struct Stages<C: Comm> {
     comm: C,
+    /// `sum_each`'s buffers, grown on first use.
+    mine: Vec<u8>,
     gathered: Vec<u8>,
     waited: Duration,
 }
@@ -178,6 +180,7 @@ impl<C: Comm> Stages<C> {
     pub fn new(comm: C) -> Self {
         Stages {
             comm,
+            mine: Vec::new(),
             gathered: Vec::new(),
             waited: Duration::ZERO,
         }
@@ -237,9 +240,10 @@ impl<C: Comm> Pipe for Stages<C> {
         let r = self.comm.size();
         let mut gathered = std::mem::take(&mut self.gathered);
         gathered.resize(n * r, 0);
-        let mine: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.mine.clear();
+        self.mine.extend(xs.iter().flat_map(|x| x.to_le_bytes()));
         let t0 = Instant::now();
-        self.comm.all_gather(&mine, &mut gathered);
+        self.comm.all_gather(&self.mine, &mut gathered);
         self.waited += t0.elapsed();
         for (i, x) in xs.iter_mut().enumerate() {
             *x = (0..r)

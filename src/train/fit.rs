@@ -166,6 +166,9 @@ pub struct Summary {
     /// measured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rank_rss_bytes: Vec<u64>,
+    /// Each rank's planned bytes (training, and rank 0's validation), when measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rank_planned_bytes: Vec<u64>,
     /// BLAKE3 of the final weights (f32 little-endian, layout order), checked equal on
     /// every rank of a data-parallel job.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -586,6 +589,7 @@ pub fn fit_from(
         ranks: None,
         comm_wait_seconds: None,
         rank_rss_bytes: Vec::new(),
+        rank_planned_bytes: Vec::new(),
         weights_blake3: None,
     })
 }

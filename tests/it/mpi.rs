@@ -492,3 +492,46 @@ fn a_pipeline_refuses_layers_the_ranks_do_not_divide_and_held_out_data() {
         "{err}"
     );
 }
+
+/// Each stage of a pipeline reports its own plan beside its peak, as `recur plan
+/// --ranks R --pipeline` gives it before the run.
+#[test]
+fn a_pipelines_ranks_report_their_own_plans() {
+    let dir = setup();
+    let d = dir.path();
+    let model = [
+        "--hidden", "32", "--layers", "2", "--batch", "4", "--window", "16",
+    ];
+    let args: Vec<&str> = [
+        &[
+            "--data",
+            "text.txt",
+            "--steps",
+            "3",
+            "--report-rss",
+            "--json",
+            "--pipeline",
+        ][..],
+        &model,
+    ]
+    .concat();
+    let (out, _) = train(2, &args, d);
+    let s = summary(&out);
+    let planned: Vec<u64> = (s["rank_planned_bytes"].as_array().unwrap().iter())
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let plan_args: Vec<&str> = [
+        &["plan", "--json", "--ranks", "2", "--pipeline"][..],
+        &model,
+    ]
+    .concat();
+    let (code, p, err) = recur(&plan_args, d);
+    assert_eq!(code, 0, "{err}");
+    let p: Value = serde_json::from_str(p.trim()).unwrap();
+    let want: Vec<u64> = (p["ranks"]["per_rank"].as_array().unwrap().iter())
+        .map(|r| r["total_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(planned, want, "{s}");
+    assert_ne!(planned[0], planned[1], "the stages plan differently");
+    assert_eq!(s["rank_rss_bytes"].as_array().map(Vec::len), Some(2), "{s}");
+}

@@ -85,6 +85,7 @@ pub fn render(e: &Error) -> String {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     use clap::{CommandFactory, FromArgMatches};
+    ranks::quiet_unless_first();
     // The flags `profile` shares with `train` but reads its own way.
     let command = Cli::command().mut_subcommand("profile", |c| {
         c.mut_arg("steps", |a| {
@@ -132,6 +133,8 @@ pub fn run() -> Result<()> {
     };
     let times = matches!(cli.command, Command::Profile(_))
         .then(|| crate::report::spans::SpanTimes::new().excluding("validation"));
+    // Each rank of a job writes its own trace.
+    let trace = trace.map(|t| ranks::trace_path(&t));
     let _trace = init_tracing(trace.as_deref(), times.as_ref())?;
     let env = crate::exec::memory::AVAILABLE_ENV;
     if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {

@@ -36,6 +36,55 @@ pub fn launched_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
+/// OpenBLAS threads for a rank that shares its machine with others of the job: the
+/// machine's cores over the ranks on it (as the launcher says), at least 1.
+pub fn share_of_cores() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse::<usize>().ok())
+    .unwrap_or(1)
+    .max(1);
+    (cores / local).max(1)
+}
+
+/// This process's rank as the launcher's environment says it, if a launcher started
+/// it as one of several.
+pub fn launched_rank() -> Option<usize> {
+    launched_size().filter(|&n| n > 1)?;
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+/// Before anything else: a rank other than 0 of a job says nothing of its own (rank 0
+/// says what they all would, an unreadable config for one).
+pub fn quiet_unless_first() {
+    if launched_rank().is_some_and(|r| r != 0) {
+        SILENT.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A trace file of rank r > 0 of a job: `trace.rank<r>.json` beside rank 0's.
+pub fn trace_path(path: &std::path::Path) -> std::path::PathBuf {
+    match launched_rank() {
+        Some(r) if r > 0 => {
+            let stem = path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            let ext = path
+                .extension()
+                .map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+            path.with_file_name(format!("{stem}.rank{r}{ext}"))
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Bytes of one rank's word in the agreement: status, two hashes, a message.
 const WORD: usize = 1 + 32 + 32 + 2 + 445;
 
@@ -73,6 +122,11 @@ impl Ranks {
             })?;
             let (rank, size) = (world.rank(), world.size());
             SILENT.store(rank != 0, Ordering::Relaxed);
+            // A bug that panics on one rank must not leave the others waiting for it.
+            std::panic::set_hook(Box::new(move |info| {
+                eprintln!("recur: rank {rank} of {size}: internal error: {info}");
+                crate::dist::mpi::abort_world(70);
+            }));
             Ok(Some(Ranks {
                 rank,
                 size,
@@ -162,6 +216,33 @@ impl Ranks {
         Some(full)
     }
 
+    /// Every rank's `mine` (the same length on each), one after the other in rank
+    /// order, on rank 0 (`None` on the others).
+    pub fn gather_to_first(&mut self, mine: &[f32]) -> Option<Vec<f32>> {
+        let (me, n) = (self.rank, mine.len());
+        let size = self.size;
+        let comm = self.comm();
+        if me != 0 {
+            // SAFETY: `mine` is borrowed until the send completes, below.
+            let mut req = unsafe { comm.isend(mine.as_ptr(), n, 0, 8) };
+            while !comm.test(&mut req) {
+                std::hint::spin_loop();
+            }
+            return None;
+        }
+        let mut all = vec![0f32; n * size];
+        all[..n].copy_from_slice(mine);
+        for r in 1..size {
+            let into = &mut all[r * n..(r + 1) * n];
+            // SAFETY: `into` is borrowed mutably until the receive completes, below.
+            let mut req = unsafe { comm.irecv(into.as_mut_ptr(), n, r, 8) };
+            while !comm.test(&mut req) {
+                std::hint::spin_loop();
+            }
+        }
+        Some(all)
+    }
+
     /// Takes the communicator made for the job's ring or pipeline.
     pub fn take_comm(&mut self) -> Result<Box<dyn crate::dist::Pipe>> {
         #[cfg(feature = "mpi")]
@@ -176,6 +257,24 @@ impl Ranks {
         {
             unreachable!("a job of several ranks needs the mpi feature")
         }
+    }
+
+    /// Every rank's line of text (cut at 240 bytes), in rank order.
+    pub fn gather_text(&mut self, line: &str) -> Vec<String> {
+        const N: usize = 240;
+        let mut end = line.len().min(N);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut word = [0u8; N + 2];
+        word[..2].copy_from_slice(&(end as u16).to_le_bytes());
+        word[2..2 + end].copy_from_slice(&line.as_bytes()[..end]);
+        (self.gather(&word).chunks_exact(N + 2))
+            .map(|w| {
+                let n = (u16::from_le_bytes([w[0], w[1]]) as usize).min(N);
+                String::from_utf8_lossy(&w[2..2 + n]).into_owned()
+            })
+            .collect()
     }
 
     /// Every rank's f32 values (the same length on each), in rank order.
@@ -198,12 +297,29 @@ impl Ranks {
     /// Returns the error of the lowest failing rank on every rank, or one naming the
     /// first rank whose binary or settings differ from rank 0's.
     pub fn agree(&mut self, outcome: std::result::Result<[u8; 32], &Error>) -> Result<()> {
+        self.exchange(outcome, true)?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// After `agree`: the ranks learn whether a step only some of them take (rank 0's
+    /// run directory) went well; the lowest failing rank's error on every rank.
+    pub fn confirm(&mut self, failed: Option<&Error>) -> Result<()> {
+        self.exchange(failed.map_or(Ok([0; 32]), Err), false)
+    }
+
+    fn exchange(
+        &mut self,
+        outcome: std::result::Result<[u8; 32], &Error>,
+        compare: bool,
+    ) -> Result<()> {
         let mut word = [0u8; WORD];
         match outcome {
-            Ok(settings) => {
+            Ok(settings) if compare => {
                 word[1..33].copy_from_slice(&binary_hash());
                 word[33..65].copy_from_slice(&settings);
             }
+            Ok(_) => {}
             Err(e) => {
                 word[0] = exit_code(e).max(1);
                 let msg = super::render(e);
@@ -233,7 +349,7 @@ impl Ranks {
                 },
             });
         }
-        for (r, w) in words.iter().enumerate().skip(1) {
+        for (r, w) in words.iter().enumerate().skip(1).filter(|_| compare) {
             if w[1..33] != words[0][1..33] {
                 return Err(Error::Ranks {
                     code: 2,
@@ -254,7 +370,6 @@ impl Ranks {
                 });
             }
         }
-        self.started = true;
         Ok(())
     }
 

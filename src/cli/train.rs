@@ -452,7 +452,10 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     let offsets = pick(&c.offsets, |f| f.offsets.clone());
     let labels = pick(&c.labels, |f| f.labels.clone());
     let bucket = c.bucket || cfg(|f| f.bucket);
-    let pipeline = c.pipeline || cfg(|f| f.pipeline);
+    // How a job is split is the run's choice, as its threads are: a resumed job takes
+    // it from the flag, not from the snapshot's config.
+    let from_config = resumed.is_none() && cfg(|f| f.pipeline);
+    let pipeline = c.pipeline || from_config;
     if pipeline && nranks == 1 {
         super::warn(
             "--pipeline splits the layers over the ranks of an MPI job (`mpirun -n R recur \
@@ -481,7 +484,12 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     }
     let cr = config.as_ref().map(|f| &f.run);
     let run_flag = |f: fn(&RunFlags) -> Option<usize>| f(&c.run).or_else(|| cr.and_then(f));
-    super::threads(run_flag(|r| r.threads))?;
+    // Ranks sharing a machine share its cores: unless told, each takes its share.
+    let threads = run_flag(|r| r.threads).or_else(|| {
+        let told = std::env::var_os("OPENBLAS_NUM_THREADS").is_some();
+        (nranks > 1 && !told).then(super::ranks::share_of_cores)
+    });
+    super::threads(threads)?;
     let log_every = (c.run.log_every)
         .or_else(|| cr.and_then(|r| r.log_every))
         .unwrap_or_default();
@@ -492,7 +500,9 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     let epochs = resolve::epochs(&c.run, cr)?;
     // The data's fingerprints, where a snapshot can be written or is read: a resumed job
     // keeps its model, window and data (the first difference named).
-    let prints = match out.is_some() || resumed.is_some() {
+    // (Ranks of one job compare them too: a file of another length on one node would
+    // give its rank other windows.)
+    let prints = match out.is_some() || resumed.is_some() || nranks > 1 {
         true => data_prints(&data_path, offsets.as_deref(), labels.as_deref())?,
         false => Vec::new(),
     };
@@ -579,9 +589,10 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
     }
     local.stage = stage.map(|s| (s.start, s.end));
     let program = compile(&model, &local)?;
-    let eval_program = match &valid {
-        Some((_, spec)) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
-        None => None,
+    // Rank 0 alone measures the held-out data.
+    let eval_program = match (&valid, lead) {
+        (Some((_, spec)), true) => Some(crate::plan::compile_eval(&model.without_dropout(), spec)?),
+        _ => None,
     };
     // Training and validation together must fit, before either allocates; if they do
     // not, say which checkpoint policy or budget would.
@@ -735,81 +746,110 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
                 pipeline,
                 (&valid_path, &valid_offsets, &valid_labels, valid_every),
                 (&out, save_every, keep, guard.skip_nonfinite, guard.max_loss),
+                report_rss,
                 (&prints, &c.resume, resumed.as_ref().map(|f| f.job.step)),
             )
         );
         r.agree(Ok(*blake3::hash(settings.as_bytes()).as_bytes()))?;
+        // A pipeline's stages plan differently: each rank's plan, from rank 0.
+        if pipeline {
+            let p = trainer.program();
+            let lines = r.gather_text(&format!(
+                "plan, rank {rank} (layers {}..{}): arena {} (lower bound {}, policy {}), \
+                 persistent {}, total {}",
+                p.sizes.stage.start,
+                p.sizes.stage.end,
+                fmt_bytes(p.arena_bytes),
+                fmt_bytes(p.arena_lower_bound),
+                p.policy,
+                fmt_bytes(p.persistent_bytes()),
+                fmt_bytes(p.total_bytes())
+            ));
+            if output.talk() {
+                for l in lines {
+                    say!("{l}");
+                }
+            }
+        }
     }
     // The run directory, now that training starts: the config that re-runs it, and the
     // metrics as they come; weights of a run it replaces go, so the directory never
     // holds one run's weights beside another's history. Rank 0's alone.
     let mut config_text = Vec::new();
-    let mut metrics = match out.as_ref().filter(|_| lead) {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            if lock.is_none() {
-                lock = Some(lock_run(dir)?);
+    // Rank 0's directory set up (a lock held, a directory that cannot be written) is
+    // agreed too: one line, every rank's exit.
+    let set_up = (|| -> Result<Option<MetricsFile>> {
+        Ok(match out.as_ref().filter(|_| lead) {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                if lock.is_none() {
+                    lock = Some(lock_run(dir)?);
+                }
+                clear_leftovers(dir);
+                if let Some(found) = &resumed {
+                    resume_in(dir, found)?;
+                }
+                let stale = dir.join(MODEL_FILE);
+                if stale.exists() && resumed.is_none() {
+                    std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+                }
+                // A new run's snapshots would be another job's.
+                let old = dir.join(snapshot::SNAPSHOTS);
+                if old.exists() && resumed.is_none() {
+                    std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+                }
+                let abs = |p: &Option<PathBuf>| {
+                    p.as_ref()
+                        .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+                };
+                let mut cfg =
+                    resolve::to_config(&model, &train, abs(&Some(data_path.clone())).as_deref());
+                // The set, the held-out data and the run's settings too, so the config trains
+                // the same job again; `out` is the directory holding it (relative paths in a
+                // config are relative to the file), so a copied run re-runs where it is.
+                cfg.offsets = abs(&offsets);
+                cfg.labels = abs(&labels);
+                cfg.bucket = bucket.then_some(true);
+                cfg.bytes = bytes.then_some(true);
+                cfg.valid = abs(&valid_path);
+                cfg.valid_offsets = abs(&valid_offsets);
+                cfg.valid_labels = abs(&valid_labels);
+                cfg.valid_every = valid_path.is_some().then_some(valid_every);
+                cfg.out = Some(PathBuf::from("."));
+                if let Some(e) = epochs {
+                    cfg.run.steps = None;
+                    cfg.run.epochs = Some(e);
+                }
+                cfg.run.threads = run_flag(|r| r.threads);
+                cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
+                cfg.save_every = save_every;
+                cfg.keep = keep;
+                cfg.skip_nonfinite = guard.skip_nonfinite.then_some(true);
+                cfg.pipeline = pipeline.then_some(true);
+                cfg.max_loss = guard.max_loss;
+                let path = dir.join("config.toml");
+                let text = toml::to_string(&cfg).map_err(|e| Error::Config {
+                    path: path.clone(),
+                    msg: format!("cannot write: {e}"),
+                })?;
+                let text = format!(
+                    "{CONFIG_MARK}; `recur train --config {} --overwrite` runs it again\n{text}",
+                    path.display()
+                );
+                crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
+                config_text = text.into_bytes();
+                Some(match &resumed {
+                    Some(f) => MetricsFile::resume(dir, f.job.metrics_bytes)?,
+                    None => MetricsFile::create(dir)?,
+                })
             }
-            clear_leftovers(dir);
-            if let Some(found) = &resumed {
-                resume_in(dir, found)?;
-            }
-            let stale = dir.join(MODEL_FILE);
-            if stale.exists() && resumed.is_none() {
-                std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
-            }
-            // A new run's snapshots would be another job's.
-            let old = dir.join(snapshot::SNAPSHOTS);
-            if old.exists() && resumed.is_none() {
-                std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-            }
-            let abs = |p: &Option<PathBuf>| {
-                p.as_ref()
-                    .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
-            };
-            let mut cfg =
-                resolve::to_config(&model, &train, abs(&Some(data_path.clone())).as_deref());
-            // The set, the held-out data and the run's settings too, so the config trains
-            // the same job again; `out` is the directory holding it (relative paths in a
-            // config are relative to the file), so a copied run re-runs where it is.
-            cfg.offsets = abs(&offsets);
-            cfg.labels = abs(&labels);
-            cfg.bucket = bucket.then_some(true);
-            cfg.bytes = bytes.then_some(true);
-            cfg.valid = abs(&valid_path);
-            cfg.valid_offsets = abs(&valid_offsets);
-            cfg.valid_labels = abs(&valid_labels);
-            cfg.valid_every = valid_path.is_some().then_some(valid_every);
-            cfg.out = Some(PathBuf::from("."));
-            if let Some(e) = epochs {
-                cfg.run.steps = None;
-                cfg.run.epochs = Some(e);
-            }
-            cfg.run.threads = run_flag(|r| r.threads);
-            cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
-            cfg.save_every = save_every;
-            cfg.keep = keep;
-            cfg.skip_nonfinite = guard.skip_nonfinite.then_some(true);
-            cfg.pipeline = pipeline.then_some(true);
-            cfg.max_loss = guard.max_loss;
-            let path = dir.join("config.toml");
-            let text = toml::to_string(&cfg).map_err(|e| Error::Config {
-                path: path.clone(),
-                msg: format!("cannot write: {e}"),
-            })?;
-            let text = format!(
-                "{CONFIG_MARK}; `recur train --config {} --overwrite` runs it again\n{text}",
-                path.display()
-            );
-            crate::io::safetensors::write_atomic(&path, text.as_bytes())?;
-            config_text = text.into_bytes();
-            Some(match &resumed {
-                Some(f) => MetricsFile::resume(dir, f.job.metrics_bytes)?,
-                None => MetricsFile::create(dir)?,
-            })
-        }
-        None => None,
-    };
+            None => None,
+        })
+    })();
+    if let Some(r) = ranks.as_deref_mut() {
+        r.confirm(set_up.as_ref().err())?;
+    }
+    let mut metrics = set_up?;
     let mut saver = Saver {
         dir: out.as_deref().filter(|_| lead),
         saving: out.is_some(),
@@ -821,7 +861,7 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         last: resumed.as_ref().map(|f| (f.job.step, f.dir.clone())),
     };
     // Held to the end of the command: once installed, the handlers stay.
-    let stop = crate::train::stop::Stop::install()?;
+    let stop = crate::train::stop::Stop::install_quiet(!lead)?;
     let fitted = fit_with_progress(
         &mut trainer,
         &mut feed,
@@ -1290,11 +1330,11 @@ impl Gathered {
     ) -> Gathered {
         let exec = t.executor();
         if !pipeline {
-            let all = r.gather_f32(exec.state());
             let b = shard.map_or(1, |s| s.batch);
-            let carried = crate::dist::join_rows(exec.sizes(), r.size, b, &all);
+            let carried = (r.gather_to_first(exec.state()))
+                .map(|all| crate::dist::join_rows(exec.sizes(), r.size, b, &all));
             return Gathered {
-                carried: Some(carried),
+                carried,
                 ..Gathered::default()
             };
         }

@@ -390,10 +390,16 @@ enum Phase {
 pub struct Ring<C: Comm> {
     comm: C,
     buckets: Vec<Range<usize>>,
+    /// The copy of the gradients messages go from and into, and its base pointer:
+    /// while messages are in flight it is touched only through that pointer, chunk by
+    /// chunk, never as a whole slice.
     buf: Vec<f32>,
+    base: *mut f32,
     /// Per bucket, where its incoming chunk lands in `tmp`.
     tmp_at: Vec<usize>,
+    /// Incoming chunks, touched through `tmp_base` only (as `buf`).
     tmp: Vec<f32>,
+    tmp_base: *mut f32,
     phase: Vec<Phase>,
     gathered: Vec<u8>,
     waited: Duration,
@@ -414,13 +420,19 @@ impl<C: Comm> Ring<C> {
                 .unwrap_or(0);
         }
         let ranks = comm.size();
+        let mut buf = vec![0.0f32; total];
+        let base = buf.as_mut_ptr();
+        let mut tmp = vec![0.0f32; at];
+        let tmp_base = tmp.as_mut_ptr();
         Ring {
             comm,
             phase: buckets.iter().map(|_| Phase::Idle).collect(),
             buckets,
-            buf: vec![0.0; total],
+            buf,
+            base,
             tmp_at,
-            tmp: vec![0.0; at],
+            tmp,
+            tmp_base,
             gathered: vec![0; 8 * ranks],
             waited: Duration::ZERO,
         }
@@ -449,7 +461,7 @@ impl<C: Comm> Ring<C> {
         let sc = chunk(len, r, send_c);
         let rc = chunk(len, r, recv_c);
         let tag = i as u16;
-        let base = self.buf.as_mut_ptr();
+        let base = self.base;
         // SAFETY: `buf` and `tmp` are never reallocated; the chunks a round sends and
         // receives are disjoint, and nothing reads or writes them until `test` says the
         // round is complete (`step` then sums or leaves them).
@@ -458,7 +470,7 @@ impl<C: Comm> Ring<C> {
                 .comm
                 .isend(base.add(b.start + sc.start), sc.len(), next, tag);
             let into = match round < steps {
-                true => self.tmp.as_mut_ptr().add(self.tmp_at[i]),
+                true => self.tmp_base.add(self.tmp_at[i]),
                 false => base.add(b.start + rc.start),
             };
             let recv = self.comm.irecv(into, rc.len(), prev, tag);
@@ -489,8 +501,14 @@ impl<C: Comm> Ring<C> {
             // exactly): the order is fixed by the ring, whatever the timing.
             let b = self.buckets[i].clone();
             let c = chunk(b.len(), r, (n + 2 * r - round - 1) % r);
-            let mine = &mut self.buf[b.start + c.start..b.start + c.end];
-            let incoming = &self.tmp[self.tmp_at[i]..self.tmp_at[i] + c.len()];
+            // SAFETY: this chunk's round is complete: no message reads or writes it,
+            // and `base` points at `buf`, which outlives the ring's messages.
+            let mine = unsafe {
+                std::slice::from_raw_parts_mut(self.base.add(b.start + c.start), c.len())
+            };
+            // SAFETY: as `mine`: this bucket's incoming chunk has arrived.
+            let incoming =
+                unsafe { std::slice::from_raw_parts(self.tmp_base.add(self.tmp_at[i]), c.len()) };
             for (m, &x) in mine.iter_mut().zip(incoming) {
                 *m += x;
             }
@@ -524,7 +542,14 @@ impl<C: Comm> Reduce for Ring<C> {
             return;
         }
         let b = self.buckets[bucket].clone();
-        self.buf[b.clone()].copy_from_slice(&grads[b]);
+        // SAFETY: the bucket is idle: no message touches its part of `buf`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                grads[b.clone()].as_ptr(),
+                self.base.add(b.start),
+                b.len(),
+            );
+        }
         if self.comm.size() == 1 {
             self.phase[bucket] = Phase::Done;
             return;
@@ -556,6 +581,8 @@ impl<C: Comm> Reduce for Ring<C> {
         }
         self.waited += t0.elapsed();
         grads[..self.buf.len()].copy_from_slice(&self.buf);
+        // Ready for the next step, whether or not `begin` is called.
+        self.phase.iter_mut().for_each(|p| *p = Phase::Idle);
     }
 
     fn sum(&mut self, x: f64) -> f64 {
@@ -712,6 +739,35 @@ mod tests {
         let c = ring_sums(3, buckets, &[1, 2, 0]);
         assert_eq!(a, b);
         assert_eq!(a, c);
+    }
+
+    /// A second step sums the second step's gradients, whether or not `begin` ran.
+    #[test]
+    fn each_finish_sums_that_steps_gradients() {
+        let comms = local::Local::group(2);
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                std::thread::spawn(move || {
+                    let r = comm.rank() as f32;
+                    let mut ring = Ring::new(comm, vec![0..3, 3..8]);
+                    let mut out = Vec::new();
+                    for step in 0..3 {
+                        let mut g = vec![r + 10.0 * step as f32; 8];
+                        if step == 1 {
+                            ring.begin();
+                        }
+                        ring.start(1, &g);
+                        ring.finish(&mut g);
+                        out.push(g[0]);
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), vec![1.0, 21.0, 41.0]);
+        }
     }
 
     #[test]

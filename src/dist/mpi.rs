@@ -20,7 +20,9 @@ pub struct World {
 impl World {
     /// Initialises MPI; `None` if it cannot be (already initialised, or no runtime).
     pub fn init() -> Option<World> {
-        let universe = mpi::initialize()?;
+        // Other threads exist (OpenBLAS's, the signal watcher); MPI is called from this
+        // one only.
+        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)?;
         let world = universe.world();
         Some(World {
             world,
@@ -52,6 +54,15 @@ impl World {
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
+}
+
+/// Ends every rank of the job at once with `code`, from anywhere (a panic hook).
+pub fn abort_world(code: i32) -> ! {
+    // SAFETY: MPI_Abort may be called at any point after initialisation.
+    unsafe {
+        ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code);
+    }
+    std::process::abort()
 }
 
 /// One rank's transport on its own communicator.

@@ -368,6 +368,12 @@ pub struct Guard {
 /// `opts.guard.skip_nonfinite`, skips the update, counts it, and zeroes a carried state
 /// that is not finite); so does a loss that grows past the guard's limit. Allocates
 /// nothing per step.
+///
+/// A rank of a job over several processes (`Trainer::set_data_parallel`,
+/// `Trainer::set_pipeline`) agrees with the others on every decision the loop makes
+/// (losses, norms, the guard, time), so all stop at the same step; `on_step` must
+/// return the same `Flow` on every rank. `valid` is measured by the ranks given one (a
+/// pipeline stage, which holds only its layers' weights, refuses it).
 pub fn fit_from(
     trainer: &mut Trainer,
     feed: &mut Feed<'_>,
@@ -376,6 +382,12 @@ pub fn fit_from(
     st: &mut FitState,
     mut on_step: impl FnMut(&Progress, At<'_, '_, '_>) -> Result<Flow>,
 ) -> Result<Summary> {
+    if valid.is_some() && trainer.pipe().is_some() {
+        return Err(Error::spec(
+            "valid",
+            "a pipeline stage holds only its layers' weights: validation needs the whole model",
+        ));
+    }
     let valid_total_bytes = valid.as_ref().map(|v| v.eval.program().total_bytes());
     let acc = trainer.program().train.accumulate;
     let weight = 1.0 / acc as f32;
@@ -458,10 +470,11 @@ pub fn fit_from(
         } else {
             st.skipped += 1;
             st.last10[st.steps % 10] = st.last10[(st.steps + 9) % 10];
-            // The state a non-finite window left would poison every later window.
-            let exec = trainer.executor_mut();
-            if exec.state().iter().any(|x| !x.is_finite()) {
-                exec.reset_state();
+            // The state a non-finite window left would poison every later window (a job
+            // over several processes resets every rank's, as one process resets all).
+            let bad = trainer.executor().state().iter().any(|x| !x.is_finite());
+            if trainer.sum_over_ranks(f64::from(u8::from(bad))) > 0.0 {
+                trainer.executor_mut().reset_state();
             }
         }
         st.seconds += t0.elapsed().as_secs_f64();
@@ -495,7 +508,17 @@ pub fn fit_from(
         };
         st.steps += 1;
         let done = st.steps;
-        let out_of_time = opts.seconds.is_some_and(|d| st.seconds >= d);
+        // The ranks of a job over several processes stop at the same step: the first
+        // out of time stops them all.
+        let out_of_time = match opts.seconds {
+            Some(d) => {
+                trainer.sum_over_ranks(match st.seconds >= d {
+                    true => 1.0,
+                    false => 0.0,
+                }) > 0.0
+            }
+            None => false,
+        };
         let last = match opts.epochs {
             Some(e) => st.epochs >= e,
             None => done == opts.steps,

@@ -150,6 +150,13 @@ impl Trainer {
     /// bucket order, as one process sums it, so the job's arithmetic is the single
     /// process's, bit for bit). Refuses a program of another stage.
     pub fn set_pipeline(&mut self, pipe: Box<dyn crate::dist::Pipe>) -> Result<()> {
+        if self.reduce.is_some() {
+            return Err(Error::spec(
+                "model.layers",
+                "a trainer is one rank of a data-parallel job or one stage of a pipeline, \
+                 not both (not yet)",
+            ));
+        }
         let model = &self.exec.program().model;
         let want = crate::dist::stage_of(pipe.stage(), pipe.stages(), model.layers)
             .map_err(|m| Error::spec("model.layers", m))?;
@@ -205,6 +212,13 @@ impl Trainer {
         shard: crate::dist::Shard,
         reduce: Box<dyn crate::dist::Reduce>,
     ) -> Result<()> {
+        if self.pipe.is_some() {
+            return Err(Error::spec(
+                "train.batch",
+                "a trainer is one rank of a data-parallel job or one stage of a pipeline, \
+                 not both (not yet)",
+            ));
+        }
         if self.exec.sizes().batch != shard.rows_per_rank() || reduce.ranks() != shard.ranks {
             return Err(Error::spec(
                 "train.batch",
@@ -319,7 +333,35 @@ impl Trainer {
     /// Loss and gradients of the loaded batch, without updating anything but the carried
     /// state. The gradients stay in `executor().grads()`.
     pub fn forward_backward(&mut self) -> f32 {
-        self.exec.run()
+        if self.reduce.is_none() && self.pipe.is_none() {
+            return self.exec.run();
+        }
+        self.zero_grads();
+        let segments = self.exec.sizes().segments;
+        self.run_ranked(segments, 1.0, true)
+    }
+
+    /// A window of a rank of a job over several processes, from its loaded batch: a
+    /// data-parallel rank first learns the whole batch's counted positions (a sum over
+    /// the ranks), so the ranks' gradients sum to the batch's; with `last`, each bucket's
+    /// sum starts as the backward finishes it. A pipeline stage passes its segments on.
+    fn run_ranked(&mut self, segments: usize, weight: f32, last: bool) -> f32 {
+        let counted = match self.reduce.as_mut() {
+            Some(r) => {
+                let local = self.exec.mask().iter().filter(|&&m| m != 0).count();
+                Some(r.sum(local as f64) as usize)
+            }
+            None => None,
+        };
+        let reduce = match last {
+            true => self.reduce.as_deref_mut(),
+            false => None,
+        };
+        let link: Option<&mut (dyn crate::dist::Link + 'static)> = match self.pipe.as_deref_mut() {
+            Some(p) => Some(p),
+            None => None,
+        };
+        (self.exec).run_window(segments, weight, counted, reduce.map(|r| r as _), link)
     }
 
     /// Zeroes the gradients (before accumulating windows with `accumulate`).
@@ -334,7 +376,11 @@ impl Trainer {
     /// Loss of the loaded batch, adding `weight` · its gradients to those already in
     /// the executor (gradient accumulation: `weight` = 1 / windows per update).
     pub fn accumulate(&mut self, weight: f32) -> f32 {
-        self.exec.run_accumulate(weight)
+        if self.reduce.is_none() && self.pipe.is_none() {
+            return self.exec.run_accumulate(weight);
+        }
+        let segments = self.exec.sizes().segments;
+        self.run_ranked(segments, weight, false)
     }
 
     /// `accumulate` over the first `steps` steps of the window only: the segments
@@ -354,7 +400,11 @@ impl Trainer {
             _ => sz.segments,
         };
         let positions = (segments * sz.grain).min(sz.window) * sz.batch;
-        (self.exec.run_prefix(segments, weight), positions)
+        if self.reduce.is_none() && self.pipe.is_none() {
+            return (self.exec.run_prefix(segments, weight), positions);
+        }
+        let ranks = self.reduce.as_ref().map_or(1, |r| r.ranks());
+        (self.run_ranked(segments, weight, false), positions * ranks)
     }
 
     /// The gradient hook, clipping and the optimiser's update from the gradients in the
@@ -370,14 +420,24 @@ impl Trainer {
     /// norm (before clipping), so a caller can look at it (and at the loss) before
     /// anything changes. `update_with_norm` finishes the step.
     pub fn prepare_gradients(&mut self) -> f32 {
-        if let Some(r) = self.reduce.as_mut() {
-            let _span = tracing::debug_span!("all-reduce").entered();
-            r.finish(self.exec.grads_mut());
-        }
+        self.sum_gradients();
         if let Some(hook) = self.hook.as_mut() {
             let (layout, grads) = self.exec.layout_and_grads_mut();
             hook(layout, grads);
         }
+        self.norm()
+    }
+
+    /// A data-parallel job's gradients summed across the ranks (nothing otherwise).
+    fn sum_gradients(&mut self) {
+        if let Some(r) = self.reduce.as_mut() {
+            let _span = tracing::debug_span!("all-reduce").entered();
+            r.finish(self.exec.grads_mut());
+        }
+    }
+
+    /// The global gradient norm (before clipping).
+    fn norm(&mut self) -> f32 {
         // Per bucket, then in bucket order: a pipeline's stages each hold some buckets
         // (the others' are zero here) and sum the same terms in the same order.
         let grads = self.exec.grads();
@@ -421,14 +481,10 @@ impl Trainer {
     /// `forward_backward` and any hook), at the schedule's learning rate for this step
     /// (`lr`). Returns the gradient norm before clipping.
     pub fn update(&mut self) -> f32 {
-        let lr = self.lr();
-        let (params, grads) = self.exec.params_and_grads();
-        let grad_norm = match self.spec.clip {
-            Some(c) => optim::clip_grad_norm(grads, c),
-            None => optim::grad_norm(grads),
-        };
-        self.optim.update_at(params, grads, lr);
-        grad_norm
+        self.sum_gradients();
+        let norm = self.norm();
+        self.update_with_norm(norm);
+        norm
     }
 
     /// The learning rate the next update takes: the warmup and schedule of
@@ -441,8 +497,13 @@ impl Trainer {
     /// forward, backward, the gradient hook, clipping, optimiser update. Allocates
     /// nothing.
     pub fn step_loaded(&mut self) -> StepStats {
-        let loss = self.exec.run();
+        let loss = self.forward_backward();
         let grad_norm = self.apply_gradients();
+        // A job over several processes: the batch's loss (its ranks' shares summed).
+        let loss = match self.reduce.is_some() || self.pipe.is_some() {
+            true => self.sum_over_ranks(loss as f64) as f32,
+            false => loss,
+        };
         StepStats { loss, grad_norm }
     }
 

@@ -20,6 +20,12 @@ pub struct Stop {
 impl Stop {
     /// Installs the handlers of SIGINT and SIGTERM.
     pub fn install() -> Result<Self> {
+        Self::install_quiet(false)
+    }
+
+    /// `install`; with `quiet`, nothing is said when the signal comes (a rank other
+    /// than 0 of a job over several processes: rank 0 says it).
+    pub fn install_quiet(quiet: bool) -> Result<Self> {
         let flag = Arc::new(AtomicBool::new(false));
         let mut ids = Vec::new();
         let fail = |e: std::io::Error| Error::io("signal handlers", e);
@@ -43,7 +49,9 @@ impl Stop {
                     return;
                 }
                 if seen.load(Ordering::SeqCst) {
-                    eprintln!("stopping after this step (a second signal stops at once)");
+                    if !quiet {
+                        eprintln!("stopping after this step (a second signal stops at once)");
+                    }
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));

@@ -120,7 +120,16 @@ fn cases() -> Vec<Case> {
         3,
     );
     bidir.bidirectional = true;
+    let mut advance = tr(6, 12);
+    advance.advance = Some(4);
     vec![
+        Case {
+            name: "gru lm, TBPTT advance 4 of 12",
+            model: spec(tokens, CellKind::Gru, 1, HeadKind::Lm, 40),
+            train: advance,
+            data: Data::Tokens,
+            bucket: false,
+        },
         Case {
             name: "lstm lm, dropout, 2 layers",
             model: lm,
@@ -458,6 +467,11 @@ fn pipeline_cases() -> Vec<Case> {
     acc.accumulate = 2;
     let mut tagger = ModelSpec::new(tokens, CellKind::MultiLag(2), 8, 2, HeadKind::Lm, 4).unwrap();
     tagger.dropout = 0.2;
+    let mut sgd = tr(6, 8, Policy::Every(2));
+    sgd.optim.kind = recur::spec::OptimKind::Sgd;
+    sgd.optim.momentum = 0.9;
+    sgd.optim.weight_decay = 0.01;
+    sgd.optim.lr = 0.05;
     vec![
         Case {
             name: "lstm lm, 4 layers, dropout, projection, sqrt",
@@ -497,9 +511,9 @@ fn pipeline_cases() -> Vec<Case> {
             bucket: true,
         },
         Case {
-            name: "multilag tagger, 2 layers, dropout, every:2",
+            name: "multilag tagger, 2 layers, dropout, every:2, SGD with momentum and decay",
             model: tagger,
-            train: tr(6, 8, Policy::Every(2)),
+            train: sgd,
             data: Data::Tagged,
             bucket: false,
         },
@@ -605,4 +619,53 @@ fn plan_ranks_pipeline_gives_each_stages_plan() {
         err.contains("the 3 layers are not a multiple of the 2 ranks"),
         "{err}"
     );
+}
+
+/// Whole epochs of a set across ranks, accumulation cut short by the data's end
+/// included: the ranks stop at the same step, as the single process does.
+#[test]
+fn epochs_of_a_set_end_at_the_same_step_on_every_rank() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("peephole"))
+        .unwrap();
+    let mut c = c;
+    c.train.accumulate = 3;
+    let opts = || FitOptions {
+        epochs: Some(2),
+        ..FitOptions::steps(1_000)
+    };
+    let src = source(c.data);
+    let mut t = Trainer::new(compile(&c.model, &c.train).unwrap()).unwrap();
+    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+    let one = fit(&mut t, &mut feed, opts(), |_| {}).unwrap();
+    let w1 = t.executor().params().to_vec();
+    let comms = Local::group(2);
+    let runs: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (comms.into_iter())
+            .map(|comm| {
+                let c = &c;
+                s.spawn(move || {
+                    let shard = Shard::new(comm.rank(), 2, c.train.batch).unwrap();
+                    let mut local = c.train.clone();
+                    local.batch = shard.rows_per_rank();
+                    let src = source(c.data);
+                    let mut t = Trainer::new(compile(&c.model, &local).unwrap()).unwrap();
+                    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
+                    feed.set_shard(shard);
+                    let buckets = dist::buckets(t.executor().layout(), c.model.layers);
+                    t.set_data_parallel(shard, Box::new(Ring::new(comm, buckets)))
+                        .unwrap();
+                    let s = fit(&mut t, &mut feed, opts(), |_| {}).unwrap();
+                    (s.steps, t.executor().params().to_vec())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (steps, w) in &runs {
+        assert_eq!(*steps, one.steps);
+        assert!(rel_diff(w, &w1) < 1e-5, "{:e}", rel_diff(w, &w1));
+    }
+    assert!(one.epochs == 2 && one.steps > 1, "{one:?}");
 }

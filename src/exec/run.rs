@@ -393,7 +393,13 @@ impl<'a> Ctx<'a> {
                 }
                 StateSrc::Checkpoint(b) => {
                     let ck = ar.buf(b);
-                    let at = sz.carried_offset(if ck.len() == sz.carried() { l } else { 0 }, i);
+                    // The whole carried layout, a stage's layers, or one chain's.
+                    let first = sz.stage.start * sz.directions;
+                    let at = match ck.len() {
+                        n if n == sz.carried() => sz.carried_offset(l, i),
+                        n if n == sz.ckpt_elems() => sz.carried_offset(l - first, i),
+                        _ => sz.carried_offset(0, i),
+                    };
                     dst.copy_from_slice(&ck[at..][..n]);
                 }
                 StateSrc::Carried => {
@@ -409,7 +415,11 @@ impl<'a> Ctx<'a> {
     /// bidirectional model's checkpoints hold one virtual layer's).
     fn copy_out(&self, ar: &Arena, l: usize, states: Bufs, dst: &mut [f32]) {
         let sz = self.sz;
-        let l = if dst.len() == sz.carried() { l } else { 0 };
+        let l = match dst.len() {
+            n if n == sz.carried() => l,
+            n if n == sz.ckpt_elems() => l - sz.stage.start * sz.directions,
+            _ => 0,
+        };
         for i in 0..states.len() {
             let n = sz.state_block(i);
             let s = ar.buf(states.id(i));

@@ -349,7 +349,7 @@ impl Unroller<'_> {
     /// Saves the state leaving `f` (entering segment f.seg + 1), every layer.
     fn checkpoint(&mut self, f: &SegFwd) -> BufId {
         let boundary = f.seg as u32 + 1;
-        let ck = self.push(BufKind::Checkpoint { boundary }, self.sz.carried());
+        let ck = self.push(BufKind::Checkpoint { boundary }, self.sz.ckpt_elems());
         for l in self.sz.stage.clone() {
             self.ops.push(Op::SaveCheckpoint {
                 layer: l as u32,

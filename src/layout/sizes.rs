@@ -172,6 +172,12 @@ impl Sizes {
         self.vlayers() * self.carried_per_layer()
     }
 
+    /// One checkpoint of the program's layers (a pipeline stage's only; `carried`
+    /// otherwise), virtual layer `stage.start · directions` first.
+    pub fn ckpt_elems(&self) -> usize {
+        self.stage.len() * self.directions * self.carried_per_layer()
+    }
+
     /// A segment's gate buffer, [steps·B, G·H].
     pub fn gates_elems(&self, s: usize) -> usize {
         self.seg_rows(s) * self.gate_width
@@ -242,9 +248,16 @@ impl Sizes {
                 .map(|i| self.saved_elems(s, i))
                 .sum::<usize>();
         if self.directions == 1 {
-            return (self.layers * per_layer
-                + (self.layers - 1) * self.dropped_elems(s)
-                + self.embedded_elems(s)) as u64;
+            // The program's layers (a pipeline stage's), the dropped inputs of those
+            // above layer 0, and its input: the embedded tokens, or what the stage
+            // below sent.
+            let (first, end) = (self.stage.start, self.stage.end);
+            let dropped = (first.max(1)..end).len();
+            let input = match first {
+                0 => self.embedded_elems(s),
+                _ => self.received_elems(s),
+            };
+            return ((end - first) * per_layer + dropped * self.dropped_elems(s) + input) as u64;
         }
         // Two directions: each chain's own input rows where it has them (a reverse
         // chain's, a dropped input's, each direction's embedded tokens).

@@ -206,7 +206,7 @@ pub fn admissible(forwards: u128, segments: u64, layers: u64) -> bool {
 /// Bytes of one state checkpoint, and how many times larger one (full-length) segment's
 /// kept activations are.
 pub(crate) fn segment_units(sz: &Sizes) -> (u64, f64) {
-    let unit = sz.carried() as u64 * 4;
+    let unit = sz.ckpt_elems() as u64 * 4;
     let kept = sz.kept_segment_elems(0) * 4;
     (unit, kept as f64 / unit as f64)
 }

@@ -570,6 +570,18 @@ fn a_stage_plans_only_its_layers() {
         whole.flops,
         "the stages split the work"
     );
+    // A stage's checkpoints hold its layers' states only.
+    tr.policy = Policy::Sqrt;
+    let ckpt = |p: &recur::Program| {
+        (p.buffers.iter())
+            .find(|b| matches!(b.buffer.kind, recur::graph::BufKind::Checkpoint { .. }))
+            .map(|b| b.buffer.elems)
+            .unwrap()
+    };
+    tr.stage = None;
+    let whole_ck = ckpt(&compile(&model, &tr).unwrap());
+    tr.stage = Some((2, 4));
+    assert_eq!(2 * ckpt(&compile(&model, &tr).unwrap()), whole_ck);
     let mut bidir = ModelSpec::lstm(40, 6, 16, 2).unwrap();
     bidir.bidirectional = true;
     bidir.head = HeadKind::Classify;

@@ -572,6 +572,8 @@ fn a_stage_plans_only_its_layers() {
     );
     // A stage's checkpoints hold its layers' states only.
     tr.policy = Policy::Sqrt;
+    tr.window = 256;
+    tr.grain = 8;
     let ckpt = |p: &recur::Program| {
         (p.buffers.iter())
             .find(|b| matches!(b.buffer.kind, recur::graph::BufKind::Checkpoint { .. }))

@@ -260,8 +260,8 @@ pub struct TrainCmd {
     pub skip_nonfinite: bool,
     /// Under `mpirun -n R`: split the layers over the ranks (rank r runs the r-th of R
     /// equal runs of consecutive layers; segments flow up and gradients down between
-    /// them as soon as each is computed) instead of the batch. Gives the single
-    /// process's bits.
+    /// them as soon as each is computed) instead of the batch. Gives the bits of one
+    /// process running as many OpenBLAS threads per GEMM (--threads) as each rank.
     #[arg(long)]
     pub pipeline: bool,
     /// Stop the run once its loss, smoothed over about 50 steps, exceeds this [the larger

@@ -84,8 +84,18 @@ pub fn render(e: &Error) -> String {
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
+    // A rank of a job over several processes (`mpirun -n R recur train …`) starts MPI
+    // first, so that whatever fails anywhere, arguments included, is agreed and said
+    // once.
+    let Some(mut ranks) = ranks::Ranks::start()? else {
+        return run_as(None);
+    };
+    let result = run_as(Some(&mut ranks));
+    ranks.end(result)
+}
+
+fn run_as(ranks: Option<&mut ranks::Ranks>) -> Result<()> {
     use clap::{CommandFactory, FromArgMatches};
-    ranks::quiet_unless_first();
     // The flags `profile` shares with `train` but reads its own way.
     let command = Cli::command().mut_subcommand("profile", |c| {
         c.mut_arg("steps", |a| {
@@ -141,7 +151,12 @@ pub fn run() -> Result<()> {
         crate::units::parse_size(&v).map_err(|e| Error::spec(env, e))?;
     }
     match cli.command {
-        Command::Train(c) => train::train(*c),
+        Command::Train(c) => train::train_as(*c, ranks),
+        _ if ranks.is_some() => Err(Error::spec(
+            "arguments",
+            "only `recur train` runs as a job over several processes; run this command as one \
+             process (without mpirun)",
+        )),
         Command::Plan(c) => plan(c),
         Command::Grads(c) => {
             threads(c.threads)?;

@@ -61,14 +61,6 @@ pub fn launched_rank() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
-/// Before anything else: a rank other than 0 of a job says nothing of its own (rank 0
-/// says what they all would, an unreadable config for one).
-pub fn quiet_unless_first() {
-    if launched_rank().is_some_and(|r| r != 0) {
-        SILENT.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A trace file of rank r > 0 of a job: `trace.rank<r>.json` beside rank 0's.
 pub fn trace_path(path: &std::path::Path) -> std::path::PathBuf {
     match launched_rank() {
@@ -84,6 +76,9 @@ pub fn trace_path(path: &std::path::Path) -> std::path::PathBuf {
         _ => path.to_path_buf(),
     }
 }
+
+/// The status of a rank that ended without a training job (`--help`, `--version`).
+const NO_JOB: u8 = 255;
 
 /// Bytes of one rank's word in the agreement: status, two hashes, a message.
 const WORD: usize = 1 + 32 + 32 + 2 + 445;
@@ -321,7 +316,10 @@ impl Ranks {
             }
             Ok(_) => {}
             Err(e) => {
-                word[0] = exit_code(e).max(1);
+                word[0] = match e {
+                    Error::Ranks { code: NO_JOB, .. } => NO_JOB,
+                    e => exit_code(e).clamp(1, NO_JOB - 1),
+                };
                 let msg = super::render(e);
                 let mut end = msg.len().min(WORD - 67);
                 while !msg.is_char_boundary(end) {
@@ -337,12 +335,19 @@ impl Ranks {
             let n = u16::from_le_bytes([w[65], w[66]]) as usize;
             String::from_utf8_lossy(&w[67..67 + n.min(WORD - 67)]).into_owned()
         };
+        // Nobody was given a training job (`--help` everywhere): nothing to agree on.
+        if words.iter().all(|w| w[0] == NO_JOB) {
+            return Ok(());
+        }
         let failed: Vec<usize> = (0..self.size).filter(|&r| words[r][0] != 0).collect();
         if let Some(&first) = failed.first() {
             let msg = msg_of(words[first]);
             let same = failed.len() == self.size && words.iter().all(|w| msg_of(w) == msg);
             return Err(Error::Ranks {
-                code: words[first][0],
+                code: match words[first][0] {
+                    NO_JOB => 2,
+                    c => c,
+                },
                 msg: match same {
                     true => msg,
                     false => format!("rank {first} of {}: {msg}", self.size),
@@ -392,6 +397,46 @@ impl Ranks {
                      no longer train one model (a fault in the transport or the machine)"
                 ),
             }),
+        }
+    }
+
+    /// How the command this rank ran ends the job: an error every rank has is said
+    /// once, by rank 0; one that only this rank has, after training started, ends every
+    /// rank at once (the others may be waiting for it); a rank that ended without a
+    /// training job (`--help`) makes the others, which would wait for it, fail with one
+    /// line.
+    pub fn end(&mut self, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) if self.started => Ok(()),
+            Ok(()) => {
+                let none = Error::Ranks {
+                    code: NO_JOB,
+                    msg: "was not given a training job (--help, --version, or another command): \
+                          every rank must run the same `recur train …`"
+                        .into(),
+                };
+                match self.agree(Err(&none)) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(self.say_together(e)),
+                }
+            }
+            // Every rank has it: the ranks' agreement, or a stop at the same step.
+            Err(e @ (Error::Ranks { .. } | Error::Stopped { .. })) => Err(self.say_together(e)),
+            // Before training: the ranks agree on the first failure.
+            Err(e) if !self.started => {
+                let agreed = self.agree(Err(&e)).err().unwrap_or(e);
+                Err(self.say_together(agreed))
+            }
+            // During training, on this rank only.
+            Err(e) => {
+                eprintln!(
+                    "recur: rank {} of {}: {}",
+                    self.rank,
+                    self.size,
+                    super::render(&e)
+                );
+                self.abort(exit_code(&e))
+            }
         }
     }
 

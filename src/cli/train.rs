@@ -359,37 +359,10 @@ fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn train(c: TrainCmd) -> Result<()> {
-    use super::ranks::{exit_code, Ranks};
-    let Some(mut ranks) = Ranks::start()? else {
-        return train_as(c, None);
-    };
-    match train_as(c, Some(&mut ranks)) {
-        Ok(()) => Ok(()),
-        // Every rank has it: the ranks' agreement, or a stop at the same step.
-        Err(e @ (Error::Ranks { .. } | Error::Stopped { .. })) => Err(ranks.say_together(e)),
-        // Before training: the ranks agree on the first failure.
-        Err(e) if !ranks.started => {
-            let agreed = ranks.agree(Err(&e)).err().unwrap_or(e);
-            Err(ranks.say_together(agreed))
-        }
-        // During training, on this rank only: the others may be waiting for it.
-        Err(e) => {
-            eprintln!(
-                "recur: rank {} of {}: {}",
-                ranks.rank,
-                ranks.size,
-                super::render(&e)
-            );
-            ranks.abort(exit_code(&e))
-        }
-    }
-}
-
 /// `train` as one process (`ranks` none) or as one rank of a data-parallel job: each
 /// rank takes its rows of the global batch, and rank 0 alone writes the run directory
 /// and speaks.
-fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<()> {
+pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<()> {
     let (rank, nranks) = ranks.as_ref().map_or((0, 1), |r| (r.rank, r.size));
     let lead = rank == 0;
     // A resumed job's settings are its snapshot's config; flags given change what may
@@ -622,15 +595,8 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
         let p = trainer.program();
         match shard {
             None if pipeline => say!(
-                "plan: {}: a pipeline of {nranks} ranks, rank 0 runs layers {}..{}: arena {} \
-                 (lower bound {}), persistent {}, total {}",
-                model.describe(),
-                p.sizes.stage.start,
-                p.sizes.stage.end,
-                fmt_bytes(p.arena_bytes),
-                fmt_bytes(p.arena_lower_bound),
-                fmt_bytes(p.persistent_bytes()),
-                fmt_bytes(p.total_bytes())
+                "plan: {}: a pipeline of {nranks} ranks (each rank's plan follows)",
+                model.describe()
             ),
             None => say!(
                 "plan: {}: arena {} (lower bound {}), persistent {}, total {}",
@@ -922,10 +888,11 @@ fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>) -> Result<
             summary.weights_blake3 = Some(blake3::Hash::from(hash).to_hex().to_string());
         }
     }
+    // The plan the run printed: the ring's buffers included.
+    summary.total_bytes += comm_bytes;
     if report_rss {
         summary.rss_before_compile_bytes = rss_before;
         summary.peak_rss_bytes = crate::exec::memory::proc_status_bytes("VmHWM:");
-        summary.total_bytes += comm_bytes;
         if let Some(r) = ranks.as_deref_mut() {
             // Every rank's peak beside its own plan (a pipeline's stages differ; rank 0
             // alone holds the validation program).
@@ -1017,8 +984,9 @@ fn resume_in(dir: &Path, found: &Found) -> Result<()> {
     let was = found.job.blas_threads;
     if was != 0 && was != threads {
         super::warn(&format!(
-            "the job ran on {was} OpenBLAS threads and continues on {threads}: correctly, but \
-             not bit for bit as it would have on {was} (give --threads {was})"
+            "the job ran on {was} OpenBLAS thread{} and continues on {threads}: correctly, \
+             but not bit for bit as it would have on {was} (give --threads {was})",
+            if was == 1 { "" } else { "s" }
         ));
     }
     if found.job.recur_version != env!("CARGO_PKG_VERSION") {

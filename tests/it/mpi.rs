@@ -698,3 +698,36 @@ fn a_snapshot_resumes_on_another_number_of_ranks() {
         assert!(diff < 1e-5, "{run}: {diff:e}");
     }
 }
+
+/// Whatever a rank is given — a flag it does not know, `--help`, another command — the
+/// job ends with one line from rank 0 and never waits for ever.
+#[test]
+fn a_bad_command_line_on_any_rank_is_one_line_and_no_hang() {
+    let dir = setup();
+    let d = dir.path();
+    let job = [
+        "train", "--data", "text.txt", "--batch", "4", "--steps", "2", "--hidden", "8",
+    ];
+    let g = |extra: &'static [&'static str]| -> Vec<&'static str> {
+        [&["-n", "1", BIN][..], &job, extra].concat()
+    };
+    for (extra, want) in [
+        (
+            &["--bogus"][..],
+            "rank 1 of 2: arguments: unexpected argument '--bogus'",
+        ),
+        (&["--help"][..], "rank 1 of 2: was not given a training job"),
+    ] {
+        let (code, _, err) = mpirun(&[g(&[]), vec![":"], g(extra)].concat(), d, 60);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("recur:")).collect();
+        assert_eq!(ours.len(), 1, "{extra:?}: {err}");
+        assert!(ours[0].contains(want), "{extra:?}: {err}");
+    }
+    let (code, _, err) = mpirun(&["-n", "2", BIN, "plan", "--batch", "4"], d, 60);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("recur: arguments: only `recur train` runs as a job over several"),
+        "{err}"
+    );
+}

@@ -191,22 +191,12 @@ impl Ranks {
         let me = self.rank;
         let comm = self.comm();
         if me != 0 {
-            let p = parts[me].clone();
-            // SAFETY: `mine` is borrowed until the send completes, below.
-            let mut req = unsafe { comm.isend(mine[p.clone()].as_ptr(), p.len(), 0, 7) };
-            while !comm.test(&mut req) {
-                std::hint::spin_loop();
-            }
+            crate::dist::send(comm, &mine[parts[me].clone()], 0, 7);
             return None;
         }
         let mut full = mine.to_vec();
         for (r, p) in parts.iter().enumerate().skip(1) {
-            let into = &mut full[p.clone()];
-            // SAFETY: `into` is borrowed mutably until the receive completes, below.
-            let mut req = unsafe { comm.irecv(into.as_mut_ptr(), into.len(), r, 7) };
-            while !comm.test(&mut req) {
-                std::hint::spin_loop();
-            }
+            crate::dist::recv(comm, &mut full[p.clone()], r, 7);
         }
         Some(full)
     }
@@ -218,22 +208,13 @@ impl Ranks {
         let size = self.size;
         let comm = self.comm();
         if me != 0 {
-            // SAFETY: `mine` is borrowed until the send completes, below.
-            let mut req = unsafe { comm.isend(mine.as_ptr(), n, 0, 8) };
-            while !comm.test(&mut req) {
-                std::hint::spin_loop();
-            }
+            crate::dist::send(comm, mine, 0, 8);
             return None;
         }
         let mut all = vec![0f32; n * size];
         all[..n].copy_from_slice(mine);
         for r in 1..size {
-            let into = &mut all[r * n..(r + 1) * n];
-            // SAFETY: `into` is borrowed mutably until the receive completes, below.
-            let mut req = unsafe { comm.irecv(into.as_mut_ptr(), n, r, 8) };
-            while !comm.test(&mut req) {
-                std::hint::spin_loop();
-            }
+            crate::dist::recv(comm, &mut all[r * n..(r + 1) * n], r, 8);
         }
         Some(all)
     }
@@ -382,11 +363,7 @@ impl Ranks {
     /// step): their BLAKE3 hashes are compared; returns the hash, or an error naming
     /// the first rank that differs from rank 0.
     pub fn check_same(&mut self, values: &[f32], step: usize) -> Result<[u8; 32]> {
-        let mut h = blake3::Hasher::new();
-        for v in values {
-            h.update(&v.to_le_bytes());
-        }
-        let mine = *h.finalize().as_bytes();
+        let mine = weights_hash(values);
         let all = self.gather(&mine);
         match (1..self.size).find(|&r| all[32 * r..32 * (r + 1)] != all[..32]) {
             None => Ok(mine),
@@ -464,6 +441,19 @@ impl Ranks {
             std::process::exit(i32::from(code))
         }
     }
+}
+
+/// BLAKE3 of `values` as little-endian f32 (the summary's `weights_blake3`).
+pub fn weights_hash(values: &[f32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    let mut bytes = [0u8; 4 * 1024];
+    for chunk in values.chunks(1024) {
+        for (b, v) in bytes.chunks_exact_mut(4).zip(chunk) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        h.update(&bytes[..4 * chunk.len()]);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// BLAKE3 of this process's executable (all zero if it cannot be read: then only the

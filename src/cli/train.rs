@@ -877,11 +877,8 @@ pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>)
         if pipeline {
             // Every stage's weights onto rank 0, which saves the model.
             trainer.collect_stages();
-            let mut h = blake3::Hasher::new();
-            trainer.executor().params().iter().for_each(|v| {
-                h.update(&v.to_le_bytes());
-            });
-            summary.weights_blake3 = Some(h.finalize().to_hex().to_string());
+            let hash = super::ranks::weights_hash(trainer.executor().params());
+            summary.weights_blake3 = Some(blake3::Hash::from(hash).to_hex().to_string());
         } else {
             // The ranks end holding one model, bit for bit.
             let hash = r.check_same(trainer.executor().params(), summary.steps)?;

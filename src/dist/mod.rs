@@ -105,6 +105,57 @@ pub trait Comm {
     fn all_gather(&mut self, mine: &[u8], out: &mut [u8]);
 }
 
+/// Waits until `req` is complete; the time it took.
+fn wait<C: Comm + ?Sized>(comm: &mut C, mut req: Req) -> Duration {
+    let t0 = Instant::now();
+    while !comm.test(&mut req) {
+        std::hint::spin_loop();
+    }
+    t0.elapsed()
+}
+
+/// Sends `data` to rank `to` under `tag` and waits until it has gone; the time waited.
+pub fn send<C: Comm + ?Sized>(comm: &mut C, data: &[f32], to: usize, tag: u16) -> Duration {
+    // SAFETY: `data` is borrowed until the send completes, in `wait`.
+    let req = unsafe { comm.isend(data.as_ptr(), data.len(), to, tag) };
+    wait(comm, req)
+}
+
+/// Receives `into.len()` values from rank `from` under `tag`, waiting for them; the
+/// time waited.
+pub fn recv<C: Comm + ?Sized>(comm: &mut C, into: &mut [f32], from: usize, tag: u16) -> Duration {
+    // SAFETY: `into` is borrowed mutably until the receive completes, in `wait`.
+    let req = unsafe { comm.irecv(into.as_mut_ptr(), into.len(), from, tag) };
+    wait(comm, req)
+}
+
+/// `xs` summed element by element over the ranks, added in rank order (every rank gets
+/// the same values), through `mine` and `gathered` (grown on first use); the time
+/// waited.
+pub fn sum_each<C: Comm + ?Sized>(
+    comm: &mut C,
+    xs: &mut [f64],
+    mine: &mut Vec<u8>,
+    gathered: &mut Vec<u8>,
+) -> Duration {
+    let (n, r) = (8 * xs.len(), comm.size());
+    gathered.resize(n * r, 0);
+    mine.clear();
+    mine.extend(xs.iter().flat_map(|x| x.to_le_bytes()));
+    let t0 = Instant::now();
+    comm.all_gather(mine, gathered);
+    let waited = t0.elapsed();
+    for (i, x) in xs.iter_mut().enumerate() {
+        *x = (0..r)
+            .map(|k| {
+                let at = k * n + 8 * i;
+                f64::from_le_bytes(gathered[at..at + 8].try_into().unwrap_or([0; 8]))
+            })
+            .fold(0.0, |a, v| a + v);
+    }
+    waited
+}
+
 /// What a data-parallel step asks of the transport: the gradient buckets summed across
 /// ranks, started while the backward still runs, and small sums (the loss).
 pub trait Reduce {
@@ -186,24 +237,12 @@ impl<C: Comm> Stages<C> {
         }
     }
 
-    fn wait(&mut self, mut req: Req) {
-        let t0 = Instant::now();
-        while !self.comm.test(&mut req) {
-            std::hint::spin_loop();
-        }
-        self.waited += t0.elapsed();
-    }
-
     fn send(&mut self, data: &[f32], to: usize, tag: u16) {
-        // SAFETY: `data` is borrowed until the send completes, below.
-        let req = unsafe { self.comm.isend(data.as_ptr(), data.len(), to, tag) };
-        self.wait(req);
+        self.waited += send(&mut self.comm, data, to, tag);
     }
 
     fn recv(&mut self, into: &mut [f32], from: usize, tag: u16) {
-        // SAFETY: `into` is borrowed mutably until the receive completes, below.
-        let req = unsafe { self.comm.irecv(into.as_mut_ptr(), into.len(), from, tag) };
-        self.wait(req);
+        self.waited += recv(&mut self.comm, into, from, tag);
     }
 }
 
@@ -236,24 +275,7 @@ impl<C: Comm> Pipe for Stages<C> {
     }
 
     fn sum_each(&mut self, xs: &mut [f64]) {
-        let n = 8 * xs.len();
-        let r = self.comm.size();
-        let mut gathered = std::mem::take(&mut self.gathered);
-        gathered.resize(n * r, 0);
-        self.mine.clear();
-        self.mine.extend(xs.iter().flat_map(|x| x.to_le_bytes()));
-        let t0 = Instant::now();
-        self.comm.all_gather(&self.mine, &mut gathered);
-        self.waited += t0.elapsed();
-        for (i, x) in xs.iter_mut().enumerate() {
-            *x = (0..r)
-                .map(|k| {
-                    let at = k * n + 8 * i;
-                    f64::from_le_bytes(gathered[at..at + 8].try_into().unwrap_or([0; 8]))
-                })
-                .fold(0.0, |a, v| a + v);
-        }
-        self.gathered = gathered;
+        self.waited += sum_each(&mut self.comm, xs, &mut self.mine, &mut self.gathered);
     }
 
     fn collect(&mut self, full: &mut [f32], parts: &[Range<usize>]) {
@@ -401,6 +423,8 @@ pub struct Ring<C: Comm> {
     tmp: Vec<f32>,
     tmp_base: *mut f32,
     phase: Vec<Phase>,
+    /// `sum`'s buffers.
+    mine: Vec<u8>,
     gathered: Vec<u8>,
     waited: Duration,
 }
@@ -433,6 +457,7 @@ impl<C: Comm> Ring<C> {
             tmp_at,
             tmp,
             tmp_base,
+            mine: Vec::with_capacity(8),
             gathered: vec![0; 8 * ranks],
             waited: Duration::ZERO,
         }
@@ -586,16 +611,9 @@ impl<C: Comm> Reduce for Ring<C> {
     }
 
     fn sum(&mut self, x: f64) -> f64 {
-        let t0 = Instant::now();
-        let mut gathered = std::mem::take(&mut self.gathered);
-        self.comm.all_gather(&x.to_le_bytes(), &mut gathered);
-        self.waited += t0.elapsed();
-        let total = gathered
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .fold(0.0, |a, v| a + v);
-        self.gathered = gathered;
-        total
+        let mut xs = [x];
+        self.waited += sum_each(&mut self.comm, &mut xs, &mut self.mine, &mut self.gathered);
+        xs[0]
     }
 
     fn ranks(&self) -> usize {

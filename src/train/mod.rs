@@ -269,32 +269,24 @@ impl Trainer {
     /// starts as the backward finishes it. Returns this rank's share of the loss and
     /// the positions computed (all ranks').
     pub fn accumulate_window(&mut self, weight: f32, f: &Filled, last: bool) -> (f32, usize) {
-        if let Some(pipe) = self.pipe.as_deref_mut() {
-            let sz = self.exec.sizes();
-            let segments = f.steps.div_ceil(sz.grain).max(1);
-            let positions = (segments * sz.grain).min(sz.window) * sz.batch;
-            let link: &mut (dyn crate::dist::Link + 'static) = pipe;
-            let loss = (self.exec).run_window(segments, weight, None, None, Some(link));
-            return (loss, positions);
-        }
-        let Some(reduce) = self.reduce.as_deref_mut() else {
+        let Some(ranks) = self.reduce.as_ref().map(|r| r.ranks()) else {
             return self.accumulate_steps(weight, f.steps);
         };
+        let (segments, positions) = self.segments_for(f.steps);
+        let loss = self.run_ranked(segments, weight, Some(f.counted), last);
+        (loss, positions * ranks)
+    }
+
+    /// The segments a window whose data ends after `steps` steps runs, and the
+    /// positions they compute (a bidirectional model runs every segment:
+    /// `Executor::run_prefix`).
+    fn segments_for(&self, steps: usize) -> (usize, usize) {
         let sz = self.exec.sizes();
         let segments = match sz.directions {
-            1 => f.steps.div_ceil(sz.grain).max(1),
+            1 => steps.div_ceil(sz.grain).max(1),
             _ => sz.segments,
         };
-        let positions = (segments * sz.grain).min(sz.window) * sz.batch * reduce.ranks();
-        let during = last.then_some(reduce);
-        let loss = self.exec.run_window(
-            segments,
-            weight,
-            Some(f.counted),
-            during.map(|r| r as _),
-            None,
-        );
-        (loss, positions)
+        (segments, (segments * sz.grain).min(sz.window) * sz.batch)
     }
 
     /// The executor (parameters, gradients, carried state, program).
@@ -338,20 +330,27 @@ impl Trainer {
         }
         self.zero_grads();
         let segments = self.exec.sizes().segments;
-        self.run_ranked(segments, 1.0, true)
+        self.run_ranked(segments, 1.0, None, true)
     }
 
     /// A window of a rank of a job over several processes, from its loaded batch: a
-    /// data-parallel rank first learns the whole batch's counted positions (a sum over
-    /// the ranks), so the ranks' gradients sum to the batch's; with `last`, each bucket's
-    /// sum starts as the backward finishes it. A pipeline stage passes its segments on.
-    fn run_ranked(&mut self, segments: usize, weight: f32, last: bool) -> f32 {
-        let counted = match self.reduce.as_mut() {
-            Some(r) => {
+    /// data-parallel rank divides by the whole batch's counted positions (`counted`, or
+    /// else a sum over the ranks), so the ranks' gradients sum to the batch's; with
+    /// `last`, each bucket's sum starts as the backward finishes it. A pipeline stage
+    /// passes its segments on.
+    fn run_ranked(
+        &mut self,
+        segments: usize,
+        weight: f32,
+        counted: Option<usize>,
+        last: bool,
+    ) -> f32 {
+        let counted = match (self.reduce.as_mut(), counted) {
+            (Some(r), None) => {
                 let local = self.exec.mask().iter().filter(|&&m| m != 0).count();
                 Some(r.sum(local as f64) as usize)
             }
-            None => None,
+            (_, counted) => counted,
         };
         let reduce = match last {
             true => self.reduce.as_deref_mut(),
@@ -380,7 +379,7 @@ impl Trainer {
             return self.exec.run_accumulate(weight);
         }
         let segments = self.exec.sizes().segments;
-        self.run_ranked(segments, weight, false)
+        self.run_ranked(segments, weight, None, false)
     }
 
     /// `accumulate` over the first `steps` steps of the window only: the segments
@@ -394,17 +393,15 @@ impl Trainer {
                 .all(|&m| m == 0),
             "positions after the steps run must count for nothing"
         );
-        // (A bidirectional model runs every segment: `Executor::run_prefix`.)
-        let segments = match sz.directions {
-            1 => steps.div_ceil(sz.grain).max(1),
-            _ => sz.segments,
-        };
-        let positions = (segments * sz.grain).min(sz.window) * sz.batch;
+        let (segments, positions) = self.segments_for(steps);
         if self.reduce.is_none() && self.pipe.is_none() {
             return (self.exec.run_prefix(segments, weight), positions);
         }
         let ranks = self.reduce.as_ref().map_or(1, |r| r.ranks());
-        (self.run_ranked(segments, weight, false), positions * ranks)
+        (
+            self.run_ranked(segments, weight, None, false),
+            positions * ranks,
+        )
     }
 
     /// The gradient hook, clipping and the optimiser's update from the gradients in the

@@ -8,34 +8,45 @@
 use crate::util::recur;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_recur");
 
-/// `mpirun` with `args` (its own, then `-n R bin …` groups), in `dir`; fails the test if
-/// the job runs past `limit` (a hang).
-fn mpirun(args: &[&str], dir: &Path, limit: u64) -> (i32, String, String) {
-    let mut child = Command::new("mpirun")
+/// Starts `mpirun` with `args` (its own, then `-n R bin …` groups) in `dir`, as root
+/// and with more ranks than cores allowed, one OpenBLAS thread per rank.
+fn spawn_mpirun(args: &[&str], dir: &Path, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new("mpirun")
         .args(["--allow-run-as-root", "--oversubscribe"])
         .args(args)
         .env("OPENBLAS_NUM_THREADS", "1")
         .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
-        .expect("mpirun runs (Open MPI: openmpi-bin)");
+        .expect("mpirun runs (Open MPI: openmpi-bin)")
+}
+
+/// Waits for `child` to exit; fails the test, naming `what`, if it runs past `limit`
+/// seconds (a hang).
+fn wait_exit(child: &mut Child, limit: u64, what: &str) -> ExitStatus {
     let t0 = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
         }
         if t0.elapsed() > Duration::from_secs(limit) {
             let _ = child.kill();
-            panic!("mpirun {args:?} hung for {limit} s");
+            panic!("{what}: hung for {limit} s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `mpirun` with `args` in `dir`; fails the test if the job runs past `limit` (a hang).
+fn mpirun(args: &[&str], dir: &Path, limit: u64) -> (i32, String, String) {
+    let mut child = spawn_mpirun(args, dir, Stdio::piped(), Stdio::piped());
+    wait_exit(&mut child, limit, &format!("mpirun {args:?}"));
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -326,26 +337,12 @@ fn a_rank_killed_mid_run_ends_the_job_and_resume_continues_it() {
     // matter).
     let n = "2".to_string();
     let job: Vec<&str> = [
-        &[
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-n",
-            &n,
-            BIN,
-            "train",
-        ][..],
+        &["-n", &n, BIN, "train"][..],
         &base,
         &["--steps", "100000", "--out", "killed", "--save-every", "5"],
     ]
     .concat();
-    let mut child = Command::new("mpirun")
-        .args(&job)
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mpirun(&job, d, Stdio::null(), Stdio::null());
     // Wait for a snapshot past the first, then kill rank 1 (the newest recur).
     let t0 = Instant::now();
     while snapshots(&d.join("killed")) < 2 {
@@ -359,17 +356,7 @@ fn a_rank_killed_mid_run_ends_the_job_and_resume_continues_it() {
     let pid = String::from_utf8_lossy(&pids.stdout).trim().to_string();
     assert!(!pid.is_empty());
     Command::new("kill").args(["-9", &pid]).status().unwrap();
-    let t1 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t1.elapsed() < Duration::from_secs(60),
-            "the job hung after a rank died"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, 60, "the job hung after a rank died");
     assert!(!status.success(), "a killed rank fails the job");
     train(2, &["--resume", "killed", "--steps", "60", "--quiet"], d);
     assert!(
@@ -570,14 +557,7 @@ fn a_signal_to_the_ranks_stops_them_at_one_step_and_saves_it() {
     );
     let n = "2".to_string();
     let job: Vec<&str> = [
-        &[
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-n",
-            &n,
-            BIN,
-            "train",
-        ][..],
+        &["-n", &n, BIN, "train"][..],
         &base,
         &[
             "--steps",
@@ -590,14 +570,7 @@ fn a_signal_to_the_ranks_stops_them_at_one_step_and_saves_it() {
         ],
     ]
     .concat();
-    let mut child = Command::new("mpirun")
-        .args(&job)
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mpirun(&job, d, Stdio::null(), Stdio::piped());
     let metrics = d.join("stopped/metrics.jsonl");
     let t0 = Instant::now();
     while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 5 {
@@ -620,17 +593,7 @@ fn a_signal_to_the_ranks_stops_them_at_one_step_and_saves_it() {
     for p in &pids {
         Command::new("kill").args(["-TERM", p]).status().unwrap();
     }
-    let t1 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t1.elapsed() < Duration::from_secs(60),
-            "the job hung after the signal"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, 60, "the job hung after the signal");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(0), "{err}");

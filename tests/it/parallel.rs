@@ -199,6 +199,14 @@ fn single(c: &Case) -> Vec<f32> {
 
 /// Every rank's weights after `STEPS` steps, and their losses.
 fn parallel(c: &Case, ranks: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    parallel_with(c, ranks, FitOptions::steps(STEPS))
+        .into_iter()
+        .map(|(_, w, l)| (w, l))
+        .collect()
+}
+
+/// Every rank's steps, weights and losses after `fit` with `opts`, ranks as threads.
+fn parallel_with(c: &Case, ranks: usize, opts: FitOptions) -> Vec<(usize, Vec<f32>, Vec<f32>)> {
     let comms = Local::group(ranks);
     std::thread::scope(|s| {
         let handles: Vec<_> = (comms.into_iter())
@@ -215,11 +223,8 @@ fn parallel(c: &Case, ranks: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
                     t.set_data_parallel(shard, Box::new(Ring::new(comm, buckets)))
                         .unwrap();
                     let mut losses = Vec::new();
-                    fit(&mut t, &mut feed, FitOptions::steps(STEPS), |p| {
-                        losses.push(p.loss)
-                    })
-                    .unwrap();
-                    (t.executor().params().to_vec(), losses)
+                    let sum = fit(&mut t, &mut feed, opts, |p| losses.push(p.loss)).unwrap();
+                    (sum.steps, t.executor().params().to_vec(), losses)
                 })
             })
             .collect();
@@ -654,30 +659,8 @@ fn epochs_of_a_set_end_at_the_same_step_on_every_rank() {
     let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
     let one = fit(&mut t, &mut feed, opts(), |_| {}).unwrap();
     let w1 = t.executor().params().to_vec();
-    let comms = Local::group(2);
-    let runs: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (comms.into_iter())
-            .map(|comm| {
-                let c = &c;
-                s.spawn(move || {
-                    let shard = Shard::new(comm.rank(), 2, c.train.batch).unwrap();
-                    let mut local = c.train.clone();
-                    local.batch = shard.rows_per_rank();
-                    let src = source(c.data);
-                    let mut t = Trainer::new(compile(&c.model, &local).unwrap()).unwrap();
-                    let mut feed = Feed::new(&src, &c.train, c.model.head, c.bucket).unwrap();
-                    feed.set_shard(shard);
-                    let buckets = dist::buckets(t.executor().layout(), c.model.layers);
-                    t.set_data_parallel(shard, Box::new(Ring::new(comm, buckets)))
-                        .unwrap();
-                    let s = fit(&mut t, &mut feed, opts(), |_| {}).unwrap();
-                    (s.steps, t.executor().params().to_vec())
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (steps, w) in &runs {
+    let runs = parallel_with(&c, 2, opts());
+    for (steps, w, _) in &runs {
         assert_eq!(*steps, one.steps);
         assert!(rel_diff(w, &w1) < 1e-5, "{:e}", rel_diff(w, &w1));
     }

@@ -1,49 +1,119 @@
 #!/usr/bin/env bash
-# Same-machine comparison with PyTorch (if installed: pip install torch numpy), one
-# configuration after the other in one run: B32 E64 H256 L1 (features: N = 64, the
-# next row as target), Adam, clipping, for each cell:input:policy:T given (default: the
-# LSTM language model at T=64 and T=1000 keep-all, then the GRU on tokens and on
-# features at T=1000, keep-all and sqrt). recur's step time comes from
-# `recur train --json` (steps only), its peak RSS from /usr/bin/time -v; PyTorch's from
-# scripts/ref/torch_step.py (median step, getrusage).
-# Usage: scripts/peers.sh [threads] [cell:input:policy:T ...]
+# recur beside PyTorch (if installed: pip install torch numpy) on the same machine, the
+# standard configurations of docs/PERFORMANCE.md, recur and PyTorch alternating
+# `reps` times per configuration in one run; medians, ratios and peak RSS at the end.
+#
+#   A     LSTM LM  B32 E64  H256 L1 T1000, keep every activation
+#   B     LSTM LM  B32 E128 H512 L2 T1000, keep every activation
+#   GRU   A's sizes with the GRU (PyTorch: nn.GRU)
+#   D     LSTM LM  B16 E64  H256 L1 T100000, exact BPTT: recur in a 64 MiB budget,
+#         PyTorch with torch.utils.checkpoint over chunks of ceil(sqrt(T)) steps
+#   A64   A at T = 64
+#   GRUF  the GRU on 64 f32 features per step (regression on the next row)
+#
+# Every model: V = 256 (tokens), Adam, clipping at 1.0. recur's step time comes from
+# `recur train --json` (steps only, compile excluded), its peak RSS from
+# /usr/bin/time -v, and its plan's compile time from `recur plan` (D); PyTorch's from
+# scripts/ref/torch_step.py (median step after a warm-up step, none for D; getrusage,
+# which includes the ~0.5 GiB of the torch library). "model GFLOP/s" counts the GEMM
+# work of the model (forward, and dW and dX in backward: 3 × the forward's products,
+# head included; recomputation not counted), the same figure for both frameworks.
+#
+# Usage: scripts/peers.sh [threads] [reps] [config ...]   (default: 2 3 A B GRU D)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-2}"
-shift || true
+reps="${2:-3}"
+shift 2 || shift $#
 configs=("$@")
-if [ ${#configs[@]} -eq 0 ]; then
-  configs=(lstm:tokens:none:64 lstm:tokens:none:1000 gru:tokens:none:1000 gru:tokens:sqrt:1000
-           gru:features:none:1000 gru:features:sqrt:1000)
-fi
+[ ${#configs[@]} -eq 0 ] && configs=(A B GRU D)
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 cargo build --release --quiet
-tokens=$(mktemp --suffix=.bin)
-series=$(mktemp --suffix=.npy)
-trap 'rm -f "$tokens" "$series" "$tokens.time"' EXIT
-head -c 4000000 /dev/urandom > "$tokens"
-python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(0).standard_normal((40000, 64)).astype(np.float32))" "$series"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+head -c 8000000 /dev/urandom > "$tmp/tokens.bin"
+python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(0).standard_normal((40000, 64)).astype(np.float32))" "$tmp/series.npy"
 have_torch=$(python3 -c "import torch" 2>/dev/null && echo yes || echo no)
-printf '%-8s %-30s %10s %10s %13s %13s\n' framework config step_s tokens/s peak_rss_MiB planned_MiB
-for cfg in "${configs[@]}"; do
-  IFS=: read -r cell input policy T <<< "$cfg"
-  steps=$(( T > 500 ? 6 : 40 ))
-  if [ "$input" = features ]; then data=("$series"); n=64; else data=("$tokens" --embed 64); n=0; fi
-  out=$(/usr/bin/time -v target/release/recur train --data "${data[@]}" --cell "$cell" --batch 32 \
-        --hidden 256 --layers 1 --window "$T" --checkpoint "$policy" --steps "$steps" --json \
-        2>"$tokens.time")
-  rss=$(grep "Maximum resident" "$tokens.time" | awk '{print $NF}')
-  python3 - "$out" "$rss" "$cfg" "$T" <<'PY'
-import json, sys
-s = json.loads(sys.argv[1]); rss = int(sys.argv[2]) * 1024; T = int(sys.argv[4])
-step = s['seconds'] / s['steps']
-print(f"{'recur':<8} {sys.argv[3]:<30} {step:10.4f} {32 * T / step:10.0f} {rss / 2**20:13.1f} {s['total_bytes'] / 2**20:13.1f}")
-PY
-  if [ "$have_torch" = yes ]; then
-    python3 - "$(python3 scripts/ref/torch_step.py 32 64 256 1 "$T" 5 "$cell" "$n" "$policy")" "$cfg" "$T" <<'PY'
-import json, sys
-s = json.loads(sys.argv[1]); T = int(sys.argv[3])
-print(f"{'torch':<8} {sys.argv[2]:<30} {s['step_s']:10.4f} {32 * T / s['step_s']:10.0f} {s['peak_rss_bytes'] / 2**20:13.1f} {'-':>13}")
-PY
+results="$tmp/results.jsonl"
+: > "$results"
+
+# name -> cell input E H L B T recur_policy torch_policy recur_steps torch_steps warmup
+declare -A spec=(
+  [A]="lstm tokens 64 256 1 32 1000 none none 5 5 1"
+  [B]="lstm tokens 128 512 2 32 1000 none none 3 3 1"
+  [GRU]="gru tokens 64 256 1 32 1000 none none 5 5 1"
+  [D]="lstm tokens 64 256 1 16 100000 budget none 1 1 0"
+  [A64]="lstm tokens 64 256 1 32 64 none none 40 20 1"
+  [GRUF]="gru features 0 256 1 32 1000 none none 5 5 1"
+)
+torch_policy() { [ "$1" = D ] && echo sqrt || echo none; }
+
+for name in "${configs[@]}"; do
+  [ -n "${spec[$name]:-}" ] || { echo "peers.sh: unknown config '$name' (A B GRU D A64 GRUF)" >&2; exit 2; }
+  read -r cell input E H L B T policy _ rsteps tsteps warm <<< "${spec[$name]}"
+  if [ "$input" = features ]; then data=("$tmp/series.npy"); n=64; else data=("$tmp/tokens.bin" --embed "$E"); n=0; fi
+  if [ "$policy" = budget ]; then pol=(--memory-budget 64MiB); else pol=(--checkpoint "$policy"); fi
+  args=(--data "${data[@]}" --cell "$cell" --batch "$B" --hidden "$H" --layers "$L" --window "$T" "${pol[@]}")
+  compile_s=0
+  if [ "$policy" = budget ]; then
+    t0=$(date +%s.%N)
+    target/release/recur plan "${args[@]}" > /dev/null
+    compile_s=$(echo "$(date +%s.%N) - $t0" | bc)
   fi
+  for ((r = 0; r < reps; r++)); do
+    out=$(/usr/bin/time -v target/release/recur train "${args[@]}" --steps "$rsteps" --json 2>"$tmp/time" | tail -1)
+    rss=$(grep "Maximum resident" "$tmp/time" | awk '{print $NF}')
+    python3 - "$out" "$rss" "$name" "$compile_s" >> "$results" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+print(json.dumps({"fw": "recur", "config": sys.argv[3], "step_s": s["seconds"] / s["steps"],
+                  "rss": int(sys.argv[2]) * 1024, "planned": s["total_bytes"],
+                  "compile_s": float(sys.argv[4])}))
+PY
+    tail -1 "$results"
+    if [ "$have_torch" = yes ]; then
+      out=$(python3 scripts/ref/torch_step.py "$B" "$E" "$H" "$L" "$T" "$tsteps" "$cell" "$n" "$(torch_policy "$name")" "$warm")
+      python3 - "$out" "$name" >> "$results" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+print(json.dumps({"fw": "torch", "config": sys.argv[2], "step_s": s["step_s"], "rss": s["peak_rss_bytes"]}))
+PY
+      tail -1 "$results"
+    fi
+  done
 done
+
+python3 - "$results" "$threads" "$reps" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+spec = {  # cell, input, E, H, L, B, T
+    "A": ("lstm", "tokens", 64, 256, 1, 32, 1000), "B": ("lstm", "tokens", 128, 512, 2, 32, 1000),
+    "GRU": ("gru", "tokens", 64, 256, 1, 32, 1000), "D": ("lstm", "tokens", 64, 256, 1, 16, 100000),
+    "A64": ("lstm", "tokens", 64, 256, 1, 32, 64), "GRUF": ("gru", "features", 64, 256, 1, 32, 1000),
+}
+runs = defaultdict(list)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs[(r["config"], r["fw"])].append(r)
+print(f"\n{sys.argv[3]} alternating runs per config, {sys.argv[2]} threads; medians\n")
+print("| config | recur step | PyTorch step | recur ÷ PyTorch tokens/s | recur tokens/s | model GFLOP/s (recur) | recur peak RSS (plan) | PyTorch peak RSS |")
+print("|---|---|---|---|---|---|---|---|")
+for name in dict.fromkeys(k[0] for k in runs):
+    cell, inp, E, H, L, B, T = spec[name]
+    g = 4 if cell == "lstm" else 3
+    width = [E if inp == "tokens" else 64] + [H] * (L - 1)
+    fwd = sum(2 * B * T * (i + H) * g * H for i in width) + 2 * B * T * H * (256 if inp == "tokens" else 64)
+    rec, tor = runs[(name, "recur")], runs.get((name, "torch"), [])
+    rs = statistics.median(r["step_s"] for r in rec)
+    rss = statistics.median(r["rss"] for r in rec) / 2**20
+    plan = rec[0]["planned"] / 2**20
+    comp = f", compile {rec[0]['compile_s']:.2f} s" if rec[0]["compile_s"] else ""
+    if tor:
+        ts = statistics.median(r["step_s"] for r in tor)
+        ratio = " / ".join(f"{t['step_s'] / r['step_s']:.2f}" for r, t in zip(rec, tor))
+        trss = f"{statistics.median(r['rss'] for r in tor) / 2**20:.0f} MiB"
+        tcol, rcol = f"{ts:.3f} s", f"**{ts / rs:.2f}** (runs: {ratio})"
+    else:
+        tcol, rcol, trss = "–", "–", "–"
+    print(f"| {name} | {rs:.3f} s{comp} | {tcol} | {rcol} | {B * T / rs:,.0f} | {3 * fwd / rs / 1e9:.1f} | {rss:.0f} MiB ({plan:.0f}) | {trss} |")
+PY

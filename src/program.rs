@@ -52,6 +52,9 @@ pub struct Program {
     /// True for an evaluation program: forward and loss only, no gradients or optimiser
     /// state.
     pub eval: bool,
+    /// The instructions' lanes, when the window runs on two (`TrainSpec::lanes`).
+    #[serde(skip)]
+    pub lanes: Option<crate::plan::lanes::Lanes>,
 }
 
 impl Program {

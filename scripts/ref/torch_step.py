@@ -1,7 +1,7 @@
 """Times one PyTorch training step (forward + backward + clipping + Adam) of the models
 recur's benchmarks use, for a same-machine comparison (scripts/peers.sh runs it).
 
-Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [policy]
+Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [policy] [warmup]
   cell      lstm (default) or gru: nn.LSTM / nn.GRU
   features  0 (default): a token language model, nn.Embedding(256, E) -> cell ->
             nn.Linear(H, 256), cross-entropy at every step; N > 0: N f32 features per
@@ -10,8 +10,9 @@ Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [po
   policy    none (default): keep every activation; sqrt: torch.utils.checkpoint over
             chunks of ceil(sqrt(T)) steps (the cell is recomputed per chunk in
             backward; the head runs on the whole window outside the checkpoints)
+  warmup    untimed steps first (default 1)
 
-Prints one JSON line: median step seconds over `steps` steps after one warm-up step,
+Prints one JSON line: median step seconds over `steps` steps after the warm-up steps,
 and the process's peak RSS.
 """
 
@@ -30,6 +31,7 @@ steps = int(sys.argv[6]) if len(sys.argv) > 6 else 5
 CELL = sys.argv[7] if len(sys.argv) > 7 else "lstm"
 N = int(sys.argv[8]) if len(sys.argv) > 8 else 0
 POLICY = sys.argv[9] if len(sys.argv) > 9 else "none"
+WARMUP = int(sys.argv[10]) if len(sys.argv) > 10 else 1
 V = 256
 torch.manual_seed(0)
 
@@ -78,7 +80,7 @@ else:
     data = torch.randn(T + 1, B, N)
 state = zero_state()
 times = []
-for i in range(steps + 1):
+for i in range(steps + WARMUP):
     t0 = time.perf_counter()
     out, state = model(data[:-1], state)
     state = detach(state)
@@ -90,7 +92,7 @@ for i in range(steps + 1):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    if i > 0:
+    if i >= WARMUP:
         times.append(time.perf_counter() - t0)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({

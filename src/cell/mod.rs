@@ -170,23 +170,56 @@ impl<'a> Params<'a> {
     }
 }
 
-/// One layer's gradient tensors, mutably.
+/// One layer's gradient tensors, mutably. Only the tensors asked for are borrowed, so
+/// instructions on two lanes may hold the gradients of different tensors at once.
 #[derive(Debug)]
 pub struct ParamsMut<'a> {
-    block: &'a mut [f32],
+    base: *mut f32,
+    len: usize,
     ranges: &'a [Range<usize>],
+    _block: std::marker::PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> ParamsMut<'a> {
     /// The tensors at `ranges` of the flat block `block`.
     pub fn new(block: &'a mut [f32], ranges: &'a [Range<usize>]) -> Self {
-        ParamsMut { block, ranges }
+        ParamsMut {
+            base: block.as_mut_ptr(),
+            len: block.len(),
+            ranges,
+            _block: std::marker::PhantomData,
+        }
+    }
+
+    /// The tensors at `ranges` of the `len` floats at `base`.
+    ///
+    /// # Safety
+    /// `base..base + len` is valid for `'a`, and nothing else reads or writes the
+    /// tensors at `ranges` while this lives.
+    pub(crate) unsafe fn from_raw(base: *mut f32, len: usize, ranges: &'a [Range<usize>]) -> Self {
+        ParamsMut {
+            base,
+            len,
+            ranges,
+            _block: std::marker::PhantomData,
+        }
     }
 
     /// Tensor `i` of the declared order.
+    ///
+    /// # Panics
+    /// If its range is outside the block.
     #[inline]
     pub fn get(&mut self, i: usize) -> &mut [f32] {
-        &mut self.block[self.ranges[i].clone()]
+        let r = self.ranges[i].clone();
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "tensor outside the block"
+        );
+        // SAFETY: in bounds (asserted); the block is exclusively ours for 'a (`new`
+        // borrows it mutably; `from_raw`'s caller promises it), and the borrow of
+        // `self` keeps two tensors from being handed out at once.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(r.start), r.len()) }
     }
 }
 

@@ -187,6 +187,11 @@ pub struct RunFlags {
     /// [OpenBLAS's default: OPENBLAS_NUM_THREADS, else every core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Lanes a window runs on: 2 shares its instructions between two cores, each GEMM
+    /// on one thread (the results are the one-lane run's with --threads 1, bit for
+    /// bit); 1 runs them in order, each GEMM on --threads threads [1].
+    #[arg(long, value_name = "N")]
+    pub lanes: Option<usize>,
     /// Log a line (and a record in OUT/metrics.jsonl) every N steps, or every N
     /// seconds with an `s` (30s) [a hundredth of the steps, at most 60 s apart].
     #[arg(long, value_name = "N|Ns")]

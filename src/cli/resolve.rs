@@ -56,6 +56,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "min-lr",
     "weight-decay",
     "threads",
+    "lanes",
     "log-every",
     "clip",
     "seed",
@@ -530,6 +531,7 @@ pub fn train_spec(
         accumulate: run!(accumulate).unwrap_or(1),
         advance: get!(advance),
         stage: None,
+        lanes: 1,
     };
     train.validate()?;
     Ok(train)

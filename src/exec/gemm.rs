@@ -46,6 +46,20 @@ pub fn take_trace() -> Vec<GemmRecord> {
     std::mem::take(&mut *TRACE.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// Records made so far (a mark for `trace_since`).
+pub fn trace_len() -> usize {
+    TRACE.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// Calls, nanoseconds and FLOPs (2·m·n·k) of the records made since `mark`.
+pub fn trace_since(mark: usize) -> (u64, u64, f64) {
+    let trace = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+    let recs = trace.get(mark..).unwrap_or(&[]);
+    let nanos = recs.iter().map(|r| r.nanos).sum();
+    let flops = recs.iter().map(|r| 2.0 * (r.m * r.n * r.k) as f64).sum();
+    (recs.len() as u64, nanos, flops)
+}
+
 /// ndarray sends a product to BLAS only when some dimension exceeds this.
 const NDARRAY_BLAS_CUTOFF: usize = 7;
 

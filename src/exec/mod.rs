@@ -7,8 +7,10 @@
 
 pub mod dropout;
 pub mod gemm;
+mod lanes;
 pub mod memory;
 pub mod ops;
+pub mod profile;
 mod run;
 
 use crate::cell::Cell;
@@ -17,7 +19,7 @@ use crate::layout::{ParamLayout, Sizes};
 use crate::program::Program;
 use crate::spec::HeadKind;
 use memory::AlignedBuf;
-use run::{Arena, Ctx};
+use run::{Acc, Arena, Ctx, Shared};
 
 /// The window's batch as the executor holds it, [T, B] time-major: position `t·B + b`.
 /// Only the parts the model uses are allocated (`Sizes::batch_bytes` counts them).
@@ -92,6 +94,11 @@ pub struct Executor {
     op_ready: Vec<u16>,
     /// The executor's rows in the job's global batch (`dropout::Mask::rows`).
     rows: (u64, u64, u64),
+    /// Per kind of instruction, the time of the windows run since timing was turned on
+    /// (`set_op_timing`); `None` when off.
+    op_times: Option<profile::OpTimes>,
+    /// The second lane's thread, when the program runs on two (`plan::lanes`).
+    worker: Option<lanes::Worker>,
 }
 
 /// The gradient group (`dist::Group`) an op writes, if any.
@@ -219,7 +226,19 @@ impl Executor {
             })
             .collect();
         let rows = (sz.batch as u64, sz.batch as u64, 0);
+        let worker = match prog.lanes {
+            Some(_) => {
+                // Each lane runs its GEMMs on its own core.
+                if gemm::threads() != 1 {
+                    gemm::set_threads(1);
+                }
+                lanes::Worker::start()
+            }
+            None => None,
+        };
         Executor {
+            worker,
+            op_times: None,
             op_ready: ready_points(&prog),
             rows,
             op_seg,
@@ -249,6 +268,22 @@ impl Executor {
             mask: vec![1; positions],
             reset: vec![0; positions],
             prog,
+        }
+    }
+
+    /// Starts (or stops) timing every instruction and recording every GEMM, for
+    /// benchmarks (`profile::OpTimes`): it reads the clock per instruction and records
+    /// GEMMs globally (`gemm::set_tracing`), so it is off in training.
+    pub fn set_op_timing(&mut self, on: bool) {
+        gemm::set_tracing(on);
+        self.op_times = on.then(profile::OpTimes::default);
+    }
+
+    /// The times recorded since timing was turned on, and a fresh start.
+    pub fn take_op_times(&mut self) -> profile::OpTimes {
+        match self.op_times.as_mut() {
+            Some(t) => std::mem::take(t),
+            None => profile::OpTimes::default(),
         }
     }
 
@@ -409,7 +444,7 @@ impl Executor {
         segments: usize,
         weight: f32,
         counted: Option<usize>,
-        mut reduce: Option<&mut dyn crate::dist::Reduce>,
+        reduce: Option<&mut dyn crate::dist::Reduce>,
         link: Option<&mut (dyn crate::dist::Link + 'static)>,
     ) -> f32 {
         let all = segments >= self.prog.sizes.segments || self.prog.sizes.directions == 2;
@@ -445,14 +480,15 @@ impl Executor {
             }
         }
         let any_reset_rev = self.reset_rev.iter().any(|&f| f != 0);
+        let mut acc = [Acc::default()];
         let mut cx = Ctx {
             sz,
             lay: &self.prog.params,
             cell: self.cell,
             p: self.params.as_slice(),
-            g: self.grads.as_mut_slice(),
+            g: Shared::new(self.grads.as_mut_slice()),
             state: self.state.as_slice(),
-            state_next: self.state_next.as_mut_slice(),
+            state_next: Shared::new(self.state_next.as_mut_slice()),
             tokens: &self.tokens,
             features: self.features.as_slice(),
             labels: &self.labels,
@@ -469,43 +505,46 @@ impl Executor {
             seed: self.prog.train.seed,
             round: self.round,
             rows: self.rows,
+            acc: Shared::new(&mut acc),
+            outputs: Shared::new(&mut self.outputs),
             link,
-            loss: 0.0,
-            correct: 0,
-            outputs: &mut self.outputs,
         };
-        let (mut span, mut phase) = (None, None);
-        let ops = (self.prog.ops.iter())
-            .zip(&self.op_seg)
-            .zip(&self.op_phase)
-            .zip(&self.op_ready);
-        for (((op, &s), &ph), &ready) in ops {
-            if all || (s as usize) < segments {
-                if phase != Some(ph) {
-                    drop(span.take());
-                    span = Some(phase_span(ph).entered());
-                    phase = Some(ph);
-                }
-                cx.exec(op, &arena);
-                if let Some(r) = reduce.as_deref_mut() {
-                    if ready > 0 {
-                        r.start(ready as usize - 1, &*cx.g);
-                    }
-                    r.progress();
-                }
+        let run = Run {
+            ops: &self.prog.ops,
+            all,
+            segments,
+            op_seg: &self.op_seg,
+            op_phase: &self.op_phase,
+        };
+        match (&self.worker, &self.prog.lanes) {
+            (Some(w), Some(plan))
+                if reduce.is_none() && cx.link.is_none() && self.op_times.is_none() =>
+            {
+                let second = Lane(cx.second_lane(), &arena);
+                let sh = &*w.shared;
+                let job = || {
+                    let Lane(cx, arena) = &second;
+                    run.lane(1, plan, &mut cx.second_lane(), arena, sh);
+                };
+                w.run(|| run.lane(0, plan, &mut cx, &arena, sh), &job);
             }
+            _ => run.in_order(&self.op_ready, &mut self.op_times, &mut cx, &arena, reduce),
         }
-        drop(span);
+        let _ = cx;
+        let [Acc {
+            loss: loss_sum,
+            correct,
+        }] = acc;
         let loss = if terms == 0 {
             0.0
         } else {
-            (cx.loss / terms as f64) as f32
+            (loss_sum / terms as f64) as f32
         };
         self.counts = Counts {
-            loss_sum: cx.loss,
+            loss_sum,
             terms,
             positions: local,
-            correct: cx.correct,
+            correct,
         };
         self.round += 1;
         std::mem::swap(&mut self.state, &mut self.state_next);
@@ -513,5 +552,86 @@ impl Executor {
             self.reset_state();
         }
         loss
+    }
+}
+
+/// The second lane's context and the arena, handed to its thread for one window.
+struct Lane<'c, 'a>(Ctx<'c>, &'a Arena<'a>);
+
+// SAFETY: the second lane's context has no pipeline link (`Ctx::second_lane`); its
+// slices are shared under the lane plan (`run::Shared`), and the arena's buffers are
+// borrowed by one instruction at a time per buffer, ordered across lanes by the plan.
+unsafe impl Sync for Lane<'_, '_> {}
+
+/// The instructions of a window and which of them run.
+struct Run<'e> {
+    ops: &'e [crate::graph::Op],
+    all: bool,
+    segments: usize,
+    op_seg: &'e [u32],
+    op_phase: &'e [(Phase, u32)],
+}
+
+impl Run<'_> {
+    /// Runs the instructions in program order on this thread; with `reduce`, hands
+    /// each gradient bucket over when its last writer has run (`ready`).
+    fn in_order(
+        &self,
+        ready: &[u16],
+        times: &mut Option<profile::OpTimes>,
+        cx: &mut Ctx<'_>,
+        arena: &Arena<'_>,
+        mut reduce: Option<&mut dyn crate::dist::Reduce>,
+    ) {
+        let (mut span, mut phase) = (None, None);
+        for (i, op) in self.ops.iter().enumerate() {
+            if self.all || (self.op_seg[i] as usize) < self.segments {
+                let ph = self.op_phase[i];
+                if phase != Some(ph) {
+                    drop(span.take());
+                    span = Some(phase_span(ph).entered());
+                    phase = Some(ph);
+                }
+                match times.as_mut() {
+                    Some(t) => t.time(op, || cx.exec(op, arena)),
+                    None => cx.exec(op, arena),
+                }
+                if let Some(r) = reduce.as_deref_mut() {
+                    if ready[i] > 0 {
+                        r.start(ready[i] as usize - 1, cx.g.view());
+                    }
+                    r.progress();
+                }
+            }
+        }
+    }
+
+    /// Runs lane `lane`'s instructions, each after the other lane has finished the
+    /// number its wait says; stops early if the other lane stopped.
+    fn lane(
+        &self,
+        lane: usize,
+        plan: &crate::plan::lanes::Lanes,
+        cx: &mut Ctx<'_>,
+        arena: &Arena<'_>,
+        sh: &lanes::Shared,
+    ) {
+        let (mut span, mut phase) = (None, None);
+        for (n, &i) in plan.ops[lane].iter().enumerate() {
+            let i = i as usize;
+            if !sh.wait_for(1 - lane, plan.wait[i]) {
+                return;
+            }
+            if self.all || (self.op_seg[i] as usize) < self.segments {
+                let ph = self.op_phase[i];
+                if phase != Some(ph) {
+                    drop(span.take());
+                    span = Some(phase_span(ph).entered());
+                    phase = Some(ph);
+                }
+                cx.exec(&self.ops[i], arena);
+            }
+            sh.done[lane].store(n as u32 + 1, std::sync::atomic::Ordering::Release);
+        }
     }
 }

@@ -69,14 +69,77 @@ impl MatMul for Blas {
     }
 }
 
+/// A slice both lanes reach (`plan::lanes`): each instruction borrows only the part it
+/// touches, and the lane plan orders instructions touching the same part, so the parts
+/// borrowed at one time are disjoint.
+pub(super) struct Shared<'a, T> {
+    base: *mut T,
+    len: usize,
+    _slice: std::marker::PhantomData<&'a mut [T]>,
+}
+
+impl<T> Clone for Shared<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Shared<'_, T> {}
+
+// SAFETY: a `Shared` is a `&mut [T]` split between the lanes; the lane plan keeps their
+// borrows of it disjoint in time or in place (see `Shared`).
+unsafe impl<T: Send> Send for Shared<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Shared<'_, T> {}
+
+impl<'a, T> Shared<'a, T> {
+    pub(super) fn new(s: &'a mut [T]) -> Self {
+        Shared {
+            base: s.as_mut_ptr(),
+            len: s.len(),
+            _slice: std::marker::PhantomData,
+        }
+    }
+
+    /// Elements `r`.
+    ///
+    /// SAFETY (of the unsafe block): in bounds (asserted); the instruction borrowing
+    /// them is the only one touching them until it ends (the lane plan's order).
+    #[allow(clippy::mut_from_ref)]
+    fn get(&self, r: std::ops::Range<usize>) -> &'a mut [T] {
+        assert!(r.start <= r.end && r.end <= self.len, "outside the slice");
+        // SAFETY: see above.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(r.start), r.len()) }
+    }
+
+    /// All of it, to read (between instructions: nothing writes it meanwhile).
+    pub(super) fn view(&self) -> &'a [T] {
+        self.all()
+    }
+
+    /// All of it.
+    #[allow(clippy::mut_from_ref)]
+    fn all(&self) -> &'a mut [T] {
+        self.get(0..self.len)
+    }
+}
+
+/// What the heads of a window add up: the loss (in program order, whichever lane runs
+/// them) and the positions predicted right.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Acc {
+    pub(super) loss: f64,
+    pub(super) correct: usize,
+}
+
 pub(super) struct Ctx<'a> {
     pub(super) sz: &'a Sizes,
     pub(super) lay: &'a ParamLayout,
     pub(super) cell: &'static dyn Cell,
     pub(super) p: &'a [f32],
-    pub(super) g: &'a mut [f32],
+    pub(super) g: Shared<'a, f32>,
     pub(super) state: &'a [f32],
-    pub(super) state_next: &'a mut [f32],
+    pub(super) state_next: Shared<'a, f32>,
     pub(super) tokens: &'a [u32],
     pub(super) features: &'a [f32],
     pub(super) labels: &'a [u32],
@@ -98,14 +161,37 @@ pub(super) struct Ctx<'a> {
     pub(super) rows: (u64, u64, u64),
     /// A pipeline stage's messages to the stages before and after it.
     pub(super) link: Option<&'a mut (dyn crate::dist::Link + 'static)>,
-    pub(super) loss: f64,
-    /// Counted positions predicted right (evaluation).
-    pub(super) correct: usize,
+    /// The loss and the counted positions predicted right (evaluation).
+    pub(super) acc: Shared<'a, Acc>,
     /// The last step's outputs [B, K] (evaluation).
-    pub(super) outputs: &'a mut [f32],
+    pub(super) outputs: Shared<'a, f32>,
 }
 
 impl<'a> Ctx<'a> {
+    /// The same context for the second lane: everything shared, no pipeline link (a
+    /// pipeline stage runs on one lane).
+    pub(super) fn second_lane(&self) -> Ctx<'a> {
+        Ctx {
+            link: None,
+            outputs: self.outputs,
+            ..*self
+        }
+    }
+
+    /// The heads' accumulators (their instructions are ordered by the lane plan).
+    #[allow(clippy::mut_from_ref)]
+    fn acc(&self) -> &'a mut Acc {
+        &mut self.acc.get(0..1)[0]
+    }
+
+    /// The gradient tensors of virtual layer `l`.
+    fn layer_grads(&self, l: usize) -> ParamsMut<'a> {
+        let lay: &'a ParamLayout = self.lay;
+        // SAFETY: the gradients outlive the context; the lane plan orders the
+        // instructions writing a layer's gradients (`plan::lanes::Res`).
+        unsafe { ParamsMut::from_raw(self.g.base, self.g.len, &lay.layer(l).ranges) }
+    }
+
     /// Positions [T·B] of segment `s`.
     fn positions(&self, s: u32) -> std::ops::Range<usize> {
         let start = s as usize * self.sz.grain * self.sz.batch;
@@ -263,9 +349,7 @@ impl<'a> Ctx<'a> {
                 self.copy_out(ar, layer as usize, states, ck);
             }
             Op::StoreState { layer, states } => {
-                let next = std::mem::take(&mut self.state_next);
-                self.copy_out(ar, layer as usize, states, next);
-                self.state_next = next;
+                self.copy_out(ar, layer as usize, states, self.state_next.all());
             }
             Op::Dropout { layer, seg, h, out } => {
                 // A layer's output state, or a pipeline stage's received input.
@@ -314,6 +398,7 @@ impl<'a> Ctx<'a> {
                 let (d, reset) = (self.dims(seg), self.reset_of(layer, seg));
                 let lay: &'a ParamLayout = self.lay;
                 let ranges = &lay.layer(layer as usize).ranges;
+                let grads = self.layer_grads(layer as usize);
                 let io = Backward {
                     gates: ar.buf(gates),
                     states: read.map(|s| &*s),
@@ -322,7 +407,7 @@ impl<'a> Ctx<'a> {
                     carry: ar.buf(carry),
                     reset,
                     first_segment: seg == 0,
-                    grads: ParamsMut::new(self.g, ranges),
+                    grads,
                 };
                 let w = Params::new(self.p, ranges);
                 self.cell.backward(d, &w, io, &Blas);
@@ -355,7 +440,7 @@ impl<'a> Ctx<'a> {
                 }
                 if let (0, Some(e)) = (l / self.sz.directions, self.lay.embedding()) {
                     let toks = self.tokens_of(layer, seg);
-                    ops::scatter_add_rows(&mut self.g[e.range()], iw, toks, dx);
+                    ops::scatter_add_rows(self.g.get(e.range()), iw, toks, dx);
                 }
             }
         }
@@ -506,7 +591,6 @@ impl<'a> Ctx<'a> {
         let rows = a.len() / gw;
         {
             let x = self.input_rows(ar, x, seg, l);
-            let g = &mut *self.g;
             gemm(
                 gw,
                 iw,
@@ -516,9 +600,9 @@ impl<'a> Ctx<'a> {
                 x,
                 Tr::N,
                 1.0,
-                &mut g[self.lay.w_ih(l).range()],
+                self.g.get(self.lay.w_ih(l).range()),
             );
-            add_col_sums(&mut g[self.lay.b_ih(l).range()], a, gw);
+            add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
         }
         let saved = ar.bufs::<MAX_SAVED>(saved);
         let io = RecurrentGrads {
@@ -528,8 +612,7 @@ impl<'a> Ctx<'a> {
             reset: self.reset_of(l as u32, seg),
         };
         let d = self.dims(seg);
-        let lay: &'a ParamLayout = self.lay;
-        let mut g = ParamsMut::new(self.g, &lay.layer(l).ranges);
+        let mut g = self.layer_grads(l);
         self.cell.recurrent_grads(d, io, &mut g, &Blas);
     }
 
@@ -545,13 +628,13 @@ impl<'a> Ctx<'a> {
         ops::broadcast_bias(z, &self.p[fb]);
         gemm(rows, k, hd, h, Tr::N, &self.p[fw], Tr::T, 1.0, z);
         if seg as usize + 1 == self.sz.segments {
-            self.outputs.copy_from_slice(&z[(rows - b) * k..]);
+            self.outputs.all().copy_from_slice(&z[(rows - b) * k..]);
         }
         let mask = &self.mask[pos.clone()];
         if mask.iter().all(|&m| m == 0) {
             return;
         }
-        self.loss += match self.sz.head {
+        self.acc().loss += match self.sz.head {
             HeadKind::Regress => {
                 let y = &self.values[pos.start * k..pos.end * k];
                 ops::squared_error(z, k, y, mask, 0.0)
@@ -560,7 +643,7 @@ impl<'a> Ctx<'a> {
                 let labels = &self.labels[pos];
                 for ((row, &t), &m) in z.chunks_exact(k).zip(labels).zip(mask) {
                     if m != 0 && ops::argmax(row) == t as usize {
-                        self.correct += 1;
+                        self.acc().correct += 1;
                     }
                 }
                 ops::softmax_xent(z, k, labels, mask, 0.0)
@@ -585,7 +668,7 @@ impl<'a> Ctx<'a> {
         let rows = z.len() / k;
         ops::broadcast_bias(z, &self.p[fb.clone()]);
         gemm(rows, k, hd, h, Tr::N, &self.p[fw.clone()], Tr::T, 1.0, z);
-        self.loss += match self.sz.head {
+        self.acc().loss += match self.sz.head {
             HeadKind::Regress => {
                 let y = &self.values[pos.start * k..pos.end * k];
                 ops::squared_error(z, k, y, mask, self.scale)
@@ -594,18 +677,8 @@ impl<'a> Ctx<'a> {
                 ops::softmax_xent(z, k, &self.labels[pos], mask, self.scale)
             }
         };
-        gemm(
-            k,
-            hd,
-            rows,
-            z,
-            Tr::T,
-            h,
-            Tr::N,
-            1.0,
-            &mut self.g[fw.clone()],
-        );
-        add_col_sums(&mut self.g[fb], z, k);
+        gemm(k, hd, rows, z, Tr::T, h, Tr::N, 1.0, self.g.get(fw.clone()));
+        add_col_sums(self.g.get(fb), z, k);
         gemm(rows, hd, k, z, Tr::N, &self.p[fw], Tr::N, 0.0, dh);
     }
 }

@@ -278,6 +278,36 @@ pub enum Access {
 }
 
 impl Op {
+    /// The instruction's name, as listings and timings show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Embed { .. } => "embed",
+            Op::LayerIn { .. } => "layer_in",
+            Op::Emit { .. } => "emit",
+            Op::DirDelta { .. } => "dir_delta",
+            Op::ScatterDx { .. } => "scatter_dx",
+            Op::ZeroDelta { .. } => "zero_delta",
+            Op::FirstStep { .. } => "first_step",
+            Op::FirstStepGrad { .. } => "first_step_grad",
+            Op::LoadState { .. } => "load_state",
+            Op::Dropout { .. } => "dropout",
+            Op::InputProj { .. } => "input_proj",
+            Op::CellForward { .. } => "cell_forward",
+            Op::SaveCheckpoint { .. } => "save_checkpoint",
+            Op::StoreState { .. } => "store_state",
+            Op::ZeroCarry { .. } => "zero_carry",
+            Op::HeadEval { .. } => "head_eval",
+            Op::Head { .. } => "head",
+            Op::CellBackward { .. } => "cell_backward",
+            Op::WeightGrad { .. } => "weight_grad",
+            Op::InputGrad { .. } => "input_grad",
+            Op::Recv { .. } => "recv",
+            Op::SendOut { .. } => "send_out",
+            Op::RecvGrad { .. } => "recv_grad",
+            Op::SendGrad { .. } => "send_grad",
+        }
+    }
+
     /// Calls `f` for every buffer the op touches. This is the single source of truth for
     /// liveness and for the checker.
     pub fn accesses(&self, mut f: impl FnMut(BufId, Access)) {

@@ -5,6 +5,7 @@
 pub mod arena;
 pub mod budget;
 pub mod fitting;
+pub mod lanes;
 pub mod liveness;
 pub mod revolve;
 pub mod schedule;
@@ -146,8 +147,11 @@ fn lower(
     let sched = Schedule::new(actions, |s| train.seg_len(s), train.window);
     let graph =
         tracing::info_span!("unroll").in_scope(|| graph::unroll(model, train, &sched.actions));
-    let lifetimes =
+    let mut lifetimes =
         tracing::info_span!("liveness").in_scope(|| liveness(&graph.buffers, &graph.ops));
+    if train.lanes == 2 && train.stage.is_none() {
+        lanes::widen(&mut lifetimes, &graph.buffers, &graph.ops);
+    }
     let (layout, no_reuse) = tracing::info_span!("arena").in_scope(|| {
         (
             assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch),
@@ -164,6 +168,16 @@ fn lower(
         no_reuse,
         false,
     );
+    if train.lanes == 2 && train.stage.is_none() {
+        let lanes = tracing::info_span!("lanes")
+            .in_scope(|| lanes::assign(&program.ops, &program.buffers, &program.sizes));
+        if let Some((_, bytes)) =
+            (program.by_category.iter_mut()).find(|(c, _)| *c == Category::Program)
+        {
+            *bytes += lanes.table_bytes();
+        }
+        program.lanes = Some(lanes);
+    }
     if !opts.reuse {
         // Every buffer has bytes of its own: each arena category holds all of its
         // buffers, and the rows add up to the arena.
@@ -349,6 +363,7 @@ fn link(
         recompute_factor,
         flops,
         eval,
+        lanes: None,
     }
 }
 

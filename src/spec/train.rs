@@ -210,10 +210,19 @@ pub struct TrainSpec {
     /// on consecutive ranks); `None`: every layer. Not part of the job's settings.
     #[serde(skip)]
     pub stage: Option<(usize, usize)>,
+    /// Lanes the window's instructions run on: 1, in program order with each GEMM on
+    /// the BLAS threads; or 2, one per core, each GEMM single-threaded
+    /// (`plan::lanes`), bit for bit the single-lane run with one BLAS thread. Default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lanes: usize,
 }
 
 fn one() -> usize {
     1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainSpec {
@@ -230,6 +239,7 @@ impl Default for TrainSpec {
             accumulate: 1,
             advance: None,
             stage: None,
+            lanes: 1,
         }
     }
 }
@@ -300,6 +310,7 @@ impl TrainSpec {
             ));
         }
         check_range("train.accumulate", self.accumulate, 1, 1 << 20)?;
+        check_range("train.lanes", self.lanes, 1, 2)?;
         if let Some(k1) = self.advance {
             check_range("train.advance", k1, 1, self.window)?;
             if k1 % self.grain != 0 {

@@ -1,0 +1,179 @@
+//! The second lane's thread, and the waits between the lanes (`plan::lanes`).
+//!
+//! The thread is started once per executor and sleeps between windows. A window hands
+//! it a job (a borrowed closure), and the executor does not return before the thread
+//! has finished with it, even when unwinding. Nothing here allocates per window.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A job: the second lane's run of one window. Borrowed for the window only.
+type Job = *const (dyn Fn() + Sync);
+
+/// What the two threads share.
+pub(super) struct Shared {
+    /// Instructions finished per lane in the current window.
+    pub(super) done: [AtomicU32; 2],
+    /// Set when one lane stops early (it panicked, or the window is being abandoned):
+    /// the other stops waiting.
+    pub(super) stop: AtomicBool,
+    /// The worker panicked in the current window.
+    panicked: AtomicBool,
+    /// Windows handed to the worker, and windows it has finished.
+    given: AtomicU64,
+    finished: AtomicU64,
+    quit: AtomicBool,
+    /// The current job; written before `given` is raised, read after.
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written by the executor's thread only while the worker is idle
+// (before `given` is released) and read by the worker only after acquiring `given`;
+// the closure it points to is `Sync`.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw job pointer is only dereferenced under that protocol.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Waits until lane `lane` has finished `need` instructions; false if the window is
+    /// being stopped instead.
+    pub(super) fn wait_for(&self, lane: usize, need: u32) -> bool {
+        let mut spins = 0u32;
+        while self.done[lane].load(Ordering::Acquire) < need {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            spins += 1;
+            if spins < 1 << 14 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        true
+    }
+}
+
+/// The second lane's thread.
+pub(super) struct Worker {
+    pub(super) shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the thread; `None` if the system refuses one (the window then runs on
+    /// one lane, in program order: the same results).
+    pub(super) fn start() -> Option<Worker> {
+        let shared = Arc::new(Shared {
+            done: [AtomicU32::new(0), AtomicU32::new(0)],
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            given: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            quit: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("recur-lane-1".into())
+            .spawn(move || serve(&s))
+            .ok()?;
+        Some(Worker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `second` on the worker while `first` runs here; returns when both are
+    /// done. Panics (after the worker has let go of `second`) if either panicked.
+    pub(super) fn run<R>(&self, first: impl FnOnce() -> R, second: &(dyn Fn() + Sync)) -> R {
+        let s = &*self.shared;
+        s.done[0].store(0, Ordering::Relaxed);
+        s.done[1].store(0, Ordering::Relaxed);
+        s.stop.store(false, Ordering::Relaxed);
+        s.panicked.store(false, Ordering::Relaxed);
+        // SAFETY: the worker is idle (every earlier window was waited for), so nothing
+        // reads `job` now. The lifetime is erased; `Finish` below keeps this frame (and
+        // what `second` borrows) alive until the worker has finished with it.
+        unsafe {
+            let job: &'static (dyn Fn() + Sync) = std::mem::transmute(second);
+            *s.job.get() = Some(job as Job);
+        }
+        let window = s.given.load(Ordering::Relaxed) + 1;
+        s.given.store(window, Ordering::Release);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        // Waits for the worker when this frame ends, also by a panic of `first`.
+        struct Finish<'a>(&'a Shared, u64);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.stop.store(true, Ordering::Relaxed);
+                }
+                let mut spins = 0u32;
+                while self.0.finished.load(Ordering::Acquire) < self.1 {
+                    spins += 1;
+                    if spins < 1 << 14 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        let finish = Finish(s, window);
+        let r = first();
+        drop(finish);
+        assert!(
+            !s.panicked.load(Ordering::Acquire),
+            "the second lane panicked (its message is above)"
+        );
+        r
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The worker's loop: runs each job handed over, sleeps between them.
+fn serve(s: &Shared) {
+    let mut seen = 0u64;
+    let mut idle = 0u32;
+    loop {
+        let given = s.given.load(Ordering::Acquire);
+        if given > seen {
+            seen = given;
+            idle = 0;
+            // SAFETY: `given` was released after the job was written, and the
+            // executor's frame lives until `finished` reaches `given`.
+            let job = unsafe { (*s.job.get()).map(|j| &*j) };
+            if let Some(job) = job {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    s.panicked.store(true, Ordering::Release);
+                    s.stop.store(true, Ordering::Release);
+                }
+            }
+            s.finished.store(seen, Ordering::Release);
+            continue;
+        }
+        if s.quit.load(Ordering::Acquire) {
+            return;
+        }
+        idle += 1;
+        if idle < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::park();
+        }
+    }
+}

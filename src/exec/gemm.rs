@@ -186,7 +186,10 @@ fn dispatch(
     c: &mut [f32],
     c_ld: usize,
 ) {
-    if m.max(n).max(k) > NDARRAY_BLAS_CUTOFF {
+    if cfg!(feature = "blis") {
+        #[cfg(feature = "blis")]
+        blis::sgemm(m, n, k, a, b, beta, c, c_ld);
+    } else if m.max(n).max(k) > NDARRAY_BLAS_CUTOFF {
         let av = view(&a, m, k);
         let bv = view(&b, k, n);
         let len = (m - 1) * c_ld + n;
@@ -274,21 +277,121 @@ fn cblas(
 
 extern "C" {
     fn openblas_set_num_threads(n: std::os::raw::c_int);
+    #[cfg_attr(feature = "blis", allow(dead_code))]
     fn openblas_get_num_threads() -> std::os::raw::c_int;
 }
 
 /// Sets the threads OpenBLAS runs each GEMM on (what `OPENBLAS_NUM_THREADS` sets at
 /// start-up); takes effect from the next call.
 pub fn set_threads(n: usize) {
+    #[cfg(feature = "blis")]
+    blis::set_threads(n);
     let n = n.clamp(1, 1024) as std::os::raw::c_int;
     // SAFETY: OpenBLAS's own setter, with a positive thread count.
     unsafe { openblas_set_num_threads(n) }
 }
 
-/// The threads OpenBLAS runs each GEMM on.
+/// The threads OpenBLAS (BLIS, with the `blis` feature) runs each GEMM on.
+#[cfg(not(feature = "blis"))]
 pub fn threads() -> usize {
     // SAFETY: a getter without arguments.
     unsafe { openblas_get_num_threads() }.max(1) as usize
+}
+
+/// The threads BLIS runs each GEMM on.
+#[cfg(feature = "blis")]
+pub fn threads() -> usize {
+    blis::threads()
+}
+
+/// BLIS behind the same gateway (the `blis` feature): its typed API, which takes a
+/// row and a column stride per operand, so a transposed operand is its strides swapped.
+#[cfg(feature = "blis")]
+mod blis {
+    use super::{Mat, Tr};
+
+    type Dim = i64;
+    /// BLIS's `BLIS_NO_TRANSPOSE` and `BLIS_NO_CONJUGATE`.
+    const NO_TRANSPOSE: u32 = 0;
+
+    extern "C" {
+        #[allow(clippy::too_many_arguments)]
+        fn bli_sgemm(
+            transa: u32,
+            transb: u32,
+            m: Dim,
+            n: Dim,
+            k: Dim,
+            alpha: *const f32,
+            a: *const f32,
+            rsa: Dim,
+            csa: Dim,
+            b: *const f32,
+            rsb: Dim,
+            csb: Dim,
+            beta: *const f32,
+            c: *mut f32,
+            rsc: Dim,
+            csc: Dim,
+        );
+        fn bli_thread_set_num_threads(n: Dim);
+        fn bli_thread_get_num_threads() -> Dim;
+    }
+
+    /// Row and column strides of `op(x)`.
+    fn strides(x: &Mat<'_>) -> (Dim, Dim) {
+        match x.tr {
+            Tr::N => (x.ld as Dim, 1),
+            Tr::T => (1, x.ld as Dim),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Mat<'_>,
+        b: Mat<'_>,
+        beta: f32,
+        c: &mut [f32],
+        c_ld: usize,
+    ) {
+        let ((rsa, csa), (rsb, csb)) = (strides(&a), strides(&b));
+        let alpha = 1.0f32;
+        // SAFETY: `gemm_mat` asserted that every operand holds its matrix as described
+        // by (m, n, k) and the strides; BLIS reads a and b and writes c only.
+        unsafe {
+            bli_sgemm(
+                NO_TRANSPOSE,
+                NO_TRANSPOSE,
+                m as Dim,
+                n as Dim,
+                k as Dim,
+                &alpha,
+                a.data.as_ptr(),
+                rsa,
+                csa,
+                b.data.as_ptr(),
+                rsb,
+                csb,
+                &beta,
+                c.as_mut_ptr(),
+                c_ld as Dim,
+                1,
+            )
+        }
+    }
+
+    pub(super) fn set_threads(n: usize) {
+        // SAFETY: BLIS's own setter, with a positive thread count.
+        unsafe { bli_thread_set_num_threads(n.clamp(1, 1024) as Dim) }
+    }
+
+    pub(super) fn threads() -> usize {
+        // SAFETY: a getter without arguments.
+        unsafe { bli_thread_get_num_threads() }.max(1) as usize
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,66 @@ pub(crate) fn reverse_one(a: u32, out: &mut Vec<Action>) {
     out.push(Action::Backward { seg: a });
 }
 
+/// Where the cost of `k` segments with `slots` slots changes slope (`cost` is linear
+/// between them; quadratic with no slot): 1, and each `β(slots + 1, t) + 1` below `n`.
+fn pieces(n: u64, slots: u64, mut f: impl FnMut(u64)) {
+    f(1);
+    if slots == 0 {
+        return;
+    }
+    let mut t = 0;
+    loop {
+        let b = beta(slots + 1, t);
+        if b >= n as u128 {
+            return;
+        }
+        f(b as u64 + 1);
+        t += 1;
+    }
+}
+
+/// The first split `k` in `1..n` with the fewest forwards
+/// `k + cost(n − k, slots − 1) + cost(k, slots)`: what a scan of every k finds, from a few candidates. The cost is
+/// piecewise linear in k (quadratic where a side has no slot), so the first minimum
+/// lies where a piece starts or ends, or at the vertex of a quadratic piece; those are
+/// the candidates.
+fn best_split(n: u64, slots: u64) -> u64 {
+    let f = |k: u64| k as u128 + cost(n - k, slots - 1) + cost(k, slots);
+    let mut cands: Vec<u64> = vec![1, n - 1];
+    // Piece starts of cost(k, slots), of cost(n − k, slots − 1) (in k: n − start), and
+    // their neighbours; then, with no slot on the right, the quadratic's vertex.
+    pieces(n, slots, |k| cands.extend([k.saturating_sub(1), k, k + 1]));
+    pieces(n, slots - 1, |j| {
+        cands.extend([
+            n.saturating_sub(j + 1),
+            n.saturating_sub(j),
+            n.saturating_sub(j) + 1,
+        ])
+    });
+    if slots == 1 {
+        // k + (n−k)(n−k+1)/2 + (slope·k + const) within each piece of cost(k, 1): the
+        // vertex of the parabola is near k = n + 1/2 − (1 + slope); slopes are t + 1.
+        let mut t = 0;
+        while beta(2, t) < n as u128 {
+            let v = (n as i128 + 1 - (1 + t as i128 + 1)).clamp(1, n as i128 - 1) as u64;
+            cands.extend(v.saturating_sub(2)..=(v + 2));
+            t += 1;
+        }
+    }
+    cands.retain(|&k| (1..n).contains(&k));
+    let best = cands.iter().map(|&k| f(k)).min().unwrap_or(0);
+    // The first k reaching it: among the candidates, then walking back over a plateau.
+    let mut k = cands
+        .into_iter()
+        .filter(|&k| f(k) == best)
+        .min()
+        .unwrap_or(1);
+    while k > 1 && f(k - 1) == best {
+        k -= 1;
+    }
+    k
+}
+
 /// The schedule reversing segments `a..b` with `slots` free slots, the state at `a`
 /// being available (carried, kept or checkpointed), appended to `out`.
 pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
@@ -94,9 +154,7 @@ pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
         }
         return;
     }
-    let split = (1..n)
-        .min_by_key(|&k| k as u128 + cost(n - k, slots - 1) + cost(k, slots))
-        .unwrap_or(1) as u32;
+    let split = best_split(n, slots) as u32;
     let m = a + split;
     advance(a, m, out);
     schedule(m, b, slots - 1, out);
@@ -127,6 +185,32 @@ mod tests {
             }
         }
         c
+    }
+
+    /// The split from the candidates is the first minimum of a scan over every k.
+    #[test]
+    fn best_split_equals_the_scan() {
+        for n in 2..400u64 {
+            for slots in 1..9u64.min(n) {
+                let scan = (1..n)
+                    .min_by_key(|&k| k as u128 + cost(n - k, slots - 1) + cost(k, slots))
+                    .unwrap_or(1);
+                assert_eq!(best_split(n, slots), scan, "n {n} slots {slots}");
+            }
+        }
+        for (n, slots) in [
+            (6250u64, 948u64),
+            (6250, 40),
+            (5000, 2),
+            (3000, 1),
+            (1000, 999),
+        ] {
+            let s = slots.min(n - 1);
+            let scan = (1..n)
+                .min_by_key(|&k| k as u128 + cost(n - k, s - 1) + cost(k, s))
+                .unwrap_or(1);
+            assert_eq!(best_split(n, s), scan, "n {n} slots {s}");
+        }
     }
 
     #[test]

@@ -72,6 +72,16 @@ fn training_steps_do_not_allocate() {
             let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
             let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
             assert_eq!(n, 0, "{cell} {kind:?} tokens: {n} allocations in 5 steps");
+            // The same on two lanes (the second lane's thread starts with the executor).
+            let mut two = tr.clone();
+            two.lanes = 2;
+            let mut trainer = Trainer::new(compile(&m, &two).unwrap()).unwrap();
+            let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
+            let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
+            assert_eq!(
+                n, 0,
+                "{cell} {kind:?} tokens, two lanes: {n} allocations in 5 steps"
+            );
             // Features and regression, from a series.
             let f = Input::Features { width: 3 };
             let m = ModelSpec::new(f, cell, 16, 2, HeadKind::Regress, 3).unwrap();

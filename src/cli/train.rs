@@ -796,6 +796,7 @@ pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>)
                     cfg.run.epochs = Some(e);
                 }
                 cfg.run.threads = run_flag(|r| r.threads);
+                cfg.run.lanes = (train.lanes != 1).then_some(train.lanes);
                 cfg.run.log_every = (log_every != LogEvery::Auto).then_some(log_every);
                 cfg.save_every = save_every;
                 cfg.keep = keep;

@@ -273,3 +273,146 @@ fn occupy(
     occupant.insert(start, (end, id));
     wait
 }
+
+/// Checks a lane plan independently of how it was made: any two instructions of
+/// different lanes that the waits leave free to run at once touch no common arena
+/// bytes (unless both only read) and no common accumulator or gradient (unless both
+/// only read). Happens-before is tracked with two-lane vector clocks.
+pub fn check(ops: &[Op], buffers: &[Placed], sz: &Sizes, lanes: &Lanes) -> Result<(), String> {
+    let n = ops.len();
+    if lanes.lane.len() != n || lanes.wait.len() != n {
+        return Err("the lane tables do not cover the instructions".into());
+    }
+    // Per lane, the position of each instruction in it.
+    let mut pos = vec![0u32; n];
+    for ops in &lanes.ops {
+        let mut last = None;
+        for (k, &i) in ops.iter().enumerate() {
+            if last.is_some_and(|l| l >= i) {
+                return Err("a lane's instructions are not in program order".into());
+            }
+            last = Some(i);
+            pos[i as usize] = k as u32;
+        }
+    }
+    // clock[i][l]: instructions of lane l known finished when instruction i starts.
+    let mut clock = vec![[0u32; 2]; n];
+    let mut done_clock: [Vec<[u32; 2]>; 2] = [Vec::new(), Vec::new()];
+    // Clocks depend only on earlier instructions of each lane; walk in program order
+    // (waits point backwards in it).
+    for i in 0..n {
+        let a = lanes.lane[i] as usize;
+        let b = 1 - a;
+        let k = pos[i] as usize;
+        let mut c = [0u32; 2];
+        c[a] = k as u32;
+        if k > 0 {
+            let prev = done_clock[a][k - 1];
+            c = [c[0].max(prev[0]), c[1].max(prev[1])];
+        }
+        let w = lanes.wait[i] as usize;
+        if w > done_clock[b].len() {
+            return Err(format!(
+                "instruction {i} waits for {w} of the other lane, which has run only {} before it",
+                done_clock[b].len()
+            ));
+        }
+        if w > 0 {
+            let dep = done_clock[b][w - 1];
+            c = [c[0].max(dep[0]), c[1].max(dep[1])];
+        }
+        c[b] = c[b].max(w as u32);
+        clock[i] = c;
+        let mut fin = c;
+        fin[a] = k as u32 + 1;
+        done_clock[a].push(fin);
+    }
+    let touches = |i: usize| {
+        let mut t: Vec<(u64, u64, bool)> = Vec::new();
+        ops[i].accesses(|bid, acc| {
+            let p = &buffers[bid.index()];
+            t.push((p.offset, p.offset + p.buffer.bytes(), acc != Access::Read));
+        });
+        let mut r: Vec<(Res, bool)> = Vec::new();
+        resources(&ops[i], sz, |res, acc| r.push((res, acc != Access::Read)));
+        (t, r)
+    };
+    for i in 0..n {
+        let a = lanes.lane[i] as usize;
+        let b = 1 - a;
+        let (ti, ri) = touches(i);
+        // Instructions of lane b not known finished when i starts, and not starting
+        // after i finished: run at once with i.
+        for &j in &lanes.ops[b][clock[i][b] as usize..] {
+            let j = j as usize;
+            if clock[j][a] > pos[i] {
+                break;
+            }
+            let (tj, rj) = touches(j);
+            for &(s1, e1, w1) in &ti {
+                for &(s2, e2, w2) in &tj {
+                    if (w1 || w2) && s1 < e2 && s2 < e1 && s1 < e1 && s2 < e2 {
+                        return Err(format!(
+                            "instructions {i} ({}) and {j} ({}) may run at once on shared bytes",
+                            ops[i].kind(),
+                            ops[j].kind()
+                        ));
+                    }
+                }
+            }
+            for &(r1, w1) in &ri {
+                if rj.iter().any(|&(r2, w2)| r1 == r2 && (w1 || w2)) {
+                    return Err(format!(
+                        "instructions {i} ({}) and {j} ({}) may run at once on {r1:?}",
+                        ops[i].kind(),
+                        ops[j].kind()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ModelSpec, Policy, TrainSpec};
+
+    fn program(model: &ModelSpec, policy: Policy, window: usize) -> crate::Program {
+        let mut t = TrainSpec::new(3, window).expect("window");
+        t.grain = 4;
+        t.policy = policy;
+        t.lanes = 2;
+        crate::compile(model, &t).expect("plan")
+    }
+
+    /// The plans of several models and policies pass the checker, and a plan whose
+    /// waits are dropped does not (the checker can fail).
+    #[test]
+    fn plans_pass_the_checker_and_a_broken_one_fails() {
+        let lm = ModelSpec::lstm(11, 5, 6, 2).expect("model");
+        let mut bidir = ModelSpec::lstm(11, 5, 6, 2).expect("model");
+        bidir.bidirectional = true;
+        let mut drop = ModelSpec::lstm(11, 5, 6, 3).expect("model");
+        drop.dropout = 0.3;
+        for (m, p) in [
+            (&lm, Policy::None),
+            (&lm, Policy::Sqrt),
+            (&lm, Policy::Revolve(1)),
+            (&bidir, Policy::None),
+            (&drop, Policy::Every(2)),
+        ] {
+            let prog = program(m, p, 40);
+            let lanes = prog.lanes.as_ref().expect("two lanes");
+            assert!(lanes.ops[0].len() > 0 && lanes.ops[1].len() > 0, "{p}");
+            check(&prog.ops, &prog.buffers, &prog.sizes, lanes).expect("sound plan");
+            let mut broken = lanes.clone();
+            broken.wait.iter_mut().for_each(|w| *w = 0);
+            assert!(
+                check(&prog.ops, &prog.buffers, &prog.sizes, &broken).is_err(),
+                "{p}: a plan without waits must fail"
+            );
+        }
+    }
+}

@@ -96,6 +96,12 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
     if let Err(e) = verify(&program) {
         panic!("compiler produced an invalid plan: {e}");
     }
+    #[cfg(debug_assertions)]
+    if let Some(l) = &program.lanes {
+        if let Err(e) = lanes::check(&program.ops, &program.buffers, &program.sizes, l) {
+            panic!("compiler produced an invalid lane plan: {e}");
+        }
+    }
     Ok(program)
 }
 

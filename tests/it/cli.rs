@@ -650,3 +650,49 @@ fn library_errors_name_fields_and_the_cli_names_flags() {
     let e = fails(&["plan", "--cell", "gru", "--forget-bias", "1"], d.path());
     assert!(e.contains("--forget-bias") && e.contains("gru"), "{e}");
 }
+
+/// `--lanes 2` trains to the same bytes as one lane with one OpenBLAS thread, records
+/// itself in the run's config, and a bad lane count is one error line.
+#[test]
+fn two_lanes_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let toks: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 61) as u8).collect();
+    std::fs::write(dir.path().join("t.bin"), toks).unwrap();
+    let run = |lanes: &str, out: &str| {
+        let args = [
+            "train",
+            "--data",
+            "t.bin",
+            "--embed",
+            "8",
+            "--batch",
+            "4",
+            "--hidden",
+            "16",
+            "--layers",
+            "2",
+            "--window",
+            "32",
+            "--steps",
+            "4",
+            "--threads",
+            "1",
+            "--lanes",
+            lanes,
+            "--out",
+            out,
+            "--quiet",
+        ];
+        let (code, _, err) = recur(&args, dir.path());
+        assert_eq!(code, 0, "{err}");
+        std::fs::read(dir.path().join(out).join("model.safetensors")).unwrap()
+    };
+    assert_eq!(run("1", "one"), run("2", "two"), "the weights differ");
+    let cfg = std::fs::read_to_string(dir.path().join("two/config.toml")).unwrap();
+    assert!(cfg.contains("lanes = 2"), "{cfg}");
+    let line = fails(&["train", "--data", "t.bin", "--lanes", "3"], dir.path());
+    assert!(
+        line.contains("--lanes") && line.contains("1 or 2"),
+        "{line}"
+    );
+}

@@ -13,6 +13,7 @@ mod golden;
 mod gradcheck;
 mod grads;
 mod hostile;
+mod jobs;
 mod learn;
 mod masks;
 #[cfg(feature = "mpi")]

@@ -405,7 +405,7 @@ mod tests {
         ] {
             let prog = program(m, p, 40);
             let lanes = prog.lanes.as_ref().expect("two lanes");
-            assert!(lanes.ops[0].len() > 0 && lanes.ops[1].len() > 0, "{p}");
+            assert!(!lanes.ops[0].is_empty() && !lanes.ops[1].is_empty(), "{p}");
             check(&prog.ops, &prog.buffers, &prog.sizes, lanes).expect("sound plan");
             let mut broken = lanes.clone();
             broken.wait.iter_mut().for_each(|w| *w = 0);

@@ -11,8 +11,9 @@
 #   A64   A at T = 64
 #   GRUF  the GRU on 64 f32 features per step (regression on the next row)
 #
-# Every model: V = 256 (tokens), Adam, clipping at 1.0. recur's step time comes from
-# `recur train --json` (steps only, compile excluded), its peak RSS from
+# Every model: V = 256 (tokens), Adam, clipping at 1.0. recur's step time is the median
+# step after the first (`recur train --json --log-every 1`; compile excluded; D: its
+# one step), its peak RSS from
 # /usr/bin/time -v, and its plan's compile time from `recur plan` (D); PyTorch's from
 # scripts/ref/torch_step.py (median step after a warm-up step, none for D; getrusage,
 # which includes the ~0.5 GiB of the torch library). "model GFLOP/s" counts the GEMM
@@ -39,9 +40,9 @@ results="$tmp/results.jsonl"
 
 # name -> cell input E H L B T recur_policy torch_policy recur_steps torch_steps warmup
 declare -A spec=(
-  [A]="lstm tokens 64 256 1 32 1000 none none 5 5 1"
-  [B]="lstm tokens 128 512 2 32 1000 none none 3 3 1"
-  [GRU]="gru tokens 64 256 1 32 1000 none none 5 5 1"
+  [A]="lstm tokens 64 256 1 32 1000 none none 6 5 1"
+  [B]="lstm tokens 128 512 2 32 1000 none none 4 3 1"
+  [GRU]="gru tokens 64 256 1 32 1000 none none 6 5 1"
   [D]="lstm tokens 64 256 1 16 100000 budget none 1 1 0"
   [A64]="lstm tokens 64 256 1 32 64 none none 40 20 1"
   [GRUF]="gru features 0 256 1 32 1000 none none 5 5 1"
@@ -61,13 +62,20 @@ for name in "${configs[@]}"; do
     compile_s=$(echo "$(date +%s.%N) - $t0" | bc)
   fi
   for ((r = 0; r < reps; r++)); do
-    out=$(/usr/bin/time -v target/release/recur train "${args[@]}" --steps "$rsteps" --json 2>"$tmp/time" | tail -1)
+    /usr/bin/time -v target/release/recur train "${args[@]}" --steps "$rsteps" --json --log-every 1 \
+      > "$tmp/out" 2>"$tmp/time"
     rss=$(grep "Maximum resident" "$tmp/time" | awk '{print $NF}')
-    python3 - "$out" "$rss" "$name" "$compile_s" >> "$results" <<'PY'
-import json, sys
-s = json.loads(sys.argv[1])
-print(json.dumps({"fw": "recur", "config": sys.argv[3], "step_s": s["seconds"] / s["steps"],
-                  "rss": int(sys.argv[2]) * 1024, "planned": s["total_bytes"],
+    python3 - "$tmp/out" "$rss" "$name" "$compile_s" >> "$results" <<'PY'
+import json, statistics, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+summary, steps = lines[-1], [l for l in lines if "step" in l]
+# Each step's time from the log's elapsed seconds; the first step is the warm-up (its
+# arena pages are touched for the first time), as PyTorch's is.
+at = [0.0] + [l["elapsed"] for l in steps]
+times = [b - a for a, b in zip(at, at[1:])]
+step = statistics.median(times[1:] if len(times) > 1 else times)
+print(json.dumps({"fw": "recur", "config": sys.argv[3], "step_s": step,
+                  "rss": int(sys.argv[2]) * 1024, "planned": summary["total_bytes"],
                   "compile_s": float(sys.argv[4])}))
 PY
     tail -1 "$results"

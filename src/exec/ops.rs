@@ -55,14 +55,14 @@ pub fn softmax_xent(
             row.fill(0.0);
             continue;
         }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = row_max(row);
         let t = t as usize;
         let shifted_target = row[t] - max;
-        let mut sum = 0.0f32;
+        // The exponentials in one vectorised pass, then their sum.
         for x in row.iter_mut() {
             *x = crate::cell::act::exp_nonpos(*x - max);
-            sum += *x;
         }
+        let sum = row_sum(row);
         loss += sum.ln() as f64 - shifted_target as f64;
         let k = scale / sum;
         for x in row.iter_mut() {
@@ -71,6 +71,37 @@ pub fn softmax_xent(
         row[t] -= scale;
     }
     loss
+}
+
+/// Lanes of the partial maxima and sums below.
+const LANES: usize = 8;
+
+/// The largest element (NaN ignored, as `f32::max` does), eight lanes at a time: the
+/// maximum of a set does not depend on the order it is taken in.
+fn row_max(row: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in m.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    let tail = chunks.remainder().iter().copied();
+    m.into_iter().chain(tail).fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum of `row` in eight interleaved partial sums, added in a fixed order: the
+/// same bits on every run and under every policy, and a loop that vectorises.
+fn row_sum(row: &[f32]) -> f32 {
+    let mut s = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &x) in s.iter_mut().zip(c) {
+            *s += x;
+        }
+    }
+    let lanes = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    chunks.remainder().iter().fold(lanes, |acc, &x| acc + x)
 }
 
 /// Squared error of the rows of `pred` ([rows, K]) against `targets` ([rows, K]), for

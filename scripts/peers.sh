@@ -43,23 +43,24 @@ declare -A spec=(
   [A]="lstm tokens 64 256 1 32 1000 none none 6 5 1"
   [B]="lstm tokens 128 512 2 32 1000 none none 4 3 1"
   [GRU]="gru tokens 64 256 1 32 1000 none none 6 5 1"
-  [D]="lstm tokens 64 256 1 16 100000 budget none 1 1 0"
+  [D]="lstm tokens 64 256 1 16 100000 budget sqrt 1 1 0"
   [A64]="lstm tokens 64 256 1 32 64 none none 40 20 1"
   [GRUF]="gru features 0 256 1 32 1000 none none 5 5 1"
 )
-torch_policy() { [ "$1" = D ] && echo sqrt || echo none; }
 
 for name in "${configs[@]}"; do
   [ -n "${spec[$name]:-}" ] || { echo "peers.sh: unknown config '$name' (A B GRU D A64 GRUF)" >&2; exit 2; }
-  read -r cell input E H L B T policy _ rsteps tsteps warm <<< "${spec[$name]}"
+  read -r cell input E H L B T policy tpolicy rsteps tsteps warm <<< "${spec[$name]}"
   if [ "$input" = features ]; then data=("$tmp/series.npy"); n=64; else data=("$tmp/tokens.bin" --embed "$E"); n=0; fi
   if [ "$policy" = budget ]; then pol=(--memory-budget 64MiB); else pol=(--checkpoint "$policy"); fi
-  args=(--data "${data[@]}" --cell "$cell" --batch "$B" --hidden "$H" --layers "$L" --window "$T" "${pol[@]}")
+  shape=(--cell "$cell" --batch "$B" --hidden "$H" --layers "$L" --window "$T" "${pol[@]}")
+  args=(--data "${data[@]}" "${shape[@]}")
   compile_s=0
   if [ "$policy" = budget ]; then
-    t0=$(date +%s.%N)
-    target/release/recur plan "${args[@]}" > /dev/null
-    compile_s=$(echo "$(date +%s.%N) - $t0" | bc)
+    # The plan's compile time, on its own (`recur plan` reads no data).
+    compile_s=$(python3 -c 'import subprocess, sys, time
+t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(time.perf_counter() - t)' target/release/recur plan --vocab 256 --embed "$E" "${shape[@]}")
   fi
   for ((r = 0; r < reps; r++)); do
     /usr/bin/time -v target/release/recur train "${args[@]}" --steps "$rsteps" --json --log-every 1 \
@@ -80,7 +81,7 @@ print(json.dumps({"fw": "recur", "config": sys.argv[3], "step_s": step,
 PY
     tail -1 "$results"
     if [ "$have_torch" = yes ]; then
-      out=$(python3 scripts/ref/torch_step.py "$B" "$E" "$H" "$L" "$T" "$tsteps" "$cell" "$n" "$(torch_policy "$name")" "$warm")
+      out=$(python3 scripts/ref/torch_step.py "$B" "$E" "$H" "$L" "$T" "$tsteps" "$cell" "$n" "$tpolicy" "$warm")
       python3 - "$out" "$name" >> "$results" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1])

@@ -408,4 +408,72 @@ mod tests {
         set_threads(before);
         assert_eq!(threads(), before);
     }
+
+    /// With BLIS, a product's bits do not depend on the thread count, nor on splitting
+    /// it by rows or columns (BLIS never splits the inner dimension): the shapes of a
+    /// training step, one thread against two, whole against halves. OpenBLAS gives
+    /// other bits in each case. `cargo test --release --features blis --lib blis_bits`.
+    #[cfg(feature = "blis")]
+    #[test]
+    fn blis_bits_do_not_depend_on_threads_or_splits() {
+        let shapes = [
+            (32, 2048, 512, Tr::N, Tr::T),
+            (32, 512, 2048, Tr::N, Tr::N),
+            (2048, 512, 512, Tr::T, Tr::N),
+            (16, 1024, 256, Tr::N, Tr::T),
+            (512, 1000, 64, Tr::N, Tr::T),
+        ];
+        let fill = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 1.6e7 - 0.5)
+                .collect()
+        };
+        let before = threads();
+        for (m, n, k, ta, tb) in shapes {
+            let (a, b, c0) = (fill(m * k, 1), fill(k * n, 2), fill(m * n, 3));
+            let run = |t: usize| {
+                set_threads(t);
+                let mut c = c0.clone();
+                gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut c);
+                c
+            };
+            let (one, two) = (run(1), run(2));
+            // Two halves of the columns, one thread each.
+            set_threads(1);
+            let mut halves = c0.clone();
+            let h = n / 2;
+            for (start, cols) in [(0, h), (h, n - h)] {
+                let bm = match tb {
+                    Tr::N => Mat {
+                        data: &b[start..],
+                        ld: n,
+                        tr: Tr::N,
+                    },
+                    Tr::T => Mat {
+                        data: &b[start * k..],
+                        ld: k,
+                        tr: Tr::T,
+                    },
+                };
+                let am = match ta {
+                    Tr::N => Mat {
+                        data: &a,
+                        ld: k,
+                        tr: Tr::N,
+                    },
+                    Tr::T => Mat {
+                        data: &a,
+                        ld: m,
+                        tr: Tr::T,
+                    },
+                };
+                gemm_mat(m, cols, k, am, bm, 1.0, &mut halves[start..], n);
+            }
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&one), bits(&two), "{m}×{n}×{k}: threads");
+            assert_eq!(bits(&one), bits(&halves), "{m}×{n}×{k}: halves");
+            assert_ne!(one, c0, "the product changed C");
+        }
+        set_threads(before);
+    }
 }

@@ -112,6 +112,8 @@ fn grad_group(op: &Op, sz: &Sizes) -> Option<crate::dist::Group> {
         Op::InputGrad { layer, .. } if layer as usize / sz.directions == 0 => {
             sz.embed.map(|_| Group::Embedding)
         }
+        Op::TableGrad { part: 0, .. } => Some(Group::Layer(0)),
+        Op::TableGrad { .. } => Some(Group::Embedding),
         _ => None,
     }
 }
@@ -188,6 +190,8 @@ fn phases(ops: &[Op]) -> Vec<(Phase, u32)> {
                 Op::SendOut { .. } => prev,
                 Op::RecvGrad { seg, .. } => (Phase::Head, seg),
                 Op::SendGrad { seg, .. } => (Phase::Backward, seg),
+                Op::Table { .. } => (Phase::Forward, 0),
+                Op::TableGrad { .. } => (Phase::Backward, prev.1),
             };
             prev = this;
             this

@@ -264,6 +264,38 @@ impl<'a> Ctx<'a> {
             }
             Op::RecvGrad { dh, .. } => self.link().recv_next(ar.buf(dh)),
             Op::SendGrad { dx, .. } => self.link().send_prev(ar.buf(dx)),
+            Op::Table { p } => {
+                let (e, gw) = (self.sz.input_width(0), self.sz.gate_width);
+                let emb = self.lay.embedding().map_or(0..0, |t| t.range());
+                let w_ih = &self.p[self.lay.w_ih(0).range()];
+                let p = ar.buf(p);
+                gemm(
+                    p.len() / gw,
+                    gw,
+                    e,
+                    &self.p[emb],
+                    Tr::N,
+                    w_ih,
+                    Tr::T,
+                    0.0,
+                    p,
+                );
+            }
+            Op::TableGrad { part, dp } => {
+                let (e, gw) = (self.sz.input_width(0), self.sz.gate_width);
+                let emb = self.lay.embedding().map_or(0..0, |t| t.range());
+                let dp = &*ar.buf(dp);
+                let v = dp.len() / gw;
+                if part == 0 {
+                    // dW_ih [G·H, E] += dPᵀ [G·H, V] · embedding [V, E]
+                    let dw = self.g.get(self.lay.w_ih(0).range());
+                    gemm(gw, e, v, dp, Tr::T, &self.p[emb], Tr::N, 1.0, dw);
+                } else {
+                    // d(embedding) [V, E] += dP [V, G·H] · W_ih [G·H, E]
+                    let w_ih = &self.p[self.lay.w_ih(0).range()];
+                    gemm(v, e, gw, dp, Tr::N, w_ih, Tr::N, 1.0, self.g.get(emb));
+                }
+            }
             Op::Embed { seg, x, layer } => {
                 let e = self.lay.embedding().map_or(0..0, |t| t.range());
                 let toks = self.tokens_of(layer, seg);
@@ -556,19 +588,28 @@ impl<'a> Ctx<'a> {
             }
             Input::Hidden(b) => &*self.rows_of(ar, b, seg, w),
             Input::Dropped(b) => &*ar.buf(b),
+            Input::Table(_) => unreachable!("a table's rows are gathered, not read whole"),
         }
     }
 
     /// `gates = x W_ihᵀ + bias`, the bias row as the cell declares it.
     fn input_proj(&self, ar: &Arena, l: usize, seg: u32, x: Input, gates: BufId) {
         let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
-        let x = self.input_rows(ar, x, seg, l);
         let a = ar.buf(gates);
         let rows = a.len() / gw;
         let (first, rest) = a.split_at_mut(gw);
         let w = Params::new(self.p, &self.lay.layer(l).ranges);
         self.cell.input_bias(&w, first);
         ops::broadcast_bias(rest, first);
+        if let Input::Table(p) = x {
+            // Each row: the bias plus its token's row of the table.
+            let (p, toks) = (&*ar.buf(p), self.tokens_of(l as u32, seg));
+            for (row, &t) in a.chunks_exact_mut(gw).zip(toks) {
+                add_assign(row, &p[t as usize * gw..][..gw]);
+            }
+            return;
+        }
+        let x = self.input_rows(ar, x, seg, l);
         let w_ih = &self.p[self.lay.w_ih(l).range()];
         gemm(rows, gw, iw, x, Tr::N, w_ih, Tr::T, 1.0, a);
     }
@@ -589,7 +630,12 @@ impl<'a> Ctx<'a> {
         let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
         let a = &*ar.buf(gates);
         let rows = a.len() / gw;
-        {
+        if let Input::Table(dp) = x {
+            // dL/d(table row of each token) += its rows of dL/d(gates).
+            let toks = self.tokens_of(l as u32, seg);
+            ops::scatter_add_rows(ar.buf(dp), gw, toks, a);
+            add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
+        } else {
             let x = self.input_rows(ar, x, seg, l);
             gemm(
                 gw,

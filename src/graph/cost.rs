@@ -1,7 +1,7 @@
 //! Costs per node: floating-point operations of its GEMMs, and the cost class of a
 //! buffer (compute-bound results are worth keeping, memory-bound ones cheap to redo).
 
-use super::Op;
+use super::{Input, Op};
 use crate::layout::Sizes;
 use serde::Serialize;
 
@@ -31,7 +31,19 @@ pub fn flops(op: &Op, sz: &Sizes) -> u64 {
         sz.proj
             .map_or(0, |p| 2 * rows(s) * p as u64 * sz.hidden as u64)
     };
+    // The table's products: [V, E] × [E, G·H] (`Sizes::table`).
+    let table = 2 * sz.table.unwrap_or(0) as u64 * gw * input(0);
     match *op {
+        // A table's rows are gathered and added into: no product.
+        Op::InputProj {
+            x: Input::Table(_), ..
+        } => 0,
+        Op::WeightGrad {
+            x: Input::Table(_),
+            seg,
+            ..
+        } => 2 * rows(seg) * gw * r,
+        Op::Table { .. } | Op::TableGrad { .. } => table,
         Op::InputProj { layer, seg, .. } => 2 * rows(seg) * gw * input(layer),
         Op::CellForward { seg, .. } => 2 * rows(seg) * gw * r + proj(seg),
         // dL/dh_{t-1} is not computed for the window's first step.

@@ -145,6 +145,10 @@ pub enum BufKind {
     /// A pipeline stage's input of a segment, received from the stage before (the
     /// output of the layer below), [g·B, out]; kept until the segment's backward.
     Received { seg: u32 },
+    /// Layer 0's input projection of every token, [V, G·H] (`Sizes::table`).
+    Table,
+    /// dL/d(`Table`), [V, G·H], summed over the window.
+    TableGrad,
 }
 
 impl BufKind {
@@ -168,7 +172,11 @@ impl BufKind {
             BufKind::Checkpoint { boundary } | BufKind::LayerCheckpoint { boundary, .. } => {
                 Some(boundary)
             }
-            BufKind::Carry { .. } | BufKind::Output { .. } | BufKind::DeltaOut { .. } => None,
+            BufKind::Carry { .. }
+            | BufKind::Output { .. }
+            | BufKind::DeltaOut { .. }
+            | BufKind::Table
+            | BufKind::TableGrad => None,
         }
     }
 
@@ -235,6 +243,8 @@ impl std::fmt::Display for BufKind {
             BufKind::Predictions { seg } => write!(f, "pred[s{seg}]"),
             BufKind::DeltaEmbedded { seg } => write!(f, "dx[s{seg}]"),
             BufKind::Received { seg } => write!(f, "recv[s{seg}]"),
+            BufKind::Table => write!(f, "table"),
+            BufKind::TableGrad => write!(f, "dtable"),
         }
     }
 }

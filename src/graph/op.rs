@@ -87,13 +87,17 @@ pub enum Input {
     Hidden(BufId),
     /// Layer l > 0 under dropout: layer l−1's output, dropped (`BufKind::Dropped`).
     Dropped(BufId),
+    /// Layer 0 of a token model with a table (`Sizes::table`): the projection gathers
+    /// the tokens' rows of the `Table`; the weight gradients add dL/d(gates) into those
+    /// rows of the `TableGrad`.
+    Table(BufId),
 }
 
 impl Input {
     /// The arena buffer read, if any.
     pub fn buf(self) -> Option<BufId> {
         match self {
-            Input::Embedded(b) | Input::Hidden(b) | Input::Dropped(b) => Some(b),
+            Input::Embedded(b) | Input::Hidden(b) | Input::Dropped(b) | Input::Table(b) => Some(b),
             Input::Features => None,
         }
     }
@@ -264,6 +268,12 @@ pub enum Op {
     /// Sends dL/d(input) of the stage's first layer over segment `seg` (`dx`) to the
     /// stage before.
     SendGrad { seg: u32, dx: BufId },
+    /// The table of layer 0's input projection (`Sizes::table`): `p` = embedding ·
+    /// W_ihᵀ, [V, G·H], at the window's start.
+    Table { p: BufId },
+    /// The table's gradient into the weights, once the window's backward is done:
+    /// part 0 adds dL/dW_ih = `dp`ᵀ · embedding, part 1 dL/d(embedding) = `dp` · W_ih.
+    TableGrad { part: u8, dp: BufId },
 }
 
 /// How an op touches a buffer.
@@ -305,6 +315,8 @@ impl Op {
             Op::SendOut { .. } => "send_out",
             Op::RecvGrad { .. } => "recv_grad",
             Op::SendGrad { .. } => "send_grad",
+            Op::Table { .. } => "table",
+            Op::TableGrad { .. } => "table_grad",
         }
     }
 
@@ -403,8 +415,14 @@ impl Op {
                 ..
             } => {
                 f(gates, Read);
-                if let Some(x) = x.buf() {
-                    f(x, Read);
+                match x {
+                    // The table's gradient, added into.
+                    Input::Table(dp) => f(dp, ReadWrite),
+                    x => {
+                        if let Some(x) = x.buf() {
+                            f(x, Read);
+                        }
+                    }
                 }
                 states.iter().for_each(|b| f(b, ReadWrite));
                 saved.iter().for_each(|b| f(b, Read));
@@ -417,6 +435,8 @@ impl Op {
             Op::SendOut { h, .. } => f(h, Read),
             Op::RecvGrad { dh, .. } => f(dh, Write),
             Op::SendGrad { dx, .. } => f(dx, Read),
+            Op::Table { p } => f(p, Write),
+            Op::TableGrad { dp, .. } => f(dp, Read),
         }
     }
 }

@@ -16,6 +16,8 @@ struct SegFwd {
     first: usize,
     /// The embedded tokens (layer 0), or a pipeline stage's received input.
     x: Option<BufId>,
+    /// Layer 0's projection table, when it has one (`Sizes::table`).
+    table: Option<BufId>,
     /// Per layer, its input after dropout (layers above 0 under dropout).
     dropped: Vec<Option<BufId>>,
     gates: Vec<BufId>,
@@ -29,6 +31,7 @@ impl SegFwd {
     fn input(&self, l: usize) -> Input {
         let i = l - self.first;
         match (l, self.x, self.dropped.get(i).copied().flatten()) {
+            (0, _, _) if self.table.is_some() => self.table.map_or(Input::Features, Input::Table),
             (0, Some(x), _) => Input::Embedded(x),
             (0, None, _) => Input::Features,
             (_, _, Some(d)) => Input::Dropped(d),
@@ -61,7 +64,9 @@ pub fn unroll_eval(model: &ModelSpec, train: &TrainSpec) -> Graph {
         store: train.stride().div_ceil(train.grain),
         recv: vec![None; sizes.segments],
         sent: vec![false; sizes.segments],
+        table: None,
     };
+    u.table(false);
     let store = train.stride().div_ceil(train.grain);
     let mut last: Option<SegFwd> = None;
     for s in 0..sizes.segments {
@@ -105,7 +110,9 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
         store: train.stride().div_ceil(train.grain),
         recv: vec![None; sizes.segments],
         sent: vec![false; sizes.segments],
+        table: None,
     };
+    u.table(true);
     // Per boundary b (state entering segment b): the latest checkpoint buffer.
     let mut ckpt: Vec<Option<BufId>> = vec![None; ns + 1];
     // Per segment: the live kept forward instance, until its backward.
@@ -157,6 +164,10 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
             }
         }
     }
+    if let Some((_, Some(dp))) = u.table {
+        u.ops.push(Op::TableGrad { part: 0, dp });
+        u.ops.push(Op::TableGrad { part: 1, dp });
+    }
     let (buffers, ops) = (u.buffers, u.ops);
     Graph {
         model: model.clone(),
@@ -177,15 +188,34 @@ struct Unroller<'a> {
     /// again), and whether its output was sent on.
     recv: Vec<Option<BufId>>,
     sent: Vec<bool>,
+    /// Layer 0's projection table and (training) its gradient (`Sizes::table`).
+    table: Option<(BufId, Option<BufId>)>,
 }
 
 impl Unroller<'_> {
+    /// Layer 0's projection table at the window's start, and for training its gradient,
+    /// zeroed (`Sizes::table`).
+    fn table(&mut self, train: bool) {
+        let Some(v) = self.sz.table else { return };
+        let elems = v * self.sz.gate_width;
+        let p = self.push(BufKind::Table, elems);
+        self.ops.push(Op::Table { p });
+        let dp = train.then(|| {
+            let dp = self.push(BufKind::TableGrad, elems);
+            self.ops.push(Op::ZeroDelta { buf: dp });
+            dp
+        });
+        self.table = Some((p, dp));
+    }
+
     fn push(&mut self, kind: BufKind, elems: usize) -> BufId {
         let (category, class) = match kind {
             BufKind::Embedded { .. }
             | BufKind::Dropped { .. }
             | BufKind::LayerIn { .. }
             | BufKind::Received { .. } => (Category::SavedActivations, CostClass::MemoryBound),
+            BufKind::Table => (Category::Workspace, CostClass::ComputeBound),
+            BufKind::TableGrad => (Category::Deltas, CostClass::ComputeBound),
             BufKind::Output { .. } => (Category::SavedActivations, CostClass::ComputeBound),
             BufKind::LayerCheckpoint { .. } => (Category::Checkpoints, CostClass::ComputeBound),
             BufKind::DeltaOut { .. } | BufKind::DeltaX { .. } => {
@@ -229,6 +259,7 @@ impl Unroller<'_> {
         let (first, end) = (sz.stage.start, sz.stage.end);
         let (nl, su) = (end - first, s as u32);
         let x = match first {
+            0 if self.table.is_some() => None,
             0 => sz.embed.map(|_| {
                 let x = self.push(BufKind::Embedded { seg: su }, sz.embedded_elems(s));
                 self.ops.push(Op::Embed {
@@ -254,6 +285,7 @@ impl Unroller<'_> {
             seg: s,
             first,
             x,
+            table: self.table.filter(|_| first == 0).map(|(p, _)| p),
             dropped: Vec::with_capacity(nl),
             gates: Vec::with_capacity(nl),
             states: Vec::with_capacity(nl),
@@ -433,16 +465,22 @@ impl Unroller<'_> {
                 dh,
                 carry: carry[i],
             });
+            let x = match (l, self.table) {
+                (0, Some((_, Some(dp)))) => Input::Table(dp),
+                _ => f.input(l),
+            };
             self.ops.push(Op::WeightGrad {
                 layer: lu,
                 seg: su,
                 gates: g,
-                x: f.input(l),
+                x,
                 states: f.states[i].only(|k| sz.states[k].read_in_grads),
                 saved: f.saved[i],
             });
             let dx = match (l, sz.embed) {
+                // Features, or a table: nothing below layer 0 wants dL/dx.
                 (0, None) => break,
+                (0, Some(_)) if self.table.is_some() => break,
                 (0, Some(_)) => self.push(BufKind::DeltaEmbedded { seg: su }, sz.embedded_elems(s)),
                 _ => self.push(delta(lu - 1), sz.delta_elems(s)),
             };
@@ -504,6 +542,7 @@ pub(super) fn unroll_bidir(
         store: train.stride().div_ceil(train.grain),
         recv: vec![None; sizes.segments],
         sent: vec![false; sizes.segments],
+        table: None,
     };
     let (nl, ns) = (sizes.layers, sizes.segments);
     let eval_actions: Vec<Action> = (0..ns as u32)

@@ -61,6 +61,13 @@ pub struct Sizes {
 
     /// Optimiser moments per parameter (Adam 2, SGD 1).
     pub moments: usize,
+
+    /// The vocabulary V when layer 0's input projection is a table: the embedding times
+    /// W_ih, [V, G·H], computed once a window, so each step's projection is a gathered
+    /// row and its weight gradients are two V-row products at the window's end. Used
+    /// for a token model's layer 0 (one direction, in this program) when the table is
+    /// small (at most 16 MiB) and V at most a quarter of the window's positions.
+    pub table: Option<usize>,
 }
 
 impl Sizes {
@@ -105,6 +112,17 @@ impl Sizes {
             moments: match train.optim.kind {
                 OptimKind::Adam => 2,
                 OptimKind::Sgd => 1,
+            },
+            table: match model.input {
+                Input::Tokens { vocab, .. }
+                    if model.directions() == 1
+                        && train.stage.is_none_or(|(first, _)| first == 0)
+                        && vocab * model.gate_width() * 4 <= 16 << 20
+                        && 4 * vocab <= b * train.window =>
+                {
+                    Some(vocab)
+                }
+                _ => None,
             },
         }
     }

@@ -99,6 +99,8 @@ fn resources(op: &Op, sz: &Sizes, mut f: impl FnMut(Res, Access)) {
         Op::HeadEval { .. } => f(Res::Loss, Access::ReadWrite),
         Op::StoreState { .. } => f(Res::StateNext, Access::Write),
         Op::WeightGrad { layer, .. } => f(Res::GradLayer(layer), Access::ReadWrite),
+        Op::TableGrad { part: 0, .. } => f(Res::GradLayer(0), Access::ReadWrite),
+        Op::TableGrad { .. } => f(Res::GradEmbed, Access::ReadWrite),
         Op::CellBackward { layer, .. } => f(Res::GradCell(layer), Access::ReadWrite),
         Op::InputGrad { layer, .. }
             if layer as usize / sz.directions == 0 && sz.embed.is_some() =>

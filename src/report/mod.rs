@@ -367,6 +367,9 @@ pub fn op_text(op: &Op, p: &Program) -> String {
         Op::SendOut { h, .. } => format!("send_out         {} -> stage after", n(h)),
         Op::RecvGrad { dh, .. } => format!("recv_grad        stage after -> {}", n(dh)),
         Op::SendGrad { dx, .. } => format!("send_grad        {} -> stage before", n(dx)),
+        Op::Table { p } => format!("table            embedding, W_ih -> {}", n(p)),
+        Op::TableGrad { part: 0, dp } => format!("table_grad       {} -> dW_ih", n(dp)),
+        Op::TableGrad { dp, .. } => format!("table_grad       {} -> dembedding", n(dp)),
         Op::Dropout { h, out, .. } => format!("dropout          {} -> {}", n(h), n(out)),
         Op::LayerIn { src, out, .. } => {
             let from = src.map_or("features".to_string(), n);

@@ -175,3 +175,20 @@ fn bidirectional_every_cell_input_and_head() {
     (s.masks, s.resets, s.bidirectional) = (true, true, true);
     check(s);
 }
+
+/// Token models whose window holds at least four positions per token of the
+/// vocabulary: layer 0's input projection is a table (`Sizes::table`), gathered per
+/// step, with its gradient summed over the window and turned into dW_ih and
+/// d(embedding) at the end; every cell and head, with masks and resets.
+#[test]
+fn token_table_every_cell_and_head() {
+    for &cell in CellKind::ALL {
+        for head in [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify] {
+            let mut s = Shape::new(cell, None, head);
+            (s.window, s.masks, s.resets) = (10, true, true);
+            let sizes = recur::layout::Sizes::new(&s.model(), &s.train());
+            assert!(sizes.table.is_some(), "{s:?}: no table");
+            check(s);
+        }
+    }
+}

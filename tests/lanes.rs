@@ -23,7 +23,15 @@ fn run(c: &Case, lanes: usize) -> (Vec<f32>, Vec<f32>) {
     let prog = compile(&c.model, &train).unwrap();
     assert_eq!(prog.lanes.is_some(), lanes == 2, "{}", c.name);
     let src = source(c.data);
+    if let Some(l) = &prog.lanes {
+        assert!(
+            !l.ops[1].is_empty(),
+            "{}: lane 1 has no instructions",
+            c.name
+        );
+    }
     let mut t = Trainer::new(prog).unwrap();
+    assert_eq!(t.executor().lanes_active(), lanes == 2, "{}", c.name);
     let mut feed = Feed::new(&src, &train, c.model.head, c.bucket).unwrap();
     let mut losses = Vec::new();
     fit(&mut t, &mut feed, FitOptions::steps(STEPS), |p| {

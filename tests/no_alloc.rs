@@ -76,6 +76,7 @@ fn training_steps_do_not_allocate() {
             let mut two = tr.clone();
             two.lanes = 2;
             let mut trainer = Trainer::new(compile(&m, &two).unwrap()).unwrap();
+            assert!(trainer.executor().lanes_active(), "{cell}: two lanes");
             let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
             let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
             assert_eq!(

@@ -479,6 +479,14 @@ pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>)
         super::warn("--lanes 2 applies to one process; each rank of this job runs on one lane");
         train.lanes = 1;
     }
+    if train.lanes == 2 {
+        if threads.is_some_and(|t| t > 1) {
+            super::warn(
+                "--lanes 2 runs each GEMM on one thread, a lane per core; --threads is ignored",
+            );
+        }
+        crate::exec::gemm::set_threads(1);
+    }
     let epochs = resolve::epochs(&c.run, cr)?;
     // The data's fingerprints, where a snapshot can be written or is read: a resumed job
     // keeps its model, window and data (the first difference named).

@@ -2,7 +2,8 @@
 //! which hands ndarray views that qualify for its BLAS path (f32, row- or column-major,
 //! unit inner stride, some dimension above ndarray's cutoff of 7), so ndarray's silent
 //! fallback to its own matrixmultiply cannot happen; the rare product with every
-//! dimension ≤ 7 calls `cblas_sgemm` directly. Either way the work is OpenBLAS's.
+//! dimension ≤ 7 calls `cblas_sgemm` directly. Either way the work is OpenBLAS's; with
+//! the `blis` feature every product goes to BLIS's typed API instead (`blis` below).
 //! `scripts/check_blas.sh` and the `blas` test prove the link.
 
 pub use crate::cell::{Mat, Tr};

@@ -12,18 +12,30 @@ use std::thread::JoinHandle;
 /// A job: the second lane's run of one window. Borrowed for the window only.
 type Job = *const (dyn Fn() + Sync);
 
+/// A value on a cache line of its own (each lane writes its counter after every
+/// instruction while the other reads it).
+#[repr(align(128))]
+pub(super) struct Line<T>(pub(super) T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What the two threads share.
-pub(super) struct Shared {
+pub(super) struct Handoff {
     /// Instructions finished per lane in the current window.
-    pub(super) done: [AtomicU32; 2],
+    pub(super) done: [Line<AtomicU32>; 2],
     /// Set when one lane stops early (it panicked, or the window is being abandoned):
     /// the other stops waiting.
     pub(super) stop: AtomicBool,
     /// The worker panicked in the current window.
     panicked: AtomicBool,
     /// Windows handed to the worker, and windows it has finished.
-    given: AtomicU64,
-    finished: AtomicU64,
+    given: Line<AtomicU64>,
+    finished: Line<AtomicU64>,
     quit: AtomicBool,
     /// The current job; written before `given` is raised, read after.
     job: UnsafeCell<Option<Job>>,
@@ -32,11 +44,11 @@ pub(super) struct Shared {
 // SAFETY: `job` is written by the executor's thread only while the worker is idle
 // (before `given` is released) and read by the worker only after acquiring `given`;
 // the closure it points to is `Sync`.
-unsafe impl Sync for Shared {}
+unsafe impl Sync for Handoff {}
 // SAFETY: as above; the raw job pointer is only dereferenced under that protocol.
-unsafe impl Send for Shared {}
+unsafe impl Send for Handoff {}
 
-impl Shared {
+impl Handoff {
     /// Waits until lane `lane` has finished `need` instructions; false if the window is
     /// being stopped instead.
     pub(super) fn wait_for(&self, lane: usize, need: u32) -> bool {
@@ -58,7 +70,7 @@ impl Shared {
 
 /// The second lane's thread.
 pub(super) struct Worker {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<Handoff>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,12 +78,12 @@ impl Worker {
     /// Starts the thread; `None` if the system refuses one (the window then runs on
     /// one lane, in program order: the same results).
     pub(super) fn start() -> Option<Worker> {
-        let shared = Arc::new(Shared {
-            done: [AtomicU32::new(0), AtomicU32::new(0)],
+        let shared = Arc::new(Handoff {
+            done: [Line(AtomicU32::new(0)), Line(AtomicU32::new(0))],
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
-            given: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
+            given: Line(AtomicU64::new(0)),
+            finished: Line(AtomicU64::new(0)),
             quit: AtomicBool::new(false),
             job: UnsafeCell::new(None),
         });
@@ -107,7 +119,7 @@ impl Worker {
             t.thread().unpark();
         }
         // Waits for the worker when this frame ends, also by a panic of `first`.
-        struct Finish<'a>(&'a Shared, u64);
+        struct Finish<'a>(&'a Handoff, u64);
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
@@ -146,7 +158,7 @@ impl Drop for Worker {
 }
 
 /// The worker's loop: runs each job handed over, sleeps between them.
-fn serve(s: &Shared) {
+fn serve(s: &Handoff) {
     let mut seen = 0u64;
     let mut idle = 0u32;
     loop {
@@ -175,5 +187,48 @@ fn serve(s: &Shared) {
         } else {
             std::thread::park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two lanes hand work back and forth through `wait_for`; a panic on either lane
+    /// reaches the caller without a hang, and the worker runs the next window after it.
+    #[test]
+    fn windows_run_and_panics_reach_the_caller() {
+        let w = Worker::start().expect("a thread");
+        let sh = &*w.shared;
+        let log = std::sync::Mutex::new(Vec::new());
+        // Lane 0 steps 0, 2, 4; lane 1 steps 1, 3, 5: each waits for the other's last.
+        let lane = |me: usize| {
+            for k in 0..3u32 {
+                assert!(sh.wait_for(1 - me, k + me as u32));
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(2 * k + me as u32);
+                sh.done[me].store(k + 1, Ordering::Release);
+            }
+        };
+        w.run(|| lane(0), &|| lane(1));
+        assert_eq!(
+            *log.lock().unwrap_or_else(|e| e.into_inner()),
+            [0, 1, 2, 3, 4, 5]
+        );
+        // The worker panics while the caller waits for it.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.run(|| sh.wait_for(1, 1), &|| panic!("lane 1 fails"))
+        }));
+        assert!(r.is_err(), "the second lane's panic reaches the caller");
+        // The caller panics while the worker waits for it.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.run(|| panic!("lane 0 fails"), &|| {
+                sh.wait_for(0, 1);
+            })
+        }));
+        assert!(r.is_err(), "the first lane's panic propagates");
+        // And the next window runs.
+        w.run(|| lane(0), &|| lane(1));
     }
 }

@@ -291,6 +291,13 @@ impl Executor {
         }
     }
 
+    /// Whether windows run on two lanes: the program has a lane plan and the second
+    /// lane's thread is running (it runs in order while timing instructions, and with
+    /// a data-parallel reduction or a pipeline link).
+    pub fn lanes_active(&self) -> bool {
+        self.worker.is_some() && self.prog.lanes.is_some()
+    }
+
     /// The compiled program.
     pub fn program(&self) -> &Program {
         &self.prog
@@ -534,7 +541,6 @@ impl Executor {
             }
             _ => run.in_order(&self.op_ready, &mut self.op_times, &mut cx, &arena, reduce),
         }
-        let _ = cx;
         let [Acc {
             loss: loss_sum,
             correct,
@@ -618,7 +624,7 @@ impl Run<'_> {
         plan: &crate::plan::lanes::Lanes,
         cx: &mut Ctx<'_>,
         arena: &Arena<'_>,
-        sh: &lanes::Shared,
+        sh: &lanes::Handoff,
     ) {
         let (mut span, mut phase) = (None, None);
         for (n, &i) in plan.ops[lane].iter().enumerate() {

@@ -73,14 +73,14 @@ pub fn softmax_xent(
     loss
 }
 
-/// Lanes of the partial maxima and sums below.
-const LANES: usize = 8;
+/// Partial maxima and sums kept by the loops below (eight: one AVX2 vector).
+const PARTS: usize = 8;
 
 /// The largest element (NaN ignored, as `f32::max` does), eight lanes at a time: the
 /// maximum of a set does not depend on the order it is taken in.
 fn row_max(row: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
+    let mut m = [f32::NEG_INFINITY; PARTS];
+    let mut chunks = row.chunks_exact(PARTS);
     for c in &mut chunks {
         for (m, &x) in m.iter_mut().zip(c) {
             *m = m.max(x);
@@ -93,8 +93,8 @@ fn row_max(row: &[f32]) -> f32 {
 /// The sum of `row` in eight interleaved partial sums, added in a fixed order: the
 /// same bits on every run and under every policy, and a loop that vectorises.
 fn row_sum(row: &[f32]) -> f32 {
-    let mut s = [0.0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
+    let mut s = [0.0f32; PARTS];
+    let mut chunks = row.chunks_exact(PARTS);
     for c in &mut chunks {
         for (s, &x) in s.iter_mut().zip(c) {
             *s += x;

@@ -276,26 +276,37 @@ fn occupy(
     wait
 }
 
-/// Checks a lane plan independently of how it was made: any two instructions of
-/// different lanes that the waits leave free to run at once touch no common arena
-/// bytes (unless both only read) and no common accumulator or gradient (unless both
-/// only read). Happens-before is tracked with two-lane vector clocks.
+/// Checks a lane plan independently of how it was made: every instruction is in one
+/// lane, in program order, and any two instructions of different lanes that the waits
+/// leave free to run at once touch no common arena bytes (unless both only read) and no
+/// common accumulator or gradient (unless both only read). Happens-before is tracked
+/// with two-lane vector clocks. The arena side is independent of the assignment (it
+/// reads the placed offsets); the accumulators and gradients an instruction touches
+/// come from the same table the assignment uses (`resources`).
 pub fn check(ops: &[Op], buffers: &[Placed], sz: &Sizes, lanes: &Lanes) -> Result<(), String> {
     let n = ops.len();
     if lanes.lane.len() != n || lanes.wait.len() != n {
         return Err("the lane tables do not cover the instructions".into());
     }
-    // Per lane, the position of each instruction in it.
+    // Per lane, the position of each instruction in it; every instruction in exactly
+    // one lane, the one its `lane` names.
     let mut pos = vec![0u32; n];
-    for ops in &lanes.ops {
+    let mut seen = vec![false; n];
+    for (l, ops) in lanes.ops.iter().enumerate() {
         let mut last = None;
         for (k, &i) in ops.iter().enumerate() {
-            if last.is_some_and(|l| l >= i) {
+            let i = i as usize;
+            if i >= n || seen[i] || lanes.lane[i] as usize != l {
+                return Err(format!("instruction {i} is not listed once, in lane {l}"));
+            }
+            if last.is_some_and(|p| p >= i) {
                 return Err("a lane's instructions are not in program order".into());
             }
-            last = Some(i);
-            pos[i as usize] = k as u32;
+            (seen[i], last, pos[i]) = (true, Some(i), k as u32);
         }
+    }
+    if let Some(i) = seen.iter().position(|&s| !s) {
+        return Err(format!("instruction {i} is in no lane"));
     }
     // clock[i][l]: instructions of lane l known finished when instruction i starts.
     let mut clock = vec![[0u32; 2]; n];
@@ -389,6 +400,26 @@ mod tests {
         crate::compile(model, &t).expect("plan")
     }
 
+    /// A memory budget holds on two lanes: its trials are planned with the widened
+    /// lifetimes the final plan has.
+    #[test]
+    fn a_budget_holds_on_two_lanes() {
+        let model = ModelSpec::lstm(11, 5, 16, 2).expect("model");
+        let keep_all = program(&model, Policy::None, 200).arena_bytes;
+        let budget = keep_all / 3;
+        let prog = program(&model, Policy::Budget(budget), 200);
+        assert!(prog.lanes.is_some());
+        assert!(
+            prog.arena_bytes <= budget,
+            "arena {} over the budget {budget}",
+            prog.arena_bytes
+        );
+        assert!(
+            prog.recompute_factor > 1.0,
+            "the budget forced recomputation"
+        );
+    }
+
     /// The plans of several models and policies pass the checker, and a plan whose
     /// waits are dropped does not (the checker can fail).
     #[test]
@@ -414,6 +445,12 @@ mod tests {
             assert!(
                 check(&prog.ops, &prog.buffers, &prog.sizes, &broken).is_err(),
                 "{p}: a plan without waits must fail"
+            );
+            let mut dropped = lanes.clone();
+            dropped.ops[1].pop();
+            assert!(
+                check(&prog.ops, &prog.buffers, &prog.sizes, &dropped).is_err(),
+                "{p}: a plan missing an instruction must fail"
             );
         }
     }

@@ -153,11 +153,8 @@ fn lower(
     let sched = Schedule::new(actions, |s| train.seg_len(s), train.window);
     let graph =
         tracing::info_span!("unroll").in_scope(|| graph::unroll(model, train, &sched.actions));
-    let mut lifetimes =
-        tracing::info_span!("liveness").in_scope(|| liveness(&graph.buffers, &graph.ops));
-    if train.lanes == 2 && train.stage.is_none() {
-        lanes::widen(&mut lifetimes, &graph.buffers, &graph.ops);
-    }
+    let lifetimes = tracing::info_span!("liveness")
+        .in_scope(|| lifetimes_of(train, &graph.buffers, &graph.ops));
     let (layout, no_reuse) = tracing::info_span!("arena").in_scope(|| {
         (
             assign_offsets(&graph.buffers, &lifetimes.spans, opts.reuse, &scratch),
@@ -199,12 +196,22 @@ fn lower(
     program
 }
 
+/// The buffers' lifetimes, widened for two lanes (`lanes::widen`): what every arena the
+/// compiler sizes (a budget's trials included) is planned from.
+fn lifetimes_of(train: &TrainSpec, buffers: &[graph::Buffer], ops: &[graph::Op]) -> Lifetimes {
+    let mut l = liveness(buffers, ops);
+    if train.lanes == 2 && train.stage.is_none() {
+        lanes::widen(&mut l, buffers, ops);
+    }
+    l
+}
+
 /// The arena of a schedule, without building the program.
 /// The instructions are dropped before the assignment, so a budget search's trial
 /// holds at most one of them at a time.
 pub(crate) fn arena_of(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> u64 {
     let Graph { buffers, ops, .. } = graph::unroll(model, train, actions);
-    let spans = liveness(&buffers, &ops).spans;
+    let spans = lifetimes_of(train, &buffers, &ops).spans;
     drop(ops);
     assign_offsets(&buffers, &spans, true, &Bump::new()).size
 }

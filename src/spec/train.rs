@@ -213,16 +213,17 @@ pub struct TrainSpec {
     /// Lanes the window's instructions run on: 1, in program order with each GEMM on
     /// the BLAS threads; or 2, one per core, each GEMM single-threaded
     /// (`plan::lanes`), bit for bit the single-lane run with one BLAS thread. Default 1.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    /// A two-lane executor sets OpenBLAS (BLIS) to one thread per GEMM for the whole
+    /// process, widens buffer lifetimes by about two segments (more arena), and runs in
+    /// order when the trainer is data-parallel, a pipeline stage or timing its
+    /// instructions. Not part of the job's settings (like the thread count): a job
+    /// resumes on either.
+    #[serde(skip, default = "one")]
     pub lanes: usize,
 }
 
 fn one() -> usize {
     1
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
 }
 
 impl Default for TrainSpec {

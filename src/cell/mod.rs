@@ -180,6 +180,12 @@ pub struct ParamsMut<'a> {
     _block: std::marker::PhantomData<&'a mut [f32]>,
 }
 
+// SAFETY: a `ParamsMut` is a `&mut [f32]` (or the tensors at its ranges of one, for
+// `from_raw`): sending or sharing it is as safe as sending or sharing that borrow.
+unsafe impl Send for ParamsMut<'_> {}
+// SAFETY: as above; `get` takes `&mut self`.
+unsafe impl Sync for ParamsMut<'_> {}
+
 impl<'a> ParamsMut<'a> {
     /// The tensors at `ranges` of the flat block `block`.
     pub fn new(block: &'a mut [f32], ranges: &'a [Range<usize>]) -> Self {
@@ -216,9 +222,9 @@ impl<'a> ParamsMut<'a> {
             r.start <= r.end && r.end <= self.len,
             "tensor outside the block"
         );
-        // SAFETY: in bounds (asserted); the block is exclusively ours for 'a (`new`
-        // borrows it mutably; `from_raw`'s caller promises it), and the borrow of
-        // `self` keeps two tensors from being handed out at once.
+        // SAFETY: in bounds (asserted); the tensors at `ranges` are exclusively ours for
+        // 'a (`new` borrows the whole block mutably; `from_raw`'s caller promises it for
+        // the ranges), and the borrow of `self` keeps two from being handed out at once.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(r.start), r.len()) }
     }
 }

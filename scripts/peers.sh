@@ -57,10 +57,12 @@ for name in "${configs[@]}"; do
   args=(--data "${data[@]}" "${shape[@]}")
   compile_s=0
   if [ "$policy" = budget ]; then
-    # The plan's compile time, on its own (`recur plan` reads no data).
-    compile_s=$(python3 -c 'import subprocess, sys, time
-t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(time.perf_counter() - t)' target/release/recur plan --vocab 256 --embed "$E" "${shape[@]}")
+    # The plan's compile time, on its own (`recur plan` reads no data): median of 3.
+    compile_s=$(python3 -c 'import statistics, subprocess, sys, time
+def once():
+    t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+print(statistics.median(once() for _ in range(3)))' target/release/recur plan --vocab 256 --embed "$E" "${shape[@]}")
   fi
   for ((r = 0; r < reps; r++)); do
     /usr/bin/time -v target/release/recur train "${args[@]}" --steps "$rsteps" --json --log-every 1 \

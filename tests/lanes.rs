@@ -47,6 +47,11 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 #[test]
 fn two_lanes_equal_one_lane_bit_for_bit() {
+    let table = |c: &Case| recur::layout::Sizes::new(&c.model, &c.train).table;
+    assert!(
+        cases().iter().any(|c| table(c).is_some()),
+        "a case with a table"
+    );
     for c in cases() {
         let (w1, l1) = run(&c, 1);
         let (w2, l2) = run(&c, 2);

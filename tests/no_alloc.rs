@@ -72,6 +72,15 @@ fn training_steps_do_not_allocate() {
             let mut win = Windows::new(data.len(), 8, 45, data.path()).unwrap();
             let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
             assert_eq!(n, 0, "{cell} {kind:?} tokens: {n} allocations in 5 steps");
+            // Layer 0's projection as a table (`Sizes::table`).
+            let small = ModelSpec::language_model(cell, 20, 16, 16, 2).unwrap();
+            assert!(recur::layout::Sizes::new(&small, &tr).table.is_some());
+            let mut trainer = Trainer::new(compile(&small, &tr).unwrap()).unwrap();
+            let table: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 20) as u8).collect();
+            let table = DataFile::Tokens(TokenFile::from_bytes("t20", table).unwrap());
+            let mut win20 = Windows::new(table.len(), 8, 45, table.path()).unwrap();
+            let n = allocations(&mut trainer, |t| t.load_window(&table, &mut win20).unwrap());
+            assert_eq!(n, 0, "{cell} {kind:?} table: {n} allocations in 5 steps");
             // The same on two lanes (the second lane's thread starts with the executor).
             let mut two = tr.clone();
             two.lanes = 2;

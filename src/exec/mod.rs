@@ -291,9 +291,9 @@ impl Executor {
         }
     }
 
-    /// Whether windows run on two lanes: the program has a lane plan and the second
-    /// lane's thread is running (it runs in order while timing instructions, and with
-    /// a data-parallel reduction or a pipeline link).
+    /// Whether windows can run on two lanes: the program has a lane plan and the second
+    /// lane's thread is running. A window still runs in order while instructions are
+    /// timed, and with a data-parallel reduction or a pipeline link.
     pub fn lanes_active(&self) -> bool {
         self.worker.is_some() && self.prog.lanes.is_some()
     }

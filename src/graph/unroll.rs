@@ -159,6 +159,12 @@ pub fn unroll(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> Graph
                 let f = kept[s]
                     .take()
                     .expect("schedule: backward of a kept segment");
+                if carry.is_none() {
+                    if let Some((_, Some(dp))) = u.table {
+                        // Not live through the forward: zeroed where the backward starts.
+                        u.ops.push(Op::ZeroDelta { buf: dp });
+                    }
+                }
                 let carry = carry.get_or_insert_with(|| u.zero_carry());
                 u.backward(&f, carry);
             }
@@ -193,18 +199,15 @@ struct Unroller<'a> {
 }
 
 impl Unroller<'_> {
-    /// Layer 0's projection table at the window's start, and for training its gradient,
-    /// zeroed (`Sizes::table`).
+    /// Layer 0's projection table at the window's start, and for training its gradient
+    /// (`Sizes::table`).
     fn table(&mut self, train: bool) {
         let Some(v) = self.sz.table else { return };
         let elems = v * self.sz.gate_width;
         let p = self.push(BufKind::Table, elems);
         self.ops.push(Op::Table { p });
-        let dp = train.then(|| {
-            let dp = self.push(BufKind::TableGrad, elems);
-            self.ops.push(Op::ZeroDelta { buf: dp });
-            dp
-        });
+        // Its gradient is zeroed where the backward starts (`zero_table_grad`).
+        let dp = train.then(|| self.push(BufKind::TableGrad, elems));
         self.table = Some((p, dp));
     }
 
@@ -214,7 +217,7 @@ impl Unroller<'_> {
             | BufKind::Dropped { .. }
             | BufKind::LayerIn { .. }
             | BufKind::Received { .. } => (Category::SavedActivations, CostClass::MemoryBound),
-            BufKind::Table => (Category::Workspace, CostClass::ComputeBound),
+            BufKind::Table => (Category::SavedActivations, CostClass::ComputeBound),
             BufKind::TableGrad => (Category::Deltas, CostClass::ComputeBound),
             BufKind::Output { .. } => (Category::SavedActivations, CostClass::ComputeBound),
             BufKind::LayerCheckpoint { .. } => (Category::Checkpoints, CostClass::ComputeBound),

@@ -65,8 +65,11 @@ pub struct Sizes {
     /// The vocabulary V when layer 0's input projection is a table: the embedding times
     /// W_ih, [V, G·H], computed once a window, so each step's projection is a gathered
     /// row and its weight gradients are two V-row products at the window's end. Used
-    /// for a token model's layer 0 (one direction, in this program) when the table is
-    /// small (at most 16 MiB) and V at most a quarter of the window's positions.
+    /// for a token model's layer 0 (one direction, in this program) when V is at most a
+    /// quarter of the window's positions and the table with its gradient take at most
+    /// 4 MiB and no more than the window's embedded rows. The same under every policy
+    /// (so policies keep equal bits): under checkpointing the two stay live for the
+    /// whole window, counted by every plan and budget.
     pub table: Option<usize>,
 }
 
@@ -114,11 +117,13 @@ impl Sizes {
                 OptimKind::Sgd => 1,
             },
             table: match model.input {
-                Input::Tokens { vocab, .. }
+                Input::Tokens { vocab, embed }
                     if model.directions() == 1
                         && train.stage.is_none_or(|(first, _)| first == 0)
-                        && vocab * model.gate_width() * 4 <= 16 << 20
-                        && 4 * vocab <= b * train.window =>
+                        && (4 * vocab as u128) <= (b * train.window) as u128
+                        && (2 * vocab * model.gate_width()) as u128 * 4 <= 4 << 20
+                        && (2 * vocab * model.gate_width()) as u128
+                            <= (b * train.window) as u128 * embed as u128 =>
                 {
                     Some(vocab)
                 }

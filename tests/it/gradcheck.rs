@@ -185,7 +185,7 @@ fn token_table_every_cell_and_head() {
     for &cell in CellKind::ALL {
         for head in [HeadKind::Lm, HeadKind::Regress, HeadKind::Classify] {
             let mut s = Shape::new(cell, None, head);
-            (s.window, s.masks, s.resets) = (10, true, true);
+            (s.window, s.masks, s.resets) = (32, true, true);
             let sizes = recur::layout::Sizes::new(&s.model(), &s.train());
             assert!(sizes.table.is_some(), "{s:?}: no table");
             check(s);

@@ -117,7 +117,18 @@ pub fn cases() -> Vec<Case> {
     bidir.bidirectional = true;
     let mut advance = tr(6, 12);
     advance.advance = Some(4);
+    let wide = Input::Tokens {
+        vocab: 40,
+        embed: 16,
+    };
     vec![
+        Case {
+            name: "lstm lm, layer 0's projection as a table",
+            model: spec(wide, CellKind::Lstm, 2, HeadKind::Lm, 40),
+            train: tr(6, 32),
+            data: Data::Tokens,
+            bucket: false,
+        },
         Case {
             name: "gru lm, TBPTT advance 4 of 12",
             model: spec(tokens, CellKind::Gru, 1, HeadKind::Lm, 40),

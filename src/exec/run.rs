@@ -634,7 +634,6 @@ impl<'a> Ctx<'a> {
             // dL/d(table row of each token) += its rows of dL/d(gates).
             let toks = self.tokens_of(l as u32, seg);
             ops::scatter_add_rows(ar.buf(dp), gw, toks, a);
-            add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
         } else {
             let x = self.input_rows(ar, x, seg, l);
             gemm(
@@ -648,8 +647,8 @@ impl<'a> Ctx<'a> {
                 1.0,
                 self.g.get(self.lay.w_ih(l).range()),
             );
-            add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
         }
+        add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
         let saved = ar.bufs::<MAX_SAVED>(saved);
         let io = RecurrentGrads {
             gates: a,

@@ -30,8 +30,10 @@ impl SegFwd {
     /// below's output state.
     fn input(&self, l: usize) -> Input {
         let i = l - self.first;
+        if let (0, Some(p)) = (l, self.table) {
+            return Input::Table(p);
+        }
         match (l, self.x, self.dropped.get(i).copied().flatten()) {
-            (0, _, _) if self.table.is_some() => self.table.map_or(Input::Features, Input::Table),
             (0, Some(x), _) => Input::Embedded(x),
             (0, None, _) => Input::Features,
             (_, _, Some(d)) => Input::Dropped(d),
@@ -206,7 +208,7 @@ impl Unroller<'_> {
         let elems = v * self.sz.gate_width;
         let p = self.push(BufKind::Table, elems);
         self.ops.push(Op::Table { p });
-        // Its gradient is zeroed where the backward starts (`zero_table_grad`).
+        // Its gradient is zeroed where the backward starts (in `unroll`).
         let dp = train.then(|| self.push(BufKind::TableGrad, elems));
         self.table = Some((p, dp));
     }

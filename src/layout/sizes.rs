@@ -117,17 +117,18 @@ impl Sizes {
                 OptimKind::Sgd => 1,
             },
             table: match model.input {
-                Input::Tokens { vocab, embed }
-                    if model.directions() == 1
+                Input::Tokens { vocab, embed } => {
+                    // Elements of the table and its gradient; positions of the window.
+                    let both = 2 * vocab as u128 * model.gate_width() as u128;
+                    let positions = (b * train.window) as u128;
+                    (model.directions() == 1
                         && train.stage.is_none_or(|(first, _)| first == 0)
-                        && (4 * vocab as u128) <= (b * train.window) as u128
-                        && (2 * vocab * model.gate_width()) as u128 * 4 <= 4 << 20
-                        && (2 * vocab * model.gate_width()) as u128
-                            <= (b * train.window) as u128 * embed as u128 =>
-                {
-                    Some(vocab)
+                        && 4 * vocab as u128 <= positions
+                        && both * 4 <= 4 << 20
+                        && both <= positions * embed as u128)
+                        .then_some(vocab)
                 }
-                _ => None,
+                Input::Features { .. } => None,
             },
         }
     }
@@ -272,11 +273,12 @@ impl Sizes {
                 .sum::<usize>();
         if self.directions == 1 {
             // The program's layers (a pipeline stage's), the dropped inputs of those
-            // above layer 0, and its input: the embedded tokens, or what the stage
-            // below sent.
+            // above layer 0, and its input: the embedded tokens (none with a table:
+            // layer 0 gathers its rows), or what the stage below sent.
             let (first, end) = (self.stage.start, self.stage.end);
             let dropped = (first.max(1)..end).len();
             let input = match first {
+                0 if self.table.is_some() => 0,
                 0 => self.embedded_elems(s),
                 _ => self.received_elems(s),
             };

@@ -776,6 +776,15 @@ fn a_signal_stops_after_the_step_and_saves() {
         p,
     );
     wait_for_steps(&p.join("twice"), 3, &mut child);
+    // Step 3 is logged before its snapshot is written, and the flag is read once the
+    // save is done: wait for the snapshot and a little more, so that both signals fall
+    // inside step 4 rather than around step 3's save.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while snapshot::list(&p.join("twice")).last().map(|s| s.0) < Some(3) {
+        assert!(Instant::now() < deadline, "no snapshot of step 3");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(60));
     let before = snapshot::list(&p.join("twice")).len();
     signal(child.id(), "INT");
     // The first is handled (the flag set) well within a step of a quarter second or

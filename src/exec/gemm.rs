@@ -277,9 +277,94 @@ fn cblas(
 }
 
 extern "C" {
+    fn openblas_get_corename() -> *const std::os::raw::c_char;
     fn openblas_set_num_threads(n: std::os::raw::c_int);
     #[cfg_attr(feature = "blis", allow(dead_code))]
     fn openblas_get_num_threads() -> std::os::raw::c_int;
+}
+
+/// The kernels OpenBLAS chose for this CPU (`Haswell`, `SkylakeX`, …): with a
+/// `DYNAMIC_ARCH` build, at start-up from the CPU or from `OPENBLAS_CORETYPE`.
+pub fn core() -> String {
+    // SAFETY: OpenBLAS returns a static NUL-terminated name.
+    let p = unsafe { openblas_get_corename() };
+    if p.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: non-null, NUL-terminated, static.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The BLAS GEMMs run on, its kernels and threads: `OpenBLAS SkylakeX, 2 threads`.
+pub fn describe() -> String {
+    let t = threads();
+    let name = if cfg!(feature = "blis") {
+        "BLIS".to_string()
+    } else {
+        format!("OpenBLAS {}", core())
+    };
+    format!("{name}, {t} thread{}", if t == 1 { "" } else { "s" })
+}
+
+/// Kernels better than OpenBLAS's own choice, when it fell back to older ones than the
+/// CPU runs: an OpenBLAS older than the CPU (0.3.21 takes a Sapphire or Emerald Rapids
+/// Xeon for a Prescott, whose SSE3 kernels run a step ~2.3× slower than its AVX-512
+/// ones). `None` when `OPENBLAS_CORETYPE` is set (the user's choice stands) or the
+/// choice already fits. It takes effect only in a process started with
+/// `OPENBLAS_CORETYPE` set to it, as OpenBLAS reads it once, when loaded: `recur`
+/// starts itself anew so; a program embedding the library can do the same.
+pub fn better_core() -> Option<&'static str> {
+    if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+        return None;
+    }
+    better_for(cpu_level(), &core())
+}
+
+/// Vector instructions: 0 none that matter, 1 AVX, 2 AVX2 with FMA, 3 AVX-512 (F, BW,
+/// VL, DQ: what OpenBLAS's SkylakeX kernels use).
+fn cpu_level() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
+            3
+        } else if has!("avx2") && has!("fma") {
+            2
+        } else if has!("avx") {
+            1
+        } else {
+            0
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// The level of instructions an OpenBLAS x86-64 core's kernels use; `None` for a core
+/// of another architecture or unknown (nothing is suggested then).
+fn core_level(core: &str) -> Option<u8> {
+    Some(match core.to_ascii_lowercase().as_str() {
+        "skylakex" | "cooperlake" | "sapphirerapids" => 3,
+        "haswell" | "zen" => 2,
+        "sandybridge" | "bulldozer" | "piledriver" | "steamroller" | "excavator" => 1,
+        "prescott" | "core2" | "penryn" | "dunnington" | "nehalem" | "atom" | "nano" | "katmai"
+        | "coppermine" | "northwood" | "banias" | "athlon" | "opteron" | "opteron_sse3"
+        | "barcelona" | "bobcat" => 0,
+        _ => return None,
+    })
+}
+
+/// The core to ask for on a CPU of `cpu` level when OpenBLAS chose `core`.
+fn better_for(cpu: u8, core: &str) -> Option<&'static str> {
+    let have = core_level(core)?;
+    let best = match cpu {
+        3 => "SkylakeX",
+        2 => "Haswell",
+        _ => return None,
+    };
+    (cpu > have).then_some(best)
 }
 
 /// Sets the threads OpenBLAS runs each GEMM on (what `OPENBLAS_NUM_THREADS` sets at
@@ -414,6 +499,29 @@ mod tests {
     /// it by rows or columns (BLIS never splits the inner dimension): the shapes of a
     /// training step, one thread against two, whole against halves. OpenBLAS gives
     /// other bits in each case. `cargo test --release --features blis --lib blis_bits`.
+    /// Generic kernels on a CPU with more are upgraded to the best the CPU runs; a
+    /// choice that fits, or a core of another architecture, is left alone.
+    #[test]
+    fn better_cores() {
+        assert_eq!(better_for(3, "Prescott"), Some("SkylakeX"));
+        assert_eq!(better_for(3, "Haswell"), Some("SkylakeX"));
+        assert_eq!(better_for(2, "Nehalem"), Some("Haswell"));
+        assert_eq!(better_for(2, "SandyBridge"), Some("Haswell"));
+        assert_eq!(better_for(3, "SkylakeX"), None);
+        assert_eq!(better_for(3, "Cooperlake"), None);
+        assert_eq!(better_for(2, "Zen"), None);
+        assert_eq!(better_for(2, "Haswell"), None);
+        assert_eq!(better_for(1, "Prescott"), None);
+        assert_eq!(better_for(3, "NEOVERSEN1"), None);
+        let core = core();
+        assert!(!core.is_empty() && core != "unknown", "{core}");
+        if std::env::var_os("OPENBLAS_CORETYPE").is_none() {
+            assert_eq!(better_core(), better_for(cpu_level(), &core));
+        } else {
+            assert_eq!(better_core(), None);
+        }
+    }
+
     #[cfg(feature = "blis")]
     #[test]
     fn blis_bits_do_not_depend_on_threads_or_splits() {

@@ -204,10 +204,7 @@ impl Profile {
                 t.clip.map_or("none".into(), |c| c.to_string()),
             ),
             ("seed".to_string(), t.seed.to_string()),
-            (
-                "OpenBLAS threads".to_string(),
-                crate::exec::gemm::threads().to_string(),
-            ),
+            ("BLAS".to_string(), crate::exec::gemm::describe()),
         ];
         Ok(Profile {
             name: name.to_string(),

@@ -149,6 +149,9 @@ pub struct Summary {
     pub policy: String,
     /// Forward steps executed ÷ T.
     pub recompute_factor: f64,
+    /// The BLAS and the kernels it runs (`OpenBLAS SkylakeX`), and its threads per
+    /// GEMM.
+    pub blas: String,
     /// Resident bytes after the data was opened and the BLAS runtime set up, before
     /// compile, when measured (`recur train --report-rss`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -607,6 +610,7 @@ pub fn fit_from(
         valid_total_bytes,
         policy: p.policy.to_string(),
         recompute_factor: p.recompute_factor,
+        blas: crate::exec::gemm::describe(),
         rss_before_compile_bytes: None,
         peak_rss_bytes: None,
         ranks: None,

@@ -77,3 +77,47 @@ fn cblas_sgemm_resolves_into_libopenblas() {
         "cblas_sgemm at {addr:#x} is in: {owner}"
     );
 }
+
+/// `recur` runs the best kernels OpenBLAS has for the CPU when OpenBLAS's own choice is
+/// older (it starts itself anew with `OPENBLAS_CORETYPE` set), and leaves a core the
+/// user set as it is; its summary says which.
+#[test]
+fn recur_runs_the_cpus_kernels_or_the_users() {
+    use recur::exec::gemm::{better_core, core};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.txt"), "abcabcabd ".repeat(40)).unwrap();
+    let blas_of = |set: Option<&str>| -> String {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
+        cmd.args([
+            "train", "--data", "t.txt", "--hidden", "8", "--embed", "4", "--batch", "2",
+            "--window", "8", "--steps", "1", "--json", "--quiet",
+        ])
+        .current_dir(dir.path());
+        match set {
+            Some(c) => cmd.env("OPENBLAS_CORETYPE", c),
+            None => cmd.env_remove("OPENBLAS_CORETYPE"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let summary = text.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(summary).unwrap();
+        v["blas"].as_str().unwrap_or_default().to_string()
+    };
+    // The user's choice stands, even where a better one exists.
+    assert!(blas_of(Some("Haswell")).starts_with("OpenBLAS Haswell,"));
+    // Unset: the better core where OpenBLAS chose worse, else OpenBLAS's own (this
+    // process's choice when it was started without the variable too).
+    if std::env::var_os("OPENBLAS_CORETYPE").is_none() {
+        let want = better_core().map_or_else(core, str::to_string);
+        let got = blas_of(None);
+        assert!(
+            got.starts_with(&format!("OpenBLAS {want},")),
+            "{got} (want {want})"
+        );
+    }
+}

@@ -286,31 +286,17 @@ pub(super) fn clap_line(msg: &str) -> String {
     line
 }
 
-/// Where OpenBLAS chose older kernels than the CPU runs (`gemm::better_core`), starts
-/// this program anew, same arguments and process, with `OPENBLAS_CORETYPE` set to the
-/// better ones: OpenBLAS reads it only when loaded. `OPENBLAS_CORETYPE` set by the user
-/// is left as it is (and is what stops a second start).
+/// Where OpenBLAS chose older kernels than the CPU runs, starts this program anew
+/// with the better ones (`gemm::restart_with_better_core`); says so if that failed.
 fn best_blas_kernels() {
-    use std::os::unix::process::CommandExt;
-    let Some(core) = crate::exec::gemm::better_core() else {
-        return;
-    };
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    let err = std::process::Command::new(&exe)
-        .arg0(arg0)
-        .args(args)
-        .env("OPENBLAS_CORETYPE", core)
-        .exec();
-    // Only reached if the start failed: go on with OpenBLAS's own choice.
-    warn(&format!(
-        "OpenBLAS runs its {} kernels on a CPU that runs {core}'s, and starting anew with \
-         OPENBLAS_CORETYPE={core} failed ({err}): set it before starting, for about twice the speed",
-        crate::exec::gemm::core()
-    ));
+    if let Some((core, err)) = crate::exec::gemm::restart_with_better_core() {
+        warn(&format!(
+            "OpenBLAS runs its {} kernels on a CPU that runs {core}'s, and starting anew with \
+             OPENBLAS_CORETYPE={core} failed ({err}): set it before starting, for about twice \
+             the speed",
+            crate::exec::gemm::core()
+        ));
+    }
 }
 
 /// `--threads`: OpenBLAS's threads for the GEMMs.

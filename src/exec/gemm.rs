@@ -313,13 +313,35 @@ pub fn describe() -> String {
 /// Xeon for a Prescott, whose SSE3 kernels run a step ~2.3× slower than its AVX-512
 /// ones). `None` when `OPENBLAS_CORETYPE` is set (the user's choice stands) or the
 /// choice already fits. It takes effect only in a process started with
-/// `OPENBLAS_CORETYPE` set to it, as OpenBLAS reads it once, when loaded: `recur`
-/// starts itself anew so; a program embedding the library can do the same.
+/// `OPENBLAS_CORETYPE` set to it, as OpenBLAS reads it once, when loaded:
+/// `restart_with_better_core` starts the program anew so.
 pub fn better_core() -> Option<&'static str> {
     if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
         return None;
     }
     better_for(cpu_level(), &core())
+}
+
+/// Where `better_core` names better kernels, starts this program anew, same arguments
+/// and process (`exec`), with `OPENBLAS_CORETYPE` set to them: call it first thing in
+/// `main`, before any thread or file is opened. Returns only if nothing better exists
+/// (`None`) or the start failed (the core and why). A value the user set stands, and is
+/// what stops a second start.
+pub fn restart_with_better_core() -> Option<(&'static str, std::io::Error)> {
+    use std::os::unix::process::CommandExt;
+    let core = better_core()?;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return Some((core, e)),
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    let err = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env("OPENBLAS_CORETYPE", core)
+        .exec();
+    Some((core, err))
 }
 
 /// Vector instructions: 0 none that matter, 1 AVX, 2 AVX2 with FMA, 3 AVX-512 (F, BW,

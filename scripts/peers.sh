@@ -7,7 +7,8 @@
 #   B     LSTM LM  B32 E128 H512 L2 T1000, keep every activation
 #   GRU   A's sizes with the GRU (PyTorch: nn.GRU)
 #   D     LSTM LM  B16 E64  H256 L1 T100000, exact BPTT: recur in a 64 MiB budget,
-#         PyTorch with torch.utils.checkpoint over chunks of ceil(sqrt(T)) steps
+#         PyTorch with torch.utils.checkpoint over chunks of ceil(sqrt(T)) steps, each
+#         chunk's embedding, cell, head and loss inside its checkpoint
 #   A64   A at T = 64
 #   GRUF  the GRU on 64 f32 features per step (regression on the next row)
 #

@@ -8,8 +8,12 @@ Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [po
             step straight into the cell -> nn.Linear(H, N), nn.MSELoss against the next
             row
   policy    none (default): keep every activation; sqrt: torch.utils.checkpoint over
-            chunks of ceil(sqrt(T)) steps (the cell is recomputed per chunk in
-            backward; the head runs on the whole window outside the checkpoints)
+            chunks of ceil(sqrt(T)) steps, each chunk's embedding, cell, head and loss
+            inside its checkpoint (only the chunk's tokens and entry state are kept;
+            the chunk is recomputed in backward), as recur's checkpointing does;
+            sqrt-cells: the cell alone checkpointed per chunk, the embedding and head
+            run over the whole window outside (what this script did before: T·B·V
+            logits live)
   warmup    untimed steps first (default 1)
 
 Prints one JSON line: median step seconds over `steps` steps after the warm-up steps,
@@ -45,8 +49,35 @@ class Model(torch.nn.Module):
         self.rnn = rnn(N or E, H, num_layers=L)
         self.fc = torch.nn.Linear(H, N or V)
 
+    def chunk(self, inputs, targets, *state):
+        """The summed loss of one chunk, and its exit state: all of it recomputed in
+        backward under the sqrt policy."""
+        x = self.embedding(inputs) if N == 0 else inputs
+        out, st = self.rnn(x, state if CELL == "lstm" else state[0])
+        y = self.fc(out)
+        if N == 0:
+            loss = torch.nn.functional.cross_entropy(
+                y.reshape(-1, V), targets.reshape(-1), reduction="sum")
+        else:
+            loss = torch.nn.functional.mse_loss(y, targets, reduction="sum")
+        return (loss,) + (tuple(st) if CELL == "lstm" else (st,))
+
+    def checkpointed(self, data, state):
+        """The window's mean loss and exit state, one checkpoint per chunk."""
+        chunk = math.ceil(math.sqrt(T))
+        st = tuple(state) if CELL == "lstm" else (state,)
+        total = 0.0
+        for s in range(0, T, chunk):
+            e = min(s + chunk, T)
+            res = torch.utils.checkpoint.checkpoint(
+                self.chunk, data[s:e], data[s + 1:e + 1], *st, use_reentrant=False)
+            total = total + res[0]
+            st = res[1:]
+        count = T * B * (N or 1)
+        return total / count, (st if CELL == "lstm" else st[0])
+
     def cells(self, x, state):
-        if POLICY == "none":
+        if POLICY != "sqrt-cells":
             return self.rnn(x, state)
         chunk = math.ceil(math.sqrt(T))
         outs = []
@@ -82,12 +113,16 @@ state = zero_state()
 times = []
 for i in range(steps + WARMUP):
     t0 = time.perf_counter()
-    out, state = model(data[:-1], state)
-    state = detach(state)
-    if N == 0:
-        loss = torch.nn.functional.cross_entropy(out.reshape(T * B, V), data[1:].reshape(T * B))
+    if POLICY == "sqrt":
+        loss, state = model.checkpointed(data, state)
+        state = detach(state)
     else:
-        loss = torch.nn.functional.mse_loss(out, data[1:])
+        out, state = model(data[:-1], state)
+        state = detach(state)
+        if N == 0:
+            loss = torch.nn.functional.cross_entropy(out.reshape(T * B, V), data[1:].reshape(T * B))
+        else:
+            loss = torch.nn.functional.mse_loss(out, data[1:])
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -10,6 +10,7 @@ pub mod gemm;
 mod lanes;
 pub mod memory;
 pub mod ops;
+pub mod packed;
 pub mod profile;
 mod run;
 

@@ -1,0 +1,360 @@
+//! Products with a weight packed once: `C[m×n] = A[m×k] · op(W) + β·C` where `op(W)`
+//! (`k × n`) is copied, before a window's first product, into panels of [`NR`] columns
+//! that the AVX-512 kernel streams in order. It is meant for the per-step recurrent
+//! products of a window (`m` = the batch, one call per time step with the same weight),
+//! where a BLAS packs the whole weight again at every call: OpenBLAS 0.3.21 runs
+//! `32 × 2048 × 512` at ~83 GFLOP/s on one Xeon core (~135 on two), this kernel at ~130
+//! on one (docs/PERFORMANCE.md, "A packed weight for the per-step products").
+//!
+//! Every element of C is the sum over `k` in order, one fused multiply-add at a time from
+//! zero, then `β·C` added by one more: so its bits do not depend on how the panels are
+//! shared between threads, and the portable path (`f32::mul_add`, the same fused
+//! operation) gives the same bits as the vector one.
+//!
+//! Not yet used by the executor: wiring it in (a packed copy of each recurrent weight,
+//! counted by the plan, repacked after every update) is the next step.
+
+use super::gemm::{Mat, Tr};
+
+/// Columns of one panel: two 16-lane vectors.
+pub const NR: usize = 32;
+/// Rows of C one kernel call computes at most (16 accumulators).
+const MR: usize = 8;
+
+/// A weight packed for `A · op(W)`: `op(W)` is `k × n`, stored as ⌈n / NR⌉ panels of
+/// `k` rows of `NR` columns (the last panel's missing columns zero).
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// Room for a `k × n` operand.
+    pub fn new(k: usize, n: usize) -> Self {
+        Packed {
+            k,
+            n,
+            data: vec![0.0; Self::elems(k, n)],
+        }
+    }
+
+    /// Elements a packed `k × n` operand takes (what a plan would count).
+    pub fn elems(k: usize, n: usize) -> usize {
+        n.div_ceil(NR) * k * NR
+    }
+
+    /// Panels of the packed operand.
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// Copies `op(w)` in: `w` stored `k × n` (`Tr::N`) or `n × k` (`Tr::T`), rows `w.ld`
+    /// apart.
+    pub fn pack(&mut self, w: Mat<'_>) {
+        let (k, n) = (self.k, self.n);
+        for p in 0..self.panels() {
+            let panel = &mut self.data[p * k * NR..(p + 1) * k * NR];
+            let cols = (n - p * NR).min(NR);
+            for kk in 0..k {
+                let row = &mut panel[kk * NR..(kk + 1) * NR];
+                for (j, out) in row.iter_mut().enumerate() {
+                    let col = p * NR + j;
+                    *out = match (j < cols, w.tr) {
+                        (false, _) => 0.0,
+                        (true, Tr::N) => w.data[kk * w.ld + col],
+                        (true, Tr::T) => w.data[col * w.ld + kk],
+                    };
+                }
+            }
+        }
+    }
+
+    /// Whether this CPU runs the vector kernel (AVX-512F); otherwise `mul` takes the
+    /// portable path, correct but slow.
+    pub fn fast() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// `C[m × n] = A[m × k] · op(W) + β·C` over the columns of `panels` (all of them:
+    /// `0..self.panels()`); A row-major with rows `lda` apart, C with rows `ldc` apart.
+    /// With β = 0, C is not read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        // SAFETY: `c` is borrowed whole for the call.
+        unsafe { self.mul_shared(m, a, lda, beta, c.as_mut_ptr(), c.len(), ldc, panels) }
+    }
+
+    /// `mul` on a C that other threads write at the same time, in other panels' columns.
+    ///
+    /// # Safety
+    /// `c` points to `c_len` elements; while the call runs, nothing else reads or writes
+    /// the columns `panels` covers in the `m` rows of C.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mul_shared(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        beta: f32,
+        c: *mut f32,
+        c_len: usize,
+        ldc: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        assert!(panels.end <= self.panels() && lda >= k && ldc >= n);
+        assert!(m == 0 || (a.len() >= (m - 1) * lda + k && c_len >= (m - 1) * ldc + n));
+        #[cfg(target_arch = "x86_64")]
+        if Self::fast() {
+            // SAFETY: AVX-512F is present; the bounds were asserted above.
+            unsafe { self.mul_avx512(m, a, lda, beta, c, ldc, panels) };
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { self.mul_portable(m, a, lda, beta, c, ldc, panels) };
+    }
+
+    /// The same sums, one element at a time.
+    ///
+    /// SAFETY (caller): the bounds `mul_shared` asserts.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn mul_portable(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for p in panels {
+            let panel = &self.data[p * k * NR..(p + 1) * k * NR];
+            let cols = (n - p * NR).min(NR);
+            for i in 0..m {
+                for j in 0..cols {
+                    let mut acc = 0.0f32;
+                    for kk in 0..k {
+                        acc = a[i * lda + kk].mul_add(panel[kk * NR + j], acc);
+                    }
+                    // SAFETY: in bounds (the caller's).
+                    let out = unsafe { &mut *c.add(i * ldc + p * NR + j) };
+                    *out = store(acc, beta, *out);
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn mul_avx512(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for p in panels {
+            let panel = self.data.as_ptr().add(p * k * NR);
+            let cols = (n - p * NR).min(NR);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                let a0 = a.as_ptr().add(i * lda);
+                let c0 = c.add(i * ldc + p * NR);
+                match rows {
+                    8 => block::<8>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    7 => block::<7>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    6 => block::<6>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    5 => block::<5>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    4 => block::<4>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    3 => block::<3>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    2 => block::<2>(k, a0, lda, panel, beta, c0, ldc, cols),
+                    _ => block::<1>(k, a0, lda, panel, beta, c0, ldc, cols),
+                }
+                i += rows;
+            }
+        }
+    }
+}
+
+/// The result of one element: the sum, plus β·C (fused) unless β = 0.
+fn store(acc: f32, beta: f32, c: f32) -> f32 {
+    if beta == 0.0 {
+        acc
+    } else {
+        beta.mul_add(c, acc)
+    }
+}
+
+/// R rows of C over one panel: 2·R accumulators, each `k` fused multiply-adds in order.
+///
+/// SAFETY (caller): AVX-512F; `a` holds R rows of `k` (`lda` apart), `panel` `k × NR`,
+/// `c` R rows of `cols ≤ NR` (`ldc` apart).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn block<const R: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        let b0 = _mm512_loadu_ps(panel.add(kk * NR));
+        let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(r * lda + kk));
+            acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+        }
+    }
+    let vb = _mm512_set1_ps(beta);
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, &v) in acc.iter().enumerate() {
+            let lo = h * 16;
+            if lo >= cols {
+                break;
+            }
+            let live = (cols - lo).min(16);
+            let mask: __mmask16 = if live == 16 {
+                0xffff
+            } else {
+                (1u16 << live) - 1
+            };
+            let at = c.add(r * ldc + lo);
+            let out = if beta == 0.0 {
+                v
+            } else {
+                _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, at), v)
+            };
+            _mm512_mask_storeu_ps(at, mask, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 1.6e7 - 0.5)
+            .collect()
+    }
+
+    /// Against an f64 product; the vector path's bits equal the portable path's, and
+    /// sharing the panels out in any split gives the same bits. Shapes with partial
+    /// panels and partial row blocks, both orientations, β of 0, 1 and another, and a
+    /// C with NaN where β = 0 must not read it.
+    #[test]
+    fn packed_products_are_exact_and_split_free() {
+        for &(m, n, k) in &[
+            (32, 2048, 64),
+            (5, 37, 9),
+            (16, 96, 300),
+            (9, 33, 1),
+            (1, 64, 17),
+        ] {
+            for tr in [Tr::N, Tr::T] {
+                let (a, w) = (fill(m * k, 1), fill(k * n, 2));
+                let wm = match tr {
+                    Tr::N => Mat::n(&w, n),
+                    Tr::T => Mat::t(&w, k),
+                };
+                let mut p = Packed::new(k, n);
+                p.pack(wm);
+                let op = |kk: usize, j: usize| match tr {
+                    Tr::N => w[kk * n + j],
+                    Tr::T => w[j * k + kk],
+                };
+                for beta in [0.0f32, 1.0, -0.5] {
+                    let c0: Vec<f32> = if beta == 0.0 {
+                        vec![f32::NAN; m * n]
+                    } else {
+                        fill(m * n, 3)
+                    };
+                    let mut fast = c0.clone();
+                    p.mul(m, &a, k, beta, &mut fast, n, 0..p.panels());
+                    let mut slow = c0.clone();
+                    // SAFETY: the bounds hold (the same call as `mul`'s above).
+                    unsafe { p.mul_portable(m, &a, k, beta, slow.as_mut_ptr(), n, 0..p.panels()) };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&fast), bits(&slow), "{m}×{n}×{k} {tr:?} β {beta}");
+                    let mut split = c0.clone();
+                    let cut = p.panels() / 2;
+                    p.mul(m, &a, k, beta, &mut split, n, cut..p.panels());
+                    p.mul(m, &a, k, beta, &mut split, n, 0..cut);
+                    assert_eq!(bits(&split), bits(&fast));
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut want: f64 = (0..k)
+                                .map(|kk| a[i * k + kk] as f64 * op(kk, j) as f64)
+                                .sum();
+                            if beta != 0.0 {
+                                want += beta as f64 * c0[i * n + j] as f64;
+                            }
+                            let got = fast[i * n + j] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(),
+                                "{m}×{n}×{k} {tr:?} β {beta} [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows of A and C apart by more than their length (a slice of a wider matrix).
+    #[test]
+    fn strided_operands() {
+        let (m, n, k, lda, ldc) = (6, 40, 20, 27, 45);
+        let (a, w) = (fill(m * lda, 4), fill(k * n, 5));
+        let mut p = Packed::new(k, n);
+        p.pack(Mat::n(&w, n));
+        let mut c = vec![7.0f32; m * ldc];
+        p.mul(m, &a, lda, 0.0, &mut c, ldc, 0..p.panels());
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, 7.0, "column {j} outside C was written");
+                    continue;
+                }
+                let want: f64 = (0..k)
+                    .map(|kk| a[i * lda + kk] as f64 * w[kk * n + j] as f64)
+                    .sum();
+                assert!((got as f64 - want).abs() < 1e-5, "[{i},{j}]");
+            }
+        }
+    }
+}

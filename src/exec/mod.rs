@@ -100,6 +100,9 @@ pub struct Executor {
     op_times: Option<profile::OpTimes>,
     /// The second lane's thread, when the program runs on two (`plan::lanes`).
     worker: Option<lanes::Worker>,
+    /// The recurrent weights packed for the per-step products, renewed at the start
+    /// of every window (`packed`).
+    packs: packed::PackSet,
 }
 
 /// The gradient group (`dist::Group`) an op writes, if any.
@@ -243,6 +246,7 @@ impl Executor {
         };
         Executor {
             worker,
+            packs: packed::PackSet::new(&prog.params),
             op_times: None,
             op_ready: ready_points(&prog),
             rows,
@@ -493,7 +497,9 @@ impl Executor {
         }
         let any_reset_rev = self.reset_rev.iter().any(|&f| f != 0);
         let mut acc = [Acc::default()];
+        self.packs.pack(self.params.as_slice());
         let mut cx = Ctx {
+            packs: &self.packs,
             sz,
             lay: &self.prog.params,
             cell: self.cell,

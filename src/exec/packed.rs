@@ -11,10 +11,14 @@
 //! shared between threads, and the portable path (`f32::mul_add`, the same fused
 //! operation) gives the same bits as the vector one.
 //!
-//! Not yet used by the executor: wiring it in (a packed copy of each recurrent weight,
-//! counted by the plan, repacked after every update) is the next step.
+//! The executor packs each recurrent weight (every cell's `weight_hh`) in both
+//! orientations before each window (`PackSet`): the forward's `h·W_hhᵀ` and the
+//! backward's `dG·W_hh` then find their weight here, through the cells' `MatMul` seam;
+//! every other product goes to the BLAS. The plan counts the copies
+//! (`Category::PackedWeights`).
 
 use super::gemm::{Mat, Tr};
+use crate::layout::ParamLayout;
 
 /// Columns of one panel: two 16-lane vectors.
 pub const NR: usize = 32;
@@ -197,6 +201,101 @@ impl Packed {
                 i += rows;
             }
         }
+    }
+}
+
+/// The recurrent weights of a model's per-step products: each virtual layer's
+/// `weight_hh` (`[rows, cols]` at an element offset of the parameter block). A product
+/// with a block of one (the multi-lag unit's per-lag backward) goes to the BLAS.
+fn recurrent_weights(params: &ParamLayout) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    params.tensors.iter().filter_map(|t| {
+        let whole = t.name.contains(".weight_hh_l");
+        match (whole, t.shape.as_slice()) {
+            (true, &[rows, cols]) => Some((t.offset, rows, cols)),
+            _ => None,
+        }
+    })
+}
+
+/// Elements of every packed copy a model's executor holds: each recurrent weight in
+/// both orientations (what the plan counts as `Category::PackedWeights`).
+pub fn packed_elems(params: &ParamLayout) -> usize {
+    recurrent_weights(params)
+        .map(|(_, rows, cols)| Packed::elems(cols, rows) + Packed::elems(rows, cols))
+        .sum()
+}
+
+/// One packed copy: of the weight at `offset` in the parameter block, as `op(W)`.
+#[derive(Debug)]
+struct Entry {
+    offset: usize,
+    /// The weight's stored row length.
+    ld: usize,
+    tr: Tr,
+    packed: Packed,
+}
+
+/// The packed copies of a model's recurrent weights, found by the address of the
+/// operand a product is called with.
+#[derive(Debug, Default)]
+pub struct PackSet {
+    entries: Vec<Entry>,
+    /// Address of the parameter block last packed from.
+    base: usize,
+}
+
+impl PackSet {
+    /// Room for every recurrent weight of `params`, in both orientations.
+    pub fn new(params: &ParamLayout) -> Self {
+        let mut entries = Vec::new();
+        for (offset, rows, cols) in recurrent_weights(params) {
+            // The forward's op(W) = Wᵀ: k = cols, n = rows; the backward's W: k = rows.
+            for (tr, k, n) in [(Tr::T, cols, rows), (Tr::N, rows, cols)] {
+                entries.push(Entry {
+                    offset,
+                    ld: cols,
+                    tr,
+                    packed: Packed::new(k, n),
+                });
+            }
+        }
+        PackSet { entries, base: 0 }
+    }
+
+    /// Elements held.
+    pub fn elems(&self) -> usize {
+        self.entries.iter().map(|e| e.packed.data.len()).sum()
+    }
+
+    /// Packs every weight from the parameter block `params` (before a window: the
+    /// weights change at every update).
+    pub fn pack(&mut self, params: &[f32]) {
+        self.base = params.as_ptr() as usize;
+        for e in &mut self.entries {
+            let (k, n) = (e.packed.k, e.packed.n);
+            let w = &params[e.offset..e.offset + k * n];
+            e.packed.pack(Mat {
+                data: w,
+                ld: e.ld,
+                tr: e.tr,
+            });
+        }
+    }
+
+    /// The packed copy of `b` when it is one of the weights, whole, as `op(b)` of `k ×
+    /// n`.
+    pub fn find(&self, b: &Mat<'_>, k: usize, n: usize) -> Option<&Packed> {
+        let at = b.data.as_ptr() as usize;
+        self.entries
+            .iter()
+            .find(|e| {
+                at == self.base + e.offset * 4
+                    && e.tr == b.tr
+                    && e.ld == b.ld
+                    && e.packed.k == k
+                    && e.packed.n == n
+            })
+            .map(|e| &e.packed)
     }
 }
 

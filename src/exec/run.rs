@@ -5,6 +5,7 @@
 
 use super::gemm::{self, gemm, Tr};
 use super::ops;
+use super::packed::PackSet;
 use crate::cell::{
     add_assign, add_col_sums, Backward, Cell, Dims, Forward, Mat, MatMul, Params, ParamsMut,
     RecurrentGrads, MAX_SAVED, MAX_STATES,
@@ -50,10 +51,11 @@ impl Arena<'_> {
     }
 }
 
-/// Products through the one BLAS gateway, for the cells' kernels.
-pub(super) struct Blas;
+/// Products for the cells' kernels: a recurrent weight's per-step product from its
+/// packed copy (`packed::PackSet`), every other through the one BLAS gateway.
+pub(super) struct Blas<'a>(pub(super) &'a PackSet);
 
-impl MatMul for Blas {
+impl MatMul for Blas<'_> {
     fn mm(
         &self,
         m: usize,
@@ -65,6 +67,12 @@ impl MatMul for Blas {
         c: &mut [f32],
         c_ld: usize,
     ) {
+        if a.tr == Tr::N {
+            if let Some(p) = self.0.find(&b, k, n) {
+                p.mul(m, a.data, a.ld, beta, c, c_ld, 0..p.panels());
+                return;
+            }
+        }
         gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
     }
 }
@@ -133,6 +141,8 @@ pub(super) struct Acc {
 }
 
 pub(super) struct Ctx<'a> {
+    /// The recurrent weights' packed copies, packed for this window.
+    pub(super) packs: &'a PackSet,
     pub(super) sz: &'a Sizes,
     pub(super) lay: &'a ParamLayout,
     pub(super) cell: &'static dyn Cell,
@@ -412,7 +422,7 @@ impl<'a> Ctx<'a> {
                     reset: self.reset_of(layer, seg),
                 };
                 let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
-                self.cell.forward(self.dims(seg), &w, io, &Blas);
+                self.cell.forward(self.dims(seg), &w, io, &Blas(self.packs));
             }
             Op::Head { seg, h, out, dh } => self.head(ar, seg, h, out, dh),
             Op::HeadEval { seg, h, out } => self.head_eval(ar, seg, h, out),
@@ -442,7 +452,7 @@ impl<'a> Ctx<'a> {
                     grads,
                 };
                 let w = Params::new(self.p, ranges);
-                self.cell.backward(d, &w, io, &Blas);
+                self.cell.backward(d, &w, io, &Blas(self.packs));
             }
             Op::WeightGrad {
                 layer,
@@ -658,7 +668,7 @@ impl<'a> Ctx<'a> {
         };
         let d = self.dims(seg);
         let mut g = self.layer_grads(l);
-        self.cell.recurrent_grads(d, io, &mut g, &Blas);
+        self.cell.recurrent_grads(d, io, &mut g, &Blas(self.packs));
     }
 
     /// The head of a segment, forward only: outputs (the window's last step's kept),

@@ -21,6 +21,9 @@ use serde::Serialize;
 pub enum Category {
     /// Model parameters (persistent).
     Parameters,
+    /// Copies of the recurrent weights packed for the per-step products, renewed every
+    /// window (persistent; `exec::packed`).
+    PackedWeights,
     /// Their gradients (persistent).
     Gradients,
     /// Optimiser state: Adam's two moments, SGD's momentum (persistent).
@@ -47,8 +50,9 @@ pub enum Category {
 
 impl Category {
     /// Every category, in report order.
-    pub const ALL: [Category; 11] = [
+    pub const ALL: [Category; 12] = [
         Category::Parameters,
+        Category::PackedWeights,
         Category::Gradients,
         Category::OptimizerState,
         Category::CarriedState,
@@ -66,6 +70,7 @@ impl Category {
         matches!(
             self,
             Category::Parameters
+                | Category::PackedWeights
                 | Category::Gradients
                 | Category::OptimizerState
                 | Category::CarriedState
@@ -79,6 +84,7 @@ impl Category {
     pub fn name(self) -> &'static str {
         match self {
             Category::Parameters => "parameters",
+            Category::PackedWeights => "packed_weights",
             Category::Gradients => "gradients",
             Category::OptimizerState => "optimizer_state",
             Category::CarriedState => "carried_state",

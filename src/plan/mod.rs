@@ -389,6 +389,10 @@ fn persistent_bytes(sz: &Sizes, params: &ParamLayout, eval: bool) -> Vec<(Catego
     let outputs = if eval { sz.batch * sz.outputs * 4 } else { 0 };
     vec![
         (Category::Parameters, p),
+        (
+            Category::PackedWeights,
+            crate::exec::packed::packed_elems(params) as u64 * 4,
+        ),
         (Category::Gradients, train * p),
         (Category::OptimizerState, train * sz.moments as u64 * p),
         // The state entering the window and the one leaving it (double-buffered, so a

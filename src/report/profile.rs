@@ -338,8 +338,9 @@ impl ProfileFile {
 }
 
 /// Colours of the categories, in `Category::ALL` order.
-const COLOURS: [RGBColor; 11] = [
+const COLOURS: [RGBColor; 12] = [
     RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x39, 0x3b, 0x79),
     RGBColor(0xae, 0xc7, 0xe8),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0xff, 0xbb, 0x78),

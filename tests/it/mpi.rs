@@ -20,6 +20,8 @@ fn spawn_mpirun(args: &[&str], dir: &Path, stdout: Stdio, stderr: Stdio) -> Chil
         .args(["--allow-run-as-root", "--oversubscribe"])
         .args(args)
         .env("OPENBLAS_NUM_THREADS", "1")
+        // The kernels of this test process, whose runs the ranks' results are held to.
+        .env("OPENBLAS_CORETYPE", recur::exec::gemm::core())
         .current_dir(dir)
         .stdout(stdout)
         .stderr(stderr)

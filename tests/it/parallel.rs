@@ -196,7 +196,7 @@ fn buckets_start_when_their_gradients_are_final() {
 fn a_binary_without_mpi_refuses_to_be_one_of_several_ranks() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.txt"), "abc".repeat(400)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+    let out = crate::util::bin()
         .args(["train", "--data", "t.txt", "--steps", "1", "--batch", "2"])
         .env("OMPI_COMM_WORLD_SIZE", "2")
         .current_dir(dir.path())

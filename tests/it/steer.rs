@@ -7,7 +7,6 @@ use crate::util::recur;
 use recur::spec::{OptimSpec, Schedule};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 
 fn ok(args: &[&str], dir: &Path) -> (String, String) {
     let (code, out, err) = recur(args, dir);
@@ -28,7 +27,7 @@ fn fails(args: &[&str], dir: &Path) -> String {
 
 /// `recur` with an environment variable set.
 fn recur_env(args: &[&str], dir: &Path, key: &str, value: &str) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
+    let out = crate::util::bin()
         .args(args)
         .env(key, value)
         .current_dir(dir)
@@ -572,7 +571,7 @@ fn a_closed_pipe_does_not_lose_the_run() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let base = text(p);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+    let mut child = crate::util::bin()
         .args(with(
             &base,
             &["--steps", "300", "--log-every", "1", "--out", "r"],

@@ -346,7 +346,7 @@ fn weights_bytes(dir: &Path) -> Vec<u8> {
 
 /// Starts `recur train` with `args` in `dir`, in the background.
 fn spawn(args: &[&str], dir: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_recur"))
+    crate::util::bin()
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())

@@ -21,9 +21,18 @@ pub fn tiny(
     (m, tr)
 }
 
+/// The `recur` binary on the OpenBLAS kernels this test process runs (`recur` would
+/// otherwise start itself anew on better ones, `gemm::restart_with_better_core`), so
+/// that what it computes equals the same run in process, bit for bit.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recur"));
+    c.env("OPENBLAS_CORETYPE", recur::exec::gemm::core());
+    c
+}
+
 /// Runs the `recur` binary; returns (exit code, stdout, stderr).
 pub fn recur(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
+    let out = bin()
         .args(args)
         .current_dir(dir)
         .output()

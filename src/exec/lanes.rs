@@ -37,6 +37,9 @@ pub(super) struct Handoff {
     given: Line<AtomicU64>,
     finished: Line<AtomicU64>,
     quit: AtomicBool,
+    /// The worker has set itself up (what a thread allocates when it first runs and
+    /// parks is done before the executor's first window).
+    ready: AtomicBool,
     /// The current job; written before `given` is raised, read after.
     job: UnsafeCell<Option<Job>>,
 }
@@ -85,6 +88,7 @@ impl Worker {
             given: Line(AtomicU64::new(0)),
             finished: Line(AtomicU64::new(0)),
             quit: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             job: UnsafeCell::new(None),
         });
         let s = shared.clone();
@@ -92,6 +96,9 @@ impl Worker {
             .name("recur-lane-1".into())
             .spawn(move || serve(&s))
             .ok()?;
+        while !shared.ready.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
         Some(Worker {
             shared,
             thread: Some(thread),
@@ -159,6 +166,9 @@ impl Drop for Worker {
 
 /// The worker's loop: runs each job handed over, sleeps between them.
 fn serve(s: &Handoff) {
+    // The thread's handle, which parking reads, set up now rather than in a window.
+    let _ = std::thread::current();
+    s.ready.store(true, Ordering::Release);
     let mut seen = 0u64;
     let mut idle = 0u32;
     loop {

@@ -103,6 +103,9 @@ pub struct Executor {
     /// The recurrent weights packed for the per-step products, renewed at the start
     /// of every window (`packed`).
     packs: packed::PackSet,
+    /// A second thread sharing the packed products' panels, on one lane with two or
+    /// more BLAS threads (the bits do not depend on it).
+    helper: Option<lanes::Worker>,
 }
 
 /// The gradient group (`dist::Group`) an op writes, if any.
@@ -244,9 +247,15 @@ impl Executor {
             }
             None => None,
         };
+        let packs = packed::PackSet::new(&prog.params);
+        let helper = match prog.lanes.is_none() && gemm::threads() >= 2 && packs.elems() > 0 {
+            true => lanes::Worker::start(),
+            false => None,
+        };
         Executor {
             worker,
-            packs: packed::PackSet::new(&prog.params),
+            helper,
+            packs,
             op_times: None,
             op_ready: ready_points(&prog),
             rows,
@@ -500,6 +509,7 @@ impl Executor {
         self.packs.pack(self.params.as_slice());
         let mut cx = Ctx {
             packs: &self.packs,
+            helper: self.helper.as_ref(),
             sz,
             lay: &self.prog.params,
             cell: self.cell,

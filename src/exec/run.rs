@@ -4,6 +4,7 @@
 //! live here.
 
 use super::gemm::{self, gemm, Tr};
+use super::lanes::Worker;
 use super::ops;
 use super::packed::PackSet;
 use crate::cell::{
@@ -52,8 +53,14 @@ impl Arena<'_> {
 }
 
 /// Products for the cells' kernels: a recurrent weight's per-step product from its
-/// packed copy (`packed::PackSet`), every other through the one BLAS gateway.
-pub(super) struct Blas<'a>(pub(super) &'a PackSet);
+/// packed copy (`packed::PackSet`), its panels shared with the helper thread when there
+/// is one and the product is large enough to gain; every other through the one BLAS
+/// gateway.
+pub(super) struct Blas<'a>(pub(super) &'a PackSet, pub(super) Option<&'a Worker>);
+
+/// Multiply-adds below which a packed product stays on one thread: the handoff costs a
+/// few microseconds.
+const SHARED_MIN: usize = 1 << 20;
 
 impl MatMul for Blas<'_> {
     fn mm(
@@ -67,13 +74,44 @@ impl MatMul for Blas<'_> {
         c: &mut [f32],
         c_ld: usize,
     ) {
-        if a.tr == Tr::N {
-            if let Some(p) = self.0.find(&b, k, n) {
-                p.mul(m, a.data, a.ld, beta, c, c_ld, 0..p.panels());
-                return;
+        let packed = match a.tr {
+            Tr::N => self.0.find(&b, k, n),
+            Tr::T => None,
+        };
+        let Some(p) = packed else {
+            gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
+            return;
+        };
+        let all = 0..p.panels();
+        match self.1 {
+            Some(w) if m * n * k >= SHARED_MIN && all.len() >= 2 => {
+                let half = all.len() / 2;
+                let (base, len) = (c.as_mut_ptr() as usize, c.len());
+                let (data, lda) = (a.data, a.ld);
+                // SAFETY (both calls): `c` is borrowed for the whole call; each thread
+                // writes only the columns of its own panels, and `run` returns when
+                // both are done.
+                let second = move || unsafe {
+                    p.mul_shared(
+                        m,
+                        data,
+                        lda,
+                        beta,
+                        base as *mut f32,
+                        len,
+                        c_ld,
+                        half..all.end,
+                    )
+                };
+                w.run(
+                    || unsafe {
+                        p.mul_shared(m, data, lda, beta, base as *mut f32, len, c_ld, 0..half)
+                    },
+                    &second,
+                );
             }
+            _ => p.mul(m, a.data, a.ld, beta, c, c_ld, all),
         }
-        gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
     }
 }
 
@@ -143,6 +181,8 @@ pub(super) struct Acc {
 pub(super) struct Ctx<'a> {
     /// The recurrent weights' packed copies, packed for this window.
     pub(super) packs: &'a PackSet,
+    /// The thread sharing their products (`Executor::helper`).
+    pub(super) helper: Option<&'a Worker>,
     pub(super) sz: &'a Sizes,
     pub(super) lay: &'a ParamLayout,
     pub(super) cell: &'static dyn Cell,
@@ -422,7 +462,8 @@ impl<'a> Ctx<'a> {
                     reset: self.reset_of(layer, seg),
                 };
                 let w = Params::new(self.p, &self.lay.layer(layer as usize).ranges);
-                self.cell.forward(self.dims(seg), &w, io, &Blas(self.packs));
+                self.cell
+                    .forward(self.dims(seg), &w, io, &Blas(self.packs, self.helper));
             }
             Op::Head { seg, h, out, dh } => self.head(ar, seg, h, out, dh),
             Op::HeadEval { seg, h, out } => self.head_eval(ar, seg, h, out),
@@ -452,7 +493,8 @@ impl<'a> Ctx<'a> {
                     grads,
                 };
                 let w = Params::new(self.p, ranges);
-                self.cell.backward(d, &w, io, &Blas(self.packs));
+                self.cell
+                    .backward(d, &w, io, &Blas(self.packs, self.helper));
             }
             Op::WeightGrad {
                 layer,
@@ -668,7 +710,8 @@ impl<'a> Ctx<'a> {
         };
         let d = self.dims(seg);
         let mut g = self.layer_grads(l);
-        self.cell.recurrent_grads(d, io, &mut g, &Blas(self.packs));
+        self.cell
+            .recurrent_grads(d, io, &mut g, &Blas(self.packs, self.helper));
     }
 
     /// The head of a segment, forward only: outputs (the window's last step's kept),

@@ -195,8 +195,8 @@ fn step(c: &mut Case, tokens: &DataFile, series: &DataFile) {
 }
 
 fn bench(cr: &mut Criterion) {
-    // OpenBLAS's best kernels for this CPU, as `recur` runs (see `restart_with_better_core`).
-    let _ = recur::exec::gemm::restart_with_better_core();
+    // OpenBLAS as `recur` runs it: its best kernels for this CPU, brief spinning.
+    let _ = recur::exec::gemm::restart_with_blas_settings();
     let (tokens, series) = data();
     let mut cases = cases(&tokens, &series);
     let mut g = cr.benchmark_group("B32_H256_T1000");

@@ -20,8 +20,8 @@ fn fill(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn bench(cr: &mut Criterion) {
-    // OpenBLAS's best kernels for this CPU, as `recur` runs (see `restart_with_better_core`).
-    let _ = recur::exec::gemm::restart_with_better_core();
+    // OpenBLAS as `recur` runs it: its best kernels for this CPU, brief spinning.
+    let _ = recur::exec::gemm::restart_with_blas_settings();
     // (name, m, n, k, op(W)): W_hh is [4H, H]; forward n = 4H, k = H, W transposed;
     // backward n = H, k = 4H, W as stored.
     let shapes = [

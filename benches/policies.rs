@@ -63,8 +63,8 @@ fn step(c: &mut Case, data: &DataFile) {
 }
 
 fn bench(cr: &mut Criterion) {
-    // OpenBLAS's best kernels for this CPU, as `recur` runs (see `restart_with_better_core`).
-    let _ = recur::exec::gemm::restart_with_better_core();
+    // OpenBLAS as `recur` runs it: its best kernels for this CPU, brief spinning.
+    let _ = recur::exec::gemm::restart_with_blas_settings();
     let toks: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();

@@ -92,8 +92,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench(cr: &mut Criterion) {
-    // OpenBLAS's best kernels for this CPU, as `recur` runs (see `restart_with_better_core`).
-    let _ = recur::exec::gemm::restart_with_better_core();
+    // OpenBLAS as `recur` runs it: its best kernels for this CPU, brief spinning.
+    let _ = recur::exec::gemm::restart_with_blas_settings();
     let threads = std::env::var("OPENBLAS_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     let mut summary = Vec::new();
     for hidden in [256, 512] {

@@ -34,8 +34,8 @@ fn config(name: &str) -> Option<(CellKind, usize, usize, usize, usize)> {
 }
 
 fn main() -> recur::Result<()> {
-    // OpenBLAS's best kernels for this CPU, as `recur` runs (see `restart_with_better_core`).
-    let _ = recur::exec::gemm::restart_with_better_core();
+    // OpenBLAS as `recur` runs it: its best kernels for this CPU, brief spinning.
+    let _ = recur::exec::gemm::restart_with_blas_settings();
     let mut steps = 3;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);

@@ -286,14 +286,14 @@ pub(super) fn clap_line(msg: &str) -> String {
     line
 }
 
-/// Where OpenBLAS chose older kernels than the CPU runs, starts this program anew
-/// with the better ones (`gemm::restart_with_better_core`); says so if that failed.
+/// Starts this program anew with what OpenBLAS should have started with
+/// (`gemm::restart_with_blas_settings`: its best kernels for the CPU, brief spinning);
+/// says so if that failed.
 fn best_blas_kernels() {
-    if let Some((core, err)) = crate::exec::gemm::restart_with_better_core() {
+    if let Some((what, err)) = crate::exec::gemm::restart_with_blas_settings() {
         warn(&format!(
-            "OpenBLAS runs its {} kernels on a CPU that runs {core}'s, and starting anew with \
-             OPENBLAS_CORETYPE={core} failed ({err}): set it before starting, for about twice \
-             the speed",
+            "starting anew with {what} failed ({err}): set it before starting; OpenBLAS runs \
+             its {} kernels",
             crate::exec::gemm::core()
         ));
     }

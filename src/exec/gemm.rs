@@ -314,7 +314,7 @@ pub fn describe() -> String {
 /// ones). `None` when `OPENBLAS_CORETYPE` is set (the user's choice stands) or the
 /// choice already fits. It takes effect only in a process started with
 /// `OPENBLAS_CORETYPE` set to it, as OpenBLAS reads it once, when loaded:
-/// `restart_with_better_core` starts the program anew so.
+/// `restart_with_blas_settings` starts the program anew so.
 pub fn better_core() -> Option<&'static str> {
     if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
         return None;
@@ -322,26 +322,54 @@ pub fn better_core() -> Option<&'static str> {
     better_for(cpu_level(), &core())
 }
 
-/// Where `better_core` names better kernels, starts this program anew, same arguments
-/// and process (`exec`), with `OPENBLAS_CORETYPE` set to them: call it first thing in
-/// `main`, before any thread or file is opened. Returns only if nothing better exists
-/// (`None`) or the start failed (the core and why). A value the user set stands, and is
-/// what stops a second start.
-pub fn restart_with_better_core() -> Option<(&'static str, std::io::Error)> {
+/// How long (2^N cycles) OpenBLAS's threads spin after a product before they sleep, as
+/// `recur` sets it unless the environment does: briefly. By default they spin for 2^28
+/// cycles (~0.1 s), taking a core from the thread that shares the per-step packed
+/// products (`exec::packed`) on a machine with as many cores as BLAS threads: B's step
+/// varied 3.1–3.7 s with the default, 3.1–3.2 s with this.
+pub const THREAD_TIMEOUT: &str = "4";
+
+/// The environment OpenBLAS should have started with and did not: `OPENBLAS_CORETYPE`
+/// where `better_core` names better kernels, `OPENBLAS_THREAD_TIMEOUT` (`THREAD_TIMEOUT`)
+/// where unset. A variable the user set is left as it is.
+pub fn blas_settings() -> Vec<(&'static str, &'static str)> {
+    let mut env = Vec::new();
+    if let Some(core) = better_core() {
+        env.push(("OPENBLAS_CORETYPE", core));
+    }
+    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        env.push(("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT));
+    }
+    env
+}
+
+/// Where `blas_settings` names any, starts this program anew, same arguments and
+/// process (`exec`), with them set (OpenBLAS reads them only when loaded): call it first
+/// thing in `main`, before any thread or file is opened. Returns only if nothing is
+/// missing (`None`) or the start failed (what was to be set, and why). Once set, they
+/// stop a second start.
+pub fn restart_with_blas_settings() -> Option<(String, std::io::Error)> {
     use std::os::unix::process::CommandExt;
-    let core = better_core()?;
+    let env = blas_settings();
+    if env.is_empty() {
+        return None;
+    }
+    let what = (env.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let exe = match std::env::current_exe() {
         Ok(e) => e,
-        Err(e) => return Some((core, e)),
+        Err(e) => return Some((what, e)),
     };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
     let err = std::process::Command::new(&exe)
         .arg0(arg0)
         .args(args)
-        .env("OPENBLAS_CORETYPE", core)
+        .envs(env)
         .exec();
-    Some((core, err))
+    Some((what, err))
 }
 
 /// Vector instructions: 0 none that matter, 1 AVX, 2 AVX2 with FMA, 3 AVX-512 (F, BW,
@@ -535,6 +563,12 @@ mod tests {
         assert_eq!(better_for(2, "Haswell"), None);
         assert_eq!(better_for(1, "Prescott"), None);
         assert_eq!(better_for(3, "NEOVERSEN1"), None);
+        let settings = blas_settings();
+        let timeout = settings.contains(&("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT));
+        assert_eq!(
+            timeout,
+            std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none()
+        );
         let core = core();
         assert!(!core.is_empty() && core != "unknown", "{core}");
         if std::env::var_os("OPENBLAS_CORETYPE").is_none() {

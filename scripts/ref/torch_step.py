@@ -36,6 +36,8 @@ CELL = sys.argv[7] if len(sys.argv) > 7 else "lstm"
 N = int(sys.argv[8]) if len(sys.argv) > 8 else 0
 POLICY = sys.argv[9] if len(sys.argv) > 9 else "none"
 WARMUP = int(sys.argv[10]) if len(sys.argv) > 10 else 1
+if POLICY not in ("none", "sqrt", "sqrt-cells"):
+    sys.exit(f"torch_step.py: unknown policy '{POLICY}' (none, sqrt, sqrt-cells)")
 V = 256
 torch.manual_seed(0)
 

@@ -80,7 +80,7 @@ pub(super) struct Worker {
 impl Worker {
     /// Starts the thread; `None` if the system refuses one (the window then runs on
     /// one lane, in program order: the same results).
-    pub(super) fn start() -> Option<Worker> {
+    pub(super) fn start(name: &str) -> Option<Worker> {
         let shared = Arc::new(Handoff {
             done: [Line(AtomicU32::new(0)), Line(AtomicU32::new(0))],
             stop: AtomicBool::new(false),
@@ -93,7 +93,7 @@ impl Worker {
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("recur-lane-1".into())
+            .name(name.into())
             .spawn(move || serve(&s))
             .ok()?;
         while !shared.ready.load(Ordering::Acquire) {
@@ -208,7 +208,7 @@ mod tests {
     /// reaches the caller without a hang, and the worker runs the next window after it.
     #[test]
     fn windows_run_and_panics_reach_the_caller() {
-        let w = Worker::start().expect("a thread");
+        let w = Worker::start("recur-test").expect("a thread");
         let sh = &*w.shared;
         let log = std::sync::Mutex::new(Vec::new());
         // Lane 0 steps 0, 2, 4; lane 1 steps 1, 3, 5: each waits for the other's last.

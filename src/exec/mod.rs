@@ -243,13 +243,14 @@ impl Executor {
                 if gemm::threads() != 1 {
                     gemm::set_threads(1);
                 }
-                lanes::Worker::start()
+                lanes::Worker::start("recur-lane-1")
             }
             None => None,
         };
         let packs = packed::PackSet::new(&prog.params);
+        debug_assert_eq!(packs.elems(), packed::packed_elems(&prog.params));
         let helper = match prog.lanes.is_none() && gemm::threads() >= 2 && packs.elems() > 0 {
-            true => lanes::Worker::start(),
+            true => lanes::Worker::start("recur-packed"),
             false => None,
         };
         Executor {
@@ -303,6 +304,24 @@ impl Executor {
             Some(t) => std::mem::take(t),
             None => profile::OpTimes::default(),
         }
+    }
+
+    /// Starts or stops the thread that shares the packed per-step products with this
+    /// one (started with the executor when it runs on one lane and OpenBLAS on two or
+    /// more threads). The results do not depend on it, bit for bit.
+    pub fn set_helper(&mut self, on: bool) {
+        match (on, self.helper.is_some()) {
+            (true, false) if self.prog.lanes.is_none() => {
+                self.helper = lanes::Worker::start("recur-packed")
+            }
+            (false, true) => self.helper = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the packed products' helper thread is running (`set_helper`).
+    pub fn helper_active(&self) -> bool {
+        self.helper.is_some()
     }
 
     /// Whether windows can run on two lanes: the program has a lane plan and the second

@@ -19,6 +19,14 @@
 
 use super::gemm::{Mat, Tr};
 use crate::layout::ParamLayout;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static PRODUCTS: AtomicU64 = AtomicU64::new(0);
+
+/// Products the executors have run from packed copies so far (in this process).
+pub fn products() -> u64 {
+    PRODUCTS.load(Ordering::Relaxed)
+}
 
 /// Columns of one panel: two 16-lane vectors.
 pub const NR: usize = 32;
@@ -76,7 +84,8 @@ impl Packed {
     }
 
     /// Whether this CPU runs the vector kernel (AVX-512F); otherwise `mul` takes the
-    /// portable path, correct but slow.
+    /// portable path, correct but slow, and the executor sends the products to the
+    /// BLAS instead (`PackSet::find`).
     pub fn fast() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
@@ -268,9 +277,13 @@ impl PackSet {
     }
 
     /// Packs every weight from the parameter block `params` (before a window: the
-    /// weights change at every update).
+    /// weights change at every update). Nothing to do where the CPU has no vector
+    /// kernel: `find` then finds nothing, and the products go to the BLAS.
     pub fn pack(&mut self, params: &[f32]) {
         self.base = params.as_ptr() as usize;
+        if !Packed::fast() {
+            return;
+        }
         for e in &mut self.entries {
             let (k, n) = (e.packed.k, e.packed.n);
             let w = &params[e.offset..e.offset + k * n];
@@ -285,8 +298,12 @@ impl PackSet {
     /// The packed copy of `b` when it is one of the weights, whole, as `op(b)` of `k ×
     /// n`.
     pub fn find(&self, b: &Mat<'_>, k: usize, n: usize) -> Option<&Packed> {
+        if !Packed::fast() {
+            return None;
+        }
         let at = b.data.as_ptr() as usize;
-        self.entries
+        let found = self
+            .entries
             .iter()
             .find(|e| {
                 at == self.base + e.offset * 4
@@ -295,7 +312,11 @@ impl PackSet {
                     && e.packed.k == k
                     && e.packed.n == n
             })
-            .map(|e| &e.packed)
+            .map(|e| &e.packed);
+        if found.is_some() {
+            PRODUCTS.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 }
 

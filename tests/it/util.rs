@@ -22,8 +22,9 @@ pub fn tiny(
 }
 
 /// The `recur` binary on the OpenBLAS kernels this test process runs (`recur` would
-/// otherwise start itself anew on better ones, `gemm::restart_with_blas_settings`), so
-/// that what it computes equals the same run in process, bit for bit.
+/// otherwise start itself anew on better ones, `gemm::restart_with_blas_settings`; it
+/// still does for the threads' spinning, which changes no bit), so that what it
+/// computes equals the same run in process, bit for bit.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_recur"));
     c.env("OPENBLAS_CORETYPE", recur::exec::gemm::core());

@@ -83,13 +83,28 @@ impl Packed {
         }
     }
 
-    /// Whether this CPU runs the vector kernel (AVX-512F); otherwise `mul` takes the
+    /// Whether this CPU runs a vector kernel (AVX-512F, or AVX2 with FMA: the same sums
+    /// in the same order, so the same bits); otherwise `mul` takes the
     /// portable path, correct but slow, and the executor sends the products to the
     /// BLAS instead (`PackSet::find`).
     pub fn fast() -> bool {
+        Self::avx512() || Self::avx2()
+    }
+
+    fn avx512() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    fn avx2() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -134,9 +149,15 @@ impl Packed {
         assert!(panels.end <= self.panels() && lda >= k && ldc >= n);
         assert!(m == 0 || (a.len() >= (m - 1) * lda + k && c_len >= (m - 1) * ldc + n));
         #[cfg(target_arch = "x86_64")]
-        if Self::fast() {
+        if Self::avx512() {
             // SAFETY: AVX-512F is present; the bounds were asserted above.
             unsafe { self.mul_avx512(m, a, lda, beta, c, ldc, panels) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Self::avx2() {
+            // SAFETY: AVX2 and FMA are present; the bounds were asserted above.
+            unsafe { self.mul_avx2(m, a, lda, beta, c, ldc, panels) };
             return;
         }
         // SAFETY: as above.
@@ -208,6 +229,49 @@ impl Packed {
                     _ => block::<1>(k, a0, lda, panel, beta, c0, ldc, cols),
                 }
                 i += rows;
+            }
+        }
+    }
+
+    /// The AVX2 kernel: half a panel (16 columns) at a time, up to 6 rows.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mul_avx2(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for p in panels {
+            let panel = self.data.as_ptr().add(p * k * NR);
+            let cols = (n - p * NR).min(NR);
+            for lo in [0, 16] {
+                if lo >= cols {
+                    break;
+                }
+                let live = (cols - lo).min(16);
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(6);
+                    let a0 = a.as_ptr().add(i * lda);
+                    let c0 = c.add(i * ldc + p * NR + lo);
+                    let h = panel.add(lo);
+                    match rows {
+                        6 => half::<6>(k, a0, lda, h, beta, c0, ldc, live),
+                        5 => half::<5>(k, a0, lda, h, beta, c0, ldc, live),
+                        4 => half::<4>(k, a0, lda, h, beta, c0, ldc, live),
+                        3 => half::<3>(k, a0, lda, h, beta, c0, ldc, live),
+                        2 => half::<2>(k, a0, lda, h, beta, c0, ldc, live),
+                        _ => half::<1>(k, a0, lda, h, beta, c0, ldc, live),
+                    }
+                    i += rows;
+                }
             }
         }
     }
@@ -381,6 +445,60 @@ unsafe fn block<const R: usize>(
     }
 }
 
+/// R rows over 16 columns of a panel (`panel` at the first of them, rows NR apart) with
+/// AVX2: 2·R accumulators of 8 lanes, the same fused products in the same order as
+/// `block`; `live ≤ 16` columns of C written.
+///
+/// SAFETY (caller): AVX2 and FMA; `a` holds R rows of `k` (`lda` apart), `panel` `k`
+/// rows, `c` R rows of `live` (`ldc` apart).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn half<const R: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    live: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        let b0 = _mm256_loadu_ps(panel.add(kk * NR));
+        let b1 = _mm256_loadu_ps(panel.add(kk * NR + 8));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_ps(*a.add(r * lda + kk));
+            acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+        }
+    }
+    let vb = _mm256_set1_ps(beta);
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, &v) in acc.iter().enumerate() {
+            let lo = q * 8;
+            if lo >= live {
+                break;
+            }
+            let n = (live - lo).min(8) as i32;
+            // Lanes below `n` on (their top bit set).
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            let at = c.add(r * ldc + lo);
+            let out = if beta == 0.0 {
+                v
+            } else {
+                _mm256_fmadd_ps(vb, _mm256_maskload_ps(at, mask), v)
+            };
+            _mm256_maskstore_ps(at, mask, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +549,19 @@ mod tests {
                     unsafe { p.mul_portable(m, &a, k, beta, slow.as_mut_ptr(), n, 0..p.panels()) };
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&fast), bits(&slow), "{m}×{n}×{k} {tr:?} β {beta}");
+                    #[cfg(target_arch = "x86_64")]
+                    if Packed::avx2() {
+                        let mut narrow = c0.clone();
+                        // SAFETY: the bounds hold (the same call as `mul`'s above).
+                        unsafe {
+                            p.mul_avx2(m, &a, k, beta, narrow.as_mut_ptr(), n, 0..p.panels())
+                        };
+                        assert_eq!(
+                            bits(&narrow),
+                            bits(&slow),
+                            "AVX2 {m}×{n}×{k} {tr:?} β {beta}"
+                        );
+                    }
                     let mut split = c0.clone();
                     let cut = p.panels() / 2;
                     p.mul(m, &a, k, beta, &mut split, n, cut..p.panels());

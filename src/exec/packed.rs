@@ -1,6 +1,6 @@
 //! Products with a weight packed once: `C[m×n] = A[m×k] · op(W) + β·C` where `op(W)`
 //! (`k × n`) is copied, before a window's first product, into panels of [`NR`] columns
-//! that the AVX-512 kernel streams in order. It is meant for the per-step recurrent
+//! that an AVX-512 kernel (or, without AVX-512, an AVX2 one) streams in order. It is meant for the per-step recurrent
 //! products of a window (`m` = the batch, one call per time step with the same weight),
 //! where a BLAS packs the whole weight again at every call: OpenBLAS 0.3.21 runs
 //! `32 × 2048 × 512` at ~83 GFLOP/s on one Xeon core (~135 on two), this kernel at ~130

@@ -247,8 +247,8 @@ impl Executor {
             }
             None => None,
         };
-        let packs = packed::PackSet::new(&prog.params);
-        debug_assert_eq!(packs.elems(), packed::packed_elems(&prog.params));
+        let packs = packed::PackSet::new(&prog.params, prog.eval);
+        debug_assert_eq!(packs.elems(), packed::packed_elems(&prog.params, prog.eval));
         let helper = match prog.lanes.is_none() && gemm::threads() >= 2 && packs.elems() > 0 {
             true => lanes::Worker::start("recur-packed"),
             false => None,

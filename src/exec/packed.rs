@@ -291,10 +291,13 @@ fn recurrent_weights(params: &ParamLayout) -> impl Iterator<Item = (usize, usize
 }
 
 /// Elements of every packed copy a model's executor holds: each recurrent weight in
-/// both orientations (what the plan counts as `Category::PackedWeights`).
-pub fn packed_elems(params: &ParamLayout) -> usize {
+/// both orientations, or the forward's only for an evaluation program (`eval`), which
+/// has no backward (what the plan counts as `Category::PackedWeights`).
+pub fn packed_elems(params: &ParamLayout, eval: bool) -> usize {
     recurrent_weights(params)
-        .map(|(_, rows, cols)| Packed::elems(cols, rows) + Packed::elems(rows, cols))
+        .map(|(_, rows, cols)| {
+            Packed::elems(cols, rows) + if eval { 0 } else { Packed::elems(rows, cols) }
+        })
         .sum()
 }
 
@@ -318,12 +321,14 @@ pub struct PackSet {
 }
 
 impl PackSet {
-    /// Room for every recurrent weight of `params`, in both orientations.
-    pub fn new(params: &ParamLayout) -> Self {
+    /// Room for every recurrent weight of `params`, in both orientations (the forward's
+    /// only for an evaluation program, `eval`).
+    pub fn new(params: &ParamLayout, eval: bool) -> Self {
         let mut entries = Vec::new();
         for (offset, rows, cols) in recurrent_weights(params) {
             // The forward's op(W) = Wᵀ: k = cols, n = rows; the backward's W: k = rows.
-            for (tr, k, n) in [(Tr::T, cols, rows), (Tr::N, rows, cols)] {
+            let both = [(Tr::T, cols, rows), (Tr::N, rows, cols)];
+            for &(tr, k, n) in &both[..if eval { 1 } else { 2 }] {
                 entries.push(Entry {
                     offset,
                     ld: cols,

@@ -391,7 +391,7 @@ fn persistent_bytes(sz: &Sizes, params: &ParamLayout, eval: bool) -> Vec<(Catego
         (Category::Parameters, p),
         (
             Category::PackedWeights,
-            crate::exec::packed::packed_elems(params) as u64 * 4,
+            crate::exec::packed::packed_elems(params, eval) as u64 * 4,
         ),
         (Category::Gradients, train * p),
         (Category::OptimizerState, train * sz.moments as u64 * p),

@@ -49,6 +49,8 @@ pub struct Program {
     pub recompute_factor: f64,
     /// GEMM floating-point operations of one training step.
     pub flops: u64,
+    /// The step's time as the reference cost model predicts it (`plan::predict`).
+    pub predicted: crate::plan::predict::Prediction,
     /// True for an evaluation program: forward and loss only, no gradients or optimiser
     /// state.
     pub eval: bool,

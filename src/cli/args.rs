@@ -137,10 +137,13 @@ pub struct ModelFlags {
     /// GEMM grain G: steps per segment [min(16, T)].
     #[arg(long)]
     pub grain: Option<usize>,
-    /// Checkpoint policy: none, sqrt, every:K or revolve:S [none].
+    /// Checkpoint policy: none, sqrt, every:K, revolve:S, or auto (the plan the cost
+    /// model predicts fastest within --memory-budget, else within 3/4 of the memory
+    /// available) [none].
     #[arg(long)]
     pub checkpoint: Option<Policy>,
-    /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits.
+    /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits
+    /// (with --checkpoint auto, the fastest plan that fits).
     #[arg(long)]
     pub memory_budget: Option<Size>,
     /// Optimiser [adam].

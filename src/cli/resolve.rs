@@ -443,9 +443,20 @@ pub fn train_spec(
         (c, b) => (*c, b.clone()),
     };
     let policy = match (checkpoint, budget) {
+        (Some(Policy::Auto(_)), Some(b)) => {
+            let bytes =
+                crate::units::parse_size(&b.0).map_err(|e| Error::spec("--memory-budget", e))?;
+            Policy::Auto(Some(bytes))
+        }
         (Some(_), Some(_)) => {
-            let msg = "cannot be combined with --checkpoint: the budget chooses the policy";
+            let msg = "cannot be combined with --checkpoint other than auto: the budget \
+                       chooses the policy (with auto, the fastest plan that fits it)";
             return Err(Error::spec("--memory-budget", msg));
+        }
+        // `auto` without a budget: the fastest plan whose arena fits in three quarters of
+        // the memory available now, so that it does not push the machine into swap.
+        (Some(Policy::Auto(None)), None) => {
+            Policy::Auto(crate::exec::memory::available_memory().map(|b| b / 4 * 3))
         }
         (Some(p), None) => p,
         (None, Some(b)) => {
@@ -616,10 +627,11 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
                 .then_some(train.grain),
             checkpoint: match train.policy {
                 Policy::Budget(_) => None,
+                Policy::Auto(_) => Some(Policy::Auto(None)),
                 p => Some(p),
             },
             memory_budget: match train.policy {
-                Policy::Budget(b) => Some(super::args::Size(b.to_string())),
+                Policy::Budget(b) | Policy::Auto(Some(b)) => Some(super::args::Size(b.to_string())),
                 _ => None,
             },
             optimizer: Some(train.optim.kind),

@@ -6,6 +6,7 @@
 //! the next); memory is counted in units of one state checkpoint. `choose` then searches the largest allowance whose real, planned
 //! arena fits the budget, so the budget holds by construction.
 
+use super::predict::{predict, CostModel};
 use super::{admissible, arena_of, least_slots, revolve, schedule, segment_units};
 use crate::graph::Action;
 use crate::layout::Sizes;
@@ -211,12 +212,90 @@ pub fn choose(
         }
     }
     let best = revolve_with(lo);
+    // The two candidates compared in predicted seconds: equal forwards can differ in
+    // what they read back from memory.
     match best_every(model, train, budget, unit, ratio) {
-        Some((k, every)) if forwards(&every) < forwards(&best) => {
+        Some((k, every))
+            if forwards(&every) <= forwards(&best)
+                && predicted(model, train, &every) < predicted(model, train, &best) =>
+        {
             Ok((every, chose(BudgetChoice::Every { k })))
         }
         _ => Ok((best, chose(BudgetChoice::Revolve { slots: lo }))),
     }
+}
+
+/// The predicted seconds of a schedule under the reference cost model.
+pub(crate) fn predicted(model: &ModelSpec, train: &TrainSpec, actions: &[Action]) -> f64 {
+    let g = crate::graph::unroll(model, train, actions);
+    predict(&g.ops, &g.buffers, &g.sizes, &CostModel::REFERENCE).seconds
+}
+
+/// `auto`: the schedule the cost model predicts fastest whose arena fits `budget` (no
+/// limit without one). The candidates: keep-all, every:K for K a power of two and
+/// sqrt's K, revolve with the fewest admissible slots and powers of two above, and the
+/// budget's own choice (the least recomputation that fits). They are ranked by
+/// predicted time, then the first whose planned arena fits wins, so the budget holds
+/// by construction; equal predictions go to the smaller arena.
+pub fn auto(
+    model: &ModelSpec,
+    train: &TrainSpec,
+    budget: Option<u64>,
+) -> Result<(Vec<Action>, Resolved)> {
+    let n = train.segments() as u32;
+    let layers = (model.layers * model.directions()) as u64;
+    let limit = budget.unwrap_or(u64::MAX);
+    let mut candidates: Vec<(Vec<Action>, BudgetChoice)> =
+        vec![(schedule::keep_all(n), BudgetChoice::KeepAll)];
+    let (_, ratio) = segment_units(&Sizes::new(model, train));
+    let mut ks: Vec<u32> = (0..32).map(|i| 1u32 << i).take_while(|&k| k < n).collect();
+    ks.push(schedule::sqrt_k(n, ratio));
+    ks.sort_unstable();
+    ks.dedup();
+    for k in ks.into_iter().filter(|&k| k < n) {
+        candidates.push((schedule::every(n, k), BudgetChoice::Every { k }));
+    }
+    let fewest = least_slots(n as u64, layers);
+    let mut slots = fewest;
+    while slots < n as u64 {
+        if admissible(revolve::cost(n as u64, slots), n as u64, layers) {
+            let mut out = Vec::new();
+            revolve::schedule(0, n, slots, &mut out);
+            candidates.push((out, BudgetChoice::Revolve { slots }));
+        }
+        slots = (slots * 2).max(slots + 1);
+    }
+    if let Some(b) = budget {
+        // The least recomputation that fits (and the refusal of a budget too small).
+        let (actions, chose) = choose(model, train, b)?;
+        if let Resolved::Budget { choice, .. } = chose {
+            if !candidates.iter().any(|(a, _)| *a == actions) {
+                candidates.push((actions, choice));
+            }
+        }
+    }
+    let mut ranked: Vec<(f64, usize)> = (candidates.iter().enumerate())
+        .map(|(i, (a, _))| (predicted(model, train, a), i))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best: Option<(f64, u64, usize)> = None;
+    for &(t, i) in &ranked {
+        // Past the first fit, only a tie (within 0.5%) can still win, by a smaller arena.
+        if best.is_some_and(|(bt, _, _)| t > bt * 1.005) {
+            break;
+        }
+        let arena = arena_of(model, train, &candidates[i].0);
+        if arena <= limit && best.is_none_or(|(_, ba, _)| arena < ba) {
+            best = Some((best.map_or(t, |b| b.0), arena, i));
+        }
+    }
+    let Some((_, _, i)) = best else {
+        // Only a budget can exclude every candidate, and `choose` refused it above
+        // unless its own choice fits.
+        return choose(model, train, limit);
+    };
+    let (actions, choice) = candidates.swap_remove(i);
+    Ok((actions, Resolved::Auto { budget, choice }))
 }
 
 /// The largest K whose every:K schedule fits `budget` (the largest recomputes least),

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod fitting;
 pub mod lanes;
 pub mod liveness;
+pub mod predict;
 pub mod revolve;
 pub mod schedule;
 pub mod verify;
@@ -69,6 +70,7 @@ pub fn compile_with(model: &ModelSpec, train: &TrainSpec, opts: CompileOptions) 
     let policy_pass = tracing::info_span!("policy").entered();
     let (actions, policy) = match train.policy {
         Policy::Budget(bytes) => budget::choose(model, train, bytes)?,
+        Policy::Auto(bytes) => budget::auto(model, train, bytes)?,
         p => {
             check_recompute(model, train)?;
             let (_, ratio) = segment_units(&sizes);
@@ -346,6 +348,7 @@ fn link(
         by_category.push((c, live));
     }
     let flops = ops.iter().map(|op| graph::flops(op, &sizes)).sum();
+    let predicted = predict::predict(&ops, &buffers, &sizes, &predict::CostModel::REFERENCE);
     // The instructions, the buffer table, and the executor's per-instruction segment
     // and phase (what it allocates beside them).
     let tables = ops.len() * (std::mem::size_of::<graph::Op>() + 4 + 8)
@@ -375,6 +378,7 @@ fn link(
         by_category,
         recompute_factor,
         flops,
+        predicted,
         eval,
         lanes: None,
     }

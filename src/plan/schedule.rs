@@ -84,7 +84,7 @@ pub fn sqrt_k(segments: u32, ratio: f64) -> u32 {
 /// `ratio` times a state checkpoint. `Budget` is resolved by the budget pass.
 ///
 /// # Panics
-/// On `Policy::Budget` (a programmer error).
+/// On `Policy::Budget` or `Policy::Auto` (a programmer error).
 pub fn schedule(policy: Policy, segments: u32, ratio: f64) -> Vec<Action> {
     match policy {
         Policy::None => keep_all(segments),
@@ -95,7 +95,9 @@ pub fn schedule(policy: Policy, segments: u32, ratio: f64) -> Vec<Action> {
             revolve::schedule(0, segments, slots as u64, &mut out);
             out
         }
-        Policy::Budget(_) => panic!("a budget is resolved by plan::budget"),
+        Policy::Budget(_) | Policy::Auto(_) => {
+            panic!("a budget or `auto` is resolved by plan::budget")
+        }
     }
 }
 

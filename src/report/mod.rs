@@ -76,6 +76,10 @@ pub struct PlanReport {
     pub recompute_factor: f64,
     /// GEMM FLOPs of one step.
     pub flops_per_step: u64,
+    /// The step's time as the reference cost model predicts it (`plan::predict`):
+    /// seconds on the reference machine, for comparing plans with each other.
+    #[serde(default)]
+    pub predicted: crate::plan::predict::Prediction,
     /// Instructions and buffers of the window.
     pub instructions: usize,
     /// Logical buffers in the arena.
@@ -144,6 +148,7 @@ impl PlanReport {
             total_bytes: p.total_bytes(),
             recompute_factor: p.recompute_factor,
             flops_per_step: p.flops,
+            predicted: p.predicted,
             instructions: p.ops.len(),
             buffers: p.buffers.len(),
             categories,
@@ -166,6 +171,13 @@ impl PlanReport {
             self.flops_per_step as f64 / 1e9
         );
         let _ = writeln!(s, "        {}: {}", self.policy, self.policy_meaning);
+        let t = &self.predicted;
+        let _ = writeln!(
+            s,
+            "        predicted {:.3} s/step on the reference machine: GEMMs {:.3}, cells {:.3}, \
+             other {:.3}, memory reads {:.3}; recomputation {:.3}",
+            t.seconds, t.segment_gemms, t.cells, t.other, t.memory, t.recompute
+        );
         let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");
         for c in &self.categories {
             let _ = writeln!(

@@ -22,6 +22,10 @@ pub enum Policy {
     /// programme choosing, per segment boundary, nothing, the state, or the full
     /// activations (in the spirit of Gruslys et al. 2016, BPTT-MSM).
     Budget(u64),
+    /// The plan the cost model (`plan::predict`) predicts fastest among keep-all,
+    /// every:K, sqrt, revolve:S and the budget's own choice, whose arena fits this many
+    /// bytes (none: no limit).
+    Auto(Option<u64>),
 }
 
 impl std::str::FromStr for Policy {
@@ -39,10 +43,11 @@ impl std::str::FromStr for Policy {
         match s.split_once(':') {
             None if s == "none" => Ok(Policy::None),
             None if s == "sqrt" => Ok(Policy::Sqrt),
+            None if s == "auto" => Ok(Policy::Auto(None)),
             Some(("every", k)) => Ok(Policy::Every(num(k, "K")?)),
             Some(("revolve", n)) => Ok(Policy::Revolve(num(n, "slots")?)),
             _ => Err(format!(
-                "unknown checkpoint policy `{s}`, expected none, sqrt, every:K or revolve:S"
+                "unknown checkpoint policy `{s}`, expected none, sqrt, every:K, revolve:S or auto"
             )),
         }
     }
@@ -56,6 +61,8 @@ impl std::fmt::Display for Policy {
             Policy::Sqrt => f.write_str("sqrt"),
             Policy::Revolve(s) => write!(f, "revolve:{s}"),
             Policy::Budget(b) => write!(f, "budget:{b}"),
+            Policy::Auto(None) => f.write_str("auto"),
+            Policy::Auto(Some(b)) => write!(f, "auto:{b}"),
         }
     }
 }
@@ -73,6 +80,12 @@ impl<'de> Deserialize<'de> for Policy {
             return b
                 .parse()
                 .map(Policy::Budget)
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a budget")));
+        }
+        if let Some(b) = s.strip_prefix("auto:") {
+            return b
+                .parse()
+                .map(|b| Policy::Auto(Some(b)))
                 .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a budget")));
         }
         s.parse().map_err(serde::de::Error::custom)
@@ -94,6 +107,13 @@ pub enum Resolved {
         /// The budget in bytes.
         budget: u64,
         /// What fits it with the least recomputation.
+        choice: BudgetChoice,
+    },
+    /// `auto`: the schedule predicted fastest within the budget (if any).
+    Auto {
+        /// The budget in bytes, if one was given.
+        budget: Option<u64>,
+        /// The schedule chosen.
         choice: BudgetChoice,
     },
 }
@@ -127,6 +147,7 @@ impl Resolved {
             Resolved::Fixed(p) => p,
             Resolved::Sqrt { .. } => Policy::Sqrt,
             Resolved::Budget { budget, .. } => Policy::Budget(budget),
+            Resolved::Auto { budget, .. } => Policy::Auto(budget),
         }
     }
 }
@@ -163,8 +184,10 @@ impl Resolved {
                 format!("{} (the block with the least memory)", every(k))
             }
             Resolved::Fixed(Policy::Revolve(s)) => revolve(s as u64),
-            Resolved::Fixed(p @ (Policy::Sqrt | Policy::Budget(_))) => p.to_string(),
-            Resolved::Budget { choice, .. } => {
+            Resolved::Fixed(p @ (Policy::Sqrt | Policy::Budget(_) | Policy::Auto(_))) => {
+                p.to_string()
+            }
+            Resolved::Budget { choice, .. } | Resolved::Auto { choice, .. } => {
                 let how = match choice {
                     BudgetChoice::KeepAll => {
                         "every activation is kept; nothing is recomputed".to_string()
@@ -177,7 +200,17 @@ impl Resolved {
                     BudgetChoice::Revolve { slots } => revolve(slots),
                     BudgetChoice::Every { k } => every(k),
                 };
-                format!("the least recomputation whose arena fits the budget: {how}")
+                match *self {
+                    Resolved::Auto { budget: None, .. } => format!(
+                        "the plan the cost model predicts fastest (`recur plan` shows its \
+                         prediction): {how}"
+                    ),
+                    Resolved::Auto { .. } => format!(
+                        "the plan the cost model predicts fastest whose arena fits the budget \
+                         (`recur plan` shows its prediction): {how}"
+                    ),
+                    _ => format!("the least recomputation whose arena fits the budget: {how}"),
+                }
             }
         }
     }
@@ -188,15 +221,37 @@ impl std::fmt::Display for Resolved {
         match *self {
             Resolved::Fixed(p) => write!(f, "{p}"),
             Resolved::Sqrt { k } => write!(f, "sqrt (every:{k})"),
-            Resolved::Budget { budget, choice } => {
-                write!(f, "budget {} → ", crate::units::fmt_bytes(budget))?;
-                match choice {
-                    BudgetChoice::KeepAll => f.write_str("none"),
-                    BudgetChoice::Programme { units } => write!(f, "dp, {units} state units"),
-                    BudgetChoice::Revolve { slots } => write!(f, "revolve:{slots}"),
-                    BudgetChoice::Every { k } => write!(f, "every:{k}"),
-                }
+            Resolved::Budget { budget, choice }
+            | Resolved::Auto {
+                budget: Some(budget),
+                choice,
+            } => {
+                let what = if matches!(self, Resolved::Auto { .. }) {
+                    "auto"
+                } else {
+                    "budget"
+                };
+                write!(f, "{what} {} → ", crate::units::fmt_bytes(budget))?;
+                choice.fmt(f)
             }
+            Resolved::Auto {
+                budget: None,
+                choice,
+            } => {
+                f.write_str("auto → ")?;
+                choice.fmt(f)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            BudgetChoice::KeepAll => f.write_str("none"),
+            BudgetChoice::Programme { units } => write!(f, "dp, {units} state units"),
+            BudgetChoice::Revolve { slots } => write!(f, "revolve:{slots}"),
+            BudgetChoice::Every { k } => write!(f, "every:{k}"),
         }
     }
 }

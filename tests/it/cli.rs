@@ -117,6 +117,44 @@ fn plan_larger_than_memory_is_refused_naming_both_sizes() {
     assert!(e.contains("GiB") || e.contains("TiB"), "{e}");
 }
 
+/// `--checkpoint auto` takes a budget; any other policy beside a budget is refused.
+#[test]
+fn auto_with_a_budget_and_other_policies_without() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let shape = ["plan", "--vocab", "64", "--hidden", "32", "--window", "400"];
+    fn with<'a>(shape: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [shape, extra].concat()
+    }
+    let e = fails(
+        &with(&shape, &["--checkpoint", "sqrt", "--memory-budget", "1MiB"]),
+        p,
+    );
+    assert!(e.contains("--memory-budget") && e.contains("auto"), "{e}");
+    let e = fails(&with(&shape, &["--checkpoint", "auto:3"]), p);
+    assert!(e.contains("auto:3"), "{e}");
+    let (code, out, err) = recur(
+        &with(
+            &shape,
+            &["--checkpoint", "auto", "--memory-budget", "1MiB", "--json"],
+        ),
+        p,
+    );
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let policy = plan["policy"].as_str().unwrap();
+    assert!(policy.starts_with("auto 1.0 MiB → "), "{policy}");
+    assert!(plan["arena_bytes"].as_u64().unwrap() <= 1 << 20);
+    assert!(plan["predicted"]["seconds"].as_f64().unwrap() > 0.0);
+    // Without a budget: within the memory available, which here holds everything.
+    let (code, out, err) = recur(&with(&shape, &["--checkpoint", "auto"]), p);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("policy auto ") && out.contains("→ none"),
+        "{out}"
+    );
+}
+
 #[test]
 fn bad_config_files() {
     let d = tempfile::tempdir().unwrap();

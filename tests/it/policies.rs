@@ -36,6 +36,7 @@ fn policies(segments: usize) -> Vec<Policy> {
         Policy::Every(1),
         Policy::Every(2),
         Policy::Every(segments + 3),
+        Policy::Auto(None),
     ];
     p.extend([0, 1, 2, 5].map(Policy::Revolve));
     p
@@ -54,12 +55,11 @@ fn check_all(shape: Shape) {
     let least = compile(&m, &tr).unwrap().arena_bytes;
     for frac in [0.0, 0.25, 0.6, 1.0] {
         let budget = least + ((none_arena.saturating_sub(least)) as f64 * frac) as u64;
-        let (got, arena) = bits(shape, Policy::Budget(budget));
-        assert!(arena <= budget, "budget {budget}: arena {arena}");
-        assert!(
-            got == want,
-            "budget {budget}: differs from none ({shape:?})"
-        );
+        for p in [Policy::Budget(budget), Policy::Auto(Some(budget))] {
+            let (got, arena) = bits(shape, p);
+            assert!(arena <= budget, "{p}: arena {arena}");
+            assert!(got == want, "{p}: differs from none ({shape:?})");
+        }
     }
 }
 
@@ -228,4 +228,61 @@ fn a_budget_over_a_long_bidirectional_window() {
     tr.policy = Policy::Budget(budget);
     let p = compile(&s.model(), &tr).unwrap();
     assert!(p.arena_bytes <= budget, "{} > {budget}", p.arena_bytes);
+}
+
+/// `auto` picks, among the fixed schedules it weighs that fit its budget, one the cost
+/// model predicts no slower than any (within its 0.5% tie margin, where the smaller
+/// arena wins); its arena fits; without a budget on a window that fits anywhere, it
+/// keeps everything (nothing is predicted faster than no recomputation here).
+#[test]
+fn auto_is_the_fastest_prediction_that_fits() {
+    use recur::spec::{BudgetChoice, Resolved};
+    use recur::{ModelSpec, TrainSpec};
+    let m = ModelSpec::lstm(64, 16, 32, 2).unwrap();
+    let mut tr = TrainSpec::new(4, 200).unwrap();
+    tr.grain = 8;
+    tr.policy = Policy::None;
+    let none = compile(&m, &tr).unwrap();
+    tr.policy = Policy::Auto(None);
+    let free = compile(&m, &tr).unwrap();
+    assert!(
+        matches!(
+            free.policy,
+            Resolved::Auto {
+                budget: None,
+                choice: BudgetChoice::KeepAll
+            }
+        ),
+        "{}",
+        free.policy
+    );
+    assert_eq!(free.predicted, none.predicted);
+    let mut fixed: Vec<Policy> = [1, 2, 4, 8, 16].map(Policy::Every).to_vec();
+    fixed.extend([0, 1, 2, 4, 8].map(Policy::Revolve));
+    fixed.extend([Policy::None, Policy::Sqrt]);
+    let mut chose = Vec::new();
+    for budget in [none.arena_bytes / 5, none.arena_bytes / 2, none.arena_bytes] {
+        tr.policy = Policy::Auto(Some(budget));
+        let auto = compile(&m, &tr).unwrap();
+        assert!(auto.arena_bytes <= budget, "{}", auto.policy);
+        let mut rivals = 0;
+        for &p in fixed.iter().chain(&[Policy::Budget(budget)]) {
+            tr.policy = p;
+            let q = compile(&m, &tr).unwrap();
+            if q.arena_bytes <= budget {
+                rivals += 1;
+                assert!(
+                    auto.predicted.seconds <= q.predicted.seconds * 1.005,
+                    "budget {budget}: {} predicted {} s, {p} {} s",
+                    auto.policy,
+                    auto.predicted.seconds,
+                    q.predicted.seconds
+                );
+            }
+        }
+        assert!(rivals >= 2, "budget {budget}: {rivals} schedules fit");
+        chose.push(auto.policy.to_string());
+    }
+    // The budgets differ enough that the choice does too.
+    assert_ne!(chose[0], chose[2], "{chose:?}");
 }

@@ -1,0 +1,218 @@
+//! `predict`: a step's time from its instructions, before anything runs. Each op costs
+//! its GEMM FLOPs at the rate of its class (products over a segment's rows, or the
+//! per-step recurrent products), its cells' elementwise work per gate element, and the
+//! bytes it touches; a buffer read again after more than a cache's worth of other bytes
+//! has gone through the core is charged at memory bandwidth. The relative costs are
+//! measured (`examples/anatomy.rs`, docs/PERFORMANCE.md "A cost model"); what the
+//! compiler uses them for is ranking schedules — which recomputes least in seconds, not
+//! in segment forwards, and whether a schedule whose working set stays in cache beats
+//! one that reads its activations back from memory.
+
+use crate::graph::{flops, Buffer, Op};
+use crate::layout::Sizes;
+use serde::{Deserialize, Serialize};
+
+/// Relative costs per op class. Times are seconds; rates are per core pair as the
+/// executor runs them (two BLAS threads, the packed products with their helper).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CostModel {
+    /// GEMMs over a segment's rows (input projections, weight and input gradients, the
+    /// head, the table): FLOP/s.
+    pub segment_flops: f64,
+    /// The per-step recurrent products inside the cells (M = batch): FLOP/s.
+    pub step_flops: f64,
+    /// A cell's elementwise work (gate nonlinearities, state updates, their
+    /// derivatives) per gate element, forward or backward: seconds.
+    pub cell_element: f64,
+    /// Every other op (gathers, copies, the head's softmax) per byte it touches:
+    /// seconds.
+    pub byte: f64,
+    /// Bytes that stay in cache between a buffer's write and its next read.
+    pub cache_bytes: u64,
+    /// A byte read back from memory, beyond what touching it in cache costs: seconds.
+    pub memory_byte: f64,
+}
+
+impl CostModel {
+    /// The costs measured on the reference machine (2 cores of an Intel Xeon with
+    /// AVX-512, OpenBLAS SkylakeX; docs/PERFORMANCE.md): segment GEMMs at 280 GFLOP/s,
+    /// the packed per-step products at 205, 1.45 ns per gate element, 2 MiB of cache
+    /// per core and about 10 GB/s from memory. Fixed, so that a plan is the same on
+    /// every machine and every rank.
+    pub const REFERENCE: CostModel = CostModel {
+        segment_flops: 280e9,
+        step_flops: 205e9,
+        cell_element: 1.45e-9,
+        byte: 0.05e-9,
+        cache_bytes: 2 << 20,
+        memory_byte: 0.1e-9,
+    };
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel::REFERENCE
+    }
+}
+
+/// A step's predicted seconds, by where they go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The whole step (the optimiser's update aside).
+    pub seconds: f64,
+    /// GEMMs over segments.
+    pub segment_gemms: f64,
+    /// The cells: recurrent products and elementwise work.
+    pub cells: f64,
+    /// Everything else.
+    pub other: f64,
+    /// Reads from memory of buffers that fell out of cache.
+    pub memory: f64,
+    /// Of `seconds`, the forwards run again (a layer's segment forward after its first).
+    pub recompute: f64,
+}
+
+/// The predicted time of `ops` over `buffers` under `costs`.
+pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) -> Prediction {
+    let mut p = Prediction::default();
+    // Bytes touched so far, and where each buffer was last touched on that clock.
+    let mut clock = 0u64;
+    let mut last = vec![u64::MAX; buffers.len()];
+    // Layer segments whose forward has run once.
+    let vl = sz.vlayers().max(1);
+    let mut forwarded = vec![false; vl * sz.segments.max(1)];
+    let mut repeating = false;
+    for op in ops {
+        let gemm = flops(op, sz) as f64;
+        let mut touched = 0u64;
+        let mut cold = 0u64;
+        op.accesses(|b, _| {
+            let bytes = buffers[b.index()].bytes();
+            let at = &mut last[b.index()];
+            if *at != u64::MAX && clock - *at > costs.cache_bytes {
+                cold += bytes;
+            }
+            clock += bytes;
+            *at = clock;
+            touched += bytes;
+        });
+        let memory = cold as f64 * costs.memory_byte;
+        let t = match *op {
+            Op::CellForward { seg, .. } | Op::CellBackward { seg, .. } => {
+                let c = gemm / costs.step_flops
+                    + (sz.seg_rows(seg as usize) * sz.gate_width) as f64 * costs.cell_element;
+                p.cells += c;
+                c
+            }
+            _ if gemm > 0.0 => {
+                let g = gemm / costs.segment_flops;
+                p.segment_gemms += g;
+                g
+            }
+            _ => {
+                let o = touched as f64 * costs.byte;
+                p.other += o;
+                o
+            }
+        } + memory;
+        p.memory += memory;
+        p.seconds += t;
+        // A layer's segment forward begins at its input projection (or the layer
+        // input it reads) and ends at its cell forward; it is a recomputation when that
+        // layer segment has been forwarded before.
+        match *op {
+            Op::LayerIn { layer, seg, .. }
+            | Op::InputProj { layer, seg, .. }
+            | Op::Dropout { layer, seg, .. } => {
+                let i = seg as usize * vl + layer as usize;
+                repeating = forwarded.get(i).copied().unwrap_or(false);
+            }
+            _ => {}
+        }
+        let forward = matches!(
+            op,
+            Op::Embed { .. }
+                | Op::LayerIn { .. }
+                | Op::Dropout { .. }
+                | Op::InputProj { .. }
+                | Op::CellForward { .. }
+                | Op::Emit { .. }
+                | Op::LoadState { .. }
+                | Op::SaveCheckpoint { .. }
+        );
+        if forward && repeating {
+            p.recompute += t;
+        }
+        if let Op::CellForward { layer, seg, .. } = *op {
+            let i = seg as usize * vl + layer as usize;
+            if let Some(f) = forwarded.get_mut(i) {
+                *f = true;
+            }
+            repeating = false;
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{unroll, Action};
+    use crate::plan::schedule;
+    use crate::spec::{ModelSpec, TrainSpec};
+
+    fn predicted(actions: &[Action], costs: &CostModel) -> Prediction {
+        let m = ModelSpec::lstm(64, 16, 32, 2).unwrap();
+        let mut t = TrainSpec::new(4, 64).unwrap();
+        t.grain = 8;
+        let g = unroll(&m, &t, actions);
+        predict(&g.ops, &g.buffers, &g.sizes, costs)
+    }
+
+    /// Keeping everything recomputes nothing; every:K recomputes every block but the
+    /// last, and its recomputation is nearly all it costs beyond keeping all (the
+    /// backward is the same work, the checkpoints' copies are small) when memory is free.
+    #[test]
+    fn recomputation_is_what_a_schedule_adds() {
+        let flat = CostModel {
+            memory_byte: 0.0,
+            ..CostModel::REFERENCE
+        };
+        let all = predicted(&schedule::keep_all(8), &flat);
+        assert_eq!(all.recompute, 0.0);
+        for k in [1, 2, 4] {
+            let every = predicted(&schedule::every(8, k), &flat);
+            assert!(every.recompute > 0.0, "every:{k}");
+            let extra = every.seconds - all.seconds;
+            // Beyond the recomputation, only saving and loading the checkpoints.
+            assert!(
+                extra >= every.recompute && extra < 1.25 * every.recompute,
+                "every:{k}: {extra} more, {} recomputed",
+                every.recompute
+            );
+        }
+        let all_but_last = predicted(&schedule::every(8, 4), &flat).recompute;
+        let all_again = predicted(&schedule::every(8, 1), &flat).recompute;
+        assert!(all_but_last < all_again);
+    }
+
+    /// With a cache too small for anything, keeping everything reads its activations back
+    /// from memory; recomputing each segment right before its backward reads them from
+    /// cache when a segment fits.
+    #[test]
+    fn the_cache_term_favours_short_reuse() {
+        let small = CostModel {
+            cache_bytes: 64 << 10,
+            ..CostModel::REFERENCE
+        };
+        let all = predicted(&schedule::keep_all(8), &small);
+        let one = predicted(&schedule::every(8, 1), &small);
+        assert!(all.memory > 0.0);
+        assert!(one.memory < all.memory, "{} vs {}", one.memory, all.memory);
+        let huge = CostModel {
+            cache_bytes: u64::MAX / 2,
+            ..CostModel::REFERENCE
+        };
+        assert_eq!(predicted(&schedule::keep_all(8), &huge).memory, 0.0);
+    }
+}

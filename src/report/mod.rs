@@ -319,16 +319,18 @@ pub fn compare_markdown(rows: &[CompareRow]) -> String {
     use std::fmt::Write;
     let none = rows.first().map_or(1, |r| r.arena_bytes.max(1));
     let mut s =
-        "| policy | arena | of none | total | recompute |\n|---|---:|---:|---:|---:|\n".to_string();
+        "| policy | arena | of none | total | recompute | predicted |\n|---|---:|---:|---:|---:|---:|\n"
+            .to_string();
     for r in rows {
         let _ = writeln!(
             s,
-            "| `{}` | {} | {:.1}% | {} | {:.2}× |",
+            "| `{}` | {} | {:.1}% | {} | {:.2}× | {:.3} s |",
             r.policy,
             fmt_bytes(r.arena_bytes),
             100.0 * r.arena_bytes as f64 / none as f64,
             fmt_bytes(r.total_bytes),
-            r.recompute_factor
+            r.recompute_factor,
+            r.predicted_seconds
         );
     }
     s
@@ -466,6 +468,9 @@ pub struct CompareRow {
     pub total_bytes: u64,
     /// Forward steps executed ÷ T.
     pub recompute_factor: f64,
+    /// The step's predicted seconds on the reference machine (`plan::predict`).
+    #[serde(default)]
+    pub predicted_seconds: f64,
 }
 
 impl CompareRow {
@@ -476,6 +481,7 @@ impl CompareRow {
             arena_bytes: p.arena_bytes,
             total_bytes: p.total_bytes(),
             recompute_factor: p.recompute_factor,
+            predicted_seconds: p.predicted.seconds,
         }
     }
 }
@@ -524,18 +530,19 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
     use std::fmt::Write;
     let none = rows.first().map_or(1, |r| r.arena_bytes.max(1));
     let mut s = format!(
-        "{:<34} {:>12} {:>9} {:>12} {:>10}\n",
-        "policy", "arena", "of none", "total", "recompute"
+        "{:<34} {:>12} {:>9} {:>12} {:>10} {:>11}\n",
+        "policy", "arena", "of none", "total", "recompute", "predicted"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<34} {:>12} {:>8.1}% {:>12} {:>9.2}×",
+            "{:<34} {:>12} {:>8.1}% {:>12} {:>9.2}× {:>9.3} s",
             r.policy,
             fmt_bytes(r.arena_bytes),
             100.0 * r.arena_bytes as f64 / none as f64,
             fmt_bytes(r.total_bytes),
-            r.recompute_factor
+            r.recompute_factor,
+            r.predicted_seconds
         );
     }
     s

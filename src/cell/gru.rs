@@ -20,9 +20,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
-    zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
+    add_assign, add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags,
+    zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl,
+    Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// PyTorch's `nn.GRU` cell.
@@ -96,7 +96,21 @@ impl Cell for Gru {
             }
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, rec, flags);
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
+            let half = split_rows(mm, b, gw);
+            if half == b {
+                forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
+                continue;
+            }
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (r0, r1) = rec.split_at(half * gw);
+            let (p0, p1) = h_prev.split_at(half * hd);
+            let (h0, h1) = h_next.split_at_mut(half * hd);
+            let (n0, n1) = hn_t.split_at_mut(half * hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(
+                &mut || forward_step(hd, a0, r0, p0, h0, n0, f0),
+                &mut || forward_step(hd, a1, r1, p1, h1, n1, f1),
+            );
         }
     }
 
@@ -112,10 +126,31 @@ impl Cell for Gru {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
             let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
-            add_assign(dh_t, dh_carry);
             let h_prev = &h[t * bh..(t + 1) * bh];
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            backward_step(hd, a_t, hn_t, h_prev, dh_t, dg_h, dh_carry, flags);
+            let half = split_rows(mm, b, gw);
+            if half == b {
+                add_assign(dh_t, dh_carry);
+                backward_step(hd, a_t, hn_t, h_prev, dh_t, dg_h, dh_carry, flags);
+            } else {
+                let (a0, a1) = a_t.split_at_mut(half * gw);
+                let (n0, n1) = hn_t.split_at_mut(half * hd);
+                let (p0, p1) = h_prev.split_at(half * hd);
+                let (dh0, dh1) = dh_t.split_at_mut(half * hd);
+                let (g0, g1) = dg_h.split_at_mut(half * gw);
+                let (c0, c1) = dh_carry.split_at_mut(half * hd);
+                let (f0, f1) = split_flags(flags, half);
+                mm.join(
+                    &mut || {
+                        add_assign(dh0, c0);
+                        backward_step(hd, a0, n0, p0, dh0, g0, c0, f0);
+                    },
+                    &mut || {
+                        add_assign(dh1, c1);
+                        backward_step(hd, a1, n1, p1, dh1, g1, c1, f1);
+                    },
+                );
+            }
             if !io.first_segment || t > 0 {
                 mm.gemm(b, hd, gw, dg_h, Tr::N, w_hh, Tr::N, 1.0, dh_carry);
                 zero_reset_rows_of(dh_carry, hd, flags);

@@ -30,9 +30,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
-    zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
+    add_assign, add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags,
+    zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl,
+    Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// PyTorch's `nn.LSTM` cell.
@@ -104,10 +104,11 @@ impl Cell for Lstm {
     }
 
     fn backward_scratch(&self, batch: usize, w: Width) -> usize {
-        // tanh(c_t) of one row [H]; projected, also dL/dm of the step [B, H].
+        // tanh(c_t) of one row [H] for each of the two threads a step's rows may be
+        // split between; projected, also dL/dm of the step [B, H].
         match w.proj {
             Some(_) => w.hidden + batch * w.hidden,
-            None => w.hidden,
+            None => 2 * w.hidden,
         }
     }
 
@@ -134,7 +135,19 @@ impl Cell for Lstm {
             let (h_prev, h_next) = h[t * bh..(t + 2) * bh].split_at_mut(bh);
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, a_t, flags);
             let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
-            forward_step(hd, a_t, c_prev, c_next, h_next, flags);
+            let half = split_rows(mm, b, gw);
+            if half == b {
+                forward_step(hd, a_t, c_prev, c_next, h_next, flags);
+                continue;
+            }
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (p0, p1) = c_prev.split_at(half * hd);
+            let (c0, c1) = c_next.split_at_mut(half * hd);
+            let (h0, h1) = h_next.split_at_mut(half * hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(&mut || forward_step(hd, a0, p0, c0, h0, f0), &mut || {
+                forward_step(hd, a1, p1, c1, h1, f1)
+            });
         }
     }
 
@@ -152,9 +165,31 @@ impl Cell for Lstm {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
             let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
-            add_assign(dh_t, dh_carry);
             let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
-            backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);
+            let half = split_rows(mm, b, gw);
+            if half == b {
+                add_assign(dh_t, dh_carry);
+                backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);
+            } else {
+                let (a0, a1) = a_t.split_at_mut(half * gw);
+                let (dh0, dh1) = dh_t.split_at_mut(half * hd);
+                let (carry0, carry1) = dh_carry.split_at(half * hd);
+                let (dc0, dc1) = dc_carry.split_at_mut(half * hd);
+                let (p0, p1) = c_prev.split_at(half * hd);
+                let (c0, c1) = c_t.split_at(half * hd);
+                let (s0, s1) = scratch.split_at_mut(hd);
+                let (f0, f1) = split_flags(flags, half);
+                mm.join(
+                    &mut || {
+                        add_assign(dh0, carry0);
+                        backward_step(hd, a0, dh0, dc0, p0, c0, s0, f0);
+                    },
+                    &mut || {
+                        add_assign(dh1, carry1);
+                        backward_step(hd, a1, dh1, dc1, p1, c1, s1, f1);
+                    },
+                );
+            }
             if !io.first_segment || t > 0 {
                 mm.gemm(b, hd, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
                 zero_reset_rows_of(dh_carry, hd, flags);

@@ -75,6 +75,20 @@ pub trait MatMul {
         c_ld: usize,
     );
 
+    /// Runs `first` and `second`, which touch disjoint data, possibly at the same time
+    /// (the executor hands `second` to its helper thread). By default one after the
+    /// other.
+    fn join(&self, first: &mut (dyn FnMut() + Send), second: &mut (dyn FnMut() + Send)) {
+        first();
+        second();
+    }
+
+    /// Whether `join` runs its two halves at the same time: a cell splits a step's
+    /// elementwise pass over its batch rows only then.
+    fn parallel(&self) -> bool {
+        false
+    }
+
     /// The product of contiguous matrices: `A` stored [m, k] (`Tr::N`) or [k, m]
     /// (`Tr::T`), `B` stored [k, n] or [n, k], `C` [m, n].
     #[allow(clippy::too_many_arguments)]

@@ -28,7 +28,8 @@ mod steps;
 
 pub use mm::{Mat, MatMul, Tr};
 pub use steps::{
-    add_assign, add_col_sums, recurrent_product, step_flags, zero_reset_rows, zero_reset_rows_of,
+    add_assign, add_col_sums, recurrent_product, split_flags, split_rows, step_flags,
+    zero_reset_rows, zero_reset_rows_of, SPLIT_MIN,
 };
 
 use std::ops::Range;

@@ -44,6 +44,30 @@ pub fn recurrent_product(
     }
 }
 
+/// Elements (rows × gate width) of a step's elementwise pass below which it stays on
+/// one thread: handing half to the helper costs a few microseconds.
+pub const SPLIT_MIN: usize = 4096;
+
+/// The batch rows of a step's first half when its elementwise pass over `batch` rows
+/// of `width` elements is split between two threads (`MatMul::parallel`), else
+/// `batch`: every row is computed alone, so the split changes no bit.
+pub fn split_rows(mm: &dyn MatMul, batch: usize, width: usize) -> usize {
+    if mm.parallel() && batch >= 2 && batch * width >= SPLIT_MIN {
+        batch / 2
+    } else {
+        batch
+    }
+}
+
+/// A step's reset flags cut after `rows` rows (an empty slice stays empty for both).
+pub fn split_flags(flags: &[u8], rows: usize) -> (&[u8], &[u8]) {
+    if flags.is_empty() {
+        (flags, flags)
+    } else {
+        flags.split_at(rows)
+    }
+}
+
 /// Zeroes the rows of `rows` ([B, width]) whose flag in `reset_t` is set.
 pub fn zero_reset_rows_of(rows: &mut [f32], width: usize, reset_t: &[u8]) {
     for (row, &f) in rows.chunks_exact_mut(width).zip(reset_t) {

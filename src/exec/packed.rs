@@ -28,6 +28,18 @@ pub fn products() -> u64 {
     PRODUCTS.load(Ordering::Relaxed)
 }
 
+static SPLITS: AtomicU64 = AtomicU64::new(0);
+
+/// Steps' elementwise passes split between the executor's thread and its helper
+/// (`MatMul::join`) since the process started: what tests check the split by.
+pub fn splits() -> u64 {
+    SPLITS.load(Ordering::Relaxed)
+}
+
+pub(super) fn count_split() {
+    SPLITS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Columns of one panel: two 16-lane vectors.
 pub const NR: usize = 32;
 /// Rows of C one kernel call computes at most (16 accumulators).

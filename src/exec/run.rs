@@ -114,6 +114,28 @@ impl MatMul for Blas<'_> {
             _ => p.mul(m, a.data, a.ld, beta, c, c_ld, all),
         }
     }
+
+    fn join(&self, first: &mut (dyn FnMut() + Send), second: &mut (dyn FnMut() + Send)) {
+        match self.1 {
+            Some(w) => {
+                super::packed::count_split();
+                // `run` takes a shared closure for the helper; it calls it once.
+                let second = std::sync::Mutex::new(second);
+                w.run(first, &|| {
+                    let mut f = second.lock().unwrap_or_else(|e| e.into_inner());
+                    f()
+                });
+            }
+            None => {
+                first();
+                second();
+            }
+        }
+    }
+
+    fn parallel(&self) -> bool {
+        self.1.is_some()
+    }
 }
 
 /// A slice both lanes reach (`plan::lanes`): each instruction borrows only the part it

@@ -127,12 +127,13 @@ fn recur_runs_the_cpus_kernels_or_the_users() {
 
 /// The executor runs every cell's per-step recurrent products from packed copies where
 /// the CPU has the vector kernel (and none elsewhere), and the thread sharing their
-/// panels changes no bit of a training run.
+/// panels and (LSTM, GRU) half of each step's elementwise rows changes no bit of a
+/// training run.
 #[test]
 fn packed_recurrent_products_for_every_cell_and_the_helper_changes_no_bit() {
     use recur::data::windows::Windows;
     use recur::data::{DataFile, TokenFile};
-    use recur::exec::packed::{products, Packed};
+    use recur::exec::packed::{products, splits, Packed};
     use recur::{compile, CellKind, ModelSpec, TrainSpec, Trainer};
     let toks: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 61) as u8).collect();
     let data = DataFile::Tokens(TokenFile::from_bytes("tokens", toks).unwrap());
@@ -153,15 +154,19 @@ fn packed_recurrent_products_for_every_cell_and_the_helper_changes_no_bit() {
             }
             t.executor().params().to_vec()
         };
-        let before = products();
+        let (before, split_before) = (products(), splits());
         let shared = run(true);
-        let used = products() - before;
+        let (used, split) = (products() - before, splits() - split_before);
         let alone = run(false);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&shared), bits(&alone), "{cell}");
         // At least the forward's product of every step and layer (other tests running
         // at the same time only add to the count).
         let forward = (steps * window * layers) as u64;
+        if matches!(cell, CellKind::Lstm | CellKind::Gru) {
+            // Every step's forward and backward, of every layer.
+            assert!(split >= 2 * forward, "{cell}: {split} split steps");
+        }
         if Packed::fast() {
             assert!(used >= forward, "{cell}: {used} packed products");
         } else {

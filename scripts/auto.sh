@@ -77,12 +77,23 @@ for r in rows:
     by.setdefault(r["flags"], []).append(r)
 table = [(k, v[0]["policy"], v[0]["arena"], v[0]["predicted"], statistics.median(x["step"] for x in v))
          for k, v in by.items()]
-print(f"\n{sys.argv[2]}, budget {sys.argv[3]}, OPENBLAS_NUM_THREADS, medians of {len(rows)//len(by)} runs\n")
+import os
+print(f"\n{sys.argv[2]}, budget {sys.argv[3]}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, medians of {len(rows)//len(by)} runs\n")
 print("| flags | plan | arena MiB | predicted s | measured s | measured ÷ predicted |")
 print("|---|---|---|---|---|---|")
 for k, pol, arena, p, m in sorted(table, key=lambda x: x[3]):
     print(f"| `{k}` | {pol} | {arena/2**20:.1f} | {p:.3f} | {m:.3f} | {m/p:.2f} |")
 fixed = [t for t in table if not t[0].startswith("--memory-budget") and "auto" not in t[0]]
+def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0] * len(v)
+    for k, i in enumerate(order):
+        r[i] = k
+    return r
+rp, rm = ranks([t[3] for t in fixed]), ranks([t[4] for t in fixed])
+n = len(fixed)
+rho = 1 - 6 * sum((a - b) ** 2 for a, b in zip(rp, rm)) / (n * (n * n - 1)) if n > 1 else 1.0
+print(f"\nSpearman rank correlation of predicted and measured over the {n} fixed policies: {rho:.2f}")
 fastest = min(fixed, key=lambda x: x[4])
 rank = sorted(fixed, key=lambda x: x[3]).index(fastest) + 1
 auto = next(t for t in table if "auto" in t[0])

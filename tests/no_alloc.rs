@@ -92,6 +92,23 @@ fn training_steps_do_not_allocate() {
                 n, 0,
                 "{cell} {kind:?} tokens, two lanes: {n} allocations in 5 steps"
             );
+            // With the helper thread sharing the packed products and splitting every
+            // step's rows (B32 H48: 32 × 4·48 elements, above `SPLIT_MIN`).
+            let wide = ModelSpec::language_model(cell, 97, 16, 48, 2).unwrap();
+            let mut tr32 = TrainSpec::new(32, 45).unwrap();
+            tr32.optim.kind = kind;
+            let mut trainer = Trainer::new(compile(&wide, &tr32).unwrap()).unwrap();
+            trainer.executor_mut().set_helper(true);
+            let mut win = Windows::new(data.len(), 32, 45, data.path()).unwrap();
+            let split = recur::exec::packed::splits();
+            let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());
+            assert_eq!(n, 0, "{cell} {kind:?} helper: {n} allocations in 5 steps");
+            if matches!(cell, CellKind::Lstm | CellKind::Gru) {
+                assert!(
+                    recur::exec::packed::splits() > split,
+                    "{cell}: no step split"
+                );
+            }
             // Features and regression, from a series.
             let f = Input::Features { width: 3 };
             let m = ModelSpec::new(f, cell, 16, 2, HeadKind::Regress, 3).unwrap();

@@ -138,8 +138,7 @@ pub struct ModelFlags {
     #[arg(long)]
     pub grain: Option<usize>,
     /// Checkpoint policy: none, sqrt, every:K, revolve:S, or auto (the plan the cost
-    /// model predicts fastest within --memory-budget, else within 3/4 of the memory
-    /// available) [none].
+    /// model predicts fastest, within --memory-budget if given) [none].
     #[arg(long)]
     pub checkpoint: Option<Policy>,
     /// Bound the activation arena (e.g. 256MiB): the least recomputation that fits

@@ -374,7 +374,8 @@ pub(super) fn memory_hint(
             let chose = budget.policy.to_string();
             let chose = chose.rsplit("→ ").next().unwrap_or(&chose).to_string();
             let mut hint = format!(
-                "--memory-budget {budget_mib}MiB fits it ({chose}, recompute ×{:.2})",
+                "--memory-budget {budget_mib}MiB fits it ({chose}, recompute ×{:.2}; with \
+                 --checkpoint auto, the plan predicted fastest within it)",
                 budget.recompute_factor
             );
             if let Some(q) = sqrt {

@@ -453,11 +453,6 @@ pub fn train_spec(
                        chooses the policy (with auto, the fastest plan that fits it)";
             return Err(Error::spec("--memory-budget", msg));
         }
-        // `auto` without a budget: the fastest plan whose arena fits in three quarters of
-        // the memory available now, so that it does not push the machine into swap.
-        (Some(Policy::Auto(None)), None) => {
-            Policy::Auto(crate::exec::memory::available_memory().map(|b| b / 4 * 3))
-        }
         (Some(p), None) => p,
         (None, Some(b)) => {
             let bytes =

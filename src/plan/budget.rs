@@ -212,12 +212,13 @@ pub fn choose(
         }
     }
     let best = revolve_with(lo);
-    // The two candidates compared in predicted seconds: equal forwards can differ in
-    // what they read back from memory.
+    // The fewer forwards wins; equal forwards, the fewer predicted seconds (what each
+    // reads back from memory).
     match best_every(model, train, budget, unit, ratio) {
         Some((k, every))
-            if forwards(&every) <= forwards(&best)
-                && predicted(model, train, &every) < predicted(model, train, &best) =>
+            if forwards(&every) < forwards(&best)
+                || (forwards(&every) == forwards(&best)
+                    && predicted(model, train, &every) < predicted(model, train, &best)) =>
         {
             Ok((every, chose(BudgetChoice::Every { k })))
         }

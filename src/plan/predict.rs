@@ -8,7 +8,7 @@
 //! in segment forwards, and whether a schedule whose working set stays in cache beats
 //! one that reads its activations back from memory.
 
-use crate::graph::{flops, Buffer, Op};
+use crate::graph::{flops, Access, BufKind, Buffer, Op};
 use crate::layout::Sizes;
 use serde::{Deserialize, Serialize};
 
@@ -86,10 +86,14 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
         let gemm = flops(op, sz) as f64;
         let mut touched = 0u64;
         let mut cold = 0u64;
-        op.accesses(|b, _| {
-            let bytes = buffers[b.index()].bytes();
+        op.accesses(|b, access| {
+            let bytes = touched_bytes(&buffers[b.index()], sz);
             let at = &mut last[b.index()];
-            if *at != u64::MAX && clock - *at > costs.cache_bytes {
+            // A read finds the buffer in cache if it, and everything touched since its
+            // last use, fit there. A write is not charged: both the schedules compared
+            // write the same bytes once per forward.
+            let read = !matches!(access, Access::Write);
+            if read && *at != u64::MAX && clock - *at + bytes > costs.cache_bytes {
                 cold += bytes;
             }
             clock += bytes;
@@ -121,10 +125,16 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
         // input it reads) and ends at its cell forward; it is a recomputation when that
         // layer segment has been forwarded before.
         match *op {
-            Op::LayerIn { layer, seg, .. }
+            Op::LoadState { layer, seg, .. }
+            | Op::LayerIn { layer, seg, .. }
             | Op::InputProj { layer, seg, .. }
             | Op::Dropout { layer, seg, .. } => {
                 let i = seg as usize * vl + layer as usize;
+                repeating = forwarded.get(i).copied().unwrap_or(false);
+            }
+            // A segment's embedding precedes its first layer's forward.
+            Op::Embed { seg, .. } => {
+                let i = seg as usize * vl;
                 repeating = forwarded.get(i).copied().unwrap_or(false);
             }
             _ => {}
@@ -152,6 +162,22 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
         }
     }
     p
+}
+
+/// Bytes of `b` one access touches: all of it, except a buffer spanning the window
+/// (a bidirectional layer's output and its gradient: one segment's rows a time) or the
+/// token table (the rows one segment gathers, at most).
+fn touched_bytes(b: &Buffer, sz: &Sizes) -> u64 {
+    let bytes = b.bytes();
+    match b.kind {
+        BufKind::Output { .. } | BufKind::DeltaOut { .. } => {
+            bytes.div_ceil(sz.segments.max(1) as u64)
+        }
+        BufKind::Table | BufKind::TableGrad => {
+            bytes.min((sz.seg_rows(0) * sz.gate_width * 4) as u64)
+        }
+        _ => bytes,
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +240,24 @@ mod tests {
             ..CostModel::REFERENCE
         };
         assert_eq!(predicted(&schedule::keep_all(8), &huge).memory, 0.0);
+    }
+
+    /// A bidirectional layer's window-wide output is charged one segment's rows per
+    /// segment op: doubling the window about doubles the prediction (not four times).
+    #[test]
+    fn window_wide_buffers_cost_per_segment() {
+        let mut m = ModelSpec::lstm(64, 16, 32, 2).unwrap();
+        m.bidirectional = true;
+        let at = |window: usize| {
+            let mut t = TrainSpec::new(4, window).unwrap();
+            t.grain = 8;
+            let g = unroll(&m, &t, &schedule::keep_all(t.segments() as u32));
+            predict(&g.ops, &g.buffers, &g.sizes, &CostModel::REFERENCE)
+        };
+        let (one, two) = (at(256), at(512));
+        let ratio = two.seconds / one.seconds;
+        assert!((1.8..2.3).contains(&ratio), "{ratio}");
+        let other = two.other / one.other;
+        assert!((1.8..2.3).contains(&other), "other: {other}");
     }
 }

@@ -1,9 +1,10 @@
 //! `predict`: a step's time from its instructions, before anything runs. Each op costs
 //! its GEMM FLOPs at the rate of its class (products over a segment's rows, or the
 //! per-step recurrent products), its cells' elementwise work per gate element, and the
-//! bytes it touches; a buffer read again after more than a cache's worth of other bytes
-//! has gone through the core is charged at memory bandwidth. The relative costs are
-//! measured (`examples/anatomy.rs`, docs/PERFORMANCE.md "A cost model"); what the
+//! bytes it touches; a buffer read again after more than a core's cache worth of other
+//! bytes has gone through it is charged at the shared cache's bandwidth, after more
+//! than the shared cache's share at memory bandwidth. The relative costs are
+//! measured (`examples/anatomy.rs`, docs/PERFORMANCE.md, "A cost model and `auto`"); what the
 //! compiler uses them for is ranking schedules — which recomputes least in seconds, not
 //! in segment forwards, and whether a schedule whose working set stays in cache beats
 //! one that reads its activations back from memory.
@@ -27,17 +28,24 @@ pub struct CostModel {
     /// Every other op (gathers, copies, the head's softmax) per byte it touches:
     /// seconds.
     pub byte: f64,
-    /// Bytes that stay in cache between a buffer's write and its next read.
+    /// Bytes that stay in a core's own cache (L2) between a buffer's use and its next
+    /// read: such a read costs nothing extra.
     pub cache_bytes: u64,
-    /// A byte read back from memory, beyond what touching it in cache costs: seconds.
+    /// Bytes that stay in the shared last-level cache: a read from there, beyond what
+    /// touching it in L2 costs: seconds a byte.
+    pub shared_bytes: u64,
+    /// A byte read from the shared cache: seconds.
+    pub shared_byte: f64,
+    /// A byte read back from memory: seconds.
     pub memory_byte: f64,
 }
 
 impl CostModel {
     /// The costs measured on the reference machine (2 cores of an Intel Xeon with
-    /// AVX-512, OpenBLAS SkylakeX; docs/PERFORMANCE.md): segment GEMMs at 280 GFLOP/s,
-    /// the packed per-step products at 205, 1.45 ns per gate element, 2 MiB of cache
-    /// per core and about 10 GB/s from memory. Fixed, so that a plan is the same on
+    /// AVX-512, OpenBLAS SkylakeX; docs/PERFORMANCE.md, "A cost model and `auto`"):
+    /// segment GEMMs at 280 GFLOP/s, the packed per-step products at 205, 1.45 ns per
+    /// gate element, 2 MiB of L2 per core, a 32 MiB share of the last-level cache at
+    /// about 33 GB/s and memory at about 10 GB/s. Fixed, so that a plan is the same on
     /// every machine and every rank.
     pub const REFERENCE: CostModel = CostModel {
         segment_flops: 280e9,
@@ -45,6 +53,8 @@ impl CostModel {
         cell_element: 1.45e-9,
         byte: 0.05e-9,
         cache_bytes: 2 << 20,
+        shared_bytes: 32 << 20,
+        shared_byte: 0.03e-9,
         memory_byte: 0.1e-9,
     };
 }
@@ -85,7 +95,7 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
     for op in ops {
         let gemm = flops(op, sz) as f64;
         let mut touched = 0u64;
-        let mut cold = 0u64;
+        let mut cold = 0.0f64;
         op.accesses(|b, access| {
             let bytes = touched_bytes(&buffers[b.index()], sz);
             let at = &mut last[b.index()];
@@ -93,14 +103,19 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
             // last use, fit there. A write is not charged: both the schedules compared
             // write the same bytes once per forward.
             let read = !matches!(access, Access::Write);
-            if read && *at != u64::MAX && clock - *at + bytes > costs.cache_bytes {
-                cold += bytes;
+            if read && *at != u64::MAX {
+                let distance = clock - *at + bytes;
+                if distance > costs.shared_bytes {
+                    cold += bytes as f64 * costs.memory_byte;
+                } else if distance > costs.cache_bytes {
+                    cold += bytes as f64 * costs.shared_byte;
+                }
             }
             clock += bytes;
             *at = clock;
             touched += bytes;
         });
-        let memory = cold as f64 * costs.memory_byte;
+        let memory = cold;
         let t = match *op {
             Op::CellForward { seg, .. } | Op::CellBackward { seg, .. } => {
                 let c = gemm / costs.step_flops
@@ -202,6 +217,7 @@ mod tests {
     fn recomputation_is_what_a_schedule_adds() {
         let flat = CostModel {
             memory_byte: 0.0,
+            shared_byte: 0.0,
             ..CostModel::REFERENCE
         };
         let all = predicted(&schedule::keep_all(8), &flat);
@@ -229,6 +245,7 @@ mod tests {
     fn the_cache_term_favours_short_reuse() {
         let small = CostModel {
             cache_bytes: 64 << 10,
+            shared_bytes: 64 << 10,
             ..CostModel::REFERENCE
         };
         let all = predicted(&schedule::keep_all(8), &small);
@@ -237,6 +254,7 @@ mod tests {
         assert!(one.memory < all.memory, "{} vs {}", one.memory, all.memory);
         let huge = CostModel {
             cache_bytes: u64::MAX / 2,
+            shared_bytes: u64::MAX / 2,
             ..CostModel::REFERENCE
         };
         assert_eq!(predicted(&schedule::keep_all(8), &huge).memory, 0.0);
@@ -259,5 +277,35 @@ mod tests {
         assert!((1.8..2.3).contains(&ratio), "{ratio}");
         let other = two.other / one.other;
         assert!((1.8..2.3).contains(&other), "other: {other}");
+    }
+
+    /// Between the two cache levels: a schedule that reuses one segment's activations
+    /// right after recomputing them reads them from the shared cache, keeping all reads
+    /// the window's from memory.
+    #[test]
+    fn the_shared_cache_sits_between() {
+        let mid = CostModel {
+            cache_bytes: 16 << 10,
+            shared_bytes: 512 << 10,
+            ..CostModel::REFERENCE
+        };
+        let all = predicted(&schedule::keep_all(8), &mid);
+        let one = predicted(&schedule::every(8, 1), &mid);
+        assert!(
+            one.memory > 0.0 && one.memory < all.memory,
+            "{one:?} {all:?}"
+        );
+        let near = CostModel {
+            shared_bytes: u64::MAX / 2,
+            ..mid
+        };
+        // With everything in the shared cache, keeping all costs less than every byte
+        // from memory, and more than nothing.
+        let shared = predicted(&schedule::keep_all(8), &near).memory;
+        assert!(
+            shared > 0.0 && shared < all.memory,
+            "{shared} {}",
+            all.memory
+        );
     }
 }

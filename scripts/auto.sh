@@ -37,7 +37,16 @@ echo "auto: $auto; --memory-budget alone: $chosen"
 # The candidates: those of `plan::budget::auto` that fit, as flags.
 cands=()
 segs=$(( ($(plan --checkpoint none | field window) + 15) / 16 ))
-limit=$(python3 -c "import sys; s=sys.argv[1]; u={'KiB':1<<10,'MiB':1<<20,'GiB':1<<30}; print(next((int(float(s[:-3])*v) for k,v in u.items() if s.endswith(k)), None) or int(s))" "$budget")
+# The budget in bytes, as recur reads sizes: a number with an optional K, M, G or T
+# (KiB or KB alike: powers of 1024), any case.
+limit=$(python3 - "$budget" <<'PY'
+import re, sys
+m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", sys.argv[1], re.I)
+if not m:
+    sys.exit(f"auto.sh: cannot read the budget '{sys.argv[1]}'")
+print(int(float(m[1]) * 1024 ** " kmgt".index((m[2] or " ").lower())))
+PY
+)
 try() {
   local arena
   arena=$(plan "$@" | field arena_bytes 2>/dev/null) || return 0
@@ -47,14 +56,20 @@ try() {
 try --checkpoint none
 for ((k = 1; k < segs; k *= 2)); do try --checkpoint "every:$k"; done
 try --checkpoint sqrt
-for s in 2 4 8 16 32 64; do [ "$s" -lt "$segs" ] && try --checkpoint "revolve:$s"; done
+# Revolve as auto weighs it: 0, 1, 2, 4, … slots below the segment count (a refused
+# plan is skipped by `try`).
+for ((s = 0; s < segs; s = s ? 2 * s : 1)); do try --checkpoint "revolve:$s"; done
 cands+=("--memory-budget $budget" "--checkpoint auto --memory-budget $budget")
 : > "$tmp/results"
 for ((r = 0; r < reps; r++)); do
   for c in "${cands[@]}"; do
     read -r -a flags <<< "$c"
-    "$bin" train --data "$tmp/tokens.bin" "${shape[@]}" "${flags[@]}" --steps "${steps[$name]}" \
-      --json --log-every 1 > "$tmp/out" 2>/dev/null
+    if ! "$bin" train --data "$tmp/tokens.bin" "${shape[@]}" "${flags[@]}" \
+      --steps "${steps[$name]}" --json --log-every 1 > "$tmp/out" 2> "$tmp/err"; then
+      echo "auto.sh: recur train ${flags[*]} failed:" >&2
+      cat "$tmp/err" >&2
+      exit 1
+    fi
     pred=$(plan "${flags[@]}" | field predicted)
     arena=$(plan "${flags[@]}" | field arena_bytes)
     pol=$(plan "${flags[@]}" | field policy)
@@ -85,10 +100,17 @@ for k, pol, arena, p, m in sorted(table, key=lambda x: x[3]):
     print(f"| `{k}` | {pol} | {arena/2**20:.1f} | {p:.3f} | {m:.3f} | {m/p:.2f} |")
 fixed = [t for t in table if not t[0].startswith("--memory-budget") and "auto" not in t[0]]
 def ranks(v):
+    # Tied values share the mean of their ranks.
     order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0] * len(v)
-    for k, i in enumerate(order):
-        r[i] = k
+    r = [0.0] * len(v)
+    k = 0
+    while k < len(order):
+        j = k
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[k]]:
+            j += 1
+        for i in order[k:j + 1]:
+            r[i] = (k + j) / 2
+        k = j + 1
     return r
 rp, rm = ranks([t[3] for t in fixed]), ranks([t[4] for t in fixed])
 n = len(fixed)

@@ -93,12 +93,13 @@ fn training_steps_do_not_allocate() {
                 "{cell} {kind:?} tokens, two lanes: {n} allocations in 5 steps"
             );
             // With the helper thread sharing the packed products and splitting every
-            // step's rows (B32 H48: 32 × 4·48 elements, above `SPLIT_MIN`).
+            // step's rows (B32 H48: 32 × 3·48 elements or more, above `SPLIT_MIN`).
             let wide = ModelSpec::language_model(cell, 97, 16, 48, 2).unwrap();
             let mut tr32 = TrainSpec::new(32, 45).unwrap();
             tr32.optim.kind = kind;
             let mut trainer = Trainer::new(compile(&wide, &tr32).unwrap()).unwrap();
             trainer.executor_mut().set_helper(true);
+            assert!(trainer.executor().helper_active(), "{cell}: a helper");
             let mut win = Windows::new(data.len(), 32, 45, data.path()).unwrap();
             let split = recur::exec::packed::splits();
             let n = allocations(&mut trainer, |t| t.load_window(&data, &mut win).unwrap());

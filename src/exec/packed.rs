@@ -28,16 +28,19 @@ pub fn products() -> u64 {
     PRODUCTS.load(Ordering::Relaxed)
 }
 
-static SPLITS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static SPLITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// Steps' elementwise passes split between the executor's thread and its helper
-/// (`MatMul::join`) since the process started: what tests check the split by.
+/// Steps' elementwise passes this thread has split with its executor's helper
+/// (`MatMul::join`): what tests check the split by (per thread, so that tests running
+/// at the same time do not count for each other).
 pub fn splits() -> u64 {
-    SPLITS.load(Ordering::Relaxed)
+    SPLITS.with(|s| s.get())
 }
 
 pub(super) fn count_split() {
-    SPLITS.fetch_add(1, Ordering::Relaxed);
+    SPLITS.with(|s| s.set(s.get() + 1));
 }
 
 /// Columns of one panel: two 16-lane vectors.

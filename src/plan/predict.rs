@@ -31,10 +31,9 @@ pub struct CostModel {
     /// Bytes that stay in a core's own cache (L2) between a buffer's use and its next
     /// read: such a read costs nothing extra.
     pub cache_bytes: u64,
-    /// Bytes that stay in the shared last-level cache: a read from there, beyond what
-    /// touching it in L2 costs: seconds a byte.
+    /// Bytes of the shared last-level cache one core may count on.
     pub shared_bytes: u64,
-    /// A byte read from the shared cache: seconds.
+    /// A byte read from the shared cache, beyond what touching it in L2 costs: seconds.
     pub shared_byte: f64,
     /// A byte read back from memory: seconds.
     pub memory_byte: f64,
@@ -44,9 +43,9 @@ impl CostModel {
     /// The costs measured on the reference machine (2 cores of an Intel Xeon with
     /// AVX-512, OpenBLAS SkylakeX; docs/PERFORMANCE.md, "A cost model and `auto`"):
     /// segment GEMMs at 280 GFLOP/s, the packed per-step products at 205, 1.45 ns per
-    /// gate element, 2 MiB of L2 per core, a 32 MiB share of the last-level cache at
-    /// about 33 GB/s and memory at about 10 GB/s. Fixed, so that a plan is the same on
-    /// every machine and every rank.
+    /// gate element, 2 MiB of L2 per core; assumed, not measured: a 32 MiB share of the
+    /// last-level cache at about 33 GB/s and memory at about 10 GB/s a core. Fixed, so
+    /// that a plan is the same on every machine and every rank.
     pub const REFERENCE: CostModel = CostModel {
         segment_flops: 280e9,
         step_flops: 205e9,
@@ -97,12 +96,15 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
         let mut touched = 0u64;
         let mut cold = 0.0f64;
         op.accesses(|b, access| {
-            let bytes = touched_bytes(&buffers[b.index()], sz);
+            let buf = &buffers[b.index()];
+            let bytes = touched_bytes(op, buf, sz);
             let at = &mut last[b.index()];
             // A read finds the buffer in cache if it, and everything touched since its
             // last use, fit there. A write is not charged: both the schedules compared
-            // write the same bytes once per forward.
-            let read = !matches!(access, Access::Write);
+            // write the same bytes once per forward. A window-wide buffer is touched a
+            // segment's rows at a time, so its last use says nothing about the rows
+            // read now: it is charged as touched, never as a read from afar.
+            let read = !matches!(access, Access::Write) && !window_wide(buf);
             if read && *at != u64::MAX {
                 let distance = clock - *at + bytes;
                 if distance > costs.shared_bytes {
@@ -136,23 +138,21 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
         } + memory;
         p.memory += memory;
         p.seconds += t;
-        // A layer's segment forward begins at its input projection (or the layer
-        // input it reads) and ends at its cell forward; it is a recomputation when that
-        // layer segment has been forwarded before.
+        // A layer's segment forward begins at its state load, embedding or input (the
+        // first of them) and runs to its output and checkpoint after its cell forward;
+        // it is a recomputation when that layer segment has been forwarded before. Any
+        // other op (the head, a backward) ends it.
         match *op {
             Op::LoadState { layer, seg, .. }
+            | Op::Embed { layer, seg, .. }
             | Op::LayerIn { layer, seg, .. }
             | Op::InputProj { layer, seg, .. }
             | Op::Dropout { layer, seg, .. } => {
                 let i = seg as usize * vl + layer as usize;
                 repeating = forwarded.get(i).copied().unwrap_or(false);
             }
-            // A segment's embedding precedes its first layer's forward.
-            Op::Embed { seg, .. } => {
-                let i = seg as usize * vl;
-                repeating = forwarded.get(i).copied().unwrap_or(false);
-            }
-            _ => {}
+            Op::CellForward { .. } | Op::Emit { .. } | Op::SaveCheckpoint { .. } => {}
+            _ => repeating = false,
         }
         let forward = matches!(
             op,
@@ -173,18 +173,33 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
             if let Some(f) = forwarded.get_mut(i) {
                 *f = true;
             }
-            repeating = false;
         }
     }
     p
 }
 
-/// Bytes of `b` one access touches: all of it, except a buffer spanning the window
-/// (a bidirectional layer's output and its gradient: one segment's rows a time) or the
-/// token table (the rows one segment gathers, at most).
-fn touched_bytes(b: &Buffer, sz: &Sizes) -> u64 {
+/// Whether `b` spans the window (a bidirectional layer's output and its gradient),
+/// touched a segment's rows at a time.
+fn window_wide(b: &Buffer) -> bool {
+    matches!(b.kind, BufKind::Output { .. } | BufKind::DeltaOut { .. })
+}
+
+/// Bytes of `b` one access by `op` touches: all of it, except a window-wide buffer
+/// under a segment's op (one segment's rows) and the token table under a gather (the
+/// rows one segment reads, at most). Building the table, summing its gradient and
+/// clearing a whole buffer touch all of it.
+fn touched_bytes(op: &Op, b: &Buffer, sz: &Sizes) -> u64 {
     let bytes = b.bytes();
+    let whole = matches!(
+        op,
+        Op::Table { .. }
+            | Op::TableGrad { .. }
+            | Op::ZeroDelta { .. }
+            | Op::FirstStep { .. }
+            | Op::FirstStepGrad { .. }
+    );
     match b.kind {
+        _ if whole => bytes,
         BufKind::Output { .. } | BufKind::DeltaOut { .. } => {
             bytes.div_ceil(sz.segments.max(1) as u64)
         }

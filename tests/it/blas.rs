@@ -192,6 +192,7 @@ fn split_steps_with_resets_change_no_bit() {
         let run = |helper: bool| {
             let mut t = Trainer::new(compile(&s.model(), &s.train()).unwrap()).unwrap();
             t.executor_mut().set_helper(helper);
+            assert_eq!(t.executor().helper_active(), helper);
             let mut bits = Vec::new();
             for w in 0..2 {
                 t.load_batch(Window::new(s, 5 + w).batch()).unwrap();

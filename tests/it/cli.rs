@@ -149,7 +149,7 @@ fn auto_with_a_budget_and_other_policies_without() {
     // From a config file, as a run's saved config writes it.
     std::fs::write(
         p.join("auto.toml"),
-        "vocab = 64\nhidden = 32\nwindow = 400\ncheckpoint = \"auto\"\nmemory-budget = \"1MiB\"\n",
+        "vocab = 64\nhidden = 32\nwindow = 400\ncheckpoint = \"auto\"\nmemory-budget = \"1048576\"\n",
     )
     .unwrap();
     let (code, out, err) = recur(&["plan", "--config", "auto.toml"], p);

@@ -37,14 +37,16 @@ echo "auto: $auto; --memory-budget alone: $chosen"
 # The candidates: those of `plan::budget::auto` that fit, as flags.
 cands=()
 segs=$(( ($(plan --checkpoint none | field window) + 15) / 16 ))
-# The budget in bytes, as recur reads sizes: a number with an optional K, M, G or T
-# (KiB or KB alike: powers of 1024), any case.
+# The budget in bytes, as recur reads sizes (`units::parse_size`): a number with an
+# optional unit, any case: K, M, G, T and KiB… are powers of 1024, KB, MB… of 1000.
 limit=$(python3 - "$budget" <<'PY'
 import re, sys
-m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", sys.argv[1], re.I)
+m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])(ib|b)?|b)?\s*", sys.argv[1], re.I)
 if not m:
     sys.exit(f"auto.sh: cannot read the budget '{sys.argv[1]}'")
-print(int(float(m[1]) * 1024 ** " kmgt".index((m[2] or " ").lower())))
+power = " kmgt".index((m[2] or " ").lower())
+base = 1000 if (m[3] or "").lower() == "b" else 1024
+print(int(float(m[1]) * base ** power))
 PY
 )
 try() {

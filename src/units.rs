@@ -19,6 +19,17 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
+/// Formats seconds for reports: `2.87 s`, `41.3 ms`, `310 µs`.
+pub fn fmt_secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
 /// Parses a byte size: `123`, `64KiB`, `256MiB`, `1.5GiB` (also KB/MB/GB as powers of
 /// 1000, and K/M/G as binary).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -72,6 +83,9 @@ mod tests {
     #[test]
     fn bytes_format_with_binary_units() {
         assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_secs(2.874), "2.87 s");
+        assert_eq!(fmt_secs(0.0413), "41.3 ms");
+        assert_eq!(fmt_secs(0.00031), "310 µs");
         assert_eq!(fmt_bytes(12 * 1024 + 300), "12.3 KiB");
         assert_eq!(fmt_bytes(300 << 20), "300 MiB");
     }

@@ -172,11 +172,17 @@ impl PlanReport {
         );
         let _ = writeln!(s, "        {}: {}", self.policy, self.policy_meaning);
         let t = &self.predicted;
+        let f = crate::units::fmt_secs;
         let _ = writeln!(
             s,
-            "        predicted {:.3} s/step on the reference machine: GEMMs {:.3}, cells {:.3}, \
-             other {:.3}, memory reads {:.3}; recomputation {:.3}",
-            t.seconds, t.segment_gemms, t.cells, t.other, t.memory, t.recompute
+            "        predicted {} a step on the reference machine: GEMMs {}, cells {}, other {}, \
+             memory reads {}; recomputation {}",
+            f(t.seconds),
+            f(t.segment_gemms),
+            f(t.cells),
+            f(t.other),
+            f(t.memory),
+            f(t.recompute)
         );
         let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");
         for c in &self.categories {
@@ -324,13 +330,13 @@ pub fn compare_markdown(rows: &[CompareRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| `{}` | {} | {:.1}% | {} | {:.2}× | {:.3} s |",
+            "| `{}` | {} | {:.1}% | {} | {:.2}× | {} |",
             r.policy,
             fmt_bytes(r.arena_bytes),
             100.0 * r.arena_bytes as f64 / none as f64,
             fmt_bytes(r.total_bytes),
             r.recompute_factor,
-            r.predicted_seconds
+            crate::units::fmt_secs(r.predicted_seconds)
         );
     }
     s
@@ -536,13 +542,13 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<34} {:>12} {:>8.1}% {:>12} {:>9.2}× {:>9.3} s",
+            "{:<34} {:>12} {:>8.1}% {:>12} {:>9.2}× {:>11}",
             r.policy,
             fmt_bytes(r.arena_bytes),
             100.0 * r.arena_bytes as f64 / none as f64,
             fmt_bytes(r.total_bytes),
             r.recompute_factor,
-            r.predicted_seconds
+            crate::units::fmt_secs(r.predicted_seconds)
         );
     }
     s

@@ -88,6 +88,8 @@ impl Cell for Gru {
         let [h, ..] = io.states;
         let [hn, ..] = io.saved;
         let rec = &mut io.scratch[..b * gw];
+        // The rows of each step's first half when split with the helper, else all.
+        let half = split_rows(mm, b, gw);
         for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
             let flags = step_flags(io.reset, t, b);
             let (h_prev, h_next) = h[t * bh..(t + 2) * bh].split_at_mut(bh);
@@ -96,7 +98,6 @@ impl Cell for Gru {
             }
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, rec, flags);
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            let half = split_rows(mm, b, gw);
             if half == b {
                 forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
                 continue;
@@ -122,13 +123,13 @@ impl Cell for Gru {
         let [hn, ..] = io.saved;
         let (dh_carry, scratch) = io.carry.split_at_mut(bh);
         let dg_h = &mut scratch[..b * gw];
+        let half = split_rows(mm, b, gw);
         for t in (0..d.steps).rev() {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
             let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
             let h_prev = &h[t * bh..(t + 1) * bh];
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            let half = split_rows(mm, b, gw);
             if half == b {
                 add_assign(dh_t, dh_carry);
                 backward_step(hd, a_t, hn_t, h_prev, dh_t, dg_h, dh_carry, flags);

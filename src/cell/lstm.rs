@@ -130,12 +130,13 @@ impl Cell for Lstm {
         let (bh, gw) = (b * hd, 4 * hd);
         let w_hh = w.get(W_HH);
         let [h, c, ..] = io.states;
+        // The rows of each step's first half when split with the helper, else all.
+        let half = split_rows(mm, b, gw);
         for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
             let flags = step_flags(io.reset, t, b);
             let (h_prev, h_next) = h[t * bh..(t + 2) * bh].split_at_mut(bh);
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, a_t, flags);
             let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
-            let half = split_rows(mm, b, gw);
             if half == b {
                 forward_step(hd, a_t, c_prev, c_next, h_next, flags);
                 continue;
@@ -161,12 +162,12 @@ impl Cell for Lstm {
         let c = io.states[C];
         let (dh_carry, rest) = io.carry.split_at_mut(bh);
         let (dc_carry, scratch) = rest.split_at_mut(bh);
+        let half = split_rows(mm, b, gw);
         for t in (0..d.steps).rev() {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
             let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
             let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
-            let half = split_rows(mm, b, gw);
             if half == b {
                 add_assign(dh_t, dh_carry);
                 backward_step(hd, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);

@@ -154,18 +154,8 @@ pub fn predict(ops: &[Op], buffers: &[Buffer], sz: &Sizes, costs: &CostModel) ->
             Op::CellForward { .. } | Op::Emit { .. } | Op::SaveCheckpoint { .. } => {}
             _ => repeating = false,
         }
-        let forward = matches!(
-            op,
-            Op::Embed { .. }
-                | Op::LayerIn { .. }
-                | Op::Dropout { .. }
-                | Op::InputProj { .. }
-                | Op::CellForward { .. }
-                | Op::Emit { .. }
-                | Op::LoadState { .. }
-                | Op::SaveCheckpoint { .. }
-        );
-        if forward && repeating {
+        // Only a forward's ops leave `repeating` set.
+        if repeating {
             p.recompute += t;
         }
         if let Op::CellForward { layer, seg, .. } = *op {
@@ -200,9 +190,7 @@ fn touched_bytes(op: &Op, b: &Buffer, sz: &Sizes) -> u64 {
     );
     match b.kind {
         _ if whole => bytes,
-        BufKind::Output { .. } | BufKind::DeltaOut { .. } => {
-            bytes.div_ceil(sz.segments.max(1) as u64)
-        }
+        _ if window_wide(b) => bytes.div_ceil(sz.segments.max(1) as u64),
         BufKind::Table | BufKind::TableGrad => {
             bytes.min((sz.seg_rows(0) * sz.gate_width * 4) as u64)
         }

@@ -107,7 +107,7 @@ impl Cell for Lstm {
         // tanh(c_t) of one row [H] for each of the two threads a step's rows may be
         // split between; projected, also dL/dm of the step [B, H].
         match w.proj {
-            Some(_) => w.hidden + batch * w.hidden,
+            Some(_) => 2 * w.hidden + batch * w.hidden,
             None => 2 * w.hidden,
         }
     }
@@ -234,13 +234,25 @@ fn forward_projected(d: Dims, p: usize, w: &Params<'_>, io: Forward<'_>, mm: &dy
     let (w_hh, w_hr) = (w.get(W_HH), w.get(W_HR));
     let [h, c, ..] = io.states;
     let [m, ..] = io.saved;
+    let half = split_rows(mm, b, gw);
     for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
         let flags = step_flags(io.reset, t, b);
         let (h_prev, h_next) = h[t * bp..(t + 2) * bp].split_at_mut(bp);
         recurrent_product(mm, b, gw, p, h_prev, w_hh, 1.0, a_t, flags);
         let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
         let m_t = &mut m[t * bh..(t + 1) * bh];
-        forward_step(hd, a_t, c_prev, c_next, m_t, flags);
+        if half == b {
+            forward_step(hd, a_t, c_prev, c_next, m_t, flags);
+        } else {
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (p0, p1) = c_prev.split_at(half * hd);
+            let (c0, c1) = c_next.split_at_mut(half * hd);
+            let (m0, m1) = m_t.split_at_mut(half * hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(&mut || forward_step(hd, a0, p0, c0, m0, f0), &mut || {
+                forward_step(hd, a1, p1, c1, m1, f1)
+            });
+        }
         mm.gemm(b, p, hd, m_t, Tr::N, w_hr, Tr::T, 0.0, h_next);
     }
 }
@@ -254,8 +266,9 @@ fn backward_projected(d: Dims, p: usize, w: &Params<'_>, mut io: Backward<'_>, m
     let c = io.states[C];
     let (dh_carry, rest) = io.carry.split_at_mut(bp);
     let (dc_carry, scratch) = rest.split_at_mut(bh);
-    let (tc, dm) = scratch.split_at_mut(hd);
+    let (tc, dm) = scratch.split_at_mut(2 * hd);
     let dm = &mut dm[..bh];
+    let half = split_rows(mm, b, gw);
     for t in (0..d.steps).rev() {
         let flags = step_flags(io.reset, t, b);
         let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
@@ -263,7 +276,21 @@ fn backward_projected(d: Dims, p: usize, w: &Params<'_>, mut io: Backward<'_>, m
         add_assign(dh_t, dh_carry);
         mm.gemm(b, hd, p, dh_t, Tr::N, w_hr, Tr::N, 0.0, dm);
         let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
-        backward_step(hd, a_t, dm, dc_carry, c_prev, c_t, tc, flags);
+        if half == b {
+            backward_step(hd, a_t, dm, dc_carry, c_prev, c_t, tc, flags);
+        } else {
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (dm0, dm1) = dm.split_at(half * hd);
+            let (dc0, dc1) = dc_carry.split_at_mut(half * hd);
+            let (p0, p1) = c_prev.split_at(half * hd);
+            let (c0, c1) = c_t.split_at(half * hd);
+            let (s0, s1) = tc.split_at_mut(hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(
+                &mut || backward_step(hd, a0, dm0, dc0, p0, c0, s0, f0),
+                &mut || backward_step(hd, a1, dm1, dc1, p1, c1, s1, f1),
+            );
+        }
         if !io.first_segment || t > 0 {
             mm.gemm(b, p, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
             zero_reset_rows_of(dh_carry, p, flags);

@@ -28,8 +28,9 @@
 //! the lags, and carries the pending gradients of the last M states backward.
 
 use super::{
-    add_col_sums, gate_params, recurrent_product, step_flags, Backward, Cell, Dims, Forward, Mat,
-    MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
+    add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags, Backward,
+    Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl,
+    StateDecl, Tr, Width,
 };
 
 /// The multi-lag gated unit of `lags` past states.
@@ -139,6 +140,8 @@ impl Cell for MultiLag {
         let [hn, ..] = io.saved;
         let (rec, s) = io.scratch.split_at_mut(b * gw);
         let s = &mut s[..b * m * hd];
+        // The rows of each step's first half when split with the helper, else all.
+        let half = split_rows(mm, b, gw);
         for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
             let flags = step_flags(io.reset, t, b);
             // The age entering the step: 0 where a sequence starts here.
@@ -161,7 +164,20 @@ impl Cell for MultiLag {
             recurrent_product(mm, b, gw, m * hd, s, w_hh, 1.0, rec, flags);
             let (h_prev, h_next) = h[(m + t - 1) * bh..(m + t + 1) * bh].split_at_mut(bh);
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            super::gru::forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
+            if half == b {
+                super::gru::forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
+                continue;
+            }
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (r0, r1) = rec.split_at(half * gw);
+            let (p0, p1) = h_prev.split_at(half * hd);
+            let (h0, h1) = h_next.split_at_mut(half * hd);
+            let (n0, n1) = hn_t.split_at_mut(half * hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(
+                &mut || super::gru::forward_step(hd, a0, r0, p0, h0, n0, f0),
+                &mut || super::gru::forward_step(hd, a1, r1, p1, h1, n1, f1),
+            );
         }
     }
 
@@ -179,6 +195,7 @@ impl Cell for MultiLag {
         let (dg_h, rest) = scratch.split_at_mut(b * gw);
         let (ds, rest) = rest.split_at_mut(b * m * hd);
         let zp = &mut rest[..bh];
+        let half = split_rows(mm, b, gw);
         for t in (0..d.steps).rev() {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
@@ -195,7 +212,7 @@ impl Cell for MultiLag {
                 // The GRU's own order of operations, so that M = 1 is it bit for bit:
                 // h_{t−1} is read by this step alone.
                 let p0 = &mut pend[..bh];
-                super::gru::backward_step(hd, a_t, hn_t, h_prev, dh_t, dg_h, p0, flags);
+                backward_rows(half, hd, a_t, hn_t, h_prev, dh_t, dg_h, p0, flags, mm);
                 if more {
                     mm.gemm(b, hd, gw, dg_h, Tr::N, w_hh, Tr::N, 1.0, p0);
                     for (row, &a) in p0.chunks_exact_mut(hd).zip(age_t) {
@@ -206,7 +223,7 @@ impl Cell for MultiLag {
                 }
                 continue;
             }
-            super::gru::backward_step(hd, a_t, hn_t, h_prev, dh_t, dg_h, zp, flags);
+            backward_rows(half, hd, a_t, hn_t, h_prev, dh_t, dg_h, zp, flags, mm);
             super::add_assign(&mut pend[..bh], zp);
             if more {
                 mm.gemm(b, m * hd, gw, dg_h, Tr::N, w_hh, Tr::N, 0.0, ds);
@@ -277,6 +294,39 @@ impl Cell for MultiLag {
         add_col_sums(db_rz, io.gates, gw);
         add_col_sums(db_n, dhn, hd);
     }
+}
+
+/// The GRU's backward step over a step's rows, the rows after `half` on the helper
+/// when `half` is less than the batch (each row is computed alone: the same bits).
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    half: usize,
+    hd: usize,
+    a: &mut [f32],
+    hn: &mut [f32],
+    h_prev: &[f32],
+    dh: &[f32],
+    dg: &mut [f32],
+    dz: &mut [f32],
+    flags: &[u8],
+    mm: &dyn MatMul,
+) {
+    if half * hd == dh.len() {
+        super::gru::backward_step(hd, a, hn, h_prev, dh, dg, dz, flags);
+        return;
+    }
+    let gw = 3 * hd;
+    let (a0, a1) = a.split_at_mut(half * gw);
+    let (n0, n1) = hn.split_at_mut(half * hd);
+    let (p0, p1) = h_prev.split_at(half * hd);
+    let (dh0, dh1) = dh.split_at(half * hd);
+    let (g0, g1) = dg.split_at_mut(half * gw);
+    let (z0, z1) = dz.split_at_mut(half * hd);
+    let (f0, f1) = split_flags(flags, half);
+    mm.join(
+        &mut || super::gru::backward_step(hd, a0, n0, p0, dh0, g0, z0, f0),
+        &mut || super::gru::backward_step(hd, a1, n1, p1, dh1, g1, z1, f1),
+    );
 }
 
 #[cfg(test)]

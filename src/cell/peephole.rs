@@ -20,9 +20,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, gate_params, recurrent_product, step_flags, zero_reset_rows,
-    zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl, Params, ParamsMut,
-    RecurrentGrads, Role, StateDecl, Tr, Width,
+    add_assign, add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags,
+    zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl,
+    Params, ParamsMut, RecurrentGrads, Role, StateDecl, Tr, Width,
 };
 
 /// The peephole LSTM cell.
@@ -84,7 +84,9 @@ impl Cell for Peephole {
     }
 
     fn backward_scratch(&self, _batch: usize, w: Width) -> usize {
-        w.hidden
+        // tanh(c_t) of one row for each of the two threads a step's rows may be split
+        // between.
+        2 * w.hidden
     }
 
     fn forget_gate(&self) -> Option<usize> {
@@ -102,12 +104,25 @@ impl Cell for Peephole {
         let w_hh = w.get(W_HH);
         let p = [w.get(P_I), w.get(P_F), w.get(P_O)];
         let [h, c, ..] = io.states;
+        // The rows of each step's first half when split with the helper, else all.
+        let half = split_rows(mm, b, gw);
         for (t, a_t) in io.gates.chunks_exact_mut(b * gw).enumerate() {
             let flags = step_flags(io.reset, t, b);
             let (h_prev, h_next) = h[t * bh..(t + 2) * bh].split_at_mut(bh);
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, a_t, flags);
             let (c_prev, c_next) = c[t * bh..(t + 2) * bh].split_at_mut(bh);
-            forward_step(hd, p, a_t, c_prev, c_next, h_next, flags);
+            if half == b {
+                forward_step(hd, p, a_t, c_prev, c_next, h_next, flags);
+                continue;
+            }
+            let (a0, a1) = a_t.split_at_mut(half * gw);
+            let (p0, p1) = c_prev.split_at(half * hd);
+            let (c0, c1) = c_next.split_at_mut(half * hd);
+            let (h0, h1) = h_next.split_at_mut(half * hd);
+            let (f0, f1) = split_flags(flags, half);
+            mm.join(&mut || forward_step(hd, p, a0, p0, c0, h0, f0), &mut || {
+                forward_step(hd, p, a1, p1, c1, h1, f1)
+            });
         }
     }
 
@@ -119,13 +134,35 @@ impl Cell for Peephole {
         let c = io.states[C];
         let (dh_carry, rest) = io.carry.split_at_mut(bh);
         let (dc_carry, scratch) = rest.split_at_mut(bh);
+        let half = split_rows(mm, b, gw);
         for t in (0..d.steps).rev() {
             let flags = step_flags(io.reset, t, b);
             let a_t = &mut io.gates[t * b * gw..(t + 1) * b * gw];
             let dh_t = &mut io.dh[t * bh..(t + 1) * bh];
-            add_assign(dh_t, dh_carry);
             let (c_prev, c_t) = c[t * bh..(t + 2) * bh].split_at(bh);
-            backward_step(hd, p, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);
+            if half == b {
+                add_assign(dh_t, dh_carry);
+                backward_step(hd, p, a_t, dh_t, dc_carry, c_prev, c_t, scratch, flags);
+            } else {
+                let (a0, a1) = a_t.split_at_mut(half * gw);
+                let (dh0, dh1) = dh_t.split_at_mut(half * hd);
+                let (carry0, carry1) = dh_carry.split_at(half * hd);
+                let (dc0, dc1) = dc_carry.split_at_mut(half * hd);
+                let (p0, p1) = c_prev.split_at(half * hd);
+                let (c0, c1) = c_t.split_at(half * hd);
+                let (s0, s1) = scratch.split_at_mut(hd);
+                let (f0, f1) = split_flags(flags, half);
+                mm.join(
+                    &mut || {
+                        add_assign(dh0, carry0);
+                        backward_step(hd, p, a0, dh0, dc0, p0, c0, s0, f0);
+                    },
+                    &mut || {
+                        add_assign(dh1, carry1);
+                        backward_step(hd, p, a1, dh1, dc1, p1, c1, s1, f1);
+                    },
+                );
+            }
             if !io.first_segment || t > 0 {
                 mm.gemm(b, hd, gw, a_t, Tr::N, w_hh, Tr::N, 0.0, dh_carry);
                 zero_reset_rows_of(dh_carry, hd, flags);

@@ -20,9 +20,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags,
-    zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl,
-    Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
+    add_assign, add_col_sums_par, gate_params, recurrent_product, split_flags, split_rows,
+    step_flags, zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Mat, MatMul,
+    ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl, StateDecl, Tr, Width,
 };
 
 /// PyTorch's `nn.GRU` cell.
@@ -181,8 +181,8 @@ impl Cell for Gru {
         mm.mm(2 * hd, hd, rows, a, Mat::n(h_prev, hd), 1.0, rz, hd);
         mm.gemm(hd, hd, rows, dhn, Tr::T, h_prev, Tr::N, 1.0, n);
         let (db_rz, db_n) = g.get(B_HH).split_at_mut(2 * hd);
-        add_col_sums(db_rz, io.gates, gw);
-        add_col_sums(db_n, dhn, hd);
+        add_col_sums_par(mm, db_rz, io.gates, gw);
+        add_col_sums_par(mm, db_n, dhn, hd);
     }
 }
 

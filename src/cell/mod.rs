@@ -28,8 +28,9 @@ mod steps;
 
 pub use mm::{Mat, MatMul, Tr};
 pub use steps::{
-    add_assign, add_col_sums, recurrent_product, split_flags, split_rows, step_flags,
-    zero_reset_rows, zero_reset_rows_of, SPLIT_MIN,
+    add_assign, add_col_sums, add_col_sums_par, broadcast_par, recurrent_product, row_cut,
+    scatter_add_rows_par, split_flags, split_rows, step_flags, zero_reset_rows, zero_reset_rows_of,
+    PASS_SPLIT_MIN, SPLIT_MIN,
 };
 
 use std::ops::Range;

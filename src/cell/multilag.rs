@@ -28,9 +28,9 @@
 //! the lags, and carries the pending gradients of the last M states backward.
 
 use super::{
-    add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags, Backward,
-    Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads, SavedDecl,
-    StateDecl, Tr, Width,
+    add_col_sums_par, gate_params, recurrent_product, split_flags, split_rows, step_flags,
+    Backward, Cell, Dims, Forward, Mat, MatMul, ParamDecl, Params, ParamsMut, RecurrentGrads,
+    SavedDecl, StateDecl, Tr, Width,
 };
 
 /// The multi-lag gated unit of `lags` past states.
@@ -291,8 +291,8 @@ impl Cell for MultiLag {
             mm.mm(hd, hd, rows, dn, Mat::n(lag, hd), 1.0, &mut dw[at..], sw);
         }
         let (db_rz, db_n) = g.get(B_HH).split_at_mut(2 * hd);
-        add_col_sums(db_rz, io.gates, gw);
-        add_col_sums(db_n, dhn, hd);
+        add_col_sums_par(mm, db_rz, io.gates, gw);
+        add_col_sums_par(mm, db_n, dhn, hd);
     }
 }
 

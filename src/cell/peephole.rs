@@ -20,9 +20,9 @@
 
 use super::act::{sigmoid_inplace, tanh_inplace};
 use super::{
-    add_assign, add_col_sums, gate_params, recurrent_product, split_flags, split_rows, step_flags,
-    zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul, ParamDecl,
-    Params, ParamsMut, RecurrentGrads, Role, StateDecl, Tr, Width,
+    add_assign, add_col_sums_par, gate_params, recurrent_product, split_flags, split_rows,
+    step_flags, zero_reset_rows, zero_reset_rows_of, Backward, Cell, Dims, Forward, Init, MatMul,
+    ParamDecl, Params, ParamsMut, RecurrentGrads, Role, StateDecl, Tr, Width,
 };
 
 /// The peephole LSTM cell.
@@ -205,7 +205,7 @@ impl Cell for Peephole {
             1.0,
             g.get(W_HH),
         );
-        add_col_sums(g.get(B_HH), io.gates, gw);
+        add_col_sums_par(mm, g.get(B_HH), io.gates, gw);
     }
 }
 

@@ -112,6 +112,115 @@ pub fn add_col_sums(acc: &mut [f32], m: &[f32], ld: usize) {
     }
 }
 
+/// Elements of a segment-wide memory pass (a bias broadcast, column sums, a gather or
+/// scatter of rows) below which it stays on one thread.
+pub const PASS_SPLIT_MIN: usize = 1 << 15;
+
+/// Where a pass over rows of `width` columns is cut between two threads by columns: at
+/// half the width, rounded up to a cache line (16 floats) so that the threads never
+/// write one line; `None` when the pass stays on one thread.
+fn column_cut(mm: &dyn MatMul, elems: usize, width: usize) -> Option<usize> {
+    let cut = (width / 2).next_multiple_of(16);
+    (mm.parallel() && elems >= PASS_SPLIT_MIN && cut < width).then_some(cut)
+}
+
+/// The first row of a pass over `rows` rows cut between two threads by rows (half of
+/// them), or `None` when it stays on one thread.
+pub fn row_cut(mm: &dyn MatMul, rows: usize, width: usize) -> Option<usize> {
+    (mm.parallel() && rows >= 2 && rows * width >= PASS_SPLIT_MIN).then_some(rows / 2)
+}
+
+/// [`add_col_sums`] with the columns shared between `mm`'s two threads: every column is
+/// summed over the rows in the same order by one thread, so the bits are the same.
+pub fn add_col_sums_par(mm: &dyn MatMul, acc: &mut [f32], m: &[f32], ld: usize) {
+    let Some(cut) = column_cut(mm, m.len(), acc.len()) else {
+        return add_col_sums(acc, m, ld);
+    };
+    let (a0, a1) = acc.split_at_mut(cut);
+    mm.join(&mut || add_col_sums(a0, m, ld), &mut || {
+        add_col_sums(a1, &m[cut..], ld)
+    });
+}
+
+/// Sets every row of `out` to `row` (the rows shared between `mm`'s two threads).
+pub fn broadcast_par(mm: &dyn MatMul, out: &mut [f32], row: &[f32]) {
+    let fill = |o: &mut [f32]| {
+        for r in o.chunks_exact_mut(row.len()) {
+            r.copy_from_slice(row);
+        }
+    };
+    match row_cut(mm, out.len() / row.len().max(1), row.len()) {
+        Some(half) => {
+            let (o0, o1) = out.split_at_mut(half * row.len());
+            mm.join(&mut || fill(o0), &mut || fill(o1));
+        }
+        None => fill(out),
+    }
+}
+
+/// `table[t] += rows[r]` for each row r and its token t (rows and table rows of
+/// `width`), the columns shared between `mm`'s two threads: each table element gets its
+/// additions in row order from one thread, so the bits are the same as one thread's.
+///
+/// # Panics
+/// If a token has no row in `table`.
+pub fn scatter_add_rows_par(
+    mm: &dyn MatMul,
+    table: &mut [f32],
+    width: usize,
+    tokens: &[u32],
+    rows: &[f32],
+) {
+    let n = table.len() / width.max(1);
+    assert!(
+        tokens.iter().all(|&t| (t as usize) < n),
+        "a token beyond the table"
+    );
+    let table = Columns(table.as_mut_ptr());
+    let Some(cut) = column_cut(mm, rows.len(), width) else {
+        // SAFETY: every token's row is in `table` (asserted), borrowed for the call.
+        return unsafe { scatter_cols(table, width, 0..width, tokens, rows) };
+    };
+    // SAFETY (both): as above, and the two threads write disjoint columns.
+    mm.join(
+        &mut || unsafe { scatter_cols(table, width, 0..cut, tokens, rows) },
+        &mut || unsafe { scatter_cols(table, width, cut..width, tokens, rows) },
+    );
+}
+
+/// A table two threads write at once, in disjoint columns.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+
+// SAFETY: the threads sharing a `Columns` write disjoint columns of it (`scatter_cols`'s
+// contract), and the table outlives them (`MatMul::join` returns when both are done).
+unsafe impl Send for Columns {}
+// SAFETY: as above.
+unsafe impl Sync for Columns {}
+
+/// The columns `cols` of `scatter_add_rows_par`.
+///
+/// # Safety
+/// `table` holds a row of `width` for every token, and nothing else reads or writes
+/// those columns of it during the call.
+unsafe fn scatter_cols(
+    table: Columns,
+    width: usize,
+    cols: std::ops::Range<usize>,
+    tokens: &[u32],
+    rows: &[f32],
+) {
+    for (row, &t) in rows.chunks_exact(width).zip(tokens) {
+        // SAFETY: the caller's: in bounds, and no other reference to these columns.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(table.0.add(t as usize * width + cols.start), cols.len())
+        };
+        for (d, s) in dst.iter_mut().zip(&row[cols.clone()]) {
+            *d += s;
+        }
+    }
+}
+
 /// The reset flags of step `t` of a segment ([steps·B] flags), or an empty slice.
 #[inline]
 pub fn step_flags(reset: &[u8], t: usize, batch: usize) -> &[u8] {

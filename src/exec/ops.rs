@@ -1,29 +1,13 @@
-//! Elementwise and gather kernels of the executor: embedding gather and scatter, bias
-//! broadcast, and the heads' losses (softmax cross-entropy, squared error). No GEMMs
-//! here.
+//! Elementwise and gather kernels of the executor: embedding gather and the heads'
+//! losses (softmax cross-entropy, squared error). No GEMMs here. The passes that may be
+//! shared between two threads (bias broadcast, column sums, scatter) are in
+//! `cell::steps`.
 
 /// Copies row `tokens[r]` of `table` ([V, width]) into row r of `out`.
 pub fn gather_rows(table: &[f32], width: usize, tokens: &[u32], out: &mut [f32]) {
     for (row, &t) in out.chunks_exact_mut(width).zip(tokens) {
         let t = t as usize;
         row.copy_from_slice(&table[t * width..(t + 1) * width]);
-    }
-}
-
-/// Adds row r of `rows` onto row `tokens[r]` of `table`.
-pub fn scatter_add_rows(table: &mut [f32], width: usize, tokens: &[u32], rows: &[f32]) {
-    for (row, &t) in rows.chunks_exact(width).zip(tokens) {
-        let t = t as usize;
-        for (d, s) in table[t * width..(t + 1) * width].iter_mut().zip(row) {
-            *d += s;
-        }
-    }
-}
-
-/// Sets every row of `out` to `a`.
-pub fn broadcast_bias(out: &mut [f32], a: &[f32]) {
-    for row in out.chunks_exact_mut(a.len()) {
-        row.copy_from_slice(a);
     }
 }
 

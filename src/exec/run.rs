@@ -8,8 +8,8 @@ use super::lanes::Worker;
 use super::ops;
 use super::packed::PackSet;
 use crate::cell::{
-    add_assign, add_col_sums, Backward, Cell, Dims, Forward, Mat, MatMul, Params, ParamsMut,
-    RecurrentGrads, MAX_SAVED, MAX_STATES,
+    add_assign, add_col_sums_par, broadcast_par, row_cut, scatter_add_rows_par, Backward, Cell,
+    Dims, Forward, Mat, MatMul, Params, ParamsMut, RecurrentGrads, MAX_SAVED, MAX_STATES,
 };
 use crate::graph::{BufKind, Bufs, Input, Op, StateSrc};
 use crate::ids::BufId;
@@ -547,7 +547,8 @@ impl<'a> Ctx<'a> {
                 }
                 if let (0, Some(e)) = (l / self.sz.directions, self.lay.embedding()) {
                     let toks = self.tokens_of(layer, seg);
-                    ops::scatter_add_rows(self.g.get(e.range()), iw, toks, dx);
+                    let mm = Blas(self.packs, self.helper);
+                    scatter_add_rows_par(&mm, self.g.get(e.range()), iw, toks, dx);
                 }
             }
         }
@@ -672,18 +673,36 @@ impl<'a> Ctx<'a> {
         let (iw, gw) = (self.sz.input_width(l), self.sz.gate_width);
         let a = ar.buf(gates);
         let rows = a.len() / gw;
+        let mm = Blas(self.packs, self.helper);
         let (first, rest) = a.split_at_mut(gw);
         let w = Params::new(self.p, &self.lay.layer(l).ranges);
         self.cell.input_bias(&w, first);
-        ops::broadcast_bias(rest, first);
         if let Input::Table(p) = x {
-            // Each row: the bias plus its token's row of the table.
+            // Each row: the bias plus its token's row of the table, in one pass (the
+            // rows after the first shared between the threads); the first row, which
+            // holds the bias until then, last.
             let (p, toks) = (&*ar.buf(p), self.tokens_of(l as u32, seg));
-            for (row, &t) in a.chunks_exact_mut(gw).zip(toks) {
-                add_assign(row, &p[t as usize * gw..][..gw]);
+            let bias = &*first;
+            let gather = |out: &mut [f32], toks: &[u32]| {
+                for (row, &t) in out.chunks_exact_mut(gw).zip(toks) {
+                    let x = &p[t as usize * gw..][..gw];
+                    for ((o, b), x) in row.iter_mut().zip(bias).zip(x) {
+                        *o = b + x;
+                    }
+                }
+            };
+            match row_cut(&mm, rows - 1, gw) {
+                Some(half) => {
+                    let (r0, r1) = rest.split_at_mut(half * gw);
+                    let (t0, t1) = toks[1..].split_at(half);
+                    mm.join(&mut || gather(r0, t0), &mut || gather(r1, t1));
+                }
+                None => gather(rest, &toks[1..]),
             }
+            add_assign(first, &p[toks[0] as usize * gw..][..gw]);
             return;
         }
+        broadcast_par(&mm, rest, first);
         let x = self.input_rows(ar, x, seg, l);
         let w_ih = &self.p[self.lay.w_ih(l).range()];
         gemm(rows, gw, iw, x, Tr::N, w_ih, Tr::T, 1.0, a);
@@ -708,7 +727,8 @@ impl<'a> Ctx<'a> {
         if let Input::Table(dp) = x {
             // dL/d(table row of each token) += its rows of dL/d(gates).
             let toks = self.tokens_of(l as u32, seg);
-            ops::scatter_add_rows(ar.buf(dp), gw, toks, a);
+            let mm = Blas(self.packs, self.helper);
+            scatter_add_rows_par(&mm, ar.buf(dp), gw, toks, a);
         } else {
             let x = self.input_rows(ar, x, seg, l);
             gemm(
@@ -723,7 +743,8 @@ impl<'a> Ctx<'a> {
                 self.g.get(self.lay.w_ih(l).range()),
             );
         }
-        add_col_sums(self.g.get(self.lay.b_ih(l).range()), a, gw);
+        let mm = Blas(self.packs, self.helper);
+        add_col_sums_par(&mm, self.g.get(self.lay.b_ih(l).range()), a, gw);
         let saved = ar.bufs::<MAX_SAVED>(saved);
         let io = RecurrentGrads {
             gates: a,
@@ -746,7 +767,7 @@ impl<'a> Ctx<'a> {
         let h = &*self.rows_of(ar, h, seg, hd);
         let z = ar.buf(out);
         let rows = z.len() / k;
-        ops::broadcast_bias(z, &self.p[fb]);
+        broadcast_par(&Blas(self.packs, self.helper), z, &self.p[fb]);
         gemm(rows, k, hd, h, Tr::N, &self.p[fw], Tr::T, 1.0, z);
         if seg as usize + 1 == self.sz.segments {
             self.outputs.all().copy_from_slice(&z[(rows - b) * k..]);
@@ -787,7 +808,8 @@ impl<'a> Ctx<'a> {
         let h = &*self.rows_of(ar, h, seg, hd);
         let z = ar.buf(out);
         let rows = z.len() / k;
-        ops::broadcast_bias(z, &self.p[fb.clone()]);
+        let mm = Blas(self.packs, self.helper);
+        broadcast_par(&mm, z, &self.p[fb.clone()]);
         gemm(rows, k, hd, h, Tr::N, &self.p[fw.clone()], Tr::T, 1.0, z);
         self.acc().loss += match self.sz.head {
             HeadKind::Regress => {
@@ -799,7 +821,7 @@ impl<'a> Ctx<'a> {
             }
         };
         gemm(k, hd, rows, z, Tr::T, h, Tr::N, 1.0, self.g.get(fw.clone()));
-        add_col_sums(self.g.get(fb), z, k);
+        add_col_sums_par(&mm, self.g.get(fb), z, k);
         gemm(rows, hd, k, z, Tr::N, &self.p[fw], Tr::N, 0.0, dh);
     }
 }

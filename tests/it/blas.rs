@@ -178,26 +178,40 @@ fn packed_recurrent_products_for_every_cell_and_the_helper_changes_no_bit() {
 /// A step split by batch rows between the executor's thread and its helper gives the
 /// same bits as one thread, with rows that start a new sequence mid-window (reset
 /// flags cut with the rows) and masks, for every cell: the LSTM, the GRU, the peephole
-/// LSTM, the multi-lag unit (M = 1, the GRU's path, and M = 3) and the projected LSTM.
+/// LSTM, the multi-lag unit (M = 1, the GRU's path, and M = 3) and the projected LSTM;
+/// and so do the segment-wide passes shared with it (bias broadcasts, column sums, the
+/// token table's gather and scatter, the embedding's scatter) with token inputs, one
+/// way (layer 0's projection a table) and both ways (the embedding's own gradient).
 #[test]
 fn split_steps_with_resets_change_no_bit() {
     use crate::cases::{Shape, Window};
     use recur::exec::packed::splits;
     use recur::spec::HeadKind;
     use recur::{compile, CellKind, Trainer};
-    let cells = [
-        (CellKind::Lstm, None),
-        (CellKind::Gru, None),
-        (CellKind::Peephole, None),
-        (CellKind::MultiLag(1), None),
-        (CellKind::MultiLag(3), None),
-        (CellKind::Lstm, Some(24)),
-    ];
-    for (cell, proj) in cells {
+    let regress = |cell, proj| {
         let mut s = Shape::new(cell, Some(3), HeadKind::Regress);
+        s.proj = proj;
+        s
+    };
+    let tokens = |cell, bidirectional| {
+        let mut s = Shape::new(cell, None, HeadKind::Lm);
+        s.bidirectional = bidirectional;
+        s
+    };
+    let shapes = [
+        regress(CellKind::Lstm, None),
+        regress(CellKind::Gru, None),
+        regress(CellKind::Peephole, None),
+        regress(CellKind::MultiLag(1), None),
+        regress(CellKind::MultiLag(3), None),
+        regress(CellKind::Lstm, Some(24)),
+        tokens(CellKind::Lstm, false),
+        tokens(CellKind::Gru, true),
+    ];
+    for mut s in shapes {
         // B32 H48: 32 × 3·48 elements or more a step, above `SPLIT_MIN`.
         (s.hidden, s.layers, s.batch, s.window, s.grain) = (48, 2, 32, 20, 8);
-        (s.masks, s.resets, s.proj) = (true, true, proj);
+        (s.masks, s.resets) = (true, true);
         let run = |helper: bool| {
             let mut t = Trainer::new(compile(&s.model(), &s.train()).unwrap()).unwrap();
             t.executor_mut().set_helper(helper);
@@ -212,10 +226,7 @@ fn split_steps_with_resets_change_no_bit() {
         };
         let before = splits();
         let shared = run(true);
-        assert!(splits() > before, "{cell} {proj:?}: no step split");
-        assert!(
-            shared == run(false),
-            "{cell} {proj:?}: the split changed bits"
-        );
+        assert!(splits() > before, "{s:?}: no step split");
+        assert!(shared == run(false), "{s:?}: the split changed bits");
     }
 }

@@ -42,14 +42,15 @@ pub struct CostModel {
 impl CostModel {
     /// The costs measured on the reference machine (2 cores of an Intel Xeon with
     /// AVX-512, OpenBLAS SkylakeX; docs/PERFORMANCE.md, "A cost model and `auto`"):
-    /// segment GEMMs at 280 GFLOP/s, the packed per-step products at 205, 1.45 ns per
-    /// gate element, 2 MiB of L2 per core; assumed, not measured: a 32 MiB share of the
+    /// segment GEMMs at 290 GFLOP/s, the packed per-step products at 240, 1.0 ns per
+    /// gate element (both with each step's rows split between the two threads), 2 MiB
+    /// of L2 per core; assumed, not measured: a 32 MiB share of the
     /// last-level cache at about 33 GB/s and memory at about 10 GB/s a core. Fixed, so
     /// that a plan is the same on every machine and every rank.
     pub const REFERENCE: CostModel = CostModel {
-        segment_flops: 280e9,
-        step_flops: 205e9,
-        cell_element: 1.45e-9,
+        segment_flops: 290e9,
+        step_flops: 240e9,
+        cell_element: 1.0e-9,
         byte: 0.05e-9,
         cache_bytes: 2 << 20,
         shared_bytes: 32 << 20,
@@ -229,9 +230,10 @@ mod tests {
             let every = predicted(&schedule::every(8, k), &flat);
             assert!(every.recompute > 0.0, "every:{k}");
             let extra = every.seconds - all.seconds;
-            // Beyond the recomputation, only saving and loading the checkpoints.
+            // Beyond the recomputation, only saving and loading the checkpoints (the
+            // difference of two sums may round below the recomputation by an ulp or so).
             assert!(
-                extra >= every.recompute && extra < 1.25 * every.recompute,
+                extra >= every.recompute * (1.0 - 1e-9) && extra < 1.25 * every.recompute,
                 "every:{k}: {extra} more, {} recomputed",
                 every.recompute
             );

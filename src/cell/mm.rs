@@ -84,7 +84,8 @@ pub trait MatMul {
     }
 
     /// Whether `join` runs its two halves at the same time: a cell splits a step's
-    /// elementwise pass over its batch rows only then.
+    /// elementwise pass over its batch rows, and a segment-wide pass (`cell::steps`'s
+    /// `…_par`) its rows or columns, only then.
     fn parallel(&self) -> bool {
         false
     }

@@ -117,11 +117,12 @@ pub fn add_col_sums(acc: &mut [f32], m: &[f32], ld: usize) {
 pub const PASS_SPLIT_MIN: usize = 1 << 15;
 
 /// Where a pass over rows of `width` columns is cut between two threads by columns: at
-/// half the width, rounded up to a cache line (16 floats) so that the threads never
-/// write one line; `None` when the pass stays on one thread.
+/// half the width, rounded up to 16 floats (a cache line where the rows start on one, so
+/// the threads do not write one line: a matter of speed only); `None` when the pass
+/// stays on one thread.
 fn column_cut(mm: &dyn MatMul, elems: usize, width: usize) -> Option<usize> {
     let cut = (width / 2).next_multiple_of(16);
-    (mm.parallel() && elems >= PASS_SPLIT_MIN && cut < width).then_some(cut)
+    (mm.parallel() && elems >= PASS_SPLIT_MIN && cut > 0 && cut < width).then_some(cut)
 }
 
 /// The first row of a pass over `rows` rows cut between two threads by rows (half of
@@ -235,6 +236,88 @@ pub fn step_flags(reset: &[u8], t: usize, batch: usize) -> &[u8] {
 mod tests {
     use super::*;
     use crate::cell::mm;
+
+    /// NaiveMatMul's products, with `join` on two scoped threads and a count of joins.
+    struct Threads(std::sync::atomic::AtomicUsize);
+
+    impl MatMul for Threads {
+        fn mm(
+            &self,
+            m: usize,
+            n: usize,
+            k: usize,
+            a: mm::Mat<'_>,
+            b: mm::Mat<'_>,
+            beta: f32,
+            c: &mut [f32],
+            c_ld: usize,
+        ) {
+            mm::NaiveMatMul.mm(m, n, k, a, b, beta, c, c_ld)
+        }
+
+        fn join(&self, first: &mut (dyn FnMut() + Send), second: &mut (dyn FnMut() + Send)) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::scope(|s| {
+                s.spawn(second);
+                first();
+            });
+        }
+
+        fn parallel(&self) -> bool {
+            true
+        }
+    }
+
+    fn fill(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 1.6e7 - 0.5)
+            .collect()
+    }
+
+    /// The passes shared between two threads give the one-thread bits, at widths that
+    /// are and are not multiples of 16 (1 stays on one thread), with rows of C wider than
+    /// the sums (`ld`), repeated tokens, and rows too few to split.
+    #[test]
+    fn shared_passes_are_the_one_thread_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (width, ld, rows) in [
+            (1, 1, 40_000),
+            (17, 20, 2_000),
+            (33, 33, 1_000),
+            (48, 64, 700),
+            (300, 300, 120),
+            (300, 300, 2),
+        ] {
+            let two = Threads(Default::default());
+            let m = fill((rows - 1) * ld + width, 1);
+            let init = fill(width, 2);
+            let (mut one, mut par) = (init.clone(), init.clone());
+            add_col_sums(&mut one, &m, ld);
+            add_col_sums_par(&two, &mut par, &m, ld);
+            assert_eq!(bits(&one), bits(&par), "column sums, width {width} ld {ld}");
+
+            let vocab = 7;
+            let tokens: Vec<u32> = (0..rows as u32).map(|r| r * 5 % vocab).collect();
+            let src = fill(rows * width, 3);
+            let table = fill(vocab as usize * width, 4);
+            let (mut one, mut par) = (table.clone(), table.clone());
+            for (row, &t) in src.chunks_exact(width).zip(&tokens) {
+                for (d, s) in one[t as usize * width..][..width].iter_mut().zip(row) {
+                    *d += s;
+                }
+            }
+            scatter_add_rows_par(&two, &mut par, width, &tokens, &src);
+            assert_eq!(bits(&one), bits(&par), "scatter, width {width}");
+
+            let mut out = vec![f32::NAN; rows * width];
+            broadcast_par(&two, &mut out, &init);
+            assert!(out.chunks_exact(width).all(|r| bits(r) == bits(&init)));
+
+            let joins = two.0.into_inner();
+            let many = rows * width >= PASS_SPLIT_MIN;
+            assert_eq!(joins > 0, many, "width {width} rows {rows}: {joins} joins");
+        }
+    }
 
     #[test]
     fn recurrent_product_skips_reset_rows() {

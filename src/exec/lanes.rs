@@ -199,7 +199,7 @@ fn serve(s: &Handoff) {
         // microseconds), then sleep until the next: spinning longer takes the core that
         // BLAS's own thread needs for the GEMMs between the step loops (2^16 spins made
         // a B16 H256 step 1.5× slower; 2^8, about 5 µs here, 2% faster than 2^12).
-        idle += 1;
+        idle = idle.wrapping_add(1);
         if !idle.is_multiple_of(16) || since.elapsed() < SPIN {
             std::hint::spin_loop();
         } else {

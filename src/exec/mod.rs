@@ -103,8 +103,9 @@ pub struct Executor {
     /// The recurrent weights packed for the per-step products, renewed at the start
     /// of every window (`packed`).
     packs: packed::PackSet,
-    /// A second thread sharing the packed products' panels, on one lane with two or
-    /// more BLAS threads (the bits do not depend on it).
+    /// A second thread sharing the packed products' panels, each step's elementwise
+    /// rows and the segment-wide passes, on one lane with two or more BLAS threads (the
+    /// bits do not depend on it).
     helper: Option<lanes::Worker>,
 }
 

@@ -236,8 +236,9 @@ impl Packed {
         panels: std::ops::Range<usize>,
     ) {
         let (k, n) = (self.k, self.n);
-        let mut sums = [0.0f32; MG * NR];
-        let s = sums.as_mut_ptr();
+        // Read by a slice only after the slice before it wrote them.
+        let mut sums = std::mem::MaybeUninit::<[f32; MG * NR]>::uninit();
+        let s = sums.as_mut_ptr().cast::<f32>();
         for p in panels {
             let panel = self.data.as_ptr().add(p * k * NR);
             let cols = (n - p * NR).min(NR);
@@ -608,6 +609,7 @@ mod tests {
             (41, 70, 600),
             (3, 20, 0),
             (8, 32, 128),
+            (70, 40, 256),
             (70, 40, 257),
         ] {
             for tr in [Tr::N, Tr::T] {

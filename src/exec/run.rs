@@ -55,7 +55,8 @@ impl Arena<'_> {
 /// Products for the cells' kernels: a recurrent weight's per-step product from its
 /// packed copy (`packed::PackSet`), its panels shared with the helper thread when there
 /// is one and the product is large enough to gain; every other through the one BLAS
-/// gateway. The helper is never the second lane's worker (`Worker::run` is not
+/// gateway. Its `join` hands the helper half of a step's elementwise rows or of a
+/// segment-wide pass (`cell::steps`). The helper is never the second lane's worker (`Worker::run` is not
 /// re-entrant): it exists only on one lane.
 pub(super) struct Blas<'a>(pub(super) &'a PackSet, pub(super) Option<&'a Worker>);
 

@@ -179,9 +179,11 @@ fn packed_recurrent_products_for_every_cell_and_the_helper_changes_no_bit() {
 /// same bits as one thread, with rows that start a new sequence mid-window (reset
 /// flags cut with the rows) and masks, for every cell: the LSTM, the GRU, the peephole
 /// LSTM, the multi-lag unit (M = 1, the GRU's path, and M = 3) and the projected LSTM;
-/// and so do the segment-wide passes shared with it (bias broadcasts, column sums, the
-/// token table's gather and scatter, the embedding's scatter) with token inputs, one
-/// way (layer 0's projection a table) and both ways (the embedding's own gradient).
+/// and so do the segment-wide passes shared with it where these sizes make them large
+/// enough (the gates' bias broadcasts and column sums, the token table's gather and
+/// scatter), with token inputs one way (layer 0's projection a table) and both ways.
+/// The narrower passes (the head's, the embedding's scatter) stay on one thread here;
+/// `cell::steps`'s own test splits them.
 #[test]
 fn split_steps_with_resets_change_no_bit() {
     use crate::cases::{Shape, Window};

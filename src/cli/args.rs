@@ -427,6 +427,11 @@ pub struct PlanCmd {
     /// consecutive layers) rather than of data parallelism.
     #[arg(long, requires = "ranks")]
     pub pipeline: bool,
+    /// The plan for this many lanes, as `recur train --lanes` (2: the window's
+    /// instructions shared between two cores, each buffer living about two segments
+    /// longer) [1].
+    #[arg(long, value_name = "N")]
+    pub lanes: Option<usize>,
     /// Model and window.
     #[command(flatten, next_help_heading = "Model, window and memory")]
     pub model: ModelFlags,

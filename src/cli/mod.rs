@@ -422,6 +422,15 @@ fn plan(c: PlanCmd) -> Result<()> {
     };
     let whole = train.clone();
     let mut train = train;
+    train.lanes = match c.lanes.or(cr.and_then(|r| r.lanes)) {
+        None => 1,
+        Some(n @ 1..=2) => n,
+        Some(n) => return Err(Error::spec("--lanes", format!("must be 1 or 2, got {n}"))),
+    };
+    if train.lanes == 2 && nranks > 1 {
+        warn("--lanes 2 applies to one process; each rank of this job runs on one lane");
+        train.lanes = 1;
+    }
     if let Some(s) = ranks {
         train.batch = s.rows_per_rank();
     }

@@ -60,6 +60,23 @@ impl Arena<'_> {
 /// re-entrant): it exists only on one lane.
 pub(super) struct Blas<'a>(pub(super) &'a PackSet, pub(super) Option<&'a Worker>);
 
+/// A product's C, which the two threads write at once, each in its own panels' columns.
+#[derive(Clone, Copy)]
+struct Panels(*mut f32);
+
+impl Panels {
+    /// The pointer (a method, so that a closure captures the `Panels`, not its field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the threads sharing a `Panels` write disjoint columns (`Packed::mul_shared`'s
+// contract), and C outlives them (`Worker::run` returns when both are done).
+unsafe impl Send for Panels {}
+// SAFETY: as above.
+unsafe impl Sync for Panels {}
+
 /// Multiply-adds below which a packed product stays on one thread: the handoff costs a
 /// few microseconds.
 const SHARED_MIN: usize = 1 << 20;
@@ -88,27 +105,16 @@ impl MatMul for Blas<'_> {
         match self.1 {
             Some(w) if m * n * k >= SHARED_MIN && all.len() >= 2 => {
                 let half = all.len() / 2;
-                let (base, len) = (c.as_mut_ptr() as usize, c.len());
+                let (out, len) = (Panels(c.as_mut_ptr()), c.len());
                 let (data, lda) = (a.data, a.ld);
                 // SAFETY (both calls): `c` is borrowed for the whole call; each thread
                 // writes only the columns of its own panels, and `run` returns when
                 // both are done.
                 let second = move || unsafe {
-                    p.mul_shared(
-                        m,
-                        data,
-                        lda,
-                        beta,
-                        base as *mut f32,
-                        len,
-                        c_ld,
-                        half..all.end,
-                    )
+                    p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, half..all.end)
                 };
                 w.run(
-                    || unsafe {
-                        p.mul_shared(m, data, lda, beta, base as *mut f32, len, c_ld, 0..half)
-                    },
+                    || unsafe { p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, 0..half) },
                     &second,
                 );
             }

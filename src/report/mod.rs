@@ -80,6 +80,10 @@ pub struct PlanReport {
     /// seconds on the reference machine, for comparing plans with each other.
     #[serde(default)]
     pub predicted: crate::plan::predict::Prediction,
+    /// On two lanes (`--lanes 2`): the window's estimated time on one lane and on two,
+    /// seconds (`plan::lanes`' list-scheduling estimate); absent on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanes: Option<(f64, f64)>,
     /// Instructions and buffers of the window.
     pub instructions: usize,
     /// Logical buffers in the arena.
@@ -149,6 +153,7 @@ impl PlanReport {
             recompute_factor: p.recompute_factor,
             flops_per_step: p.flops,
             predicted: p.predicted,
+            lanes: (p.lanes.as_ref()).map(|l| (l.estimate.0 * 1e-9, l.estimate.1 * 1e-9)),
             instructions: p.ops.len(),
             buffers: p.buffers.len(),
             categories,
@@ -184,6 +189,15 @@ impl PlanReport {
             f(t.memory),
             f(t.recompute)
         );
+        if let Some((one, two)) = self.lanes {
+            let _ = writeln!(
+                s,
+                "        on two lanes: the window's instructions shared between two cores, each \
+                 GEMM on one thread, every buffer living about two segments longer; the lane \
+                 planner's estimate: {:.2}× one lane's time",
+                two / one
+            );
+        }
         let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");
         for c in &self.categories {
             let _ = writeln!(

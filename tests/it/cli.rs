@@ -739,4 +739,34 @@ fn two_lanes_from_the_command_line() {
         line.contains("--lanes") && line.contains("1 or 2"),
         "{line}"
     );
+    // `recur plan --lanes 2` plans what `train --lanes 2` runs: the widened arena, and
+    // the line that says so; from a config's `lanes` too; a bad count is refused.
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "plan", "--json", "--hidden", "16", "--layers", "2", "--window", "64",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = recur(&args, dir.path());
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (one, two) = (plan(&[]), plan(&["--lanes", "2"]));
+    assert!(one.get("lanes").is_none() && two["lanes"][1].as_f64().is_some());
+    let bytes = |v: &serde_json::Value| v["arena_bytes"].as_u64().unwrap();
+    assert!(
+        bytes(&two) > bytes(&one),
+        "{} vs {}",
+        bytes(&two),
+        bytes(&one)
+    );
+    std::fs::write(dir.path().join("l.toml"), "lanes = 2\n").unwrap();
+    assert_eq!(bytes(&plan(&["--config", "l.toml"])), bytes(&two));
+    let (code, out, err) = recur(&["plan", "--lanes", "2"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on two lanes"), "{out}");
+    let line = fails(&["plan", "--lanes", "0"], dir.path());
+    assert!(
+        line.contains("--lanes") && line.contains("1 or 2"),
+        "{line}"
+    );
 }

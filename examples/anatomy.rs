@@ -1,6 +1,8 @@
 //! Where a training step's time goes: per kind of instruction (wall time, the part in
 //! GEMMs, the rest), the optimiser's update, and every GEMM shape of the step with its
 //! GFLOP/s inside the step against `cblas_sgemm` of the same shape run back-to-back.
+//! The per-step products from packed weights (`exec::packed`) count as GEMMs, marked
+//! "packed" (their raw column is still OpenBLAS's).
 //! Prints markdown tables (docs/PERFORMANCE.md, "Where the time goes").
 //!
 //! ```sh
@@ -19,8 +21,8 @@ use recur::{compile, ModelSpec, TrainSpec, Trainer};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// M, N, K and whether A and B are transposed.
-type Shape = (usize, usize, usize, bool, bool);
+/// M, N, K, whether A and B are transposed, and whether it is a packed per-step product.
+type Shape = (usize, usize, usize, bool, bool, bool);
 
 fn config(name: &str) -> Option<(CellKind, usize, usize, usize, usize)> {
     // cell, E, H, L, T (B = 32)
@@ -152,7 +154,7 @@ fn anatomy(
     let mut by: BTreeMap<Shape, (u64, u64)> = BTreeMap::new();
     for r in &shapes {
         let e = by
-            .entry((r.m, r.n, r.k, r.ta == Tr::T, r.tb == Tr::T))
+            .entry((r.m, r.n, r.k, r.ta == Tr::T, r.tb == Tr::T, r.packed))
             .or_default();
         e.0 += 1;
         e.1 += r.nanos;
@@ -161,15 +163,16 @@ fn anatomy(
     rows.sort_by_key(|(_, (_, n))| std::cmp::Reverse(*n));
     println!("| M × N × K (op(A), op(B)) | calls/step | ms/step | in-step GFLOP/s | raw sgemm GFLOP/s | in-step ÷ raw |");
     println!("|---|---|---|---|---|---|");
-    for ((m, n, k, ta, tb), (calls, nanos)) in rows {
+    for ((m, n, k, ta, tb, packed), (calls, nanos)) in rows {
         let flops = 2.0 * (m * n * k) as f64;
         let inside = flops * calls as f64 / nanos as f64;
         let raw = raw_sgemm(m, n, k, ta, tb);
         let tr = |t: bool| if t { "T" } else { "N" };
         println!(
-            "| {m} × {n} × {k} ({}, {}) | {calls} | {:.1} | {inside:.1} | {raw:.1} | {:.2} |",
+            "| {m} × {n} × {k} ({}, {}){} | {calls} | {:.1} | {inside:.1} | {raw:.1} | {:.2} |",
             tr(ta),
             tr(tb),
+            if packed { ", packed" } else { "" },
             nanos as f64 / 1e6,
             inside / raw
         );

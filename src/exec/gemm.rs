@@ -34,12 +34,24 @@ pub struct GemmRecord {
     pub beta: f32,
     /// Wall time of the call in nanoseconds.
     pub nanos: u64,
+    /// A per-step product from a packed weight (`exec::packed`), not a BLAS call.
+    pub packed: bool,
 }
 
 /// Starts or stops recording every `gemm` call (for benchmarks: recording allocates and
 /// reads the clock, so it is off in training).
 pub fn set_tracing(on: bool) {
     TRACING.store(on, Ordering::SeqCst);
+}
+
+/// Whether `set_tracing` is on.
+pub(crate) fn tracing() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// Adds a record to the trace.
+pub(crate) fn record(rec: GemmRecord) {
+    TRACE.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
 }
 
 /// Takes the records made since the last call.
@@ -168,8 +180,9 @@ pub fn gemm_mat(
             tb: b.tr,
             beta,
             nanos,
+            packed: false,
         };
-        TRACE.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        record(rec);
     } else {
         dispatch(m, n, k, a, b, beta, c, c_ld);
     }

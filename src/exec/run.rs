@@ -6,7 +6,7 @@
 use super::gemm::{self, gemm, Tr};
 use super::lanes::Worker;
 use super::ops;
-use super::packed::PackSet;
+use super::packed::{PackSet, Packed};
 use crate::cell::{
     add_assign, add_col_sums_par, broadcast_par, row_cut, scatter_add_rows_par, Backward, Cell,
     Dims, Forward, Mat, MatMul, Params, ParamsMut, RecurrentGrads, MAX_SAVED, MAX_STATES,
@@ -81,6 +81,41 @@ unsafe impl Sync for Panels {}
 /// few microseconds.
 const SHARED_MIN: usize = 1 << 20;
 
+impl Blas<'_> {
+    /// `C (β·C +) = A · op(W)` from W's packed copy, its panels shared with the helper
+    /// when there is one and the product is large enough.
+    #[allow(clippy::too_many_arguments)]
+    fn packed_product(
+        &self,
+        p: &Packed,
+        (m, n, k): (usize, usize, usize),
+        a: Mat<'_>,
+        beta: f32,
+        c: &mut [f32],
+        c_ld: usize,
+    ) {
+        let all = 0..p.panels();
+        match self.1 {
+            Some(w) if m * n * k >= SHARED_MIN && all.len() >= 2 => {
+                let half = all.len() / 2;
+                let (out, len) = (Panels(c.as_mut_ptr()), c.len());
+                let (data, lda) = (a.data, a.ld);
+                // SAFETY (both calls): `c` is borrowed for the whole call; each thread
+                // writes only the columns of its own panels, and `run` returns when
+                // both are done.
+                let second = move || unsafe {
+                    p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, half..all.end)
+                };
+                w.run(
+                    || unsafe { p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, 0..half) },
+                    &second,
+                );
+            }
+            _ => p.mul(m, a.data, a.ld, beta, c, c_ld, all),
+        }
+    }
+}
+
 impl MatMul for Blas<'_> {
     fn mm(
         &self,
@@ -101,24 +136,22 @@ impl MatMul for Blas<'_> {
             gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
             return;
         };
-        let all = 0..p.panels();
-        match self.1 {
-            Some(w) if m * n * k >= SHARED_MIN && all.len() >= 2 => {
-                let half = all.len() / 2;
-                let (out, len) = (Panels(c.as_mut_ptr()), c.len());
-                let (data, lda) = (a.data, a.ld);
-                // SAFETY (both calls): `c` is borrowed for the whole call; each thread
-                // writes only the columns of its own panels, and `run` returns when
-                // both are done.
-                let second = move || unsafe {
-                    p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, half..all.end)
-                };
-                w.run(
-                    || unsafe { p.mul_shared(m, data, lda, beta, out.ptr(), len, c_ld, 0..half) },
-                    &second,
-                );
-            }
-            _ => p.mul(m, a.data, a.ld, beta, c, c_ld, all),
+        if gemm::tracing() {
+            // Timed and recorded as the BLAS gateway records its calls (benchmarks only).
+            let t0 = std::time::Instant::now();
+            self.packed_product(p, (m, n, k), a, beta, c, c_ld);
+            gemm::record(gemm::GemmRecord {
+                m,
+                n,
+                k,
+                ta: a.tr,
+                tb: b.tr,
+                beta,
+                nanos: t0.elapsed().as_nanos() as u64,
+                packed: true,
+            });
+        } else {
+            self.packed_product(p, (m, n, k), a, beta, c, c_ld);
         }
     }
 

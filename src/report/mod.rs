@@ -15,6 +15,16 @@ pub mod plot;
 pub mod profile;
 pub mod spans;
 
+/// A plan's lanes (`recur plan --lanes 2`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LanesReport {
+    /// Lanes the window runs on.
+    pub lanes: usize,
+    /// The lane planner's estimate (`plan::lanes`, its own per-instruction costs) of the
+    /// window's time on two lanes over its time on one.
+    pub two_over_one: f64,
+}
+
 /// The plan of one window, as `recur plan` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanReport {
@@ -80,10 +90,9 @@ pub struct PlanReport {
     /// seconds on the reference machine, for comparing plans with each other.
     #[serde(default)]
     pub predicted: crate::plan::predict::Prediction,
-    /// On two lanes (`--lanes 2`): the window's estimated time on one lane and on two,
-    /// seconds (`plan::lanes`' list-scheduling estimate); absent on one.
+    /// On two lanes (`--lanes 2`); absent on one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lanes: Option<(f64, f64)>,
+    pub lanes: Option<LanesReport>,
     /// Instructions and buffers of the window.
     pub instructions: usize,
     /// Logical buffers in the arena.
@@ -153,7 +162,10 @@ impl PlanReport {
             recompute_factor: p.recompute_factor,
             flops_per_step: p.flops,
             predicted: p.predicted,
-            lanes: (p.lanes.as_ref()).map(|l| (l.estimate.0 * 1e-9, l.estimate.1 * 1e-9)),
+            lanes: (p.lanes.as_ref()).map(|l| LanesReport {
+                lanes: 2,
+                two_over_one: l.estimate.1 / l.estimate.0,
+            }),
             instructions: p.ops.len(),
             buffers: p.buffers.len(),
             categories,
@@ -189,13 +201,13 @@ impl PlanReport {
             f(t.memory),
             f(t.recompute)
         );
-        if let Some((one, two)) = self.lanes {
+        if let Some(l) = &self.lanes {
             let _ = writeln!(
                 s,
                 "        on two lanes: the window's instructions shared between two cores, each \
                  GEMM on one thread, every buffer living about two segments longer; the lane \
                  planner's estimate: {:.2}× one lane's time",
-                two / one
+                l.two_over_one
             );
         }
         let _ = writeln!(s, "\n{:<20} {:<11} {:>12}", "category", "region", "bytes");

@@ -422,15 +422,7 @@ fn plan(c: PlanCmd) -> Result<()> {
     };
     let whole = train.clone();
     let mut train = train;
-    train.lanes = match c.lanes.or(cr.and_then(|r| r.lanes)) {
-        None => 1,
-        Some(n @ 1..=2) => n,
-        Some(n) => return Err(Error::spec("--lanes", format!("must be 1 or 2, got {n}"))),
-    };
-    if train.lanes == 2 && nranks > 1 {
-        warn("--lanes 2 applies to one process; each rank of this job runs on one lane");
-        train.lanes = 1;
-    }
+    train.lanes = resolve::lanes(c.lanes.or(cr.and_then(|r| r.lanes)), nranks)?;
     if let Some(s) = ranks {
         train.batch = s.rows_per_rank();
     }
@@ -656,11 +648,16 @@ fn compare(model: &ModelSpec, train: &TrainSpec, format: args::PlanFormat) -> Re
     let segments = train.segments();
     let rows = crate::report::compare_rows(model, train)?;
     let head = format!(
-        "model {}, window B{} T{} G{} ({segments} segments)",
+        "model {}, window B{} T{} G{} ({segments} segments){}",
         model.describe(),
         train.batch,
         train.window,
-        train.grain
+        train.grain,
+        if train.lanes == 2 {
+            ", on two lanes (arenas widened; predictions are one lane's)"
+        } else {
+            ""
+        }
     );
     match format {
         args::PlanFormat::Json => say!("{}", serde_json::to_string(&rows).unwrap_or_default()),

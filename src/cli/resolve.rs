@@ -647,3 +647,18 @@ pub fn to_config(model: &ModelSpec, train: &TrainSpec, data: Option<&Path>) -> C
         ..Default::default()
     }
 }
+
+/// The lanes a window runs on from `--lanes` or a config's `lanes` (1 or 2; 1 when
+/// absent), one on each rank of a job over several (with a warning).
+pub fn lanes(given: Option<usize>, nranks: usize) -> Result<usize> {
+    let lanes = match given {
+        None => 1,
+        Some(n @ 1..=2) => n,
+        Some(n) => return Err(Error::spec("--lanes", format!("must be 1 or 2, got {n}"))),
+    };
+    if lanes == 2 && nranks > 1 {
+        super::warn("--lanes 2 applies to one process; each rank of this job runs on one lane");
+        return Ok(1);
+    }
+    Ok(lanes)
+}

@@ -470,15 +470,7 @@ pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>)
     let shape = data_shape(&source);
     let cm = config.as_ref().map(|f| &f.model);
     let (model, mut train) = resolve::model_and_window(&c.model, cm, &c.run, cr, shape)?;
-    train.lanes = match run_flag(|r| r.lanes) {
-        None => 1,
-        Some(n @ 1..=2) => n,
-        Some(n) => return Err(Error::spec("--lanes", format!("must be 1 or 2, got {n}"))),
-    };
-    if train.lanes == 2 && nranks > 1 {
-        super::warn("--lanes 2 applies to one process; each rank of this job runs on one lane");
-        train.lanes = 1;
-    }
+    train.lanes = resolve::lanes(run_flag(|r| r.lanes), nranks)?;
     if train.lanes == 2 {
         if threads.is_some_and(|t| t > 1) {
             super::warn(

@@ -71,10 +71,9 @@ impl Panels {
     }
 }
 
-// SAFETY: the threads sharing a `Panels` write disjoint columns (`Packed::mul_shared`'s
-// contract), and C outlives them (`Worker::run` returns when both are done).
-unsafe impl Send for Panels {}
-// SAFETY: as above.
+// SAFETY: the threads sharing a `Panels` write disjoint columns through it
+// (`Packed::mul_shared`'s contract), and C outlives them (`Worker::run` returns when
+// both are done). Only `Sync` is needed: the helper's closure is shared, not sent.
 unsafe impl Sync for Panels {}
 
 /// Multiply-adds below which a packed product stays on one thread: the handoff costs a

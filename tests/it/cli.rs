@@ -764,6 +764,16 @@ fn two_lanes_from_the_command_line() {
     let (code, out, err) = recur(&["plan", "--lanes", "2"], dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("on two lanes"), "{out}");
+    let (code, out, err) = recur(&["plan", "--compare", "--lanes", "2"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on two lanes"), "{out}");
+    // A job over several ranks runs each on one lane, and says so.
+    let (code, out, err) = recur(&["plan", "--ranks", "2", "--lanes", "2"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("each rank") && !out.contains("on two lanes"),
+        "{err}{out}"
+    );
     let line = fails(&["plan", "--lanes", "0"], dir.path());
     assert!(
         line.contains("--lanes") && line.contains("1 or 2"),

@@ -98,20 +98,15 @@ impl Cell for Gru {
             }
             recurrent_product(mm, b, gw, hd, h_prev, w_hh, 1.0, rec, flags);
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            if half == b {
-                forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
-                continue;
-            }
-            let (a0, a1) = a_t.split_at_mut(half * gw);
-            let (r0, r1) = rec.split_at(half * gw);
-            let (p0, p1) = h_prev.split_at(half * hd);
-            let (h0, h1) = h_next.split_at_mut(half * hd);
-            let (n0, n1) = hn_t.split_at_mut(half * hd);
-            let (f0, f1) = split_flags(flags, half);
-            mm.join(
-                &mut || forward_step(hd, a0, r0, p0, h0, n0, f0),
-                &mut || forward_step(hd, a1, r1, p1, h1, n1, f1),
-            );
+            let step = Step {
+                a: a_t,
+                rec,
+                h_prev,
+                h_next,
+                hn: hn_t,
+                flags,
+            };
+            forward_rows(half, hd, step, mm);
         }
     }
 
@@ -184,6 +179,43 @@ impl Cell for Gru {
         add_col_sums_par(mm, db_rz, io.gates, gw);
         add_col_sums_par(mm, db_n, dhn, hd);
     }
+}
+
+/// One forward step's operands (as `forward_step` takes them).
+pub(super) struct Step<'s> {
+    pub(super) a: &'s mut [f32],
+    pub(super) rec: &'s [f32],
+    pub(super) h_prev: &'s [f32],
+    pub(super) h_next: &'s mut [f32],
+    pub(super) hn: &'s mut [f32],
+    pub(super) flags: &'s [u8],
+}
+
+/// `forward_step` over a step's rows, the rows after `half` on the helper when `half`
+/// is less than the batch (each row is computed alone: the same bits).
+pub(super) fn forward_rows(half: usize, hd: usize, s: Step<'_>, mm: &dyn MatMul) {
+    let Step {
+        a,
+        rec,
+        h_prev,
+        h_next,
+        hn,
+        flags,
+    } = s;
+    if half * hd == h_prev.len() {
+        return forward_step(hd, a, rec, h_prev, h_next, hn, flags);
+    }
+    let gw = 3 * hd;
+    let (a0, a1) = a.split_at_mut(half * gw);
+    let (r0, r1) = rec.split_at(half * gw);
+    let (p0, p1) = h_prev.split_at(half * hd);
+    let (h0, h1) = h_next.split_at_mut(half * hd);
+    let (n0, n1) = hn.split_at_mut(half * hd);
+    let (f0, f1) = split_flags(flags, half);
+    mm.join(
+        &mut || forward_step(hd, a0, r0, p0, h0, n0, f0),
+        &mut || forward_step(hd, a1, r1, p1, h1, n1, f1),
+    );
 }
 
 /// One fused forward step for `rows` batch rows.

@@ -164,20 +164,15 @@ impl Cell for MultiLag {
             recurrent_product(mm, b, gw, m * hd, s, w_hh, 1.0, rec, flags);
             let (h_prev, h_next) = h[(m + t - 1) * bh..(m + t + 1) * bh].split_at_mut(bh);
             let hn_t = &mut hn[t * bh..(t + 1) * bh];
-            if half == b {
-                super::gru::forward_step(hd, a_t, rec, h_prev, h_next, hn_t, flags);
-                continue;
-            }
-            let (a0, a1) = a_t.split_at_mut(half * gw);
-            let (r0, r1) = rec.split_at(half * gw);
-            let (p0, p1) = h_prev.split_at(half * hd);
-            let (h0, h1) = h_next.split_at_mut(half * hd);
-            let (n0, n1) = hn_t.split_at_mut(half * hd);
-            let (f0, f1) = split_flags(flags, half);
-            mm.join(
-                &mut || super::gru::forward_step(hd, a0, r0, p0, h0, n0, f0),
-                &mut || super::gru::forward_step(hd, a1, r1, p1, h1, n1, f1),
-            );
+            let step = super::gru::Step {
+                a: a_t,
+                rec: &*rec,
+                h_prev,
+                h_next,
+                hn: hn_t,
+                flags,
+            };
+            super::gru::forward_rows(half, hd, step, mm);
         }
     }
 

@@ -44,13 +44,29 @@ pub fn set_tracing(on: bool) {
     TRACING.store(on, Ordering::SeqCst);
 }
 
-/// Whether `set_tracing` is on.
-pub(crate) fn tracing() -> bool {
-    TRACING.load(Ordering::Relaxed)
-}
-
-/// Adds a record to the trace.
-pub(crate) fn record(rec: GemmRecord) {
+/// Runs `product`, a product of `shape` (M, N, K, op(A), op(B), β; `packed`: from a
+/// packed weight), timed and recorded when `set_tracing` is on.
+pub(crate) fn traced(
+    (m, n, k, ta, tb, beta): (usize, usize, usize, Tr, Tr, f32),
+    packed: bool,
+    product: impl FnOnce(),
+) {
+    if !TRACING.load(Ordering::Relaxed) {
+        return product();
+    }
+    let t0 = Instant::now();
+    product();
+    let nanos = t0.elapsed().as_nanos() as u64;
+    let rec = GemmRecord {
+        m,
+        n,
+        k,
+        ta,
+        tb,
+        beta,
+        nanos,
+        packed,
+    };
     TRACE.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
 }
 
@@ -168,24 +184,9 @@ pub fn gemm_mat(
     if m == 0 || n == 0 {
         return;
     }
-    if TRACING.load(Ordering::Relaxed) {
-        let t0 = Instant::now();
-        dispatch(m, n, k, a, b, beta, c, c_ld);
-        let nanos = t0.elapsed().as_nanos() as u64;
-        let rec = GemmRecord {
-            m,
-            n,
-            k,
-            ta: a.tr,
-            tb: b.tr,
-            beta,
-            nanos,
-            packed: false,
-        };
-        record(rec);
-    } else {
-        dispatch(m, n, k, a, b, beta, c, c_ld);
-    }
+    traced((m, n, k, a.tr, b.tr, beta), false, || {
+        dispatch(m, n, k, a, b, beta, c, c_ld)
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

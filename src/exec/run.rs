@@ -135,23 +135,9 @@ impl MatMul for Blas<'_> {
             gemm::gemm_mat(m, n, k, a, b, beta, c, c_ld);
             return;
         };
-        if gemm::tracing() {
-            // Timed and recorded as the BLAS gateway records its calls (benchmarks only).
-            let t0 = std::time::Instant::now();
-            self.packed_product(p, (m, n, k), a, beta, c, c_ld);
-            gemm::record(gemm::GemmRecord {
-                m,
-                n,
-                k,
-                ta: a.tr,
-                tb: b.tr,
-                beta,
-                nanos: t0.elapsed().as_nanos() as u64,
-                packed: true,
-            });
-        } else {
-            self.packed_product(p, (m, n, k), a, beta, c, c_ld);
-        }
+        gemm::traced((m, n, k, a.tr, b.tr, beta), true, || {
+            self.packed_product(p, (m, n, k), a, beta, c, c_ld)
+        });
     }
 
     fn join(&self, first: &mut (dyn FnMut() + Send), second: &mut (dyn FnMut() + Send)) {

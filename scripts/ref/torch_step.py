@@ -16,12 +16,17 @@ Usage: python3 scripts/ref/torch_step.py B E H L T [steps] [cell] [features] [po
             logits live)
   warmup    untimed steps first (default 1)
 
+Environment: TORCH_STEP_DATA=file.npy takes a feature model's windows from that [rows, N]
+f32 series (B windows at random offsets, the same every step) instead of N(0, 1)
+noise; TORCH_STEP_FLUSH=1 calls torch.set_flush_denormal(True) first.
+
 Prints one JSON line: median step seconds over `steps` steps after the warm-up steps,
 and the process's peak RSS.
 """
 
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -40,6 +45,8 @@ if POLICY not in ("none", "sqrt", "sqrt-cells"):
     sys.exit(f"torch_step.py: unknown policy '{POLICY}' (none, sqrt, sqrt-cells)")
 V = 256
 torch.manual_seed(0)
+if os.environ.get("TORCH_STEP_FLUSH") == "1":
+    torch.set_flush_denormal(True)
 
 
 class Model(torch.nn.Module):
@@ -109,6 +116,13 @@ model = Model()
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
 if N == 0:
     data = torch.randint(0, V, (T + 1, B))
+elif os.environ.get("TORCH_STEP_DATA"):
+    import numpy as np
+    series = torch.from_numpy(np.load(os.environ["TORCH_STEP_DATA"])).float()
+    if series.shape[1] != N:
+        sys.exit(f"torch_step.py: {series.shape[1]} features in the data, not {N}")
+    starts = torch.randint(0, series.shape[0] - T - 1, (B,))
+    data = torch.stack([series[s:s + T + 1] for s in starts.tolist()], dim=1)
 else:
     data = torch.randn(T + 1, B, N)
 state = zero_state()
@@ -135,5 +149,6 @@ rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({
     "framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
     "cell": CELL, "features": N, "policy": POLICY,
+    "flush_denormal": os.environ.get("TORCH_STEP_FLUSH") == "1",
     "step_s": statistics.median(times), "peak_rss_bytes": rss,
 }))

@@ -85,6 +85,7 @@ pub fn render(e: &Error) -> String {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     best_blas_kernels();
+    subnormals()?;
     // A rank of a job over several processes (`mpirun -n R recur train …`) starts MPI
     // first, so that whatever fails anywhere, arguments included, is agreed and said
     // once.
@@ -297,6 +298,30 @@ fn best_blas_kernels() {
             crate::exec::gemm::core()
         ));
     }
+}
+
+/// Flushes subnormal numbers to zero on every thread of the process (`exec::fp`),
+/// unless `RECUR_SUBNORMALS=keep` asks for gradual underflow.
+fn subnormals() -> Result<()> {
+    let env = crate::exec::fp::SUBNORMALS_ENV;
+    let flush = match std::env::var(env) {
+        Err(std::env::VarError::NotPresent) => true,
+        Ok(v) if v == "flush" => true,
+        Ok(v) if v == "keep" => false,
+        Ok(v) => {
+            return Err(Error::spec(
+                env,
+                format!("must be 'flush' or 'keep', not '{v}'"),
+            ))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(Error::spec(env, "must be 'flush' or 'keep'"))
+        }
+    };
+    if flush {
+        crate::exec::fp::flush_subnormals(true);
+    }
+    Ok(())
 }
 
 /// `--threads`: OpenBLAS's threads for the GEMMs.

@@ -42,6 +42,10 @@ pub(super) struct Handoff {
     ready: AtomicBool,
     /// The current job; written before `given` is raised, read after.
     job: UnsafeCell<Option<Job>>,
+    /// The floating-point control word of the thread that handed over the current job
+    /// (`fp::control`): the worker runs it in the same mode (subnormals flushed or
+    /// kept), so that splitting work between the threads changes no bit.
+    fp: AtomicU64,
 }
 
 // SAFETY: `job` is written by the executor's thread only while the worker is idle
@@ -90,6 +94,7 @@ impl Worker {
             quit: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             job: UnsafeCell::new(None),
+            fp: AtomicU64::new(super::fp::control()),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -120,6 +125,7 @@ impl Worker {
             let job: &'static (dyn Fn() + Sync) = std::mem::transmute(second);
             *s.job.get() = Some(job as Job);
         }
+        s.fp.store(super::fp::control(), Ordering::Relaxed);
         let window = s.given.load(Ordering::Relaxed) + 1;
         s.given.store(window, Ordering::Release);
         if let Some(t) = &self.thread {
@@ -183,6 +189,7 @@ fn serve(s: &Handoff) {
             // executor's frame lives until `finished` reaches `given`.
             let job = unsafe { (*s.job.get()).map(|j| &*j) };
             if let Some(job) = job {
+                super::fp::set_control(s.fp.load(Ordering::Relaxed));
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
                     s.panicked.store(true, Ordering::Release);
                     s.stop.store(true, Ordering::Release);
@@ -249,5 +256,31 @@ mod tests {
         assert!(r.is_err(), "the first lane's panic propagates");
         // And the next window runs.
         w.run(|| lane(0), &|| lane(1));
+    }
+
+    /// Each job runs in the mode of the thread that hands it over: subnormals flushed
+    /// or kept, as the caller's are at that moment.
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn the_worker_takes_the_callers_floating_point_mode() {
+        std::thread::spawn(|| {
+            let w = Worker::start("recur-test").expect("a thread");
+            let seen = std::sync::Mutex::new(Vec::new());
+            let job = || {
+                let half = std::hint::black_box(f32::MIN_POSITIVE) * std::hint::black_box(0.5f32);
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(half);
+            };
+            for on in [true, false, true] {
+                assert!(crate::exec::fp::set_thread(on));
+                w.run(|| (), &job);
+            }
+            let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+            assert_eq!(seen[0], 0.0, "flushed like the caller");
+            assert_eq!(seen[1], f32::MIN_POSITIVE / 2.0, "kept like the caller");
+            assert_eq!(seen[2], 0.0);
+            assert!(crate::exec::fp::set_thread(false));
+        })
+        .join()
+        .expect("the thread");
     }
 }

@@ -6,6 +6,7 @@
 //! live here, one function per kind of instruction.
 
 pub mod dropout;
+pub mod fp;
 pub mod gemm;
 mod lanes;
 pub mod memory;

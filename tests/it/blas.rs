@@ -232,3 +232,65 @@ fn split_steps_with_resets_change_no_bit() {
         assert!(shared == run(false), "{s:?}: the split changed bits");
     }
 }
+
+/// Subnormals flushed on OpenBLAS's threads too (`exec::fp::flush_subnormals`): each
+/// product of 1e-20 by 1e-20 is subnormal, so a thread that flushes sums zeros where
+/// one that keeps them sums 2.56e-38. OpenBLAS's threads copy the mode only when
+/// restarted, which no other test may see: the check runs in a child process of this
+/// test binary.
+#[test]
+fn blas_threads_flush_subnormals_after_a_restart() {
+    use recur::exec::fp;
+    const CHILD: &str = "RECUR_TEST_FP_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "blas::blas_threads_flush_subnormals_after_a_restart",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("the child runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "the child ran the check: {text}");
+        return;
+    }
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return;
+    }
+    recur::exec::gemm::set_threads(2);
+    let n = 256;
+    let (a, b) = (vec![1e-20f32; n * n], vec![1e-20f32; n * n]);
+    let product = || {
+        let mut c = vec![1.0f32; n * n];
+        sgemm_direct(n, n, n, &a, Tr::N, &b, Tr::N, 0.0, &mut c);
+        c
+    };
+    let kept = product();
+    assert!(
+        kept.iter().all(|&x| (x - 2.56e-38).abs() < 1e-40),
+        "gradual underflow"
+    );
+    // This thread alone: OpenBLAS's other thread still keeps them, so its share of C
+    // is not zero.
+    assert!(fp::set_thread(true));
+    let half = product();
+    let zeros = half.iter().filter(|&&x| x == 0.0).count();
+    assert!(0 < zeros && zeros < n * n, "{zeros} of {} zero", n * n);
+    // Restarted: every thread flushes.
+    assert!(fp::flush_subnormals(true));
+    assert!(
+        product().iter().all(|&x| x == 0.0),
+        "flushed on every thread"
+    );
+    // And back.
+    assert!(fp::flush_subnormals(false));
+    assert_eq!(product(), kept);
+}

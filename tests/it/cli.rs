@@ -780,3 +780,29 @@ fn two_lanes_from_the_command_line() {
         "{line}"
     );
 }
+
+/// `RECUR_SUBNORMALS` takes `flush` (the default) or `keep`; anything else is one line
+/// naming it, and exit code 2, before any work.
+#[test]
+fn the_subnormals_setting_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, ok) in [("keep", true), ("flush", true), ("sometimes", false)] {
+        let out = crate::util::bin()
+            .env("RECUR_SUBNORMALS", value)
+            .args(["plan", "--vocab", "8", "--hidden", "4"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if ok {
+            assert!(out.status.success(), "{value}: {err}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains("RECUR_SUBNORMALS") && err.contains("'keep'"),
+                "{err}"
+            );
+        }
+    }
+}

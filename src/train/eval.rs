@@ -114,7 +114,7 @@ impl Evaluator {
     }
 
     /// One pass over `data` from a zero state: every window of a stream's B stripes
-    /// (its last partial window left out), or every sequence of a set once.
+    /// (the shorter last one included), or every sequence of a set once.
     pub fn evaluate(&mut self, data: &Source) -> Result<Metrics> {
         let t0 = std::time::Instant::now();
         let model = &self.exec.program().model;

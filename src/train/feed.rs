@@ -194,12 +194,14 @@ impl<'a> Feed<'a> {
         let positions = exec.sizes().window * self.batch();
         match self {
             Feed::Stream { data, windows } => {
+                let index = windows.position();
                 fill_stream(exec, data, windows);
+                let steps = windows.steps_of(index);
                 Ok(Filled {
-                    real: positions,
-                    counted: windows.counted(),
+                    real: steps * windows.batch(),
+                    counted: windows.counted_of(index),
                     positions,
-                    steps: exec.sizes().window,
+                    steps,
                     batch_end: true,
                     epoch_end: windows.pass_ended(),
                 })

@@ -77,7 +77,8 @@ fn evaluation_matches_the_reference_and_the_training_forward() {
 
 #[test]
 fn evaluate_runs_every_window_of_one_pass() {
-    let toks: Vec<u8> = (0..3001u32).map(|i| (i * 11 % 29) as u8).collect();
+    // Stripes of 607: 30 windows of 20 and a shorter last one of 7 steps.
+    let toks: Vec<u8> = (0..3036u32).map(|i| (i * 11 % 29) as u8).collect();
     let source = Source::Stream(DataFile::Tokens(
         TokenFile::from_bytes("t", toks.clone()).unwrap(),
     ));
@@ -89,28 +90,35 @@ fn evaluate_runs_every_window_of_one_pass() {
         .collect();
     ev.load_params(&params);
     let got = ev.evaluate(&source).unwrap();
-    // By hand: stripes of 600, windows of 20 side by side, state carried.
-    let (b, t, stripe) = (5, 20, 600);
-    assert_eq!(got.windows, (stripe / t) as u64);
+    // By hand: stripes of 607, windows of 20 side by side, state carried, the last
+    // window's steps after the 7th masked.
+    let (b, t, stripe) = (5usize, 20usize, 607usize);
+    assert_eq!(got.windows, stripe.div_ceil(t) as u64);
     let mut by_hand = Evaluator::new(&m, &tr).unwrap();
     by_hand.load_params(&params);
     let (mut sum, mut n) = (0.0, 0);
-    for k in 0..stripe / t {
+    for k in 0..stripe.div_ceil(t) {
         let mut x = vec![0u32; t * b];
         let mut y = vec![0u32; t * b];
+        let steps = t.min(stripe - k * t);
+        let mut mask = vec![0u8; t * b];
+        mask[..steps * b].fill(1);
         for r in 0..b {
-            for s in 0..t {
+            for s in 0..steps {
                 let i = r * stripe + k * t + s;
                 x[s * b + r] = toks[i] as u32;
                 y[s * b + r] = toks[i + 1] as u32;
             }
         }
-        by_hand.load_batch(recur::Batch::tokens(&x, &y)).unwrap();
+        let mut batch = recur::Batch::tokens(&x, &y);
+        batch.mask = Some(&mask);
+        by_hand.load_batch(batch).unwrap();
         let c = by_hand.run();
         sum += c.loss_sum;
         n += c.terms;
     }
     assert_eq!(got.positions, n as u64);
+    assert_eq!(n, b * stripe, "every step of every stripe");
     assert_eq!(got.loss.to_bits(), (sum / n as f64).to_bits());
     let bpt = got.bits_per_token.unwrap();
     assert!((bpt - got.loss / std::f64::consts::LN_2).abs() < 1e-12);

@@ -285,14 +285,17 @@ fn epochs_count_passes_over_the_data() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let base = text(p);
-    // 20 000 bytes, 4 rows: stripes of 4999 steps, 312 windows of 16 per pass.
+    // 20 000 bytes, 4 rows: stripes of 4999 steps, 312 windows of 16 per pass and a
+    // 313th of the last 7 steps.
     let (out, _) = ok(
         &with(&base, &["--epochs", "2", "--json", "--log-every", "1000"]),
         p,
     );
     let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(s["steps"], 624);
+    assert_eq!(s["steps"], 626);
     assert_eq!(s["epochs"], 2);
+    // Every step of every stripe trained, twice.
+    assert_eq!(s["positions"], 2 * 4 * 4999);
     let e = fails(&with(&base, &["--epochs", "2", "--steps", "5"]), p);
     assert!(e.contains("--epochs") && e.contains("--steps"), "{e}");
     let e = fails(&with(&base, &["--epochs", "0"]), p);

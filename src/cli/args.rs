@@ -213,8 +213,9 @@ pub struct TrainCmd {
     /// each row predicts the next), or any other file read as bytes.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Row splits of a set of sequences in --data (1-D int64, n + 1 entries from 0 to
-    /// the data's steps): each sequence trains on its own, from a zero state.
+    /// Row splits of a set of sequences in --data (1-D integers, int64 or int32, n + 1
+    /// entries from 0 to the data's steps): each sequence trains on its own, from a
+    /// zero state.
     #[arg(long)]
     pub offsets: Option<PathBuf>,
     /// Integer classes, 1-D: one per sequence of the set (n entries) trains a
@@ -580,7 +581,7 @@ pub struct DemoCmd {
     /// [lstm].
     #[arg(long)]
     pub cell: Option<CellKind>,
-    /// Seconds of training [60].
+    /// Seconds of training.
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub seconds: f64,
     /// Print one JSON object per log line (every 10 s), then the summary as one line.

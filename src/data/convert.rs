@@ -1044,12 +1044,23 @@ fn csv_to_npy_with(
     let (sel, skip) = select_columns(h, &rec, opts.columns.as_deref())?;
     if sel.is_empty() {
         let line = line_of(rec.position(), crlf);
+        // One field holding another common delimiter: the file is split on that one.
+        let other = (rec.len() == 1)
+            .then(|| [b';', b'\t', b'|', b','].into_iter())
+            .into_iter()
+            .flatten()
+            .find(|&d| d != opts.delimiter && rec[0].contains(&d));
+        let fix = match other {
+            Some(b'\t') => "the cells are split by tabs: --delimiter tab".to_string(),
+            Some(d) => format!(
+                "the cells are split by '{}': --delimiter '{}'",
+                d as char, d as char
+            ),
+            None => "choose columns with --columns".to_string(),
+        };
         return Err(data_err(
             input,
-            format!(
-                "no cell of the first data row (line {line}) is a number; choose columns \
-                 with --columns"
-            ),
+            format!("no cell of the first data row (line {line}) is a number; {fix}"),
         ));
     }
     let column = |i: usize| Column {

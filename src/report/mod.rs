@@ -261,6 +261,14 @@ impl PlanReport {
             self.flops_per_step as f64 / 1e9
         );
         let _ = writeln!(s, "_{}_\n", self.policy_meaning);
+        if let Some(l) = &self.lanes {
+            let _ = writeln!(
+                s,
+                "On two lanes: each GEMM on one thread, every buffer living about two \
+                 segments longer; the lane planner's estimate {:.2}× one lane's time.\n",
+                l.two_over_one
+            );
+        }
         let _ = writeln!(s, "| category | region | bytes |\n|---|---|---:|");
         for c in &self.categories {
             let _ = writeln!(

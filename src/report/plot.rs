@@ -94,6 +94,16 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>> {
 /// it); any other line that does not parse is an error naming its number. A file
 /// without a complete line is an error.
 pub fn parse_metrics(path: &Path, bytes: &[u8]) -> Result<Vec<MetricsRecord>> {
+    // Another kind of file entirely (data, weights, a plot): say so, not where the
+    // JSON parser stopped.
+    let first = bytes.trim_ascii_start().first();
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(data(
+            path,
+            "is not a metrics file (JSON lines, one object per logged step): plot reads a \
+             training run's --out directory or its metrics.jsonl",
+        ));
+    }
     let lines: Vec<(usize, &[u8])> = (bytes.split(|&b| b == b'\n').enumerate())
         .map(|(i, line)| (i + 1, line.trim_ascii()))
         .filter(|(_, line)| !line.is_empty())

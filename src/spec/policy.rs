@@ -249,7 +249,10 @@ impl std::fmt::Display for BudgetChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             BudgetChoice::KeepAll => f.write_str("none"),
-            BudgetChoice::Programme { units } => write!(f, "dp, {units} state units"),
+            BudgetChoice::Programme { units } => {
+                let s = if units == 1 { "" } else { "s" };
+                write!(f, "dp, {units} state unit{s}")
+            }
             BudgetChoice::Revolve { slots } => write!(f, "revolve:{slots}"),
             BudgetChoice::Every { k } => write!(f, "every:{k}"),
         }

@@ -125,8 +125,9 @@ pub struct Summary {
     pub windows: usize,
     /// Positions with data, over all windows.
     pub positions: u64,
-    /// Share of the positions computed that were padding (sets of sequences; 0 for a
-    /// stream). A window stops after the segment holding its batch's last step.
+    /// Share of the positions computed that held no data: a set's padding, or the rest
+    /// of a stream's shorter last window of each pass. A window stops after the segment
+    /// holding its batch's last step.
     pub padding_fraction: f64,
     /// Passes completed over the data.
     pub epochs: u64,
@@ -149,6 +150,8 @@ pub struct Summary {
     pub policy: String,
     /// Forward steps executed ÷ T.
     pub recompute_factor: f64,
+    /// Cores a window's instructions were shared between (`--lanes`): 1 or 2.
+    pub lanes: usize,
     /// The BLAS and the kernels it runs (`OpenBLAS SkylakeX`), and its threads per
     /// GEMM.
     pub blas: String,
@@ -610,6 +613,7 @@ pub fn fit_from(
         valid_total_bytes,
         policy: p.policy.to_string(),
         recompute_factor: p.recompute_factor,
+        lanes: if p.lanes.is_some() { 2 } else { 1 },
         blas: crate::exec::gemm::describe(),
         rss_before_compile_bytes: None,
         peak_rss_bytes: None,

@@ -734,6 +734,17 @@ fn two_lanes_from_the_command_line() {
     assert_eq!(run("1", "one"), run("2", "two"), "the weights differ");
     let cfg = std::fs::read_to_string(dir.path().join("two/config.toml")).unwrap();
     assert!(cfg.contains("lanes = 2"), "{cfg}");
+    // The summary says how many lanes ran.
+    for lanes in ["1", "2"] {
+        let args = [
+            "train", "--data", "t.bin", "--hidden", "8", "--window", "16", "--steps", "1",
+            "--lanes", lanes, "--json",
+        ];
+        let (code, out, err) = recur(&args, dir.path());
+        assert_eq!(code, 0, "{err}");
+        let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(s["lanes"].to_string(), lanes, "{out}");
+    }
     let line = fails(&["train", "--data", "t.bin", "--lanes", "3"], dir.path());
     assert!(
         line.contains("--lanes") && line.contains("1 or 2"),
@@ -767,6 +778,15 @@ fn two_lanes_from_the_command_line() {
     let (code, out, err) = recur(&["plan", "--compare", "--lanes", "2"], dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("on two lanes"), "{out}");
+    let md = |lanes: &str| {
+        let (code, out, err) = recur(
+            &["plan", "--format", "markdown", "--lanes", lanes],
+            dir.path(),
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert!(md("2").contains("On two lanes") && !md("1").contains("two lanes"));
     // A job over several ranks runs each on one lane, and says so.
     let (code, out, err) = recur(&["plan", "--ranks", "2", "--lanes", "2"], dir.path());
     assert_eq!(code, 0, "{err}");

@@ -434,6 +434,13 @@ fn bad_csv_inputs() {
     std::fs::write(p.join("words.csv"), "a,b\nx,y\n").unwrap();
     let e = fails(&["data", "csv", "words.csv", "o.npy"], p);
     assert!(e.contains("line 2") && e.contains("--columns"), "{e}");
+    // Split by another delimiter than the one asked: the line names it.
+    std::fs::write(p.join("semi.csv"), "date;open\n2024-01-02;1.5\n").unwrap();
+    let e = fails(&["data", "csv", "semi.csv", "o.npy"], p);
+    assert!(e.contains("--delimiter ';'"), "{e}");
+    std::fs::write(p.join("tab.csv"), "date\topen\n2024-01-02\t1.5\n").unwrap();
+    let e = fails(&["data", "csv", "tab.csv", "o.npy"], p);
+    assert!(e.contains("--delimiter tab"), "{e}");
     // Missing input, missing output directory, bad flags.
     let e = fails(&["data", "csv", "missing.csv", "o.npy"], p);
     assert!(

@@ -239,6 +239,10 @@ fn bad_input_is_one_line() {
         e.contains("old/metrics.jsonl: no line has a finite `lr`"),
         "{e}"
     );
+    // A data file given by mistake is named as what it is not.
+    std::fs::write(p.join("x.npy"), b"\x93NUMPY\x01\x00v\x00{'descr'").unwrap();
+    let e = fails(&["plot", "x.npy"], p);
+    assert!(e.contains("x.npy: is not a metrics file"), "{e}");
     let e = fails(&["plot", "run", "--raw", "--smooth"], p);
     assert!(e.contains("--raw") || e.contains("--smooth"), "{e}");
     fails(&["plot"], p);

@@ -208,6 +208,17 @@ pub(super) fn scale_like(
         }
         return Ok(Some(norm));
     }
+    if looks_standardised(series, &norm) {
+        super::warn(&format!(
+            "{} looks standardised already (its columns sit near 0, the model's raw data \
+             near {}), but no {} is beside it: its rows are standardised again with the \
+             model's statistics. If it was converted with them, put them beside it under \
+             that name",
+            data.display(),
+            fmt_means(&norm.mean),
+            data_norm.display(),
+        ));
+    }
     series.set_scaling(&norm.mean, &norm.std)?;
     if !quiet {
         eprintln!(
@@ -217,6 +228,45 @@ pub(super) fn scale_like(
         );
     }
     Ok(Some(norm))
+}
+
+/// Whether a series the model's statistics are about to standardise looks standardised
+/// already: over up to 4096 rows spread through it, every column whose raw mean lies
+/// well away from 0 (4 of its deviations or more) has a mean nearer to 0 than to the
+/// raw mean, each in its own units. Columns the two cannot tell apart say nothing.
+fn looks_standardised(series: &crate::data::stream::SeriesFile, norm: &Norm) -> bool {
+    let (rows, n) = (series.steps(), series.width());
+    if rows == 0 || n != norm.mean.len() {
+        return false;
+    }
+    let take = rows.min(4096);
+    let mut sum = vec![0.0f64; n];
+    let mut row = vec![0.0f32; n];
+    for k in 0..take {
+        series.read_row(k * rows / take, &mut row);
+        for (s, &x) in sum.iter_mut().zip(&row) {
+            *s += f64::from(x);
+        }
+    }
+    let mut told = 0;
+    for ((s, &m), &sd) in sum.iter().zip(&norm.mean).zip(&norm.std) {
+        if sd.is_nan() || sd <= 0.0 || m.abs() < 4.0 * sd {
+            continue;
+        }
+        let mean = s / take as f64;
+        if mean.abs() >= (mean - m).abs() / sd {
+            return false;
+        }
+        told += 1;
+    }
+    told > 0
+}
+
+/// The first few means, for a message.
+fn fmt_means(mean: &[f64]) -> String {
+    let shown: Vec<String> = mean.iter().take(3).map(|m| format!("{m:.4}")).collect();
+    let more = if mean.len() > 3 { ", …" } else { "" };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// `check_vocab` against the vocabulary file `model_vocab` (the training data's

@@ -1697,10 +1697,17 @@ pub(super) fn eval(c: EvalCmd) -> Result<()> {
         Some((h, why)) if h != HeadKind::Classify && c.labels.is_some() && !per_step => {
             return Err(Error::spec(
                 "--labels",
-                format!(
-                    "given, but the weights are a {h} model ({why}), which predicts each next \
-                     step; drop --labels"
-                ),
+                match h {
+                    HeadKind::Lm => format!(
+                        "hold one label per sequence, but the weights have the lm head ({why}), \
+                         which predicts at every step: a tagger's labels are one per step; a \
+                         language model takes no --labels"
+                    ),
+                    _ => format!(
+                        "given, but the weights are a {h} model ({why}), which predicts each \
+                         next step; drop --labels"
+                    ),
+                },
             ))
         }
         Some((h, _)) => h,

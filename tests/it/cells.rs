@@ -880,6 +880,33 @@ fn a_bidirectional_tagger_reads_the_step_after() {
     let one = accuracy(&[], "one");
     let two = accuracy(&["--bidirectional"], "two");
     assert!(two > 0.95 && one < 0.8, "one direction {one}, two {two}");
+    // The tagger's weights given one label per sequence: the line says a tagger's
+    // labels are one per step.
+    write_npy(
+        &p.join("s.npy"),
+        bytes(&vec![1i64; lens.len()]),
+        &format!("({},)", lens.len()),
+        "<i8",
+    );
+    let (code, _, err) = recur(
+        &[
+            "eval",
+            "--weights",
+            "one/model.safetensors",
+            "--data",
+            "x.npy",
+            "--offsets",
+            "o.npy",
+            "--labels",
+            "s.npy",
+        ],
+        p,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("one per step") && !err.contains("drop --labels") && err.lines().count() == 1,
+        "{err}"
+    );
     // Per-step labels for a classifier, or a count that fits neither: one line.
     let (code, _, err) = recur(
         &[

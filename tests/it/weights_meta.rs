@@ -246,9 +246,20 @@ fn a_standardised_series_alone_forecasts_in_its_units() {
         "{err}"
     );
     assert!(out.contains("\"mse\""), "{out}");
+    assert!(!err.contains("looks standardised"), "{err}");
     // Data standardised with the training statistics (s.norm.json beside it) agrees
     // with the metadata's to the last bit.
     ok(&["eval", "--weights", &alone, "--data", "s.npy"], p);
+    // The same rows without their statistics beside them are standardised again, and
+    // a warning says they look standardised already.
+    std::fs::copy(p.join("s.npy"), p.join("bare.npy")).unwrap();
+    let (code, _, err) = recur(&["eval", "--weights", &alone, "--data", "bare.npy"], p);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: bare.npy looks standardised already")
+            && err.contains("bare.norm.json"),
+        "{err}"
+    );
     // Data standardised with other statistics is refused, with a fix that needs no file.
     std::fs::write(p.join("o.csv"), "a,b\n1,2\n3,5\n4,4\n").unwrap();
     ok(&["data", "csv", "o.csv", "o.npy", "--standardize"], p);

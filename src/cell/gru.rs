@@ -252,16 +252,12 @@ pub fn forward_step(
         let (ar, az, an) = (&mut ar[..hd], &mut az[..hd], &mut an[..hd]);
         let (rr, rz, rn) = (&rec[..hd], &rec[hd..2 * hd], &rec[2 * hd..3 * hd]);
         let (hp, h, hn) = (&hp[..hd], &mut h[..hd], &mut hn[..hd]);
-        for j in 0..hd {
-            ar[j] += rr[j];
-            az[j] += rz[j];
-        }
+        add_to(ar, rr);
+        add_to(az, rz);
         sigmoid_inplace(ar);
         sigmoid_inplace(az);
         hn.copy_from_slice(rn);
-        for j in 0..hd {
-            an[j] += ar[j] * rn[j];
-        }
+        add_product_to(an, ar, rn);
         tanh_inplace(an);
         if reset.get(r).is_some_and(|&f| f != 0) {
             for j in 0..hd {
@@ -320,22 +316,62 @@ pub fn backward_step(
         let (gz, gn) = rest.split_at_mut(hd);
         let (gr, gz, gn) = (&mut gr[..hd], &mut gz[..hd], &mut gn[..hd]);
         let (hn, hp, dh, dhp) = (&mut hn[..hd], &hp[..hd], &dh[..hd], &mut dhp[..hd]);
-        for j in 0..hd {
-            let (r, z, n, d) = (ar[j], az[j], an[j], dh[j]);
-            let hpj = hp[j] * keep;
-            let dan = d * (1.0 - z) * (1.0 - n * n);
-            let dar = dan * hn[j] * r * (1.0 - r);
-            let daz = d * (hpj - n) * z * (1.0 - z);
-            let dhn = dan * r;
-            ar[j] = dar;
-            az[j] = daz;
-            an[j] = dan;
-            gr[j] = dar;
-            gz[j] = daz;
-            gn[j] = dhn;
-            hn[j] = dhn;
-            dhp[j] = d * z * keep;
-        }
+        row_grads([ar, az, an], [gr, gz, gn], hn, dhp, (hp, dh, keep));
+    }
+}
+
+/// `x[j] += y[j]`. The vectorised loops of this file take each slice as an argument of
+/// their own: over sub-slices of one row in one body the compiler could not tell them
+/// apart and ran one lane at a time. Each element is computed as before, bit for bit.
+#[inline(never)]
+fn add_to(x: &mut [f32], y: &[f32]) {
+    let y = &y[..x.len()];
+    for j in 0..x.len() {
+        x[j] += y[j];
+    }
+}
+
+/// `x[j] += a[j] · b[j]`.
+#[inline(never)]
+fn add_product_to(x: &mut [f32], a: &[f32], b: &[f32]) {
+    let (a, b) = (&a[..x.len()], &b[..x.len()]);
+    for j in 0..x.len() {
+        x[j] += a[j] * b[j];
+    }
+}
+
+/// One row's backward: `a` = [r, z, n] activated in, their gradients out; `g` = the
+/// gradients of h W_hhᵀ + b_hh; `hn` = W_hn h + b_hn in, dL/dh_n out; `dhp` the part
+/// of dL/dh_{t−1} that bypasses W_hh.
+#[inline(never)]
+fn row_grads(
+    a: [&mut [f32]; 3],
+    g: [&mut [f32]; 3],
+    hn: &mut [f32],
+    dhp: &mut [f32],
+    (hp, dh, keep): (&[f32], &[f32], f32),
+) {
+    let [ar, az, an] = a;
+    let [gr, gz, gn] = g;
+    let hd = hn.len();
+    let (ar, az, an) = (&mut ar[..hd], &mut az[..hd], &mut an[..hd]);
+    let (gr, gz, gn) = (&mut gr[..hd], &mut gz[..hd], &mut gn[..hd]);
+    let (dhp, hp, dh) = (&mut dhp[..hd], &hp[..hd], &dh[..hd]);
+    for j in 0..hd {
+        let (r, z, n, d) = (ar[j], az[j], an[j], dh[j]);
+        let hpj = hp[j] * keep;
+        let dan = d * (1.0 - z) * (1.0 - n * n);
+        let dar = dan * hn[j] * r * (1.0 - r);
+        let daz = d * (hpj - n) * z * (1.0 - z);
+        let dhn = dan * r;
+        ar[j] = dar;
+        az[j] = daz;
+        an[j] = dan;
+        gr[j] = dar;
+        gz[j] = daz;
+        gn[j] = dhn;
+        hn[j] = dhn;
+        dhp[j] = d * z * keep;
     }
 }
 

@@ -331,26 +331,44 @@ pub fn backward_step(
         let (ai, af, ag, ao) = (&mut ai[..hd], &mut af[..hd], &mut ag[..hd], &mut ao[..hd]);
         let (dh, dc, cp, tc) = (&dh[..hd], &mut dc[..hd], &cp[..hd], &tc[..hd]);
         let fresh = reset.get(r).is_some_and(|&f| f != 0);
-        for j in 0..hd {
-            let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
-            let dao = dh[j] * tc[j] * o * (1.0 - o);
-            let dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j]) + dao * po[j];
-            let dai = dcj * g * i * (1.0 - i);
-            let daf = if fresh {
-                0.0
-            } else {
-                dcj * cp[j] * f * (1.0 - f)
-            };
-            ai[j] = dai;
-            af[j] = daf;
-            ag[j] = dcj * i * (1.0 - g * g);
-            ao[j] = dao;
-            dc[j] = if fresh {
-                0.0
-            } else {
-                dcj * f + dai * pi[j] + daf * pf[j]
-            };
-        }
+        row_grads([ai, af, ag, ao], [pi, pf, po], (dh, dc, cp, tc), fresh);
+    }
+}
+
+/// One row's gate gradients (see `backward_step`), each slice an argument of its own:
+/// over sub-slices of one row in one body the compiler could not tell them apart and
+/// ran the loop one lane at a time. Each element is computed as before, bit for bit.
+#[inline(never)]
+fn row_grads(
+    a: [&mut [f32]; 4],
+    p: [&[f32]; 3],
+    (dh, dc, cp, tc): (&[f32], &mut [f32], &[f32], &[f32]),
+    fresh: bool,
+) {
+    let [ai, af, ag, ao] = a;
+    let hd = dh.len();
+    let (ai, af, ag, ao) = (&mut ai[..hd], &mut af[..hd], &mut ag[..hd], &mut ao[..hd]);
+    let (pi, pf, po) = (&p[0][..hd], &p[1][..hd], &p[2][..hd]);
+    let (dc, cp, tc) = (&mut dc[..hd], &cp[..hd], &tc[..hd]);
+    for j in 0..hd {
+        let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
+        let dao = dh[j] * tc[j] * o * (1.0 - o);
+        let dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j]) + dao * po[j];
+        let dai = dcj * g * i * (1.0 - i);
+        let daf = if fresh {
+            0.0
+        } else {
+            dcj * cp[j] * f * (1.0 - f)
+        };
+        ai[j] = dai;
+        af[j] = daf;
+        ag[j] = dcj * i * (1.0 - g * g);
+        ao[j] = dao;
+        dc[j] = if fresh {
+            0.0
+        } else {
+            dcj * f + dai * pi[j] + daf * pf[j]
+        };
     }
 }
 

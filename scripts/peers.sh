@@ -38,8 +38,10 @@ cargo build --release --quiet
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 8000000 /dev/urandom > "$tmp/tokens.bin"
-python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(0).standard_normal((40000, 64)).astype(np.float32))" "$tmp/series.npy"
-python3 -c "import numpy as np, sys; np.save(sys.argv[1], (1000 + 5 * np.cumsum(np.random.default_rng(1).standard_normal((40000, 64)), 0)).astype(np.float32))" "$tmp/prices.npy"
+# Series of 200 001 rows: stripes of 6250 at B32, six full windows of 1000 each (a
+# stripe's shorter last window would be timed as a step otherwise).
+python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(0).standard_normal((200001, 64)).astype(np.float32))" "$tmp/series.npy"
+python3 -c "import numpy as np, sys; np.save(sys.argv[1], (1000 + 5 * np.cumsum(np.random.default_rng(1).standard_normal((200001, 64)), 0)).astype(np.float32))" "$tmp/prices.npy"
 have_torch=$(python3 -c "import torch" 2>/dev/null && echo yes || echo no)
 results="$tmp/results.jsonl"
 : > "$results"

@@ -85,7 +85,6 @@ pub fn render(e: &Error) -> String {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     best_blas_kernels();
-    subnormals()?;
     // A rank of a job over several processes (`mpirun -n R recur train …`) starts MPI
     // first, so that whatever fails anywhere, arguments included, is agreed and said
     // once.
@@ -98,6 +97,9 @@ pub fn run() -> Result<()> {
 
 fn run_as(ranks: Option<&mut ranks::Ranks>) -> Result<()> {
     use clap::{CommandFactory, FromArgMatches};
+    // Before any GEMM (and after MPI's start, so that a bad setting is agreed and said
+    // once).
+    subnormals()?;
     // The flags `profile` shares with `train` but reads its own way.
     let command = Cli::command().mut_subcommand("profile", |c| {
         c.mut_arg("steps", |a| {
@@ -318,8 +320,14 @@ fn subnormals() -> Result<()> {
             return Err(Error::spec(env, "must be 'flush' or 'keep'"))
         }
     };
-    if flush {
-        crate::exec::fp::flush_subnormals(true);
+    // SAFETY: nothing has run a GEMM yet, and no thread of this process calls BLAS:
+    // this runs first in `run_as`, before the subcommand starts anything.
+    if flush && !unsafe { crate::exec::fp::flush_subnormals(true) } && cfg!(target_arch = "x86_64")
+    {
+        warn(&format!(
+            "subnormal numbers are flushed on recur's threads but maybe not on OpenBLAS's \
+             (its build does not say how it threads); set {env}=keep to keep them everywhere"
+        ));
     }
     Ok(())
 }

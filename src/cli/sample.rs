@@ -231,9 +231,10 @@ pub(super) fn scale_like(
 }
 
 /// Whether a series the model's statistics are about to standardise looks standardised
-/// already: over up to 4096 rows spread through it, every column whose raw mean lies
-/// well away from 0 (4 of its deviations or more) has a mean nearer to 0 than to the
-/// raw mean, each in its own units. Columns the two cannot tell apart say nothing.
+/// already: over up to 4096 rows spread through it (each row's pages handed back once
+/// read, as the readers do), every column whose raw mean lies well away from 0 (4 of
+/// its deviations, and 4, or more) has a mean nearer to 0 than to the raw mean, each in
+/// its own units. Columns the two cannot tell apart say nothing.
 fn looks_standardised(series: &crate::data::stream::SeriesFile, norm: &Norm) -> bool {
     let (rows, n) = (series.steps(), series.width());
     if rows == 0 || n != norm.mean.len() {
@@ -243,14 +244,16 @@ fn looks_standardised(series: &crate::data::stream::SeriesFile, norm: &Norm) -> 
     let mut sum = vec![0.0f64; n];
     let mut row = vec![0.0f32; n];
     for k in 0..take {
-        series.read_row(k * rows / take, &mut row);
+        let i = k * rows / take;
+        series.read_row(i, &mut row);
+        series.release(i..i + 1);
         for (s, &x) in sum.iter_mut().zip(&row) {
             *s += f64::from(x);
         }
     }
     let mut told = 0;
     for ((s, &m), &sd) in sum.iter().zip(&norm.mean).zip(&norm.std) {
-        if sd.is_nan() || sd <= 0.0 || m.abs() < 4.0 * sd {
+        if sd.is_nan() || sd <= 0.0 || m.abs() < 4.0 * sd.max(1.0) {
             continue;
         }
         let mean = s / take as f64;

@@ -721,7 +721,7 @@ pub(super) fn train_as(c: TrainCmd, mut ranks: Option<&mut super::ranks::Ranks>)
                 pipeline,
                 (&valid_path, &valid_offsets, &valid_labels, valid_every),
                 (&out, save_every, keep, guard.skip_nonfinite, guard.max_loss),
-                report_rss,
+                (report_rss, crate::exec::fp::flushing()),
                 (&prints, &c.resume, resumed.as_ref().map(|f| f.job.step)),
             )
         );
@@ -994,6 +994,21 @@ fn resume_in(dir: &Path, found: &Found) -> Result<()> {
             "the job ran on {was} OpenBLAS thread{} and continues on {threads}: correctly, \
              but not bit for bit as it would have on {was} (give --threads {was})",
             if was == 1 { "" } else { "s" }
+        ));
+    }
+    let flushing = crate::exec::fp::flushing();
+    if found
+        .job
+        .flush_subnormals
+        .is_some_and(|was| was != flushing)
+    {
+        let mode = |f: bool| if f { "flush" } else { "keep" };
+        super::warn(&format!(
+            "the job ran with {}={} and continues with {}: correctly, but not bit for bit \
+             once a subnormal number arises",
+            crate::exec::fp::SUBNORMALS_ENV,
+            mode(!flushing),
+            mode(flushing)
         ));
     }
     if found.job.recur_version != env!("CARGO_PKG_VERSION") {

@@ -4,9 +4,9 @@
 //! series). A stripe's last steps that do not fill a window make one more, shorter
 //! window (its later positions count for nothing, and only the segments holding data
 //! run), so every step of a stripe is trained and evaluated. When the rows reach the
-//! end of their stripes they all restart, and the carried state is reset. Each row's pages are handed back to the kernel once its
-//! window is read, so what stays resident of the file is bounded by the window, not the
-//! file.
+//! end of their stripes they all restart, and the carried state is reset. Each row's
+//! pages are handed back to the kernel once its window is read, so what stays resident
+//! of the file is bounded by the window, not the file.
 
 use super::stream::{SeriesFile, TokenFile};
 use crate::{Error, Result};
@@ -133,7 +133,7 @@ impl Windows {
     }
 
     /// The steps of the window at `start` that the next window does not read again
-    /// (all of them in a pass's last window): handed back once read.
+    /// (all of them in a pass's shorter last window): handed back once read.
     fn read_once(&self, start: usize, steps: usize) -> std::ops::Range<usize> {
         match steps < self.window {
             true => start..start + steps,

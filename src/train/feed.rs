@@ -226,7 +226,8 @@ impl<'a> Feed<'a> {
 }
 
 /// The next window of a stream into `exec`'s batch slots: inputs, targets, the mask
-/// (every position, or a stride's last k1), no resets; the carried state is reset when
+/// (every position, or a stride's last k1, and none after the data of a pass's shorter
+/// last window), no resets; the carried state is reset when
 /// the cursors start a new pass. Returns true then. Allocates nothing.
 pub(crate) fn fill_stream(exec: &mut Executor, data: &DataFile, windows: &mut Windows) -> bool {
     let slots = exec.batch_mut();

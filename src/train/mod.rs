@@ -529,8 +529,9 @@ impl Trainer {
     }
 
     /// The next window of a stream into the batch slots (every position counts, or the
-    /// last k1 with a stride; no resets), resetting the carried state when the stream
-    /// restarts. Allocates nothing.
+    /// last k1 with a stride, and none after the data of a pass's shorter last window;
+    /// no resets), resetting the carried state when the stream restarts. Allocates
+    /// nothing.
     pub fn load_window(&mut self, data: &DataFile, win: &mut Windows) -> Result<()> {
         feed::check_form(&crate::data::Form::of_stream(data), &self.program().model)?;
         feed::fill_stream(&mut self.exec, data, win);

@@ -154,6 +154,10 @@ pub struct JobState {
     /// The threads OpenBLAS ran each GEMM on (another count may sum in another order).
     #[serde(default)]
     pub blas_threads: usize,
+    /// Whether subnormal numbers were flushed to zero (`exec::fp`); absent in older
+    /// snapshots.
+    #[serde(default)]
+    pub flush_subnormals: Option<bool>,
 }
 
 /// What a save writes besides the job itself.
@@ -290,6 +294,7 @@ fn write_into(tmp: &Path, step: u64, at: &At<'_, '_, '_>, opts: &SaveOptions<'_>
         fit: at.state.clone(),
         metrics_bytes: opts.metrics_bytes,
         blas_threads: crate::exec::gemm::threads(),
+        flush_subnormals: Some(crate::exec::fp::flushing()),
     };
     let state = serde_json::to_vec_pretty(&job).map_err(|e| Error::Snapshot {
         path: tmp.join(STATE),

@@ -266,28 +266,18 @@ pub fn auto(
         }
         slots = (slots * 2).max(slots + 1);
     }
-    // The budget's own choice, the least recomputation that fits (and the refusal of a
-    // budget too small), searched on a second thread while this one predicts the
-    // others (each prediction unrolls the window: D's 100 000 steps took 0.9 s in all,
-    // one after the other).
-    let (chosen, mut times) = std::thread::scope(|s| {
-        let search = budget.map(|b| s.spawn(move || choose(model, train, b)));
-        let times: Vec<f64> = (candidates.iter())
-            .map(|(a, _)| predicted(model, train, a))
-            .collect();
-        let chosen = search.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        (chosen, times)
-    });
-    if let Some(found) = chosen {
-        let (actions, chose) = found?;
+    if let Some(b) = budget {
+        // The least recomputation that fits (and the refusal of a budget too small).
+        let (actions, chose) = choose(model, train, b)?;
         if let Resolved::Budget { choice, .. } = chose {
             if !candidates.iter().any(|(a, _)| *a == actions) {
-                times.push(predicted(model, train, &actions));
                 candidates.push((actions, choice));
             }
         }
     }
-    let mut ranked: Vec<(f64, usize)> = times.into_iter().zip(0..).collect();
+    let mut ranked: Vec<(f64, usize)> = (candidates.iter().enumerate())
+        .map(|(i, (a, _))| (predicted(model, train, a), i))
+        .collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut best: Option<(f64, u64, usize)> = None;
     for &(t, i) in &ranked {

@@ -14,8 +14,20 @@ use crate::graph::Action;
 /// `C(n, k)`, saturating at `u128::MAX`.
 fn binom(n: u64, k: u64) -> u128 {
     let k = k.min(n - k.min(n));
-    let mut r: u128 = 1;
-    for i in 0..k {
+    // Each step's r is C(n, i) exactly, in 64 bits while the product fits (a 128-bit
+    // division is a slow library call, and the budget search makes millions), then
+    // on in 128 bits from the same r.
+    let mut small: u64 = 1;
+    let mut i = 0;
+    while i < k {
+        match small.checked_mul(n - i) {
+            Some(p) => small = p / (i + 1),
+            None => break,
+        }
+        i += 1;
+    }
+    let mut r = small as u128;
+    for i in i..k {
         r = r.saturating_mul((n - i) as u128) / (i as u128 + 1);
     }
     r
@@ -164,6 +176,27 @@ pub fn schedule(a: u32, b: u32, slots: u64, out: &mut Vec<Action>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 64-bit start of `binom` gives what 128 bits throughout give, through the
+    /// switch and into saturation.
+    #[test]
+    fn binomials_in_64_then_128_bits() {
+        let wide = |n: u64, k: u64| {
+            let k = k.min(n - k.min(n));
+            (0..k).fold(1u128, |r, i| {
+                r.saturating_mul((n - i) as u128) / (i as u128 + 1)
+            })
+        };
+        for n in (0..70u64).chain([100, 200, 1000, 6250, 100_000, 1 << 40]) {
+            // C(n, n/2) only where that loop is short.
+            let mid = if n <= 6250 { n / 2 } else { 0 };
+            for k in (0..=n.min(80)).chain([mid, n.saturating_sub(3), n]) {
+                assert_eq!(binom(n, k), wide(n, k), "C({n}, {k})");
+            }
+        }
+        assert_eq!(binom(64, 32), 1_832_624_140_942_590_534);
+        assert_eq!(binom(6, 3), 20);
+    }
 
     /// The recurrence written out, by dynamic programming: an independent check of the
     /// closed form.

@@ -26,10 +26,15 @@
 # head included; recomputation not counted), the same figure for both frameworks.
 #
 # Usage: scripts/peers.sh [threads] [reps] [config ...]   (default: 2 3 A B GRU D)
+# RECUR_SUBNORMALS (recur) and TORCH_STEP_FLUSH (PyTorch) pass through: unset, each
+# framework runs its default (recur flushes subnormals, PyTorch keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-2}"
 reps="${2:-3}"
+for n in "$threads" "$reps"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "peers.sh: usage: peers.sh [threads] [reps] [config ...] (threads and reps are counts, not '$n')" >&2; exit 2; }
+done
 shift 2 || shift $#
 configs=("$@")
 [ ${#configs[@]} -eq 0 ] && configs=(A B GRU D)

@@ -118,11 +118,15 @@ if N == 0:
     data = torch.randint(0, V, (T + 1, B))
 elif os.environ.get("TORCH_STEP_DATA"):
     import numpy as np
-    series = torch.from_numpy(np.load(os.environ["TORCH_STEP_DATA"])).float()
-    if series.shape[1] != N:
-        sys.exit(f"torch_step.py: {series.shape[1]} features in the data, not {N}")
+    # Mapped, not read: only the B windows are copied into this process.
+    series = np.load(os.environ["TORCH_STEP_DATA"], mmap_mode="r")
+    if series.ndim != 2 or series.shape[1] != N:
+        sys.exit(f"torch_step.py: the data is {series.shape}, not [rows, {N}]")
+    if series.shape[0] < T + 2:
+        sys.exit(f"torch_step.py: the data has {series.shape[0]} rows, fewer than T + 2")
     starts = torch.randint(0, series.shape[0] - T - 1, (B,))
-    data = torch.stack([series[s:s + T + 1] for s in starts.tolist()], dim=1)
+    data = torch.stack([torch.from_numpy(np.array(series[s:s + T + 1], dtype=np.float32))
+                        for s in starts.tolist()], dim=1)
 else:
     data = torch.randn(T + 1, B, N)
 state = zero_state()

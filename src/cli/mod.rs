@@ -322,8 +322,8 @@ fn subnormals() -> Result<()> {
     };
     // SAFETY: nothing has run a GEMM yet, and no thread of this process calls BLAS:
     // this runs first in `run_as`, before the subcommand starts anything.
-    if flush && !unsafe { crate::exec::fp::flush_subnormals(true) } && cfg!(target_arch = "x86_64")
-    {
+    let arch = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    if flush && !unsafe { crate::exec::fp::flush_subnormals(true) } && arch {
         warn(&format!(
             "subnormal numbers are flushed on recur's threads but maybe not on OpenBLAS's \
              (its build does not say how it threads); set {env}=keep to keep them everywhere"

@@ -350,8 +350,9 @@ impl Ranks {
                     code: 2,
                     msg: format!(
                         "rank {r}'s settings differ from rank 0's (the resolved model, window, \
-                         data files and flags hash differently): give every rank the same \
-                         command line and the same files"
+                         data files, flags and RECUR_SUBNORMALS hash differently): give every \
+                         rank the same command line, the same files and the same \
+                         RECUR_SUBNORMALS"
                     ),
                 });
             }

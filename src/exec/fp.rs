@@ -133,7 +133,9 @@ pub fn set_thread(on: bool) -> bool {
 ///
 /// No GEMM may run, or start, on another thread while this runs: OpenBLAS's threads
 /// are stopped and joined, and one busy with a GEMM would never be. Call it once at the
-/// start of a program, before anything else starts threads that call BLAS.
+/// start of a program, before anything else starts threads that call BLAS. With an
+/// OpenMP build it takes effect only before the first threaded GEMM (OpenMP's threads,
+/// once started, keep their mode); it still returns true after.
 pub unsafe fn flush_subnormals(on: bool) -> bool {
     // SAFETY: the caller's contract.
     set_thread(on) && unsafe { restart_blas_threads() }

@@ -320,9 +320,10 @@ pub fn backward_step(
     }
 }
 
-/// `x[j] += y[j]`. The vectorised loops of this file take each slice as an argument of
-/// their own: over sub-slices of one row in one body the compiler could not tell them
-/// apart and ran one lane at a time. Each element is computed as before, bit for bit.
+/// `x[j] += y[j]`. The loops of this file over a row's parts are functions of their own,
+/// their slices cut to one length before the loop: written inline over sub-slices of
+/// one row, the compiler ran them one lane at a time. Each element is computed as
+/// before, bit for bit.
 #[inline(never)]
 fn add_to(x: &mut [f32], y: &[f32]) {
     let y = &y[..x.len()];

@@ -395,7 +395,7 @@ pub fn backward_step(
         let (ai, rest) = a.split_at_mut(hd);
         let (af, rest) = rest.split_at_mut(hd);
         let (ag, ao) = rest.split_at_mut(hd);
-        gate_grads([ai, af, ag, ao], dh, dc, cp, tc);
+        gate_grads([ai, af, ag, ao], (dh, dc, cp, tc));
         if reset.get(r).is_some_and(|&f| f != 0) {
             af.fill(0.0);
             dc.fill(0.0);
@@ -404,31 +404,13 @@ pub fn backward_step(
 }
 
 /// One row's gate gradients: `a` = [i, f, g, o] activated in, dL/d(pre-activation)
-/// out; `dc`: dL/dc_t in, dL/dc_{t-1} out; `tc` = tanh(c_t). Each slice its own
-/// argument, so the compiler knows they do not overlap and vectorises the loop (as
-/// one body over four sub-slices of one row it did not, and ran it one lane at a time);
-/// every element is computed as before, so the bits are the same.
-#[inline(always)]
-fn gate_grads(a: [&mut [f32]; 4], dh: &[f32], dc: &mut [f32], cp: &[f32], tc: &[f32]) {
-    let [ai, af, ag, ao] = a;
-    let hd = dh.len();
-    gate_grads_split(
-        &mut ai[..hd],
-        &mut af[..hd],
-        &mut ag[..hd],
-        &mut ao[..hd],
-        (dh, &mut dc[..hd], &cp[..hd], &tc[..hd]),
-    );
-}
-
+/// out; `dc`: dL/dc_t in, dL/dc_{t-1} out; `tc` = tanh(c_t). A function of its own,
+/// its slices cut to one length before the loop: written inline over four sub-slices
+/// of one row, the compiler ran the loop one lane at a time. Each element is computed
+/// as before, so the bits are the same.
 #[inline(never)]
-fn gate_grads_split(
-    ai: &mut [f32],
-    af: &mut [f32],
-    ag: &mut [f32],
-    ao: &mut [f32],
-    (dh, dc, cp, tc): (&[f32], &mut [f32], &[f32], &[f32]),
-) {
+fn gate_grads(a: [&mut [f32]; 4], (dh, dc, cp, tc): (&[f32], &mut [f32], &[f32], &[f32])) {
+    let [ai, af, ag, ao] = a;
     let hd = dh.len();
     let (ai, af, ag, ao) = (&mut ai[..hd], &mut af[..hd], &mut ag[..hd], &mut ao[..hd]);
     let (dc, cp, tc) = (&mut dc[..hd], &cp[..hd], &tc[..hd]);

@@ -335,9 +335,10 @@ pub fn backward_step(
     }
 }
 
-/// One row's gate gradients (see `backward_step`), each slice an argument of its own:
-/// over sub-slices of one row in one body the compiler could not tell them apart and
-/// ran the loop one lane at a time. Each element is computed as before, bit for bit.
+/// One row's gate gradients (see `backward_step`), in a function of its own with its
+/// slices cut to one length before the loop: written inline over sub-slices of one row,
+/// the compiler ran the loop one lane at a time. Each element is computed as before,
+/// bit for bit.
 #[inline(never)]
 fn row_grads(
     a: [&mut [f32]; 4],
